@@ -1,0 +1,199 @@
+//! The `Backend` trait every store implements, and what `get` returns.
+
+use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use futures::TryStreamExt;
+
+use crate::{
+    Body, ByteStream, Capabilities, DeleteOptions, Error, GetOptions, Key, ListOptions, ListPage,
+    ObjectMeta, PutMode, PutOptions, Result,
+};
+
+/// The result of [`Backend::get`]: the object's metadata, the bytes served and
+/// a stream of them.
+pub struct GetResult {
+    /// Metadata of the version being read; `meta.size` is the full size.
+    pub meta: ObjectMeta,
+    /// The half-open byte range served, within `0..meta.size`.
+    pub range: Range<u64>,
+    /// The bytes of `range`, in order. On a full read of a backend that
+    /// records checksums, the stream ends with [`Error::ChecksumMismatch`]
+    /// instead of its last chunk if the content does not match.
+    pub body: ByteStream,
+}
+
+impl GetResult {
+    /// Collects the body into one buffer.
+    ///
+    /// # Errors
+    /// Whatever the body stream fails with, for example
+    /// [`Error::ChecksumMismatch`].
+    pub async fn bytes(self) -> Result<Bytes> {
+        let mut body = self.body;
+        let len = (self.range.end - self.range.start).min(1 << 30) as usize;
+        let Some(first) = body.try_next().await? else {
+            return Ok(Bytes::new());
+        };
+        let Some(second) = body.try_next().await? else {
+            return Ok(first);
+        };
+        let mut out = BytesMut::with_capacity(len);
+        out.extend_from_slice(&first);
+        out.extend_from_slice(&second);
+        while let Some(chunk) = body.try_next().await? {
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out.freeze())
+    }
+}
+
+impl fmt::Debug for GetResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GetResult")
+            .field("meta", &self.meta)
+            .field("range", &self.range)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An object store honouring the contract of DESIGN section 2.
+///
+/// Every method validates its input before any I/O ([`Key`] is valid by
+/// construction; metadata and options are checked by the implementation) and
+/// reports failures as typed [`Error`]s. The trait is object safe: use it as
+/// `Arc<dyn Backend>` to choose a backend at run time.
+#[async_trait]
+pub trait Backend: Send + Sync + fmt::Debug + 'static {
+    /// A short name for reports, for example `"memory"` or `"fs"`.
+    fn name(&self) -> &str;
+
+    /// What this backend supports.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Stores `body` under `key`, atomically: a reader sees the previous
+    /// object or the whole new one, never a part of it. Returns the new
+    /// version's metadata with a fresh ETag.
+    ///
+    /// # Errors
+    /// - [`Error::AlreadyExists`] for [`PutMode::IfNotExists`] on a present key;
+    /// - [`Error::PreconditionFailed`] for [`PutMode::IfMatch`] on a missing key
+    ///   or another ETag; in both cases nothing changes;
+    /// - [`Error::InvalidArgument`] for invalid metadata or content type;
+    /// - [`Error::Unsupported`] for a conditional mode the backend lacks;
+    /// - the body stream's own error, with nothing written.
+    async fn put(&self, key: &Key, body: Body, options: PutOptions) -> Result<ObjectMeta>;
+
+    /// Reads the object, or the range of it named in `options`.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], [`Error::InvalidRange`] (rules in
+    /// [`ByteRange`](crate::ByteRange)), [`Error::PreconditionFailed`] when
+    /// `options.if_match` differs, and [`Error::ChecksumMismatch`] from the
+    /// stream of a corrupt object.
+    async fn get(&self, key: &Key, options: GetOptions) -> Result<GetResult>;
+
+    /// Reads the object's metadata.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when the key is missing.
+    async fn head(&self, key: &Key) -> Result<ObjectMeta>;
+
+    /// Deletes the object. Deleting a missing key succeeds unless
+    /// `options.if_match` is set.
+    ///
+    /// # Errors
+    /// [`Error::PreconditionFailed`] when `options.if_match` is set and the key
+    /// is missing or has another ETag; [`Error::Unsupported`] when it is set
+    /// and the backend cannot delete conditionally.
+    async fn delete(&self, key: &Key, options: DeleteOptions) -> Result<()>;
+
+    /// Lists one page of keys in ascending byte order.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an invalid prefix or page size.
+    async fn list(&self, options: &ListOptions) -> Result<ListPage>;
+
+    /// Copies `from` to `to` with its content type and metadata; `mode`
+    /// applies to the destination. The default streams the object through
+    /// the client; backends that can copy server-side override it.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for a missing source, and the errors of
+    /// [`Backend::put`] for the destination.
+    async fn copy(&self, from: &Key, to: &Key, mode: PutMode) -> Result<ObjectMeta> {
+        copy_through_client(self, from, to, mode).await
+    }
+}
+
+/// Copies an object by reading it and writing it back: the default of
+/// [`Backend::copy`], public so that overriding backends can fall back to it.
+///
+/// The source is read as one consistent version; its content type and user
+/// metadata are carried to the destination.
+///
+/// # Errors
+/// As [`Backend::copy`].
+pub async fn copy_through_client<B: Backend + ?Sized>(
+    backend: &B,
+    from: &Key,
+    to: &Key,
+    mode: PutMode,
+) -> Result<ObjectMeta> {
+    let source = backend.get(from, GetOptions::default()).await?;
+    let options = PutOptions {
+        mode,
+        content_type: source.meta.content_type.clone(),
+        metadata: source.meta.metadata.clone(),
+    };
+    let body = match source.meta.size {
+        0 => Body::empty(),
+        size => Body::stream(source.body, Some(size)),
+    };
+    backend.put(to, body, options).await
+}
+
+macro_rules! forward_backend {
+    ($($wrapper:ident),*) => {$(
+        #[async_trait]
+        impl<B: Backend + ?Sized> Backend for $wrapper<B> {
+            fn name(&self) -> &str {
+                (**self).name()
+            }
+            fn capabilities(&self) -> Capabilities {
+                (**self).capabilities()
+            }
+            async fn put(&self, key: &Key, body: Body, options: PutOptions) -> Result<ObjectMeta> {
+                (**self).put(key, body, options).await
+            }
+            async fn get(&self, key: &Key, options: GetOptions) -> Result<GetResult> {
+                (**self).get(key, options).await
+            }
+            async fn head(&self, key: &Key) -> Result<ObjectMeta> {
+                (**self).head(key).await
+            }
+            async fn delete(&self, key: &Key, options: DeleteOptions) -> Result<()> {
+                (**self).delete(key, options).await
+            }
+            async fn list(&self, options: &ListOptions) -> Result<ListPage> {
+                (**self).list(options).await
+            }
+            async fn copy(&self, from: &Key, to: &Key, mode: PutMode) -> Result<ObjectMeta> {
+                (**self).copy(from, to, mode).await
+            }
+        }
+    )*};
+}
+
+forward_backend!(Arc, Box);
+
+/// The [`Error::Unsupported`] a backend returns for an operation it lacks.
+pub fn unsupported(backend: &(impl Backend + ?Sized), operation: &'static str) -> Error {
+    Error::Unsupported {
+        operation,
+        backend: backend.name().to_owned(),
+    }
+}

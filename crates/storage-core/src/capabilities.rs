@@ -1,0 +1,61 @@
+//! What a backend can do, so that callers and the conformance suite branch on
+//! facts rather than backend names.
+
+/// Where a backend keeps its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Locality {
+    /// In this process's memory; gone when the process ends.
+    Memory,
+    /// On a local file system.
+    Local,
+    /// On a remote service reached over the network.
+    Remote,
+}
+
+/// The operations and guarantees a backend supports.
+///
+/// An operation a backend lacks returns [`Error::Unsupported`](crate::Error::Unsupported),
+/// never a silent no-op.
+///
+/// Build it with struct update syntax over [`Capabilities::none`], so that a
+/// field added later defaults to unsupported:
+/// `Capabilities { conditional_put: true, ..Capabilities::none(Locality::Local) }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// `PutMode::IfNotExists` and `PutMode::IfMatch` are honoured.
+    pub conditional_put: bool,
+    /// `DeleteOptions::if_match` is honoured.
+    pub conditional_delete: bool,
+    /// Promoting a staged object is one atomic step.
+    pub atomic_promote: bool,
+    /// `watch(prefix)` streams changes.
+    pub change_feed: bool,
+    /// Presigned or SAS URLs can be issued.
+    pub presigned_urls: bool,
+    /// Large bodies are uploaded in parts.
+    pub multipart: bool,
+    /// `copy` runs inside the store, without the data passing the client.
+    pub server_side_copy: bool,
+    /// The SHA-256 of the content is recorded at put and verified on full reads.
+    pub checksums: bool,
+    /// Where the data lives.
+    pub locality: Locality,
+}
+
+impl Capabilities {
+    /// A backend that supports nothing optional, at the given locality; set
+    /// the fields it does support.
+    pub const fn none(locality: Locality) -> Self {
+        Capabilities {
+            conditional_put: false,
+            conditional_delete: false,
+            atomic_promote: false,
+            change_feed: false,
+            presigned_urls: false,
+            multipart: false,
+            server_side_copy: false,
+            checksums: false,
+            locality,
+        }
+    }
+}

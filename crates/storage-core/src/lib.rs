@@ -1,0 +1,63 @@
+//! The storage contract: one set of types and rules for object stores with
+//! compare-and-swap, over memory, local disk and cloud object storage.
+//!
+//! This crate holds the contract of DESIGN section 2 and its reference
+//! implementation:
+//!
+//! - [`Key`]: validated object keys; [`ETag`]: opaque version tokens;
+//! - [`PutMode`]: overwrite, create-only (`If-None-Match: *`) or
+//!   compare-and-swap (`If-Match`);
+//! - [`Body`]: replayable (bytes, chunks, file region) and one-shot (stream)
+//!   bodies;
+//! - [`ObjectMeta`], [`GetOptions`] with [`ByteRange`]s, [`ListOptions`] and
+//!   [`ListPage`], [`DeleteOptions`], [`Capabilities`];
+//! - [`Error`], typed and classified by [`Error::is_transient`];
+//! - the [`Backend`] trait, usable as `Arc<dyn Backend>`, and [`BackendExt`]
+//!   with `put_bytes`, `get_bytes`, `exists` and `list_all`;
+//! - [`MemoryBackend`], the reference implementation of every rule.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use futures::TryStreamExt;
+//! use storage_core::{Backend, BackendExt, ListOptions, MemoryBackend};
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! let store: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+//! store.put_bytes("logs/2026/11/22", "...").await?;
+//! store.put_bytes("logs/2026/11/23", "...").await?;
+//! let keys: Vec<String> = store
+//!     .list_all(ListOptions::prefix("logs/2026/"))
+//!     .map_ok(|meta| meta.key.to_string())
+//!     .try_collect()
+//!     .await?;
+//! assert_eq!(keys, ["logs/2026/11/22", "logs/2026/11/23"]);
+//! # Ok::<(), storage_core::Error>(())
+//! # }).unwrap();
+//! ```
+#![warn(missing_docs)]
+
+mod backend;
+mod body;
+mod capabilities;
+mod error;
+mod etag;
+mod ext;
+mod key;
+pub mod list;
+mod memory;
+mod meta;
+mod options;
+
+pub use backend::{Backend, GetResult, copy_through_client, unsupported};
+pub use body::{Body, ByteStream, FILE_CHUNK_BYTES, FileRegion};
+pub use capabilities::{Capabilities, Locality};
+pub use error::{BoxError, Error, Result};
+pub use etag::ETag;
+pub use ext::BackendExt;
+pub use key::{IntoKey, Key, MAX_KEY_BYTES, RESERVED_SEGMENTS, validate_prefix};
+pub use memory::{MemoryBackend, check_if_match, check_put_mode};
+pub use meta::{
+    MAX_METADATA_BYTES, Metadata, ObjectMeta, validate_content_type, validate_metadata,
+};
+pub use options::{
+    ByteRange, DeleteOptions, GetOptions, ListOptions, ListPage, MAX_PAGE_SIZE, PutMode, PutOptions,
+};

@@ -1,0 +1,219 @@
+//! The in-memory backend: the reference implementation of every rule.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::{self, StreamExt};
+
+use crate::list::{page_from_sorted, scan_start};
+use crate::{
+    Backend, Body, Capabilities, DeleteOptions, ETag, Error, GetOptions, GetResult, Key,
+    ListOptions, ListPage, Locality, ObjectMeta, PutMode, PutOptions, Result,
+};
+
+/// An object store in this process's memory.
+///
+/// Every rule of the contract holds here, and the conformance suite checks it
+/// like any other backend. Writes take a short exclusive lock on an ordered
+/// map; reads take a shared lock only long enough to clone a reference to the
+/// entry, so content is never copied: a get returns slices of the `Bytes`
+/// that were put. ETags are a per-instance counter, never reused.
+///
+/// No SHA-256 is recorded ([`Capabilities::checksums`] is false): memory is
+/// the trust boundary of the process, and hashing every put would only slow
+/// it down.
+///
+/// ```
+/// use storage_core::{Backend, BackendExt, MemoryBackend, PutMode, PutOptions, Body, Key, Error};
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let store = MemoryBackend::new();
+/// let key = Key::new("counters/jobs")?;
+/// let first = store.put(&key, Body::from("1"), PutOptions::mode(PutMode::IfNotExists)).await?;
+/// // A second create loses and changes nothing.
+/// let again = store.put(&key, Body::from("9"), PutOptions::mode(PutMode::IfNotExists)).await;
+/// assert!(matches!(again, Err(Error::AlreadyExists { .. })));
+/// // Compare-and-swap against the ETag we read.
+/// store.put(&key, Body::from("2"), PutOptions::mode(PutMode::IfMatch(first.etag))).await?;
+/// assert_eq!(store.get_bytes(&key).await?, "2");
+/// # Ok::<(), Error>(())
+/// # }).unwrap();
+/// ```
+#[derive(Debug, Default)]
+pub struct MemoryBackend {
+    objects: RwLock<BTreeMap<Key, Arc<Entry>>>,
+    next_version: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Entry {
+    data: Bytes,
+    meta: ObjectMeta,
+}
+
+impl MemoryBackend {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lookup(&self, key: &Key) -> Option<Arc<Entry>> {
+        let objects = self.objects.read().unwrap_or_else(PoisonError::into_inner);
+        objects.get(key).cloned()
+    }
+
+    fn next_etag(&self) -> ETag {
+        let version = self.next_version.fetch_add(1, Ordering::Relaxed) + 1;
+        ETag::new(version.to_string())
+    }
+}
+
+/// Checks `mode` against the current version of `key`, as every backend must
+/// (DESIGN section 2, rules 2 and 3).
+///
+/// # Errors
+/// [`Error::AlreadyExists`] or [`Error::PreconditionFailed`] when the mode
+/// forbids the write.
+pub fn check_put_mode(key: &Key, mode: &PutMode, current: Option<&ETag>) -> Result<()> {
+    match (mode, current) {
+        (PutMode::Overwrite, _) | (PutMode::IfNotExists, None) => Ok(()),
+        (PutMode::IfNotExists, Some(_)) => Err(Error::AlreadyExists {
+            key: key.to_string(),
+        }),
+        (PutMode::IfMatch(expected), current) => check_if_match(key, expected, current),
+    }
+}
+
+/// Checks an `If-Match` condition against the current ETag, `None` when the
+/// object is missing.
+///
+/// # Errors
+/// [`Error::PreconditionFailed`] when the object is missing or the ETags differ.
+pub fn check_if_match(key: &Key, expected: &ETag, current: Option<&ETag>) -> Result<()> {
+    if current == Some(expected) {
+        Ok(())
+    } else {
+        Err(Error::PreconditionFailed {
+            key: key.to_string(),
+            expected: expected.clone(),
+            actual: current.cloned(),
+        })
+    }
+}
+
+#[async_trait]
+impl Backend for MemoryBackend {
+    fn name(&self) -> &str {
+        "memory"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            conditional_put: true,
+            conditional_delete: true,
+            atomic_promote: true,
+            server_side_copy: true,
+            ..Capabilities::none(Locality::Memory)
+        }
+    }
+
+    async fn put(&self, key: &Key, body: Body, options: PutOptions) -> Result<ObjectMeta> {
+        options.validate()?;
+        let data = body.into_bytes().await?;
+        let PutOptions {
+            mode,
+            content_type,
+            metadata,
+        } = options;
+        let mut objects = self.objects.write().unwrap_or_else(PoisonError::into_inner);
+        check_put_mode(key, &mode, objects.get(key).map(|e| &e.meta.etag))?;
+        let meta = ObjectMeta {
+            key: key.clone(),
+            size: data.len() as u64,
+            etag: self.next_etag(),
+            last_modified: SystemTime::now(),
+            content_type,
+            metadata,
+            sha256: None,
+        };
+        objects.insert(
+            key.clone(),
+            Arc::new(Entry {
+                data,
+                meta: meta.clone(),
+            }),
+        );
+        Ok(meta)
+    }
+
+    async fn get(&self, key: &Key, options: GetOptions) -> Result<GetResult> {
+        let entry = self.lookup(key).ok_or_else(|| Error::NotFound {
+            key: key.to_string(),
+        })?;
+        if let Some(expected) = &options.if_match {
+            check_if_match(key, expected, Some(&entry.meta.etag))?;
+        }
+        let size = entry.meta.size;
+        let range = match &options.range {
+            Some(r) => r.resolve(key, size)?,
+            None => 0..size,
+        };
+        let data = entry.data.slice(range.start as usize..range.end as usize);
+        Ok(GetResult {
+            meta: entry.meta.clone(),
+            range,
+            body: stream::once(async move { Ok(data) }).boxed(),
+        })
+    }
+
+    async fn head(&self, key: &Key) -> Result<ObjectMeta> {
+        self.lookup(key)
+            .map(|e| e.meta.clone())
+            .ok_or_else(|| Error::NotFound {
+                key: key.to_string(),
+            })
+    }
+
+    async fn delete(&self, key: &Key, options: DeleteOptions) -> Result<()> {
+        let mut objects = self.objects.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(expected) = &options.if_match {
+            check_if_match(key, expected, objects.get(key).map(|e| &e.meta.etag))?;
+        }
+        objects.remove(key);
+        Ok(())
+    }
+
+    async fn list(&self, options: &ListOptions) -> Result<ListPage> {
+        options.validate()?;
+        let objects = self.objects.read().unwrap_or_else(PoisonError::into_inner);
+        let start = scan_start(options);
+        let range = objects.range::<str, _>((Bound::Included(start), Bound::Unbounded));
+        page_from_sorted(range.map(|(_, e)| e.meta.clone()), options)
+    }
+
+    async fn copy(&self, from: &Key, to: &Key, mode: PutMode) -> Result<ObjectMeta> {
+        let source = self.lookup(from).ok_or_else(|| Error::NotFound {
+            key: from.to_string(),
+        })?;
+        let mut objects = self.objects.write().unwrap_or_else(PoisonError::into_inner);
+        check_put_mode(to, &mode, objects.get(to).map(|e| &e.meta.etag))?;
+        let meta = ObjectMeta {
+            key: to.clone(),
+            etag: self.next_etag(),
+            last_modified: SystemTime::now(),
+            ..source.meta.clone()
+        };
+        objects.insert(
+            to.clone(),
+            Arc::new(Entry {
+                data: source.data.clone(),
+                meta: meta.clone(),
+            }),
+        );
+        Ok(meta)
+    }
+}

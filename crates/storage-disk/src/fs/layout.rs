@@ -1,0 +1,134 @@
+//! Where each object's files live under the root directory.
+//!
+//! A key's segments become nested directories; every name we write carries a
+//! `~` suffix that an encoded segment can never contain, so objects,
+//! directories and temporary files cannot collide, whatever the keys:
+//!
+//! | file | name |
+//! |---|---|
+//! | directory for a segment | `<segment>~d` |
+//! | sidecar (the commit point) | `<segment>~meta` |
+//! | content of one version | `<segment>~v<etag>` |
+//! | temporary file | `~tmp-<random>` |
+//!
+//! A segment is encoded by escaping `%` as `%25` and `~` as `%7E`; one whose
+//! encoding is longer than [`MAX_ENCODED_SEGMENT`] bytes is named
+//! `~h<sha256 of the segment, hex>` instead, so that every file name stays
+//! under the 255-byte limit of Linux file systems. Keys are never decoded from
+//! names: the sidecar holds the key.
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use storage_core::{ETag, Key};
+
+/// Longest encoded segment used as a name; longer ones are hashed.
+pub const MAX_ENCODED_SEGMENT: usize = 200;
+
+/// Suffix of a segment's directory.
+pub const DIR_SUFFIX: &str = "~d";
+/// Suffix of a sidecar.
+pub const META_SUFFIX: &str = "~meta";
+/// Prefix of temporary files.
+pub const TEMP_PREFIX: &str = "~tmp-";
+
+/// The files of one key.
+#[derive(Debug, Clone)]
+pub struct Location {
+    /// The directory holding the key's files.
+    pub dir: PathBuf,
+    /// The encoded last segment.
+    pub name: String,
+}
+
+impl Location {
+    /// The files of `key` under `objects`, the root's object directory.
+    pub fn of(objects: &Path, key: &Key) -> Self {
+        let segments: Vec<&str> = key.segments().collect();
+        let (last, parents) = segments
+            .split_last()
+            .expect("a valid key has at least one segment");
+        Location {
+            dir: directory(objects, parents.iter().copied()),
+            name: encode_segment(last),
+        }
+    }
+
+    /// The sidecar's path.
+    pub fn meta(&self) -> PathBuf {
+        self.dir.join(format!("{}{META_SUFFIX}", self.name))
+    }
+
+    /// The path of the content written with `etag`.
+    pub fn data(&self, etag: &ETag) -> PathBuf {
+        self.dir.join(format!("{}~v{}", self.name, etag.as_str()))
+    }
+
+    /// A fresh temporary path in the key's directory.
+    pub fn temp(&self) -> PathBuf {
+        self.dir
+            .join(format!("{TEMP_PREFIX}{:032x}", rand::random::<u128>()))
+    }
+}
+
+/// The directory for the given segments under `objects`.
+pub fn directory<'a>(objects: &Path, segments: impl IntoIterator<Item = &'a str>) -> PathBuf {
+    let mut dir = objects.to_path_buf();
+    for segment in segments {
+        dir.push(format!("{}{DIR_SUFFIX}", encode_segment(segment)));
+    }
+    dir
+}
+
+/// The name a segment takes on disk (see the module docs).
+pub fn encode_segment(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for c in segment.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '~' => out.push_str("%7E"),
+            c => out.push(c),
+        }
+    }
+    if out.len() > MAX_ENCODED_SEGMENT {
+        format!("~h{}", hex::encode(Sha256::digest(segment.as_bytes())))
+    } else {
+        out
+    }
+}
+
+/// The lock stripe of a key: a byte of its SHA-256, the same in every process.
+pub fn stripe(key: &Key) -> u8 {
+    Sha256::digest(key.as_str().as_bytes())[0]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_cannot_collide_with_our_suffixes() {
+        assert_eq!(encode_segment("a~meta"), "a%7Emeta");
+        assert_eq!(encode_segment("100%"), "100%25");
+        assert_eq!(encode_segment("plain.txt"), "plain.txt");
+    }
+
+    #[test]
+    fn long_segments_are_hashed_under_the_name_limit() {
+        let key = Key::new("x".repeat(1024)).expect("valid key");
+        let location = Location::of(Path::new("/r"), &key);
+        assert!(location.name.starts_with("~h"));
+        let etag = ETag::new("0".repeat(32));
+        let data = location.data(&etag);
+        let name = data.file_name().expect("has a name");
+        assert!(name.len() < 255);
+    }
+
+    #[test]
+    fn parents_become_directories() {
+        let key = Key::new("a/b~/c").expect("valid key");
+        let location = Location::of(Path::new("/r"), &key);
+        assert_eq!(location.dir, Path::new("/r/a~d/b%7E~d"));
+        assert_eq!(location.meta(), Path::new("/r/a~d/b%7E~d/c~meta"));
+    }
+}

@@ -1,0 +1,22 @@
+//! Local-disk backends for [`storage_core`].
+//!
+//! - [`FsBackend`]: one plain file per object under a root directory, with
+//!   durable atomic puts, compare-and-swap across processes and SHA-256
+//!   verified on full reads.
+//!
+//! The layout of an [`FsBackend`] root:
+//!
+//! | path | what |
+//! |---|---|
+//! | `objects/…/<segment>~d/` | one directory per key segment but the last |
+//! | `objects/…/<segment>~meta` | the sidecar (JSON): key, size, ETag, SHA-256, content type, metadata |
+//! | `objects/…/<segment>~v<etag>` | the content of the current version, byte for byte |
+//! | `locks/NN.lock` | 256 lock stripes for compare-and-swap |
+//!
+//! Segments are encoded by escaping `%` as `%25` and `~` as `%7E`; a segment
+//! whose encoding exceeds 200 bytes is named `~h<sha256 hex>`.
+#![warn(missing_docs)]
+
+pub mod fs;
+
+pub use fs::FsBackend;
