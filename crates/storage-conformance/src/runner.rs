@@ -1,0 +1,318 @@
+//! Running checks against a backend and reporting the outcome.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use storage_core::Backend;
+
+use crate::Check;
+
+/// Makes a fresh, empty backend for each check.
+#[async_trait]
+pub trait BackendFactory: Send + Sync {
+    /// The backend's name in reports, for example `"fs"`.
+    fn name(&self) -> &str;
+
+    /// The test server and its version, for remote backends.
+    fn server(&self) -> Option<String> {
+        None
+    }
+
+    /// A fresh backend holding no objects, for the check named
+    /// `suite/name`.
+    ///
+    /// # Errors
+    /// A message saying why the backend could not be made; the check fails
+    /// with it.
+    async fn create(&self, check: &str) -> Result<Arc<dyn Backend>, String>;
+
+    /// A rule the test server cannot honour: the check is reported as a
+    /// declared limitation with this reason, and is not run.
+    fn limitation(&self, _check: &Check) -> Option<String> {
+        None
+    }
+}
+
+/// Which checks to run: all of them, or those whose suite and name match.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Suites to run; empty means every suite.
+    pub suites: Vec<String>,
+    /// Substrings of check names; a check runs if its name contains one.
+    /// Empty means every check.
+    pub names: Vec<String>,
+}
+
+impl Filter {
+    /// Whether `check` is selected.
+    pub fn matches(&self, check: &Check) -> bool {
+        (self.suites.is_empty() || self.suites.iter().any(|s| s == check.suite))
+            && (self.names.is_empty() || self.names.iter().any(|n| check.name.contains(n.as_str())))
+    }
+}
+
+/// The outcome of one check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// The rule held.
+    Passed,
+    /// The rule was broken; the message says how.
+    Failed,
+    /// The backend's capabilities lack what the check needs.
+    Unsupported,
+    /// The test server cannot honour the rule; the message says why.
+    Limitation,
+}
+
+/// One check's line in a report (the JSON shape of DESIGN section 6).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckReport {
+    /// Its suite.
+    pub suite: String,
+    /// Its name.
+    pub name: String,
+    /// The outcome.
+    pub status: Status,
+    /// Wall time in milliseconds.
+    pub ms: u64,
+    /// Why it failed, is unsupported or is a limitation.
+    pub message: Option<String>,
+}
+
+/// Every check's outcome for one backend.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BackendReport {
+    /// The backend's name.
+    pub name: String,
+    /// The test server, for remote backends.
+    pub server: Option<String>,
+    /// One entry per check run, in suite order.
+    pub checks: Vec<CheckReport>,
+}
+
+/// Counts of each status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Checks that passed.
+    pub passed: usize,
+    /// Checks that failed.
+    pub failed: usize,
+    /// Checks the backend does not support.
+    pub unsupported: usize,
+    /// Checks the test server cannot honour.
+    pub limitation: usize,
+}
+
+impl Tally {
+    fn add(&mut self, status: Status) {
+        match status {
+            Status::Passed => self.passed += 1,
+            Status::Failed => self.failed += 1,
+            Status::Unsupported => self.unsupported += 1,
+            Status::Limitation => self.limitation += 1,
+        }
+    }
+}
+
+impl BackendReport {
+    /// Status counts per suite, suites in name order.
+    pub fn by_suite(&self) -> BTreeMap<&str, Tally> {
+        let mut out: BTreeMap<&str, Tally> = BTreeMap::new();
+        for check in &self.checks {
+            out.entry(check.suite.as_str())
+                .or_default()
+                .add(check.status);
+        }
+        out
+    }
+
+    /// Status counts over every check.
+    pub fn total(&self) -> Tally {
+        let mut tally = Tally::default();
+        for check in &self.checks {
+            tally.add(check.status);
+        }
+        tally
+    }
+
+    /// The checks that failed.
+    pub fn failures(&self) -> impl Iterator<Item = &CheckReport> {
+        self.checks.iter().filter(|c| c.status == Status::Failed)
+    }
+}
+
+/// Longest a check may run before it is failed as hung.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Runs the checks selected by `filter`, one at a time, each on a fresh
+/// backend from `factory`.
+///
+/// A check runs in its own task: a panic fails that check and no other. A
+/// check the backend's [`Capabilities`](storage_core::Capabilities) cannot
+/// support is reported as [`Status::Unsupported`], one the factory declares a
+/// server limitation as [`Status::Limitation`]; neither is run.
+pub async fn run(factory: &dyn BackendFactory, checks: &[Check], filter: &Filter) -> BackendReport {
+    let mut report = BackendReport {
+        name: factory.name().to_owned(),
+        server: factory.server(),
+        checks: Vec::new(),
+    };
+    for check in checks.iter().filter(|c| filter.matches(c)) {
+        let started = Instant::now();
+        let (status, message) = run_one(factory, check).await;
+        report.checks.push(CheckReport {
+            suite: check.suite.to_owned(),
+            name: check.name.to_owned(),
+            status,
+            ms: started.elapsed().as_millis() as u64,
+            message,
+        });
+    }
+    report
+}
+
+async fn run_one(factory: &dyn BackendFactory, check: &Check) -> (Status, Option<String>) {
+    if let Some(reason) = factory.limitation(check) {
+        return (Status::Limitation, Some(reason));
+    }
+    let backend = match factory
+        .create(&format!("{}/{}", check.suite, check.name))
+        .await
+    {
+        Ok(backend) => backend,
+        Err(message) => {
+            return (
+                Status::Failed,
+                Some(format!("could not create the backend: {message}")),
+            );
+        }
+    };
+    if let Some(reason) = check.unsupported_reason(&backend.capabilities()) {
+        return (
+            Status::Unsupported,
+            Some(format!("{} {reason}", backend.name())),
+        );
+    }
+    let mut task = tokio::spawn((check.run)(backend));
+    let outcome = tokio::time::timeout(CHECK_TIMEOUT, &mut task).await;
+    if outcome.is_err() {
+        task.abort();
+    }
+    match outcome {
+        Ok(Ok(Ok(()))) => (Status::Passed, None),
+        Ok(Ok(Err(failure))) => (Status::Failed, Some(failure.0)),
+        Ok(Err(join)) => (
+            Status::Failed,
+            Some(format!("the check panicked: {}", panic_message(join))),
+        ),
+        Err(_) => (
+            Status::Failed,
+            Some(format!("timed out after {} s", CHECK_TIMEOUT.as_secs())),
+        ),
+    }
+}
+
+fn panic_message(err: tokio::task::JoinError) -> String {
+    match err.try_into_panic() {
+        Ok(payload) => payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a non-string panic".to_owned()),
+        Err(err) => err.to_string(),
+    }
+}
+
+/// A [`BackendFactory`] made from a name and an async closure.
+///
+/// ```
+/// use std::sync::Arc;
+/// use storage_conformance::FnFactory;
+/// use storage_core::{Backend, MemoryBackend};
+/// let factory = FnFactory::new("memory", |_check| async {
+///     Ok(Arc::new(MemoryBackend::new()) as Arc<dyn Backend>)
+/// });
+/// ```
+pub struct FnFactory<F> {
+    name: String,
+    make: F,
+}
+
+impl<F> std::fmt::Debug for FnFactory<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FnFactory({})", self.name)
+    }
+}
+
+impl<F, Fut> FnFactory<F>
+where
+    F: Fn(String) -> Fut + Send + Sync,
+    Fut: std::future::Future<Output = Result<Arc<dyn Backend>, String>> + Send,
+{
+    /// A factory named `name` that calls `make` with the check's
+    /// `suite/name` for each check.
+    pub fn new(name: impl Into<String>, make: F) -> Self {
+        FnFactory {
+            name: name.into(),
+            make,
+        }
+    }
+}
+
+#[async_trait]
+impl<F, Fut> BackendFactory for FnFactory<F>
+where
+    F: Fn(String) -> Fut + Send + Sync,
+    Fut: std::future::Future<Output = Result<Arc<dyn Backend>, String>> + Send,
+{
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn create(&self, check: &str) -> Result<Arc<dyn Backend>, String> {
+        (self.make)(check.to_owned()).await
+    }
+}
+
+/// Panics with the name and message of every failed check, for use in a
+/// backend crate's `tests/conformance.rs`; prints the tally either way.
+///
+/// # Panics
+/// When any check failed.
+pub fn assert_no_failures(report: &BackendReport) {
+    let total = report.total();
+    println!(
+        "{}: {} passed, {} failed, {} unsupported, {} limitation",
+        report.name, total.passed, total.failed, total.unsupported, total.limitation
+    );
+    for check in report.checks.iter().filter(|c| c.status != Status::Passed) {
+        println!(
+            "  {:?} {}/{}: {}",
+            check.status,
+            check.suite,
+            check.name,
+            check.message.as_deref().unwrap_or("")
+        );
+    }
+    let failures: Vec<String> = report
+        .failures()
+        .map(|c| {
+            format!(
+                "{}/{}: {}",
+                c.suite,
+                c.name,
+                c.message.as_deref().unwrap_or("")
+            )
+        })
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} checks failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}

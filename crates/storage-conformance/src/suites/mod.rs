@@ -1,0 +1,36 @@
+//! The suites of checks, one module each.
+
+pub mod cas;
+pub mod concurrency;
+pub mod core;
+pub mod errors;
+pub mod list;
+pub mod metadata;
+pub mod range;
+
+use crate::Check;
+
+/// The names of every suite, in the order they run.
+pub const SUITES: [&str; 7] = [
+    "core",
+    "cas",
+    "list",
+    "range",
+    "metadata",
+    "concurrency",
+    "errors",
+];
+
+/// Every check of every suite, in suite order.
+pub fn all() -> Vec<Check> {
+    [
+        core::checks(),
+        cas::checks(),
+        list::checks(),
+        range::checks(),
+        metadata::checks(),
+        concurrency::checks(),
+        errors::checks(),
+    ]
+    .concat()
+}
