@@ -1,1 +1,69 @@
-fn main() {}
+//! Project tasks: `cargo xtask conformance`, `cargo xtask bench`,
+//! `cargo xtask test`.
+
+mod backends;
+mod bench;
+mod conformance;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Tasks of the storage workspace")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the contract suite against backends and print the matrix.
+    Conformance(conformance::Args),
+    /// Measure put and get throughput against object_store's peers.
+    Bench(bench::Args),
+    /// Run every test of the workspace (the README's test command).
+    Test,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Conformance(args) => runtime().and_then(|rt| rt.block_on(conformance::main(args))),
+        Command::Bench(args) => runtime().and_then(|rt| rt.block_on(bench::main(args))),
+        Command::Test => run_tests(),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// `cargo test --workspace`, with the tests' own output shown.
+fn run_tests() -> anyhow::Result<ExitCode> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let status = std::process::Command::new(cargo)
+        .args(["test", "--workspace", "--all-targets"])
+        .status()?;
+    if !status.success() {
+        return Ok(ExitCode::FAILURE);
+    }
+    let status =
+        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()))
+            .args(["test", "--workspace", "--doc"])
+            .status()?;
+    Ok(if status.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

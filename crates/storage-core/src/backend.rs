@@ -7,6 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures::TryStreamExt;
+use futures::future::BoxFuture;
 
 use crate::{
     Body, ByteStream, Capabilities, DeleteOptions, Error, GetOptions, Key, ListOptions, ListPage,
@@ -24,15 +25,41 @@ pub struct GetResult {
     /// records checksums, the stream ends with [`Error::ChecksumMismatch`]
     /// instead of its last chunk if the content does not match.
     pub body: ByteStream,
+    /// A backend's faster way to read the whole range into one buffer, used
+    /// by [`GetResult::bytes`] instead of the stream (which is then never
+    /// polled).
+    collect: Option<BoxFuture<'static, Result<Bytes>>>,
 }
 
 impl GetResult {
+    /// A result serving `range` of the object described by `meta` from `body`.
+    pub fn new(meta: ObjectMeta, range: Range<u64>, body: ByteStream) -> Self {
+        GetResult {
+            meta,
+            range,
+            body,
+            collect: None,
+        }
+    }
+
+    /// Gives [`GetResult::bytes`] a faster way to produce the same bytes, for
+    /// example one read into a single buffer instead of a stream of chunks.
+    /// The future must check what the stream would check (checksums), and
+    /// must not start any I/O before it is first polled.
+    pub fn with_collect(mut self, collect: BoxFuture<'static, Result<Bytes>>) -> Self {
+        self.collect = Some(collect);
+        self
+    }
+
     /// Collects the body into one buffer.
     ///
     /// # Errors
     /// Whatever the body stream fails with, for example
     /// [`Error::ChecksumMismatch`].
     pub async fn bytes(self) -> Result<Bytes> {
+        if let Some(collect) = self.collect {
+            return collect.await;
+        }
         let mut body = self.body;
         let len = (self.range.end - self.range.start).min(1 << 30) as usize;
         let Some(first) = body.try_next().await? else {

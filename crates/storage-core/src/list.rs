@@ -71,10 +71,8 @@ where
         } else {
             None
         };
-        if let (Some(group), Some(last)) = (group, last.as_deref()) {
-            if group == last {
-                continue;
-            }
+        if group.is_some() && group == last.as_deref() {
+            continue;
         }
         if emitted == page_size {
             page.continuation = last;

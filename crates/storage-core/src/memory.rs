@@ -129,8 +129,8 @@ impl Backend for MemoryBackend {
             content_type,
             metadata,
         } = options;
-        let mut objects = self.objects.write().unwrap_or_else(PoisonError::into_inner);
-        check_put_mode(key, &mode, objects.get(key).map(|e| &e.meta.etag))?;
+        // Everything but the precondition check and the insert happens
+        // outside the lock; an ETag drawn for a refused put is never used.
         let meta = ObjectMeta {
             key: key.clone(),
             size: data.len() as u64,
@@ -140,13 +140,16 @@ impl Backend for MemoryBackend {
             metadata,
             sha256: None,
         };
-        objects.insert(
-            key.clone(),
-            Arc::new(Entry {
-                data,
-                meta: meta.clone(),
-            }),
-        );
+        let entry = Arc::new(Entry {
+            data,
+            meta: meta.clone(),
+        });
+        let replaced = {
+            let mut objects = self.objects.write().unwrap_or_else(PoisonError::into_inner);
+            check_put_mode(key, &mode, objects.get(key).map(|e| &e.meta.etag))?;
+            objects.insert(key.clone(), entry)
+        };
+        drop(replaced);
         Ok(meta)
     }
 
@@ -163,11 +166,8 @@ impl Backend for MemoryBackend {
             None => 0..size,
         };
         let data = entry.data.slice(range.start as usize..range.end as usize);
-        Ok(GetResult {
-            meta: entry.meta.clone(),
-            range,
-            body: stream::once(async move { Ok(data) }).boxed(),
-        })
+        let body = stream::once(async move { Ok(data) }).boxed();
+        Ok(GetResult::new(entry.meta.clone(), range, body))
     }
 
     async fn head(&self, key: &Key) -> Result<ObjectMeta> {

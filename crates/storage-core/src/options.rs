@@ -209,12 +209,14 @@ impl ListOptions {
     /// [`Error::InvalidArgument`] naming what is wrong.
     pub fn validate(&self) -> Result<()> {
         crate::validate_prefix(&self.prefix)?;
-        if let Some(s) = &self.start_after {
-            if s.len() > crate::MAX_KEY_BYTES {
-                return Err(Error::invalid_argument(
-                    "start_after must be at most 1024 bytes",
-                ));
-            }
+        if self
+            .start_after
+            .as_ref()
+            .is_some_and(|s| s.len() > crate::MAX_KEY_BYTES)
+        {
+            return Err(Error::invalid_argument(
+                "start_after must be at most 1024 bytes",
+            ));
         }
         self.effective_page_size().map(|_| ())
     }

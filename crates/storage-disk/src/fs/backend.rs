@@ -18,7 +18,8 @@ use storage_core::{
 use tokio::io::AsyncWriteExt;
 
 use super::io::{
-    StripeLock, create_new, open_read, read_exact_at, read_sidecar, sync_dir, write_synced,
+    ObjectDir, ReadMode, StripeLock, create_new, read_at, read_exact_at, read_sidecar,
+    read_sidecar_at, sync_dir, would_block, write_synced,
 };
 use super::layout::{self, DIR_SUFFIX, Location, META_SUFFIX};
 use super::sidecar::{self, Sidecar};
@@ -27,7 +28,15 @@ use super::sidecar::{self, Sidecar};
 /// opens it; larger content is streamed in [`READ_CHUNK_BYTES`] chunks.
 const INLINE_READ_BYTES: u64 = 256 * 1024;
 /// Size of each chunk of a streamed read, in bytes.
-const READ_CHUNK_BYTES: u64 = 1024 * 1024;
+const READ_CHUNK_BYTES: u64 = 2 * 1024 * 1024;
+/// Content of at most this many bytes may be read on the async worker thread
+/// when the page cache holds it (see [`ReadMode::Cached`]): its SHA-256 takes
+/// a few tens of microseconds at most.
+const CACHED_READ_BYTES: u64 = 64 * 1024;
+/// Chunks queued for the hashing thread of a streamed full read.
+const HASH_QUEUE_CHUNKS: usize = 4;
+/// Content larger than this is hashed on a second thread while it is written.
+const PARALLEL_HASH_BYTES: usize = 1024 * 1024;
 /// How often a read retries when a concurrent put replaced the version it was
 /// about to open.
 const OPEN_ATTEMPTS: usize = 16;
@@ -88,6 +97,7 @@ struct Inner {
     root: PathBuf,
     objects: PathBuf,
     locks: PathBuf,
+    dir: ObjectDir,
 }
 
 impl FsBackend {
@@ -104,11 +114,13 @@ impl FsBackend {
             fs::create_dir_all(dir)
                 .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
         }
+        let dir = ObjectDir::open(&objects)?;
         Ok(FsBackend {
             inner: Arc::new(Inner {
                 root,
                 objects,
                 locks,
+                dir,
             }),
         })
     }
@@ -160,9 +172,18 @@ fn write_bytes(location: &Location, path: &Path, data: &[u8]) -> Result<(u64, [u
     let context = || format!("writing {}", path.display());
     fs::create_dir_all(&location.dir).map_err(|e| Error::io(context(), e))?;
     let mut file = create_new(path).map_err(|e| Error::io(context(), e))?;
-    file.write_all(data).map_err(|e| Error::io(context(), e))?;
-    file.sync_data().map_err(|e| Error::io(context(), e))?;
-    Ok((data.len() as u64, Sha256::digest(data).into()))
+    let digest = std::thread::scope(|scope| {
+        let hashing =
+            (data.len() > PARALLEL_HASH_BYTES).then(|| scope.spawn(|| Sha256::digest(data)));
+        file.write_all(data)?;
+        file.sync_data()?;
+        Ok::<_, io::Error>(match hashing {
+            Some(handle) => handle.join().unwrap_or_else(|_| Sha256::digest(data)),
+            None => Sha256::digest(data),
+        })
+    })
+    .map_err(|e| Error::io(context(), e))?;
+    Ok((data.len() as u64, digest.into()))
 }
 
 async fn write_stream(location: &Location, path: &Path, body: Body) -> Result<(u64, [u8; 32])> {
@@ -250,11 +271,23 @@ enum Content {
     File(File),
 }
 
-fn open_version(location: &Location, key: &Key, options: &GetOptions) -> Result<Opened> {
+/// Finds the current version of `key` and opens its content, under `mode`.
+///
+/// In [`ReadMode::Cached`] mode anything that would wait for the disk, and
+/// content larger than [`CACHED_READ_BYTES`], fails with the would-block
+/// signal (see [`would_block`]) and the caller retries on the blocking pool.
+fn open_version(
+    dir: &ObjectDir,
+    location: &Location,
+    key: &Key,
+    options: &GetOptions,
+    mode: ReadMode,
+) -> Result<Opened> {
     for _ in 0..OPEN_ATTEMPTS {
-        let meta = read_sidecar(&location.meta())?.ok_or_else(|| Error::NotFound {
-            key: key.to_string(),
-        })?;
+        let meta =
+            read_sidecar_at(dir, &location.rel_meta(), mode)?.ok_or_else(|| Error::NotFound {
+                key: key.to_string(),
+            })?;
         if let Some(expected) = &options.if_match {
             check_if_match(key, expected, Some(&meta.etag))?;
         }
@@ -262,16 +295,23 @@ fn open_version(location: &Location, key: &Key, options: &GetOptions) -> Result<
             Some(r) => r.resolve(key, meta.size)?,
             None => 0..meta.size,
         };
-        let file = match open_read(&location.data(&meta.etag)) {
+        let len = range.end - range.start;
+        if mode == ReadMode::Cached && len > CACHED_READ_BYTES {
+            return Err(Error::io("large read", io::ErrorKind::WouldBlock.into()));
+        }
+        let file = match dir.open_read(&location.rel_data(&meta.etag), mode) {
             Ok(file) => file,
             // A concurrent put replaced this version: read the new sidecar.
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(Error::io(format!("opening {key}"), e)),
         };
-        let len = range.end - range.start;
         let content = if len <= INLINE_READ_BYTES {
             let mut buf = vec![0u8; len as usize];
-            read_exact_at(&file, &mut buf, range.start, key)?;
+            match mode {
+                ReadMode::Blocking => read_exact_at(&file, &mut buf, range.start, key)?,
+                ReadMode::Cached => read_at(&file, &mut buf, range.start, mode)
+                    .map_err(|e| Error::io(format!("reading {key}"), e))?,
+            }
             if options.range.is_none() {
                 verify(key, &meta, Sha256::digest(&buf).into())?;
             }
@@ -303,10 +343,13 @@ fn verify(key: &Key, meta: &ObjectMeta, actual: [u8; 32]) -> Result<()> {
     }
 }
 
-/// Streams `range` of `file` in chunks read on the blocking pool; with
-/// `verify_against`, hashes every byte and ends with the checksum's verdict.
+/// Streams `range` of `file` in chunks read on the blocking pool.
+///
+/// With `verify_against` (a full read), every chunk is also sent to a hashing
+/// task on another thread, so that hashing overlaps reading; the stream ends
+/// with the checksum's verdict.
 fn read_stream(
-    file: File,
+    file: Arc<File>,
     range: std::ops::Range<u64>,
     key: Key,
     verify_against: Option<ObjectMeta>,
@@ -315,38 +358,130 @@ fn read_stream(
         file: Arc<File>,
         pos: u64,
         end: u64,
-        hasher: Option<Sha256>,
+        hashing: Option<Hashing>,
     }
+    struct Hashing {
+        chunks: std::sync::mpsc::SyncSender<Bytes>,
+        digest: tokio::task::JoinHandle<[u8; 32]>,
+        meta: ObjectMeta,
+    }
+    let hashing = verify_against.map(|meta| {
+        let (chunks, received) = std::sync::mpsc::sync_channel::<Bytes>(HASH_QUEUE_CHUNKS);
+        let digest = tokio::task::spawn_blocking(move || {
+            let mut hasher = Sha256::new();
+            for chunk in received {
+                hasher.update(&chunk);
+            }
+            <[u8; 32]>::from(hasher.finalize())
+        });
+        Hashing {
+            chunks,
+            digest,
+            meta,
+        }
+    });
     let state = State {
-        file: Arc::new(file),
+        file,
         pos: range.start,
         end: range.end,
-        hasher: verify_against.as_ref().map(|_| Sha256::new()),
+        hashing,
     };
     stream::try_unfold(state, move |mut state| {
         let key = key.clone();
-        let verify_against = verify_against.clone();
         async move {
             if state.pos == state.end {
-                if let (Some(hasher), Some(meta)) = (state.hasher.take(), &verify_against) {
-                    verify(&key, meta, hasher.finalize().into())?;
+                if let Some(Hashing {
+                    chunks,
+                    digest,
+                    meta,
+                }) = state.hashing.take()
+                {
+                    drop(chunks);
+                    let actual = digest
+                        .await
+                        .map_err(|e| Error::backend(false, "hashing task failed", e))?;
+                    verify(&key, &meta, actual)?;
                 }
                 return Ok(None);
             }
             let len = (state.end - state.pos).min(READ_CHUNK_BYTES);
             blocking(move || {
-                let mut buf = vec![0u8; len as usize];
-                read_exact_at(&state.file, &mut buf, state.pos, &key)?;
-                if let Some(hasher) = state.hasher.as_mut() {
-                    hasher.update(&buf);
+                let chunk = read_chunk(&state.file, state.pos, len, &key)?;
+                if let Some(hashing) = &state.hashing {
+                    hashing.chunks.send(chunk.clone()).map_err(|e| {
+                        Error::backend(false, format!("hashing {key} stopped"), e.to_string())
+                    })?;
                 }
                 state.pos += len;
-                Ok(Some((Bytes::from(buf), state)))
+                Ok(Some((chunk, state)))
             })
             .await
         }
     })
     .boxed()
+}
+
+/// Reads `range` of `file` into one buffer; with `verify_against`, a second
+/// thread hashes each piece as soon as it is read, and a mismatch is
+/// [`Error::ChecksumMismatch`].
+fn read_whole(
+    file: &File,
+    range: std::ops::Range<u64>,
+    key: &Key,
+    verify_against: Option<&ObjectMeta>,
+) -> Result<Bytes> {
+    // A zeroed allocation this large comes from fresh pages: no memset.
+    let mut buf = vec![0u8; (range.end - range.start) as usize];
+    let digest = std::thread::scope(|scope| {
+        let (pieces, received) = std::sync::mpsc::sync_channel::<&[u8]>(HASH_QUEUE_CHUNKS);
+        let hasher = verify_against.map(|_| {
+            scope.spawn(move || {
+                let mut hasher = Sha256::new();
+                for piece in received {
+                    hasher.update(piece);
+                }
+                <[u8; 32]>::from(hasher.finalize())
+            })
+        });
+        let mut pos = range.start;
+        for piece in buf.chunks_mut(READ_CHUNK_BYTES as usize) {
+            read_exact_at(file, piece, pos, key)?;
+            pos += piece.len() as u64;
+            if hasher.is_some() {
+                let _ = pieces.send(&*piece);
+            }
+        }
+        drop(pieces);
+        hasher
+            .map(|h| {
+                h.join()
+                    .map_err(|_| Error::backend(false, format!("hashing {key} failed"), "panic"))
+            })
+            .transpose()
+    })?;
+    if let (Some(meta), Some(actual)) = (verify_against, digest) {
+        verify(key, meta, actual)?;
+    }
+    Ok(Bytes::from(buf))
+}
+
+/// Reads `len` bytes at `pos` without zero-filling the buffer first.
+fn read_chunk(file: &File, pos: u64, len: u64, key: &Key) -> Result<Bytes> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut reader = file;
+    let mut buf = Vec::with_capacity(len as usize);
+    reader
+        .seek(SeekFrom::Start(pos))
+        .and_then(|_| reader.take(len).read_to_end(&mut buf))
+        .map_err(|e| Error::io(format!("reading {key}"), e))?;
+    if buf.len() as u64 != len {
+        return Err(Error::Backend {
+            transient: false,
+            message: format!("content of {key} is shorter than recorded"),
+            source: None,
+        });
+    }
+    Ok(Bytes::from(buf))
 }
 
 fn delete_blocking(
@@ -390,10 +525,11 @@ fn walk(dir: &Path, out: &mut Vec<ObjectMeta>) -> Result<()> {
             .map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
         if file_type.is_dir() && name.ends_with(DIR_SUFFIX) {
             walk(&entry.path(), out)?;
-        } else if file_type.is_file() && name.ends_with(META_SUFFIX) {
-            if let Some(meta) = read_sidecar(&entry.path())? {
-                out.push(meta);
-            }
+        } else if file_type.is_file()
+            && name.ends_with(META_SUFFIX)
+            && let Some(meta) = read_sidecar(&entry.path())?
+        {
+            out.push(meta);
         }
     }
     Ok(())
@@ -468,34 +604,64 @@ impl Backend for FsBackend {
 
     async fn get(&self, key: &Key, options: GetOptions) -> Result<GetResult> {
         let location = self.location(key);
-        let owned_key = key.clone();
         let full_read = options.range.is_none();
-        let opened = blocking(move || open_version(&location, &owned_key, &options)).await?;
-        let body = match opened.content {
-            Content::Ready(bytes) => stream::once(async move { Ok(bytes) }).boxed(),
-            Content::File(file) => read_stream(
-                file,
-                opened.range.clone(),
-                key.clone(),
-                full_read.then(|| opened.meta.clone()),
-            ),
+        let opened = match open_version(&self.inner.dir, &location, key, &options, ReadMode::Cached)
+        {
+            Err(e) if would_block(&e) => {
+                let inner = Arc::clone(&self.inner);
+                let owned_key = key.clone();
+                blocking(move || {
+                    open_version(
+                        &inner.dir,
+                        &location,
+                        &owned_key,
+                        &options,
+                        ReadMode::Blocking,
+                    )
+                })
+                .await?
+            }
+            other => other?,
         };
-        Ok(GetResult {
-            meta: opened.meta,
-            range: opened.range,
-            body,
-        })
+        let Opened {
+            meta,
+            range,
+            content,
+        } = opened;
+        let file = match content {
+            Content::Ready(bytes) => {
+                let body = stream::once(async move { Ok(bytes) }).boxed();
+                return Ok(GetResult::new(meta, range, body));
+            }
+            Content::File(file) => Arc::new(file),
+        };
+        let verify_against = full_read.then(|| meta.clone());
+        let body = read_stream(
+            Arc::clone(&file),
+            range.clone(),
+            key.clone(),
+            verify_against.clone(),
+        );
+        let (whole_range, owned_key) = (range.clone(), key.clone());
+        let collect = async move {
+            blocking(move || read_whole(&file, whole_range, &owned_key, verify_against.as_ref()))
+                .await
+        };
+        Ok(GetResult::new(meta, range, body).with_collect(Box::pin(collect)))
     }
 
     async fn head(&self, key: &Key) -> Result<ObjectMeta> {
-        let meta_path = self.location(key).meta();
-        let owned_key = key.clone();
-        blocking(move || {
-            read_sidecar(&meta_path)?.ok_or_else(|| Error::NotFound {
-                key: owned_key.to_string(),
-            })
+        let rel = self.location(key).rel_meta();
+        let found = match read_sidecar_at(&self.inner.dir, &rel, ReadMode::Cached) {
+            Err(e) if would_block(&e) => {
+                let inner = Arc::clone(&self.inner);
+                blocking(move || read_sidecar_at(&inner.dir, &rel, ReadMode::Blocking)).await?
+            }
+            other => other?,
+        };
+        found.ok_or_else(|| Error::NotFound {
+            key: key.to_string(),
         })
-        .await
     }
 
     async fn delete(&self, key: &Key, options: DeleteOptions) -> Result<()> {
@@ -510,5 +676,68 @@ impl Backend for FsBackend {
         let inner = Arc::clone(&self.inner);
         let options = options.clone();
         blocking(move || list_blocking(&inner.objects, &options)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use storage_core::BackendExt;
+
+    fn ready_bytes(opened: Opened) -> Bytes {
+        match opened.content {
+            Content::Ready(bytes) => bytes,
+            Content::File(_) => panic!("expected content read at once"),
+        }
+    }
+
+    #[tokio::test]
+    async fn cached_and_blocking_reads_agree() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = FsBackend::new(dir.path()).expect("store");
+        store.put_bytes("a/b", vec![9u8; 5000]).await.expect("put");
+        let key = Key::new("a/b").expect("key");
+        let location = store.location(&key);
+        let options = GetOptions::default();
+        let cached = open_version(
+            &store.inner.dir,
+            &location,
+            &key,
+            &options,
+            ReadMode::Cached,
+        )
+        .expect("a just-written object is in the page cache");
+        let blocking = open_version(
+            &store.inner.dir,
+            &location,
+            &key,
+            &options,
+            ReadMode::Blocking,
+        )
+        .expect("blocking read");
+        assert_eq!(cached.meta, blocking.meta);
+        assert_eq!(ready_bytes(cached), ready_bytes(blocking));
+    }
+
+    #[tokio::test]
+    async fn cached_mode_defers_large_reads_to_the_blocking_pool() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = FsBackend::new(dir.path()).expect("store");
+        let len = CACHED_READ_BYTES as usize + 1;
+        store.put_bytes("big", vec![1u8; len]).await.expect("put");
+        let key = Key::new("big").expect("key");
+        let location = store.location(&key);
+        let result = open_version(
+            &store.inner.dir,
+            &location,
+            &key,
+            &GetOptions::default(),
+            ReadMode::Cached,
+        );
+        assert!(
+            matches!(&result, Err(e) if would_block(e)),
+            "{:?}",
+            result.err()
+        );
     }
 }

@@ -108,3 +108,122 @@ pub fn read_exact_at(file: &File, buf: &mut [u8], offset: u64, key: &Key) -> Res
         }
     })
 }
+
+/// How a read may wait for the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadMode {
+    /// Only what the kernel's caches hold: path lookups with
+    /// `RESOLVE_CACHED` and reads with `RWF_NOWAIT`. Anything that would wait
+    /// for the disk fails with [`io::ErrorKind::WouldBlock`], so this is safe
+    /// to run on an async worker thread.
+    Cached,
+    /// Whatever it takes; run on the blocking pool.
+    Blocking,
+}
+
+/// The object directory, opened once, that every read resolves beneath.
+///
+/// Reads use `openat2(2)` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`, so no
+/// path component may be a symbolic link or lead outside the directory. On
+/// kernels without `openat2` (before Linux 5.6) the blocking path falls back to
+/// `open` with `O_NOFOLLOW` on the last component.
+#[derive(Debug)]
+pub struct ObjectDir {
+    path: std::path::PathBuf,
+    fd: File,
+}
+
+impl ObjectDir {
+    /// Opens the directory at `path`.
+    ///
+    /// # Errors
+    /// [`Error::Backend`] when it cannot be opened.
+    pub fn open(path: &Path) -> Result<Self> {
+        let fd = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY)
+            .open(path)
+            .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+        Ok(ObjectDir {
+            path: path.to_path_buf(),
+            fd,
+        })
+    }
+
+    /// Opens `rel` (relative to this directory) for reading.
+    pub fn open_read(&self, rel: &Path, mode: ReadMode) -> io::Result<File> {
+        use rustix::fs::{Mode, OFlags, ResolveFlags};
+        let mut resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS;
+        if mode == ReadMode::Cached {
+            resolve |= ResolveFlags::CACHED;
+        }
+        let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+        match rustix::fs::openat2(&self.fd, rel, flags, Mode::empty(), resolve) {
+            Ok(fd) => Ok(File::from(fd)),
+            Err(rustix::io::Errno::AGAIN) => Err(io::ErrorKind::WouldBlock.into()),
+            Err(rustix::io::Errno::NOSYS | rustix::io::Errno::PERM) => match mode {
+                ReadMode::Cached => Err(io::ErrorKind::WouldBlock.into()),
+                ReadMode::Blocking => open_read(&self.path.join(rel)),
+            },
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Reads exactly `buf.len()` bytes at `offset` under `mode`; a short read is
+/// [`io::ErrorKind::WouldBlock`] in cached mode (part of the data is not in
+/// the page cache, or the file is short: the blocking path tells which) and
+/// [`io::ErrorKind::UnexpectedEof`] in blocking mode.
+pub fn read_at(file: &File, buf: &mut [u8], offset: u64, mode: ReadMode) -> io::Result<()> {
+    match mode {
+        ReadMode::Blocking => file.read_exact_at(buf, offset),
+        ReadMode::Cached if buf.is_empty() => Ok(()),
+        ReadMode::Cached => {
+            let flags = rustix::io::ReadWriteFlags::NOWAIT;
+            let mut slices = [io::IoSliceMut::new(buf)];
+            match rustix::io::preadv2(file, &mut slices, offset, flags) {
+                Ok(n) if n == slices[0].len() => Ok(()),
+                Ok(_) | Err(_) => Err(io::ErrorKind::WouldBlock.into()),
+            }
+        }
+    }
+}
+
+/// Reads the sidecar at `rel` under `mode`; `Ok(None)` when there is none.
+///
+/// # Errors
+/// [`Error::Backend`] for I/O failures and corrupt sidecars; in cached mode,
+/// an I/O error of kind [`io::ErrorKind::WouldBlock`] when the disk is needed.
+pub fn read_sidecar_at(dir: &ObjectDir, rel: &Path, mode: ReadMode) -> Result<Option<ObjectMeta>> {
+    let read = dir.open_read(rel, mode).and_then(|file| {
+        let len = file.metadata()?.len();
+        if len > MAX_SIDECAR_BYTES {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "sidecar is too large",
+            ));
+        }
+        let mut buf = vec![0u8; len as usize];
+        read_at(&file, &mut buf, 0, mode)?;
+        Ok(buf)
+    });
+    match read {
+        Ok(bytes) => Sidecar::parse(&bytes, rel).map(Some),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(format!("reading {}", rel.display()), e)),
+    }
+}
+
+/// Largest sidecar accepted: the key, 2 KiB of metadata and the fixed fields
+/// fit well within it.
+pub const MAX_SIDECAR_BYTES: u64 = 64 * 1024;
+
+/// Whether `err` is the would-block signal of a cached read.
+pub fn would_block(err: &Error) -> bool {
+    use std::error::Error as _;
+    matches!(err, Error::Backend { .. })
+        && err
+            .source()
+            .and_then(|s| s.downcast_ref::<io::Error>())
+            .is_some_and(|e| e.kind() == io::ErrorKind::WouldBlock)
+}

@@ -37,6 +37,8 @@ pub const TEMP_PREFIX: &str = "~tmp-";
 pub struct Location {
     /// The directory holding the key's files.
     pub dir: PathBuf,
+    /// The same directory, relative to the object directory.
+    pub rel_dir: PathBuf,
     /// The encoded last segment.
     pub name: String,
 }
@@ -48,10 +50,23 @@ impl Location {
         let (last, parents) = segments
             .split_last()
             .expect("a valid key has at least one segment");
+        let rel_dir = directory(Path::new(""), parents.iter().copied());
         Location {
-            dir: directory(objects, parents.iter().copied()),
+            dir: objects.join(&rel_dir),
+            rel_dir,
             name: encode_segment(last),
         }
+    }
+
+    /// The sidecar's path relative to the object directory.
+    pub fn rel_meta(&self) -> PathBuf {
+        self.rel_dir.join(format!("{}{META_SUFFIX}", self.name))
+    }
+
+    /// The content's path relative to the object directory.
+    pub fn rel_data(&self, etag: &ETag) -> PathBuf {
+        self.rel_dir
+            .join(format!("{}~v{}", self.name, etag.as_str()))
     }
 
     /// The sidecar's path.

@@ -1,0 +1,278 @@
+//! `cargo xtask bench`: put and get throughput of our backends against
+//! `object_store`'s peers, in the same run, with the ratio ours/peer.
+
+use std::future::Future;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use object_store::ObjectStore;
+use object_store::path::Path as PeerPath;
+use storage_core::{Backend, BackendExt, MemoryBackend};
+use storage_disk::FsBackend;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Backends to measure (repeatable): memory, fs. Default: both.
+    #[arg(long = "backend")]
+    backends: Vec<String>,
+    /// Seconds each small-object row runs, per side.
+    #[arg(long, default_value_t = 2.0)]
+    seconds: f64,
+    /// Size of the large object in MiB.
+    #[arg(long, default_value_t = 256)]
+    large_mib: usize,
+    /// Repetitions of each large-object row, per side (the median is kept).
+    #[arg(long, default_value_t = 5)]
+    large_reps: usize,
+}
+
+const SMALL: usize = 4 * 1024;
+const TASKS: usize = 64;
+const READ_SET: u64 = 1000;
+
+/// One side of a comparison.
+#[derive(Clone)]
+enum Store {
+    Ours(Arc<dyn Backend>),
+    Peer(Arc<dyn ObjectStore>),
+}
+
+impl Store {
+    async fn put(&self, key: String, data: Bytes) -> anyhow::Result<()> {
+        match self {
+            Store::Ours(b) => {
+                b.put_bytes(key, data).await?;
+            }
+            Store::Peer(s) => {
+                s.put(&PeerPath::from(key), data.into()).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn get(&self, key: String) -> anyhow::Result<Bytes> {
+        Ok(match self {
+            Store::Ours(b) => b.get_bytes(key).await?,
+            Store::Peer(s) => s.get(&PeerPath::from(key)).await?.bytes().await?,
+        })
+    }
+}
+
+/// Runs `op` in `tasks` concurrent tasks until `budget` has passed; returns
+/// operations per second.
+async fn timed<F, Fut>(store: &Store, tasks: usize, budget: Duration, op: F) -> anyhow::Result<f64>
+where
+    F: Fn(Store, usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let op = Arc::new(op);
+    let done = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + budget;
+    let handles: Vec<_> = (0..tasks)
+        .map(|t| {
+            let (op, done, store) = (Arc::clone(&op), Arc::clone(&done), store.clone());
+            tokio::spawn(async move {
+                let mut i = 0u64;
+                while Instant::now() < deadline {
+                    op(store.clone(), t, i).await?;
+                    i += 1;
+                }
+                done.fetch_add(i, Ordering::Relaxed);
+                Ok::<(), anyhow::Error>(())
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.await??;
+    }
+    Ok(done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Rounds each side runs, alternating, within its budget.
+const ROUNDS: u32 = 4;
+
+/// Runs `op` on each side in alternating rounds (ours, peer, ours, …) that
+/// add up to `budget` per side; returns each side's mean rate in ops/s.
+async fn alternate<F, Fut>(
+    ours: &Store,
+    peer: &Store,
+    tasks: usize,
+    budget: Duration,
+    op: F,
+) -> anyhow::Result<[f64; 2]>
+where
+    F: Fn(Store, usize, u64) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let mut sums = [0.0; 2];
+    for round in 0..ROUNDS {
+        for (slot, store) in [ours, peer].into_iter().enumerate() {
+            let offset = u64::from(round) << 40;
+            let op = op.clone();
+            let shifted = move |s: Store, t: usize, i: u64| op(s, t, i + offset);
+            sums[slot] += timed(store, tasks, budget / ROUNDS, shifted).await?;
+        }
+    }
+    Ok(sums.map(|s| s / f64::from(ROUNDS)))
+}
+
+/// The median of `values`.
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// Writes every dirty page back (`sync(1)`), outside the timed region.
+fn flush_page_cache_writes() {
+    let _ = std::process::Command::new("sync").status();
+}
+
+struct Row {
+    name: String,
+    unit: &'static str,
+    ours: f64,
+    peer: f64,
+}
+
+async fn measure(ours: &Store, peer: &Store, args: &Args) -> anyhow::Result<Vec<Row>> {
+    let budget = Duration::from_secs_f64(args.seconds);
+    let small = Bytes::from(vec![0x5a; SMALL]);
+    let mut rows = Vec::new();
+    for store in [ours, peer] {
+        for i in 0..READ_SET {
+            store.put(format!("read/{i}"), small.clone()).await?;
+        }
+    }
+    for (label, tasks) in [("sequential", 1), ("64 tasks", TASKS)] {
+        let data = small.clone();
+        let put = move |s: Store, t: usize, i: u64| {
+            let data = data.clone();
+            async move { s.put(format!("write/{t}/{i}"), data).await }
+        };
+        let [o, p] = alternate(ours, peer, tasks, budget, put).await?;
+        rows.push(Row {
+            name: format!("put 4 KiB, {label}"),
+            unit: "ops/s",
+            ours: o,
+            peer: p,
+        });
+        let get = |s: Store, t: usize, i: u64| async move {
+            let got = s
+                .get(format!("read/{}", (t as u64 * 7919 + i) % READ_SET))
+                .await?;
+            anyhow::ensure!(got.len() == SMALL, "short read");
+            Ok(())
+        };
+        let [o, p] = alternate(ours, peer, tasks, budget, get).await?;
+        rows.push(Row {
+            name: format!("get 4 KiB, {label}"),
+            unit: "ops/s",
+            ours: o,
+            peer: p,
+        });
+    }
+    let large_len = args.large_mib << 20;
+    let large = Bytes::from(vec![0xa5; large_len]);
+    let mb = large_len as f64 / 1e6;
+    // Interleave the two sides rep by rep, and flush dirty pages before each
+    // timed operation, so that neither side pays for the other's writeback.
+    let mut put_secs = [Vec::new(), Vec::new()];
+    let mut get_secs = [Vec::new(), Vec::new()];
+    for _ in 0..args.large_reps.max(1) {
+        for (slot, store) in [ours, peer].into_iter().enumerate() {
+            flush_page_cache_writes();
+            let started = Instant::now();
+            store.put("large".into(), large.clone()).await?;
+            put_secs[slot].push(started.elapsed().as_secs_f64());
+            flush_page_cache_writes();
+            let started = Instant::now();
+            let got = store.get("large".into()).await?;
+            get_secs[slot].push(started.elapsed().as_secs_f64());
+            anyhow::ensure!(got.len() == large_len, "short read of the large object");
+        }
+    }
+    let size = format!("{} MiB", args.large_mib);
+    rows.push(Row {
+        name: format!("put {size}"),
+        unit: "MB/s",
+        ours: mb / median(&mut put_secs[0]),
+        peer: mb / median(&mut put_secs[1]),
+    });
+    rows.push(Row {
+        name: format!("get {size}"),
+        unit: "MB/s",
+        ours: mb / median(&mut get_secs[0]),
+        peer: mb / median(&mut get_secs[1]),
+    });
+    Ok(rows)
+}
+
+pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
+    let names = if args.backends.is_empty() {
+        vec!["memory".to_owned(), "fs".to_owned()]
+    } else {
+        args.backends.clone()
+    };
+    let scratch = tempfile::Builder::new()
+        .prefix("storage-bench-")
+        .tempdir()?;
+    println!(
+        "# cargo xtask bench ({} s per small row and side, {} × {} MiB per large row and side)\n",
+        args.seconds, args.large_reps, args.large_mib
+    );
+    println!("| backend | peer | operation | ours | peer | ours/peer |");
+    println!("|---|---|---|---:|---:|---:|");
+    for name in &names {
+        let (ours, peer, peer_name) = match name.as_str() {
+            "memory" => (
+                Store::Ours(Arc::new(MemoryBackend::new())),
+                Store::Peer(Arc::new(object_store::memory::InMemory::new())),
+                "InMemory",
+            ),
+            "fs" => {
+                let ours_dir = scratch.path().join("ours");
+                let peer_dir = scratch.path().join("peer");
+                std::fs::create_dir_all(&peer_dir)?;
+                (
+                    Store::Ours(Arc::new(FsBackend::new(&ours_dir)?)),
+                    Store::Peer(Arc::new(
+                        object_store::local::LocalFileSystem::new_with_prefix(&peer_dir)
+                            .context("LocalFileSystem")?,
+                    )),
+                    "LocalFileSystem",
+                )
+            }
+            other => anyhow::bail!("unknown backend {other:?}; known: memory, fs"),
+        };
+        for row in measure(&ours, &peer, &args).await? {
+            println!(
+                "| {name} | {peer_name} | {} | {} {} | {} {} | {:.2}× |",
+                row.name,
+                fmt_rate(row.ours),
+                row.unit,
+                fmt_rate(row.peer),
+                row.unit,
+                row.ours / row.peer
+            );
+        }
+    }
+    if names.iter().any(|n| n == "fs") {
+        println!(
+            "\nfs: FsBackend fsyncs every put (content file, directory, sidecar, directory) and verifies SHA-256 on full reads; LocalFileSystem does neither."
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn fmt_rate(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}

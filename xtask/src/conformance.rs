@@ -1,0 +1,140 @@
+//! `cargo xtask conformance`: the contract suite against each backend, as a
+//! matrix (backend × suite) and optionally as JSON.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use serde::Serialize;
+use storage_conformance::{BackendReport, Filter, Status, Tally, run, suites};
+
+use crate::backends;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Backends to run (repeatable): memory, fs. Default: memory and fs.
+    #[arg(long = "backend")]
+    backends: Vec<String>,
+    /// Run every backend xtask knows.
+    #[arg(long)]
+    all: bool,
+    /// Suites to run (repeatable). Default: all.
+    #[arg(long = "suite")]
+    suites: Vec<String>,
+    /// Run only checks whose name contains this (repeatable).
+    #[arg(long = "check")]
+    checks: Vec<String>,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Serialize)]
+struct JsonReport<'a> {
+    backends: &'a [BackendReport],
+}
+
+pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
+    for suite in &args.suites {
+        anyhow::ensure!(
+            suites::SUITES.contains(&suite.as_str()),
+            "unknown suite {suite:?}; known: {}",
+            suites::SUITES.join(", ")
+        );
+    }
+    let names: Vec<String> = if args.all {
+        backends::ALL.iter().map(|s| (*s).to_owned()).collect()
+    } else if args.backends.is_empty() {
+        backends::DEFAULT.iter().map(|s| (*s).to_owned()).collect()
+    } else {
+        args.backends.clone()
+    };
+    let filter = Filter {
+        suites: args.suites.clone(),
+        names: args.checks.clone(),
+    };
+    let checks = suites::all();
+    let scratch = tempfile::Builder::new()
+        .prefix("storage-conformance-")
+        .tempdir()?;
+    let mut reports = Vec::new();
+    for name in &names {
+        let factory = backends::factory(name, scratch.path().join(name))?;
+        eprintln!("running the contract suite against {name} ...");
+        reports.push(run(factory.as_ref(), &checks, &filter).await);
+    }
+    print_matrix(&reports);
+    if let Some(path) = &args.json {
+        std::fs::write(
+            path,
+            serde_json::to_vec_pretty(&JsonReport { backends: &reports })?,
+        )?;
+        println!("\nwrote {}", path.display());
+    }
+    let failed = reports.iter().any(|r| r.total().failed > 0);
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn cell(t: &Tally) -> String {
+    let mut s = format!("{}/{}", t.passed, t.failed);
+    if t.unsupported > 0 || t.limitation > 0 {
+        s.push_str(&format!("/{}", t.unsupported + t.limitation));
+    }
+    s
+}
+
+fn print_matrix(reports: &[BackendReport]) {
+    let suites: Vec<&str> = suites::SUITES
+        .iter()
+        .copied()
+        .filter(|s| {
+            reports
+                .iter()
+                .any(|r| r.checks.iter().any(|c| c.suite == *s))
+        })
+        .collect();
+    let checks = reports.first().map_or(0, |r| r.checks.len());
+    println!(
+        "\ncontract suite: {checks} checks; cells are passed/failed[/not run: unsupported or server limitation]\n"
+    );
+    let mut header = format!("{:<10}", "backend");
+    for s in &suites {
+        header.push_str(&format!(" {s:>12}"));
+    }
+    header.push_str(&format!(" {:>12}  result", "total"));
+    println!("{header}");
+    for report in reports {
+        let by_suite = report.by_suite();
+        let mut line = format!("{:<10}", report.name);
+        for s in &suites {
+            line.push_str(&format!(
+                " {:>12}",
+                cell(&by_suite.get(s).copied().unwrap_or_default())
+            ));
+        }
+        let total = report.total();
+        let verdict = if total.failed == 0 { "PASS" } else { "FAIL" };
+        line.push_str(&format!(" {:>12}  {verdict}", cell(&total)));
+        println!("{line}");
+    }
+    for report in reports {
+        for check in report.checks.iter().filter(|c| c.status != Status::Passed) {
+            let label = match check.status {
+                Status::Failed => "FAILED",
+                Status::Unsupported => "not supported",
+                Status::Limitation => "server limitation",
+                Status::Passed => continue,
+            };
+            println!(
+                "  {} {}/{}: {label}: {}",
+                report.name,
+                check.suite,
+                check.name,
+                check.message.as_deref().unwrap_or("")
+            );
+        }
+    }
+}
