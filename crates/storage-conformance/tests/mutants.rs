@@ -67,6 +67,8 @@ impl Backend for Broken {
     }
 
     async fn get(&self, key: &Key, mut options: GetOptions) -> Result<GetResult> {
+        // Like a real backend, wait between request and answer.
+        tokio::task::yield_now().await;
         if let Bug::IgnoresRanges = self.bug {
             options.range = None;
         }

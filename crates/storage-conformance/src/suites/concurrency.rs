@@ -53,6 +53,9 @@ async fn cas_counter_16_tasks_100_increments_ends_at_1600(b: Arc<dyn Backend>) -
                         .ok()
                         .and_then(|s| s.parse().ok())
                         .ok_or_else(|| Failure(format!("counter holds {bytes:?}")))?;
+                    // Let the other tasks run between the read and the swap, so
+                    // that contention happens even on backends that never wait.
+                    tokio::task::yield_now().await;
                     match put(&*b, &k, (value + 1).to_string(), PutMode::IfMatch(etag)).await {
                         Ok(_) => break,
                         Err(Error::PreconditionFailed { .. }) => conflicts += 1,
