@@ -38,6 +38,8 @@ pub enum Requires {
     ConditionalDelete,
     /// [`Capabilities::checksums`].
     Checksums,
+    /// [`Capabilities::change_feed`].
+    ChangeFeed,
     /// Data that does not live in the process's memory, so that the client
     /// side of a transfer can be bounded.
     OutOfProcessStorage,
@@ -50,6 +52,7 @@ impl Requires {
             Requires::ConditionalPut => (caps.conditional_put, "no conditional put"),
             Requires::ConditionalDelete => (caps.conditional_delete, "no conditional delete"),
             Requires::Checksums => (caps.checksums, "does not record SHA-256 checksums"),
+            Requires::ChangeFeed => (caps.change_feed, "has no change feed"),
             Requires::OutOfProcessStorage => (
                 caps.locality != Locality::Memory,
                 "keeps objects in process memory, so a transfer cannot be bounded",

@@ -10,8 +10,8 @@ use futures::TryStreamExt;
 use futures::future::BoxFuture;
 
 use crate::{
-    Body, ByteStream, Capabilities, DeleteOptions, Error, GetOptions, Key, ListOptions, ListPage,
-    ObjectMeta, PutMode, PutOptions, Result,
+    Body, ByteStream, Capabilities, ChangeStream, DeleteOptions, Error, GetOptions, Key,
+    ListOptions, ListPage, ObjectMeta, PutMode, PutOptions, Result,
 };
 
 /// The result of [`Backend::get`]: the object's metadata, the bytes served and
@@ -154,6 +154,18 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     async fn copy(&self, from: &Key, to: &Key, mode: PutMode) -> Result<ObjectMeta> {
         copy_through_client(self, from, to, mode).await
     }
+
+    /// Streams every change committed under `prefix` from now on, in commit
+    /// order, each after it is durable and visible to readers.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] unless [`Capabilities::change_feed`] is set (the
+    /// default). The stream yields a non-transient [`Error::Backend`] when the
+    /// subscriber fell too far behind; see [`ChangeFeed`](crate::ChangeFeed).
+    async fn watch(&self, prefix: &str) -> Result<ChangeStream> {
+        let _ = prefix;
+        Err(unsupported(self, "watch"))
+    }
 }
 
 /// Copies an object by reading it and writing it back: the default of
@@ -210,6 +222,9 @@ macro_rules! forward_backend {
             }
             async fn copy(&self, from: &Key, to: &Key, mode: PutMode) -> Result<ObjectMeta> {
                 (**self).copy(from, to, mode).await
+            }
+            async fn watch(&self, prefix: &str) -> Result<ChangeStream> {
+                (**self).watch(prefix).await
             }
         }
     )*};

@@ -46,6 +46,7 @@ pub mod list;
 mod memory;
 mod meta;
 mod options;
+mod watch;
 
 pub use backend::{Backend, GetResult, copy_through_client, unsupported};
 pub use body::{Body, ByteStream, FILE_CHUNK_BYTES, FileRegion};
@@ -61,3 +62,4 @@ pub use meta::{
 pub use options::{
     ByteRange, DeleteOptions, GetOptions, ListOptions, ListPage, MAX_PAGE_SIZE, PutMode, PutOptions,
 };
+pub use watch::{CHANGE_FEED_CAPACITY, Change, ChangeFeed, ChangeKind, ChangeStream};

@@ -12,8 +12,9 @@ use futures::stream::{self, StreamExt};
 
 use crate::list::{page_from_sorted, scan_start};
 use crate::{
-    Backend, Body, Capabilities, DeleteOptions, ETag, Error, GetOptions, GetResult, Key,
-    ListOptions, ListPage, Locality, ObjectMeta, PutMode, PutOptions, Result,
+    Backend, Body, Capabilities, Change, ChangeFeed, ChangeKind, ChangeStream, DeleteOptions, ETag,
+    Error, GetOptions, GetResult, Key, ListOptions, ListPage, Locality, ObjectMeta, PutMode,
+    PutOptions, Result,
 };
 
 /// An object store in this process's memory.
@@ -47,6 +48,7 @@ use crate::{
 pub struct MemoryBackend {
     objects: RwLock<BTreeMap<Key, Arc<Entry>>>,
     next_version: AtomicU64,
+    changes: ChangeFeed,
 }
 
 #[derive(Debug)]
@@ -64,6 +66,16 @@ impl MemoryBackend {
     fn lookup(&self, key: &Key) -> Option<Arc<Entry>> {
         let objects = self.objects.read().unwrap_or_else(PoisonError::into_inner);
         objects.get(key).cloned()
+    }
+
+    /// Publishes a change while the write lock is held, so that changes of
+    /// one key are streamed in commit order.
+    fn publish(&self, key: &Key, kind: ChangeKind, etag: Option<&ETag>) {
+        self.changes.publish(Change {
+            key: key.clone(),
+            kind,
+            etag: etag.cloned(),
+        });
     }
 
     fn next_etag(&self) -> ETag {
@@ -116,6 +128,7 @@ impl Backend for MemoryBackend {
             conditional_put: true,
             conditional_delete: true,
             atomic_promote: true,
+            change_feed: true,
             server_side_copy: true,
             ..Capabilities::none(Locality::Memory)
         }
@@ -147,7 +160,9 @@ impl Backend for MemoryBackend {
         let replaced = {
             let mut objects = self.objects.write().unwrap_or_else(PoisonError::into_inner);
             check_put_mode(key, &mode, objects.get(key).map(|e| &e.meta.etag))?;
-            objects.insert(key.clone(), entry)
+            let replaced = objects.insert(key.clone(), entry);
+            self.publish(key, ChangeKind::Put, Some(&meta.etag));
+            replaced
         };
         drop(replaced);
         Ok(meta)
@@ -183,7 +198,9 @@ impl Backend for MemoryBackend {
         if let Some(expected) = &options.if_match {
             check_if_match(key, expected, objects.get(key).map(|e| &e.meta.etag))?;
         }
-        objects.remove(key);
+        if objects.remove(key).is_some() {
+            self.publish(key, ChangeKind::Delete, None);
+        }
         Ok(())
     }
 
@@ -214,6 +231,12 @@ impl Backend for MemoryBackend {
                 meta: meta.clone(),
             }),
         );
+        self.publish(to, ChangeKind::Put, Some(&meta.etag));
         Ok(meta)
+    }
+
+    async fn watch(&self, prefix: &str) -> Result<ChangeStream> {
+        crate::validate_prefix(prefix)?;
+        Ok(self.changes.subscribe(prefix))
     }
 }

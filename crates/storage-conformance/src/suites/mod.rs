@@ -7,11 +7,12 @@ pub mod errors;
 pub mod list;
 pub mod metadata;
 pub mod range;
+pub mod watch;
 
 use crate::Check;
 
 /// The names of every suite, in the order they run.
-pub const SUITES: [&str; 7] = [
+pub const SUITES: [&str; 8] = [
     "core",
     "cas",
     "list",
@@ -19,6 +20,7 @@ pub const SUITES: [&str; 7] = [
     "metadata",
     "concurrency",
     "errors",
+    "watch",
 ];
 
 /// Every check of every suite, in suite order.
@@ -31,6 +33,7 @@ pub fn all() -> Vec<Check> {
         metadata::checks(),
         concurrency::checks(),
         errors::checks(),
+        watch::checks(),
     ]
     .concat()
 }
