@@ -1,5 +1,7 @@
 //! Local-disk backends for [`storage_core`].
 //!
+//! - [`LogStore`]: a log-structured store with group commit, for many small
+//!   durable compare-and-swap writes per second (format in [`logstore`]);
 //! - [`FsBackend`]: one plain file per object under a root directory, with
 //!   durable atomic puts, compare-and-swap across processes and SHA-256
 //!   verified on full reads.
@@ -18,5 +20,7 @@
 #![warn(missing_docs)]
 
 pub mod fs;
+pub mod logstore;
 
 pub use fs::FsBackend;
+pub use logstore::{CompactionReport, Durability, LogStore, LogStoreOptions, OpenReport};

@@ -1,0 +1,384 @@
+//! The `Backend` implementation of `LogStore`: puts queue for the writer,
+//! reads go straight to the index and the segments.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use futures::stream::{self, StreamExt, TryStreamExt};
+use sha2::{Digest, Sha256};
+use storage_core::list::{page_from_sorted, scan_start};
+use storage_core::{
+    Backend, Body, ByteStream, Capabilities, ChangeStream, DeleteOptions, Error, GetOptions,
+    GetResult, Key, ListOptions, ListPage, Locality, ObjectMeta, PutOptions, Result,
+    check_if_match,
+};
+
+use super::index::{IndexEntry, etag_of};
+use super::record::{BlobRef, RecordMeta, crc_ok};
+use super::writer::{Op, Reply, Value};
+use super::{LogStore, blob_path, now_ms, sync_dir};
+
+/// Reads of at most this many bytes from a segment not in memory are tried
+/// on the async worker when the page cache holds them (`RWF_NOWAIT`).
+const CACHED_READ_BYTES: u64 = 64 * 1024;
+/// Values above this many bytes are hashed on the blocking pool.
+const INLINE_HASH_BYTES: usize = 64 * 1024;
+/// Chunk size of streamed blob reads and writes.
+const BLOB_CHUNK_BYTES: u64 = 2 * 1024 * 1024;
+/// How often a read retries when a concurrent put removed the blob it found.
+const READ_ATTEMPTS: usize = 16;
+
+async fn blocking<T, F>(work: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T> + Send + 'static,
+{
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::backend(false, "file task failed", e))?
+}
+
+/// Removes a blob file unless disarmed (a failed or cancelled put).
+struct RemoveOnDrop(Option<std::path::PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// A blob being written: the file and the running checksums.
+struct BlobWriter {
+    file: File,
+    len: u64,
+    sha256: Sha256,
+    crc32c: u32,
+}
+
+impl BlobWriter {
+    fn write(mut self, chunk: Bytes) -> io::Result<Self> {
+        self.file.write_all_at(&chunk, self.len)?;
+        self.len += chunk.len() as u64;
+        self.sha256.update(&chunk);
+        self.crc32c = crc32c::crc32c_append(self.crc32c, &chunk);
+        Ok(self)
+    }
+}
+
+impl LogStore {
+    /// Streams `head` then `rest` into a new blob file, fsynced with its
+    /// directory; returns the reference, size and SHA-256.
+    async fn write_blob(
+        &self,
+        head: Vec<Bytes>,
+        mut rest: ByteStream,
+        guard: &mut RemoveOnDrop,
+    ) -> Result<(BlobRef, [u8; 32])> {
+        let id = self.shared.next_blob.fetch_add(1, Ordering::Relaxed);
+        let path = blob_path(&self.shared.dir, id);
+        guard.0 = Some(path.clone());
+        let context = format!("writing blob {}", path.display());
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| Error::io(context.clone(), e))?;
+        let mut writer = BlobWriter {
+            file,
+            len: 0,
+            sha256: Sha256::new(),
+            crc32c: 0,
+        };
+        let mut pending = head;
+        loop {
+            for chunk in pending.drain(..) {
+                let ctx = context.clone();
+                writer =
+                    blocking(move || writer.write(chunk).map_err(|e| Error::io(ctx, e))).await?;
+            }
+            match rest.try_next().await? {
+                Some(chunk) => pending.push(chunk),
+                None => break,
+            }
+        }
+        let dir = self.shared.dir.join("blobs");
+        let ctx = context.clone();
+        let writer = blocking(move || {
+            writer
+                .file
+                .sync_all()
+                .map_err(|e| Error::io(ctx.clone(), e))?;
+            sync_dir(&dir).map_err(|e| Error::io(ctx, e))?;
+            Ok(writer)
+        })
+        .await?;
+        let blob = BlobRef {
+            id,
+            len: writer.len,
+            crc32c: writer.crc32c,
+        };
+        Ok((blob, writer.sha256.finalize().into()))
+    }
+
+    /// The value of a put: inline below the large-value threshold, otherwise
+    /// streamed into a blob. A body of unknown length is read up to the
+    /// threshold to find out which.
+    async fn value_of(
+        &self,
+        body: Body,
+        guard: &mut RemoveOnDrop,
+    ) -> Result<(Value, u64, [u8; 32])> {
+        let threshold = self.shared.options.large_value_bytes;
+        if body.len().is_some_and(|len| len < threshold) {
+            let bytes = body.into_bytes().await?;
+            return inline(bytes).await;
+        }
+        let mut chunks = body.into_stream();
+        let mut head = Vec::new();
+        let mut buffered = 0u64;
+        while buffered < threshold {
+            match chunks.try_next().await? {
+                Some(chunk) => {
+                    buffered += chunk.len() as u64;
+                    head.push(chunk);
+                }
+                None => {
+                    let mut all = BytesMut::with_capacity(buffered as usize);
+                    head.iter().for_each(|c| all.extend_from_slice(c));
+                    return inline(all.freeze()).await;
+                }
+            }
+        }
+        let (blob, sha256) = self.write_blob(head, chunks, guard).await?;
+        Ok((Value::Blob(blob), blob.len, sha256))
+    }
+
+    fn entry(&self, key: &Key) -> Result<Arc<IndexEntry>> {
+        self.shared.index.get(key).ok_or_else(|| Error::NotFound {
+            key: key.to_string(),
+        })
+    }
+}
+
+async fn inline(bytes: Bytes) -> Result<(Value, u64, [u8; 32])> {
+    let sha256: [u8; 32] = if bytes.len() > INLINE_HASH_BYTES {
+        let b = bytes.clone();
+        blocking(move || Ok(Sha256::digest(&b).into())).await?
+    } else {
+        Sha256::digest(&bytes).into()
+    };
+    let size = bytes.len() as u64;
+    Ok((Value::Inline(bytes), size, sha256))
+}
+
+fn integrity_error(key: &Key, what: &str) -> Error {
+    Error::ChecksumMismatch {
+        key: key.to_string(),
+        expected: format!("the {what} recorded at write"),
+        actual: format!("a different {what}: the stored bytes are corrupt"),
+    }
+}
+
+/// Reads `len` bytes at `offset` of the entry's segment: from the map if
+/// sealed, else from the page cache on this thread if it can, else on the
+/// blocking pool.
+async fn read_segment(entry: &IndexEntry, offset: u64, len: u64, key: &Key) -> Result<Bytes> {
+    let segment = Arc::clone(&entry.location.segment);
+    if let Some(bytes) = segment.mapped(offset, len) {
+        return Ok(bytes);
+    }
+    let id = segment.id;
+    let context = move || format!("reading {key} from segment {id}");
+    if len <= CACHED_READ_BYTES {
+        let mut buf = vec![0u8; len as usize];
+        match segment.read_cached(&mut buf, offset) {
+            Ok(()) => return Ok(Bytes::from(buf)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(Error::io(context(), e)),
+        }
+    }
+    let message = context();
+    let segment = Arc::clone(&entry.location.segment);
+    blocking(move || {
+        let mut buf = vec![0u8; len as usize];
+        segment
+            .read_at(&mut buf, offset)
+            .map_err(|e| Error::io(message, e))?;
+        Ok(Bytes::from(buf))
+    })
+    .await
+}
+
+/// Streams `range` of a blob in chunks; on a full read, ends with the
+/// CRC32C's verdict.
+fn blob_stream(
+    file: Arc<File>,
+    range: std::ops::Range<u64>,
+    key: Key,
+    verify: Option<u32>,
+) -> ByteStream {
+    let state = (file, range.start, 0u32);
+    stream::try_unfold(state, move |(file, pos, crc)| {
+        let key = key.clone();
+        let end = range.end;
+        async move {
+            if pos == end {
+                if let Some(expected) = verify
+                    && crc != expected
+                {
+                    return Err(integrity_error(&key, "CRC32C"));
+                }
+                return Ok(None);
+            }
+            let len = (end - pos).min(BLOB_CHUNK_BYTES);
+            blocking(move || {
+                let mut buf = vec![0u8; len as usize];
+                file.read_exact_at(&mut buf, pos)
+                    .map_err(|e| Error::io(format!("reading the blob of {key}"), e))?;
+                let crc = crc32c::crc32c_append(crc, &buf);
+                Ok(Some((Bytes::from(buf), (file, pos + len, crc))))
+            })
+            .await
+        }
+    })
+    .boxed()
+}
+
+#[async_trait]
+impl Backend for LogStore {
+    fn name(&self) -> &str {
+        "logstore"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            conditional_put: true,
+            conditional_delete: true,
+            atomic_promote: true,
+            change_feed: true,
+            checksums: true,
+            ..Capabilities::none(Locality::Local)
+        }
+    }
+
+    async fn put(&self, key: &Key, body: Body, options: PutOptions) -> Result<ObjectMeta> {
+        options.validate()?;
+        let mut guard = RemoveOnDrop(None);
+        let (value, size, sha256) = self.value_of(body, &mut guard).await?;
+        let meta = RecordMeta {
+            content_type: options.content_type,
+            metadata: options.metadata,
+        };
+        let op = Op::Put {
+            key: key.clone(),
+            mode: options.mode,
+            meta: (!meta.is_empty()).then(|| Arc::new(meta)),
+            value,
+            size,
+            sha256,
+            modified_ms: now_ms(),
+        };
+        // From here the writer owns the blob: it removes it if the put loses.
+        guard.0 = None;
+        match self.request(op).await? {
+            Reply::Put(meta) => Ok(meta),
+            other => Err(Error::backend(
+                false,
+                "unexpected writer reply",
+                format!("{other:?}"),
+            )),
+        }
+    }
+
+    async fn get(&self, key: &Key, options: GetOptions) -> Result<GetResult> {
+        for _ in 0..READ_ATTEMPTS {
+            let entry = self.entry(key)?;
+            if let Some(expected) = &options.if_match {
+                check_if_match(key, expected, Some(&etag_of(entry.seq)))?;
+            }
+            let range = match &options.range {
+                Some(r) => r.resolve(key, entry.size)?,
+                None => 0..entry.size,
+            };
+            let meta = entry.object_meta(key);
+            let full = options.range.is_none();
+            if let Some(blob) = entry.location.blob {
+                let path = blob_path(&self.shared.dir, blob.id);
+                let file = match File::open(&path) {
+                    Ok(file) => Arc::new(file),
+                    // A concurrent put or delete removed this version.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(Error::io(format!("opening the blob of {key}"), e)),
+                };
+                let body = blob_stream(
+                    file,
+                    range.clone(),
+                    key.clone(),
+                    full.then_some(blob.crc32c),
+                );
+                return Ok(GetResult::new(meta, range, body));
+            }
+            let location = &entry.location;
+            let bytes = if full {
+                let record = match &location.tail {
+                    Some(tail) => tail.clone(),
+                    None => read_segment(&entry, location.offset, location.len, key).await?,
+                };
+                if !crc_ok(&record) {
+                    return Err(integrity_error(key, "CRC32C"));
+                }
+                let start = location.value_offset as usize;
+                record.slice(start..start + entry.size as usize)
+            } else {
+                let start = location.value_offset + range.start;
+                let len = range.end - range.start;
+                match &location.tail {
+                    Some(tail) => tail.slice(start as usize..(start + len) as usize),
+                    None => read_segment(&entry, location.offset + start, len, key).await?,
+                }
+            };
+            let body = stream::once(async move { Ok(bytes) }).boxed();
+            return Ok(GetResult::new(meta, range, body));
+        }
+        Err(Error::Backend {
+            transient: true,
+            message: format!("{key} was replaced {READ_ATTEMPTS} times while reading it"),
+            source: None,
+        })
+    }
+
+    async fn head(&self, key: &Key) -> Result<ObjectMeta> {
+        Ok(self.entry(key)?.object_meta(key))
+    }
+
+    async fn delete(&self, key: &Key, options: DeleteOptions) -> Result<()> {
+        let op = Op::Delete {
+            key: key.clone(),
+            if_match: options.if_match,
+        };
+        self.request(op).await.map(|_| ())
+    }
+
+    async fn list(&self, options: &ListOptions) -> Result<ListPage> {
+        options.validate()?;
+        let start = scan_start(options);
+        let entries = self
+            .shared
+            .index
+            .range_from(start)
+            .map(|(key, entry)| entry.object_meta(&key));
+        page_from_sorted(entries, options)
+    }
+
+    async fn watch(&self, prefix: &str) -> Result<ChangeStream> {
+        storage_core::validate_prefix(prefix)?;
+        Ok(self.shared.feed.subscribe(prefix))
+    }
+}

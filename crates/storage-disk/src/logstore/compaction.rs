@@ -1,0 +1,198 @@
+//! Compaction: copy the live records of mostly-dead sealed segments into the
+//! active segment through the writer, then delete those segments.
+//!
+//! Crash safety: a record is copied with its sequence number, and recovery
+//! keeps the highest sequence number of each key whatever segment holds it,
+//! so a crash between the copy and the deletion leaves two equal copies. A
+//! segment is deleted only once no index entry points into it; the index
+//! snapshot is rewritten afterwards. A tombstone is dropped only when no
+//! older segment remains that could hold a put it hides; otherwise it is
+//! copied forward too.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use storage_core::{Error, Key, Result};
+
+use super::record::{self, RecordType};
+use super::segment::{SEGMENT_HEADER_LEN, Segment};
+use super::writer::{Op, Reply};
+use super::{Handle, LogStore, Shared, sync_dir};
+
+/// A segment is rewritten when less than this share of its bytes is live.
+pub const LIVE_RATIO_THRESHOLD: f64 = 0.5;
+
+/// What one compaction did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CompactionReport {
+    /// Segments rewritten and deleted.
+    pub segments_removed: Vec<u64>,
+    /// Records copied forward.
+    pub records_copied: u64,
+    /// Bytes of segment files before and after.
+    pub bytes_before: u64,
+    /// Bytes of segment files after.
+    pub bytes_after: u64,
+}
+
+impl LogStore {
+    /// Rewrites every sealed segment that is more than half dead: its live
+    /// records are copied into the active segment (through the writer, so
+    /// they are fsynced like any commit), then the segment is deleted and a
+    /// fresh index snapshot written. Safe to run while other tasks read and
+    /// write.
+    ///
+    /// # Errors
+    /// I/O errors, and a non-transient [`Error::Backend`] if a sealed
+    /// segment is corrupt.
+    pub async fn compact(&self) -> Result<CompactionReport> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || compact_blocking(&store.shared, &store.handle))
+            .await
+            .map_err(|e| Error::backend(false, "the compaction task failed", e))?
+    }
+}
+
+fn disk_len(segment: &Segment) -> u64 {
+    std::fs::metadata(&segment.path).map_or(0, |m| m.len())
+}
+
+fn request_blocking(handle: &Handle, op: Op) -> Result<Reply> {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    handle
+        .requests
+        .send(super::writer::Request { op, reply })
+        .map_err(|_| super::closed())?;
+    answer.blocking_recv().map_err(|_| super::closed())?
+}
+
+fn compact_blocking(shared: &Shared, handle: &Handle) -> Result<CompactionReport> {
+    let segments = shared.segments();
+    let Some(active) = segments.keys().next_back().copied() else {
+        return Ok(CompactionReport::default());
+    };
+    let mut live: HashMap<u64, u64> = HashMap::new();
+    for (_, e) in shared.index.iter() {
+        *live.entry(e.location.segment.id).or_default() += e.location.len;
+    }
+    let mut report = CompactionReport {
+        bytes_before: segments.values().map(|s| disk_len(s)).sum(),
+        ..Default::default()
+    };
+    let candidates: Vec<Arc<Segment>> = segments
+        .values()
+        .filter(|s| s.id != active)
+        .filter(|s| {
+            let body = disk_len(s).saturating_sub(SEGMENT_HEADER_LEN).max(1);
+            (live.get(&s.id).copied().unwrap_or(0) as f64) < LIVE_RATIO_THRESHOLD * body as f64
+        })
+        .cloned()
+        .collect();
+    for segment in candidates {
+        let older_remain = shared.segments().keys().any(|&id| id < segment.id);
+        report.records_copied += copy_live(shared, handle, &segment, !older_remain)?;
+        let still_used = shared
+            .index
+            .iter()
+            .any(|(_, e)| e.location.segment.id == segment.id);
+        if still_used {
+            continue;
+        }
+        shared
+            .segments
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&segment.id);
+        std::fs::remove_file(&segment.path)
+            .map_err(|e| Error::io(format!("removing segment {}", segment.id), e))?;
+        sync_dir(&shared.dir.join("segments"))
+            .map_err(|e| Error::io("syncing the segment directory", e))?;
+        report.segments_removed.push(segment.id);
+    }
+    if !report.segments_removed.is_empty() {
+        request_blocking(handle, Op::Snapshot)?;
+    }
+    report.bytes_after = shared.segments().values().map(|s| disk_len(s)).sum();
+    Ok(report)
+}
+
+/// Sends every live record of `segment` to the writer; returns how many were
+/// copied.
+fn copy_live(
+    shared: &Shared,
+    handle: &Handle,
+    segment: &Segment,
+    drop_tombstones: bool,
+) -> Result<u64> {
+    let bytes = std::fs::read(&segment.path)
+        .map_err(|e| Error::io(format!("reading segment {}", segment.id), e))?;
+    let mut offset = SEGMENT_HEADER_LEN as usize;
+    let mut pending = Vec::new();
+    while offset < bytes.len() {
+        let record = record::parse(&bytes[offset..]).map_err(|e| Error::Backend {
+            transient: false,
+            message: format!("segment {} is corrupt at byte {offset}: {e:?}", segment.id),
+            source: None,
+        })?;
+        let len = record.header.record_len() as usize;
+        let key = Key::new(record.key)?;
+        let live = match record.header.kind {
+            RecordType::Delete => !drop_tombstones,
+            _ => shared
+                .index
+                .get(&key)
+                .is_some_and(|e| e.seq == record.header.seq && e.location.segment.id == segment.id),
+        };
+        if live {
+            pending.push(Op::Relocate {
+                key,
+                seq: record.header.seq,
+                kind: record.header.kind,
+                record: Bytes::copy_from_slice(&bytes[offset..offset + len]),
+            });
+        }
+        offset += len;
+    }
+    let mut copied = 0;
+    let answers: Vec<_> = pending
+        .into_iter()
+        .map(|op| {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            handle
+                .requests
+                .send(super::writer::Request { op, reply })
+                .map_err(|_| super::closed())?;
+            Ok(answer)
+        })
+        .collect::<Result<_>>()?;
+    for answer in answers {
+        if let Reply::Relocated(true) = answer.blocking_recv().map_err(|_| super::closed())?? {
+            copied += 1;
+        }
+    }
+    Ok(copied)
+}
+
+/// Runs compaction every `interval` on its own thread until the store is
+/// dropped.
+pub(super) fn spawn_background(store: &LogStore, interval: Duration) -> Result<()> {
+    let shared: Weak<Shared> = Arc::downgrade(&store.shared);
+    let handle: Weak<Handle> = Arc::downgrade(&store.handle);
+    std::thread::Builder::new()
+        .name("logstore-compaction".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(interval);
+                let (Some(shared), Some(handle)) = (shared.upgrade(), handle.upgrade()) else {
+                    return;
+                };
+                if let Err(e) = compact_blocking(&shared, &handle) {
+                    tracing::warn!(error = %e, "background compaction failed");
+                }
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| Error::io("starting the compaction thread", e))
+}

@@ -1,0 +1,154 @@
+//! The in-memory index: every live key, ordered by its bytes, with where its
+//! record is and what `head` reports.
+//!
+//! The index is a lock-free skip list (`crossbeam-skiplist`) of per-key
+//! slots (`arc-swap`): readers never take a lock, and only the writer thread
+//! changes it. An overwrite swaps the entry inside the key's slot, so a
+//! reader never sees a present key missing (a skip-list replace is a remove
+//! then an insert).
+
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use crossbeam_skiplist::SkipMap;
+use storage_core::{ETag, Key, ObjectMeta};
+
+use super::record::{BlobRef, RecordMeta};
+use super::segment::Segment;
+
+/// The ordered index of live keys.
+#[derive(Debug, Default)]
+pub struct Index {
+    map: SkipMap<Key, ArcSwap<IndexEntry>>,
+}
+
+impl Index {
+    /// An empty index.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The current entry of `key`.
+    pub fn get(&self, key: &Key) -> Option<Arc<IndexEntry>> {
+        self.map.get(key).map(|e| e.value().load_full())
+    }
+
+    /// Makes `entry` the current entry of `key` (writer only).
+    pub fn set(&self, key: Key, entry: IndexEntry) {
+        match self.map.get(&key) {
+            Some(slot) => slot.value().store(Arc::new(entry)),
+            None => {
+                self.map.insert(key, ArcSwap::from_pointee(entry));
+            }
+        }
+    }
+
+    /// Removes `key`, returning its last entry (writer only).
+    pub fn remove(&self, key: &Key) -> Option<Arc<IndexEntry>> {
+        self.map.remove(key).map(|e| e.value().load_full())
+    }
+
+    /// Every key and entry, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (Key, Arc<IndexEntry>)> + '_ {
+        self.map
+            .iter()
+            .map(|e| (e.key().clone(), e.value().load_full()))
+    }
+
+    /// Keys from `start` (inclusive) on, in key order.
+    pub fn range_from<'a>(
+        &'a self,
+        start: &'a str,
+    ) -> impl Iterator<Item = (Key, Arc<IndexEntry>)> + 'a {
+        self.map
+            .range::<str, _>((std::ops::Bound::Included(start), std::ops::Bound::Unbounded))
+            .map(|e| (e.key().clone(), e.value().load_full()))
+    }
+
+    /// Number of live keys.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether no key is live.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Removes everything.
+    pub fn clear(&self) {
+        self.map.clear();
+    }
+}
+
+/// What the index knows of the current version of one key.
+#[derive(Debug, Clone)]
+pub struct IndexEntry {
+    /// Sequence number of the version: its ETag.
+    pub seq: u64,
+    /// Content size in bytes.
+    pub size: u64,
+    /// SHA-256 of the content.
+    pub sha256: [u8; 32],
+    /// Time of the write, milliseconds since the Unix epoch.
+    pub modified_ms: u64,
+    /// Content type and user metadata, when there are any.
+    pub meta: Option<Arc<RecordMeta>>,
+    /// Where the record is.
+    pub location: Location,
+}
+
+/// Where a version's record, and its content, are.
+#[derive(Debug, Clone)]
+pub struct Location {
+    /// The segment holding the record.
+    pub segment: Arc<Segment>,
+    /// Offset of the record in the segment.
+    pub offset: u64,
+    /// Length of the record in bytes.
+    pub len: u64,
+    /// Offset of the value within the record.
+    pub value_offset: u64,
+    /// The record's bytes, kept in memory while its segment is the active
+    /// one (at most one segment's worth), so recent writes are read without
+    /// I/O.
+    pub tail: Option<Bytes>,
+    /// For a large value: the blob file holding it.
+    pub blob: Option<BlobRef>,
+}
+
+/// The ETag of sequence number `seq`: 16 lower-case hex digits.
+pub fn etag_of(seq: u64) -> ETag {
+    ETag::new(format!("{seq:016x}"))
+}
+
+impl IndexEntry {
+    /// The metadata `head` reports for `key`.
+    pub fn object_meta(&self, key: &Key) -> ObjectMeta {
+        let (content_type, metadata) = match &self.meta {
+            Some(m) => (m.content_type.clone(), m.metadata.clone()),
+            None => (None, Default::default()),
+        };
+        ObjectMeta {
+            key: key.clone(),
+            size: self.size,
+            etag: etag_of(self.seq),
+            last_modified: UNIX_EPOCH + Duration::from_millis(self.modified_ms),
+            content_type,
+            metadata,
+            sha256: Some(self.sha256),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etags_are_fixed_width_hex() {
+        assert_eq!(etag_of(255).as_str(), "00000000000000ff");
+    }
+}

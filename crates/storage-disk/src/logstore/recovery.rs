@@ -1,0 +1,290 @@
+//! Opening a store: take the lock, load the newest index snapshot, replay the
+//! segments after it, truncate a torn tail, drop unreferenced blobs.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::path::Path;
+use std::sync::Arc;
+
+use storage_core::{Error, Key, Result};
+
+use super::index::{Index, IndexEntry, Location};
+use super::record::{self, BlobRef, RecordError, RecordMeta, RecordType};
+use super::segment::{
+    SEGMENT_HEADER_LEN, Segment, SegmentHeader, parse_segment_name, segment_path,
+};
+use super::writer::{Active, create_segment};
+use super::{snapshot, sync_dir};
+
+/// What opening found: the active segment, the next sequence and blob
+/// numbers, and every segment.
+#[derive(Debug)]
+pub struct Recovered {
+    /// The segment to append to.
+    pub active: Active,
+    /// The next sequence number: above every one ever used.
+    pub next_seq: u64,
+    /// The next blob number.
+    pub next_blob: u64,
+    /// Every segment by id, the active one included.
+    pub segments: HashMap<u64, Arc<Segment>>,
+    /// Whether a usable index snapshot was loaded.
+    pub from_snapshot: bool,
+    /// Bytes cut off the last segment as a torn tail.
+    pub truncated_bytes: u64,
+}
+
+fn corrupt(segment: u64, offset: u64, reason: &str) -> Error {
+    Error::Backend {
+        transient: false,
+        message: format!("segment {segment} is corrupt at byte {offset}: {reason}"),
+        source: None,
+    }
+}
+
+fn io(context: String) -> impl FnOnce(std::io::Error) -> Error {
+    move |e| Error::io(context, e)
+}
+
+/// Takes the exclusive lock on `dir/LOCK`.
+///
+/// # Errors
+/// [`Error::Locked`] when another `LogStore`, in this process or another,
+/// holds it.
+pub fn lock(dir: &Path) -> Result<File> {
+    let path = dir.join("LOCK");
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io(format!("opening {}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => Err(Error::Locked {
+            path: path.display().to_string(),
+        }),
+        Err(fs::TryLockError::Error(e)) => Err(Error::io(format!("locking {}", path.display()), e)),
+    }
+}
+
+/// Rebuilds `index` from the snapshot and the segments of `dir`.
+///
+/// # Errors
+/// A non-transient [`Error::Backend`] for a bad record inside a sealed
+/// segment or a bad segment header, and I/O errors.
+pub fn recover(dir: &Path, index: &Index, map_sealed: bool) -> Result<Recovered> {
+    let seg_dir = dir.join("segments");
+    let mut ids: Vec<u64> = fs::read_dir(&seg_dir)
+        .map_err(io(format!("listing {}", seg_dir.display())))?
+        .filter_map(|e| e.ok()?.file_name().to_str().and_then(parse_segment_name))
+        .collect();
+    ids.sort_unstable();
+    if ids.is_empty() {
+        create_segment(
+            &segment_path(dir, 1),
+            &SegmentHeader {
+                id: 1,
+                first_seq: 1,
+            },
+        )
+        .map_err(io("creating the first segment".into()))?;
+        sync_dir(&seg_dir).map_err(io("syncing the segment directory".into()))?;
+        ids.push(1);
+    }
+    let mut segments = HashMap::new();
+    for &id in &ids {
+        let segment = Segment::open(id, segment_path(dir, id))
+            .map_err(io(format!("opening segment {id}")))?;
+        segments.insert(id, Arc::new(segment));
+    }
+    let loaded = snapshot::load(dir, &segments, index);
+    let last = *ids.last().expect("at least one segment exists");
+    let mut max_seq = loaded.as_ref().map_or(0, |l| l.next_seq.saturating_sub(1));
+    let mut deleted: HashMap<Key, u64> = HashMap::new();
+    let mut truncated_bytes = 0;
+    for &id in &ids {
+        let start = match &loaded {
+            Some(l) if id < l.segment => continue,
+            Some(l) if id == l.segment => l.offset,
+            _ => SEGMENT_HEADER_LEN,
+        };
+        let segment = &segments[&id];
+        let mut bytes = fs::read(&segment.path).map_err(io(format!("reading segment {id}")))?;
+        if id == last && bytes.len() < SEGMENT_HEADER_LEN as usize {
+            // Created but never written to: start it afresh.
+            bytes = SegmentHeader {
+                id,
+                first_seq: max_seq + 1,
+            }
+            .encode()
+            .to_vec();
+            rewrite_header(&segment.path, &bytes).map_err(io(format!("rewriting segment {id}")))?;
+        }
+        let header = SegmentHeader::decode(&bytes).map_err(|r| corrupt(id, 0, r))?;
+        if header.id != id {
+            return Err(corrupt(id, 0, "header names another segment"));
+        }
+        max_seq = max_seq.max(header.first_seq.saturating_sub(1));
+        let mut offset = start;
+        while offset < bytes.len() as u64 {
+            let record = match record::parse(&bytes[offset as usize..]) {
+                Ok(record) => record,
+                Err(RecordError::Incomplete | RecordError::Corrupt(_)) if id == last => {
+                    truncated_bytes = bytes.len() as u64 - offset;
+                    truncate(&segment.path, offset)
+                        .map_err(io(format!("truncating segment {id}")))?;
+                    break;
+                }
+                Err(RecordError::Incomplete) => {
+                    return Err(corrupt(id, offset, "record cut short"));
+                }
+                Err(RecordError::Corrupt(reason)) => return Err(corrupt(id, offset, reason)),
+            };
+            let len = record.header.record_len();
+            apply(index, &mut deleted, segment, offset, &record)
+                .map_err(|r| corrupt(id, offset, r))?;
+            max_seq = max_seq.max(record.header.seq);
+            offset += len;
+        }
+    }
+    if map_sealed {
+        for (id, segment) in &segments {
+            if *id != last {
+                segment
+                    .map_sealed()
+                    .map_err(io(format!("mapping segment {id}")))?;
+            }
+        }
+    }
+    let next_blob = sweep_blobs(dir, index)?;
+    let active_segment = Arc::clone(&segments[&last]);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&active_segment.path)
+        .map_err(io(format!("opening segment {last}")))?;
+    let len = file
+        .metadata()
+        .map_err(io(format!("reading segment {last}")))?
+        .len();
+    Ok(Recovered {
+        active: Active {
+            segment: active_segment,
+            file,
+            len,
+            tail: Vec::new(),
+        },
+        next_seq: max_seq + 1,
+        next_blob,
+        segments,
+        from_snapshot: loaded.is_some(),
+        truncated_bytes,
+    })
+}
+
+/// Applies one replayed record: the highest sequence number of each key
+/// wins, whatever order the segments hold them in (compaction copies records
+/// forward with their sequence numbers).
+fn apply(
+    index: &Index,
+    deleted: &mut HashMap<Key, u64>,
+    segment: &Arc<Segment>,
+    offset: u64,
+    record: &record::Record<'_>,
+) -> std::result::Result<(), &'static str> {
+    let key = Key::new(record.key).map_err(|_| "record holds an invalid key")?;
+    let seq = record.header.seq;
+    let current = index
+        .get(&key)
+        .map(|e| e.seq)
+        .max(deleted.get(&key).copied())
+        .unwrap_or(0);
+    if seq <= current {
+        return Ok(());
+    }
+    match record.header.kind {
+        RecordType::Delete => {
+            index.remove(&key);
+            deleted.insert(key, seq);
+        }
+        kind => {
+            let blob = match kind {
+                RecordType::PutBlob => {
+                    Some(BlobRef::decode(record.value).map_err(|_| "bad blob reference")?)
+                }
+                _ => None,
+            };
+            let meta = match record.meta.is_empty() {
+                true => None,
+                false => Some(Arc::new(
+                    RecordMeta::decode(record.meta).map_err(|_| "bad metadata")?,
+                )),
+            };
+            let entry = IndexEntry {
+                seq,
+                size: blob.map_or(record.value.len() as u64, |b| b.len),
+                sha256: record.sha256,
+                modified_ms: record.header.modified_ms,
+                meta,
+                location: Location {
+                    segment: Arc::clone(segment),
+                    offset,
+                    len: record.header.record_len(),
+                    value_offset: record.header.value_offset(),
+                    tail: None,
+                    blob,
+                },
+            };
+            deleted.remove(&key);
+            index.set(key, entry);
+        }
+    }
+    Ok(())
+}
+
+fn truncate(path: &Path, len: u64) -> std::io::Result<()> {
+    let file = OpenOptions::new().write(true).open(path)?;
+    file.set_len(len)?;
+    file.sync_all()
+}
+
+fn rewrite_header(path: &Path, header: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let file = OpenOptions::new().write(true).open(path)?;
+    file.set_len(0)?;
+    file.write_all_at(header, 0)?;
+    file.sync_all()
+}
+
+/// Removes blob files no index entry refers to (puts that crashed or lost
+/// their precondition, versions superseded before their blob was removed);
+/// returns the next free blob number.
+fn sweep_blobs(dir: &Path, index: &Index) -> Result<u64> {
+    let live: HashSet<u64> = index
+        .iter()
+        .filter_map(|(_, e)| e.location.blob.map(|b| b.id))
+        .collect();
+    let blob_dir = dir.join("blobs");
+    let mut next = live.iter().max().map_or(1, |m| m + 1);
+    for entry in fs::read_dir(&blob_dir).map_err(io(format!("listing {}", blob_dir.display())))? {
+        let entry = entry.map_err(io(format!("listing {}", blob_dir.display())))?;
+        let name = entry.file_name();
+        let id = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".blob"))
+            .and_then(|n| n.parse::<u64>().ok());
+        match id {
+            Some(id) if live.contains(&id) => {}
+            other => {
+                if let Some(id) = other {
+                    next = next.max(id + 1);
+                }
+                fs::remove_file(entry.path())
+                    .map_err(io(format!("removing {}", entry.path().display())))?;
+            }
+        }
+    }
+    Ok(next)
+}

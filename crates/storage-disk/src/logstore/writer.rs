@@ -1,0 +1,590 @@
+//! The writer thread: group commit.
+//!
+//! One thread owns the active segment. Callers queue [`Request`]s; the writer
+//! takes everything queued, decides every compare-and-swap against the index
+//! and the earlier writes of the same batch, appends the batch's records with
+//! one write, calls `fdatasync` once, then updates the index, publishes the
+//! changes and answers every caller. While one `fdatasync` runs, the next
+//! batch gathers in the queue: there is no timer.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::sync::mpsc::Receiver;
+
+use bytes::Bytes;
+use storage_core::{
+    Change, ChangeKind, ETag, Error, Key, ObjectMeta, PutMode, Result, check_if_match,
+    check_put_mode,
+};
+use tokio::sync::oneshot;
+
+use super::index::{IndexEntry, Location, etag_of};
+use super::record::{self, BlobRef, RecordHeader, RecordMeta, RecordType};
+use super::segment::{SEGMENT_HEADER_LEN, Segment, SegmentHeader, segment_path};
+use super::{Durability, Shared, blob_path, snapshot, sync_dir};
+
+/// Most requests committed in one batch.
+const MAX_BATCH: usize = 4096;
+
+/// The value of a put.
+#[derive(Debug)]
+pub enum Value {
+    /// Stored inline in the record.
+    Inline(Bytes),
+    /// Already written, fsynced, to a blob file.
+    Blob(BlobRef),
+}
+
+/// One operation for the writer.
+#[derive(Debug)]
+pub enum Op {
+    /// A put with its precondition.
+    Put {
+        key: Key,
+        mode: PutMode,
+        meta: Option<Arc<RecordMeta>>,
+        value: Value,
+        size: u64,
+        sha256: [u8; 32],
+        modified_ms: u64,
+    },
+    /// A delete, conditional when `if_match` is set.
+    Delete { key: Key, if_match: Option<ETag> },
+    /// Compaction: append this record again if it is still live.
+    Relocate {
+        key: Key,
+        seq: u64,
+        kind: RecordType,
+        record: Bytes,
+    },
+    /// Write an index snapshot now.
+    Snapshot,
+    /// Write a snapshot, release the directory lock and stop.
+    Close,
+}
+
+/// The writer's answer.
+#[derive(Debug)]
+pub enum Reply {
+    /// A put's new metadata.
+    Put(ObjectMeta),
+    /// A delete, snapshot or close is done.
+    Done,
+    /// Whether a relocated record was still live and was copied.
+    Relocated(bool),
+}
+
+/// An operation and where to send its answer.
+#[derive(Debug)]
+pub struct Request {
+    /// The operation.
+    pub op: Op,
+    /// The caller waiting for the answer.
+    pub reply: oneshot::Sender<Result<Reply>>,
+}
+
+/// The segment being appended to.
+#[derive(Debug)]
+pub struct Active {
+    /// The segment, as readers see it.
+    pub segment: Arc<Segment>,
+    /// A handle for appending.
+    pub file: File,
+    /// Its length in bytes: where the next record goes.
+    pub len: u64,
+    /// Keys and sequence numbers written to it, whose index entries hold the
+    /// record bytes in memory until the segment is sealed.
+    pub tail: Vec<(Key, u64)>,
+}
+
+/// The writer thread's state.
+#[derive(Debug)]
+pub struct Writer {
+    /// State shared with readers.
+    pub shared: Arc<Shared>,
+    /// The active segment.
+    pub active: Active,
+    /// The next sequence number.
+    pub next_seq: u64,
+    /// The directory lock, released on close.
+    pub lock: Option<File>,
+    /// Segments sealed since the last snapshot.
+    pub sealed_since_snapshot: u32,
+    /// Set after a failed write or fsync: the file's state is unknown, so
+    /// every later write fails until the store is reopened (and recovered).
+    pub failed: Option<String>,
+}
+
+/// A decided operation waiting for the batch's fsync.
+enum Decided {
+    Put {
+        reply: oneshot::Sender<Result<Reply>>,
+        key: Key,
+        entry: IndexEntry,
+        at: usize,
+    },
+    Delete {
+        reply: oneshot::Sender<Result<Reply>>,
+        key: Key,
+        written: bool,
+    },
+    Relocate {
+        reply: oneshot::Sender<Result<Reply>>,
+        key: Key,
+        seq: u64,
+        at: usize,
+        len: u64,
+    },
+}
+
+impl Writer {
+    /// Runs until every sender is gone or a close request arrives.
+    pub fn run(mut self, requests: Receiver<Request>) {
+        while let Ok(first) = requests.recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match requests.try_recv() {
+                    Ok(request) => batch.push(request),
+                    Err(_) => break,
+                }
+            }
+            if self.commit(batch) {
+                return;
+            }
+        }
+        // Every handle is gone: leave a snapshot so the next open is fast.
+        let _ = self.snapshot();
+    }
+
+    fn current_seq(&self, overlay: &HashMap<Key, Option<u64>>, key: &Key) -> Option<u64> {
+        match overlay.get(key) {
+            Some(seq) => *seq,
+            None => self.shared.index.get(key).map(|e| e.seq),
+        }
+    }
+
+    /// Commits one batch; returns whether the writer must stop.
+    fn commit(&mut self, batch: Vec<Request>) -> bool {
+        let mut buf = Vec::new();
+        let mut overlay: HashMap<Key, Option<u64>> = HashMap::new();
+        let mut decided = Vec::with_capacity(batch.len());
+        let mut controls = Vec::new();
+        for Request { op, reply } in batch {
+            if let Some(reason) = &self.failed {
+                if let Op::Put {
+                    value: Value::Blob(blob),
+                    ..
+                } = &op
+                {
+                    remove_blob(&self.shared, blob.id);
+                }
+                let _ = reply.send(Err(failed_error(reason)));
+                continue;
+            }
+            match op {
+                Op::Put {
+                    key,
+                    mode,
+                    meta,
+                    value,
+                    size,
+                    sha256,
+                    modified_ms,
+                } => {
+                    let current = self.current_seq(&overlay, &key);
+                    if let Err(e) = check_put_mode(&key, &mode, current.map(etag_of).as_ref()) {
+                        if let Value::Blob(blob) = &value {
+                            remove_blob(&self.shared, blob.id);
+                        }
+                        let _ = reply.send(Err(e));
+                        continue;
+                    }
+                    let seq = self.take_seq();
+                    let at = buf.len();
+                    let entry = encode_put(
+                        &mut buf,
+                        &key,
+                        seq,
+                        meta,
+                        value,
+                        size,
+                        sha256,
+                        modified_ms,
+                        &self.active,
+                    );
+                    let entry = IndexEntry {
+                        location: Location {
+                            offset: self.active.len + at as u64,
+                            ..entry.location
+                        },
+                        ..entry
+                    };
+                    overlay.insert(key.clone(), Some(seq));
+                    decided.push(Decided::Put {
+                        reply,
+                        key,
+                        entry,
+                        at,
+                    });
+                }
+                Op::Delete { key, if_match } => {
+                    let current = self.current_seq(&overlay, &key);
+                    if let Some(expected) = &if_match
+                        && let Err(e) =
+                            check_if_match(&key, expected, current.map(etag_of).as_ref())
+                    {
+                        let _ = reply.send(Err(e));
+                        continue;
+                    }
+                    let written = current.is_some();
+                    if written {
+                        let seq = self.take_seq();
+                        encode_delete(&mut buf, &key, seq);
+                        overlay.insert(key.clone(), None);
+                    }
+                    decided.push(Decided::Delete {
+                        reply,
+                        key,
+                        written,
+                    });
+                }
+                Op::Relocate {
+                    key,
+                    seq,
+                    kind,
+                    record,
+                } => {
+                    let current = self.current_seq(&overlay, &key);
+                    let live = match kind {
+                        RecordType::Delete => current.is_none_or(|c| c < seq),
+                        RecordType::Put | RecordType::PutBlob => current == Some(seq),
+                    };
+                    if !live {
+                        let _ = reply.send(Ok(Reply::Relocated(false)));
+                        continue;
+                    }
+                    let at = buf.len();
+                    buf.extend_from_slice(&record);
+                    decided.push(Decided::Relocate {
+                        reply,
+                        key,
+                        seq,
+                        at,
+                        len: record.len() as u64,
+                    });
+                }
+                Op::Snapshot | Op::Close => controls.push((op, reply)),
+            }
+        }
+        if !buf.is_empty()
+            && let Err(reason) = self.append(&buf)
+        {
+            self.failed = Some(reason.clone());
+            for d in decided {
+                let reply = match d {
+                    Decided::Put { reply, entry, .. } => {
+                        if let Some(blob) = entry.location.blob {
+                            remove_blob(&self.shared, blob.id);
+                        }
+                        reply
+                    }
+                    Decided::Delete { reply, .. } | Decided::Relocate { reply, .. } => reply,
+                };
+                let _ = reply.send(Err(failed_error(&reason)));
+            }
+            return self.run_controls(controls);
+        }
+        self.apply(decided, Bytes::from(buf));
+        if self.active.len >= self.shared.options.segment_bytes
+            && let Err(reason) = self.roll()
+        {
+            self.failed = Some(reason);
+        }
+        self.run_controls(controls)
+    }
+
+    fn take_seq(&mut self) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
+    }
+
+    /// Appends `buf` at the end of the active segment and makes it durable.
+    fn append(&mut self, buf: &[u8]) -> std::result::Result<(), String> {
+        let file = &self.active.file;
+        file.write_all_at(buf, self.active.len)
+            .map_err(|e| format!("appending to segment {}: {e}", self.active.segment.id))?;
+        if self.shared.options.durability == Durability::Fsync {
+            file.sync_data()
+                .map_err(|e| format!("fdatasync of segment {}: {e}", self.active.segment.id))?;
+        }
+        Ok(())
+    }
+
+    /// Updates the index, publishes changes and answers callers, after the
+    /// batch is durable.
+    fn apply(&mut self, decided: Vec<Decided>, batch: Bytes) {
+        let index = &self.shared.index;
+        let mut dead_blobs = Vec::new();
+        for d in decided {
+            match d {
+                Decided::Put {
+                    reply,
+                    key,
+                    mut entry,
+                    at,
+                } => {
+                    let len = entry.location.len as usize;
+                    let seq = entry.seq;
+                    entry.location.tail = Some(batch.slice(at..at + len));
+                    let meta = entry.object_meta(&key);
+                    if let Some(old) = index.get(&key)
+                        && let Some(blob) = old.location.blob
+                    {
+                        dead_blobs.push(blob.id);
+                    }
+                    index.set(key.clone(), entry);
+                    self.active.tail.push((key.clone(), seq));
+                    self.shared.feed.publish(Change {
+                        key,
+                        kind: ChangeKind::Put,
+                        etag: Some(meta.etag.clone()),
+                    });
+                    let _ = reply.send(Ok(Reply::Put(meta)));
+                }
+                Decided::Delete {
+                    reply,
+                    key,
+                    written,
+                } => {
+                    if written {
+                        if let Some(old) = index.remove(&key)
+                            && let Some(blob) = old.location.blob
+                        {
+                            dead_blobs.push(blob.id);
+                        }
+                        self.shared.feed.publish(Change {
+                            key,
+                            kind: ChangeKind::Delete,
+                            etag: None,
+                        });
+                    }
+                    let _ = reply.send(Ok(Reply::Done));
+                }
+                Decided::Relocate {
+                    reply,
+                    key,
+                    seq,
+                    at,
+                    len,
+                } => {
+                    if let Some(old) = index.get(&key)
+                        && old.seq == seq
+                    {
+                        let entry = IndexEntry {
+                            location: Location {
+                                segment: Arc::clone(&self.active.segment),
+                                offset: self.active.len + at as u64,
+                                len,
+                                tail: Some(batch.slice(at..at + len as usize)),
+                                ..old.location.clone()
+                            },
+                            ..(*old).clone()
+                        };
+                        index.set(key.clone(), entry);
+                        self.active.tail.push((key, seq));
+                    }
+                    let _ = reply.send(Ok(Reply::Relocated(true)));
+                }
+            }
+        }
+        self.active.len += batch.len() as u64;
+        for id in dead_blobs {
+            remove_blob(&self.shared, id);
+        }
+    }
+
+    /// Seals the active segment and starts the next one.
+    fn roll(&mut self) -> std::result::Result<(), String> {
+        let id = self.active.segment.id + 1;
+        let dir = &self.shared.dir;
+        let path = segment_path(dir, id);
+        let header = SegmentHeader {
+            id,
+            first_seq: self.next_seq,
+        };
+        let file =
+            create_segment(&path, &header).map_err(|e| format!("creating segment {id}: {e}"))?;
+        sync_dir(&dir.join("segments"))
+            .map_err(|e| format!("syncing the segment directory: {e}"))?;
+        let segment =
+            Arc::new(Segment::open(id, path).map_err(|e| format!("opening segment {id}: {e}"))?);
+        let sealed = std::mem::replace(
+            &mut self.active,
+            Active {
+                segment: Arc::clone(&segment),
+                file,
+                len: SEGMENT_HEADER_LEN,
+                tail: Vec::new(),
+            },
+        );
+        self.shared.register_segment(Arc::clone(&segment));
+        if !self.shared.options.nfs {
+            // Without a map, reads of the sealed segment use pread.
+            let _ = sealed.segment.map_sealed();
+        }
+        let index = &self.shared.index;
+        for (key, seq) in sealed.tail {
+            if let Some(e) = index.get(&key)
+                && e.seq == seq
+                && e.location.segment.id == sealed.segment.id
+            {
+                let mut entry = (*e).clone();
+                entry.location.tail = None;
+                index.set(key, entry);
+            }
+        }
+        self.sealed_since_snapshot += 1;
+        if self
+            .shared
+            .options
+            .snapshot_every_segments
+            .is_some_and(|n| self.sealed_since_snapshot >= n)
+        {
+            self.snapshot()?;
+        }
+        Ok(())
+    }
+
+    /// Writes an index snapshot of the current state.
+    pub fn snapshot(&mut self) -> std::result::Result<(), String> {
+        snapshot::write(
+            &self.shared,
+            self.active.segment.id,
+            self.active.len,
+            self.next_seq,
+        )
+        .map_err(|e| format!("writing the index snapshot: {e}"))?;
+        self.sealed_since_snapshot = 0;
+        Ok(())
+    }
+
+    /// Answers snapshot and close requests; returns whether to stop.
+    fn run_controls(&mut self, controls: Vec<(Op, oneshot::Sender<Result<Reply>>)>) -> bool {
+        let mut stop = false;
+        for (op, reply) in controls {
+            let result = match self.failed.clone() {
+                Some(reason) => Err(failed_error(&reason)),
+                None => self
+                    .snapshot()
+                    .map(|()| Reply::Done)
+                    .map_err(|e| Error::Backend {
+                        transient: false,
+                        message: e,
+                        source: None,
+                    }),
+            };
+            if matches!(op, Op::Close) {
+                self.lock = None;
+                stop = true;
+            }
+            let _ = reply.send(result);
+        }
+        stop
+    }
+}
+
+fn failed_error(reason: &str) -> Error {
+    Error::Backend {
+        transient: false,
+        message: format!("the log store failed and must be reopened: {reason}"),
+        source: None,
+    }
+}
+
+/// Creates a segment file with its header, fsynced.
+pub fn create_segment(path: &std::path::Path, header: &SegmentHeader) -> std::io::Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(path)?;
+    file.write_all_at(&header.encode(), 0)?;
+    file.sync_all()?;
+    Ok(file)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn encode_put(
+    buf: &mut Vec<u8>,
+    key: &Key,
+    seq: u64,
+    meta: Option<Arc<RecordMeta>>,
+    value: Value,
+    size: u64,
+    sha256: [u8; 32],
+    modified_ms: u64,
+    active: &Active,
+) -> IndexEntry {
+    let mut meta_bytes = Vec::new();
+    if let Some(m) = &meta {
+        m.encode(&mut meta_bytes);
+    }
+    let (kind, inline, blob) = match &value {
+        Value::Inline(bytes) => (RecordType::Put, bytes.clone(), None),
+        Value::Blob(blob) => (
+            RecordType::PutBlob,
+            Bytes::copy_from_slice(&blob.encode()),
+            Some(*blob),
+        ),
+    };
+    let header = RecordHeader {
+        kind,
+        key_len: key.as_str().len() as u16,
+        meta_len: meta_bytes.len() as u32,
+        value_len: inline.len() as u64,
+        seq,
+        modified_ms,
+    };
+    let len = record::encode(&header, key.as_str(), &meta_bytes, &inline, &sha256, buf);
+    IndexEntry {
+        seq,
+        size,
+        sha256,
+        modified_ms,
+        meta,
+        location: Location {
+            segment: Arc::clone(&active.segment),
+            offset: 0,
+            len,
+            value_offset: header.value_offset(),
+            tail: None,
+            blob,
+        },
+    }
+}
+
+fn encode_delete(buf: &mut Vec<u8>, key: &Key, seq: u64) {
+    let header = RecordHeader {
+        kind: RecordType::Delete,
+        key_len: key.as_str().len() as u16,
+        meta_len: 0,
+        value_len: 0,
+        seq,
+        modified_ms: super::now_ms(),
+    };
+    record::encode(&header, key.as_str(), &[], &[], &[0; 32], buf);
+}
+
+/// Unlinks a blob no index entry refers to any more. A reader that already
+/// opened it keeps reading it; a failure only leaves garbage that the next
+/// open removes.
+fn remove_blob(shared: &Shared, id: u64) {
+    if let Err(e) = std::fs::remove_file(blob_path(&shared.dir, id))
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(blob = id, error = %e, "could not remove a dead blob");
+    }
+}
