@@ -6,12 +6,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use storage_conformance::BackendFactory;
 use storage_core::{Backend, MemoryBackend};
-use storage_disk::FsBackend;
+use storage_disk::{FsBackend, LogStore};
 
 /// Backends run when none is named.
-pub const DEFAULT: [&str; 2] = ["memory", "fs"];
+pub const DEFAULT: [&str; 3] = ["memory", "fs", "logstore"];
 /// Every backend xtask knows.
-pub const ALL: [&str; 2] = ["memory", "fs"];
+pub const ALL: [&str; 3] = ["memory", "fs", "logstore"];
 
 /// A factory for the backend named `name`; `scratch` is a fresh directory for
 /// local backends.
@@ -19,6 +19,7 @@ pub fn factory(name: &str, scratch: PathBuf) -> anyhow::Result<Box<dyn BackendFa
     match name {
         "memory" => Ok(Box::new(Memory)),
         "fs" => Ok(Box::new(Fs { root: scratch })),
+        "logstore" => Ok(Box::new(Log { root: scratch })),
         other => anyhow::bail!("unknown backend {other:?}; known: {}", ALL.join(", ")),
     }
 }
@@ -47,6 +48,24 @@ impl BackendFactory for Fs {
     async fn create(&self, check: &str) -> Result<Arc<dyn Backend>, String> {
         let dir = self.root.join(check.replace('/', "-"));
         FsBackend::new(dir)
+            .map(|b| Arc::new(b) as Arc<dyn Backend>)
+            .map_err(|e| e.to_string())
+    }
+}
+
+struct Log {
+    root: PathBuf,
+}
+
+#[async_trait]
+impl BackendFactory for Log {
+    fn name(&self) -> &str {
+        "logstore"
+    }
+    async fn create(&self, check: &str) -> Result<Arc<dyn Backend>, String> {
+        let dir = self.root.join(check.replace('/', "-"));
+        LogStore::open(dir)
+            .await
             .map(|b| Arc::new(b) as Arc<dyn Backend>)
             .map_err(|e| e.to_string())
     }

@@ -16,7 +16,7 @@ use storage_disk::FsBackend;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Backends to measure (repeatable): memory, fs. Default: both.
+    /// Backends to measure (repeatable): memory, fs, logstore. Default: all.
     #[arg(long = "backend")]
     backends: Vec<String>,
     /// Seconds each small-object row runs, per side.
@@ -25,6 +25,9 @@ pub struct Args {
     /// Size of the large object in MiB.
     #[arg(long, default_value_t = 256)]
     large_mib: usize,
+    /// Objects in the store whose open time is measured (logstore).
+    #[arg(long, default_value_t = 1_000_000)]
+    objects: usize,
     /// Repetitions of each large-object row, per side (the median is kept).
     #[arg(long, default_value_t = 5)]
     large_reps: usize,
@@ -36,14 +39,19 @@ const READ_SET: u64 = 1000;
 
 /// One side of a comparison.
 #[derive(Clone)]
-enum Store {
+pub enum Store {
+    /// One of our backends.
     Ours(Arc<dyn Backend>),
+    /// An `object_store` peer.
     Peer(Arc<dyn ObjectStore>),
+    /// The write-and-fdatasync-per-put baseline (puts only).
+    Baseline(Arc<crate::bench_logstore::FsyncPerPut>),
 }
 
 impl Store {
-    async fn put(&self, key: String, data: Bytes) -> anyhow::Result<()> {
+    pub async fn put(&self, key: String, data: Bytes) -> anyhow::Result<()> {
         match self {
+            Store::Baseline(b) => b.put(data).await?,
             Store::Ours(b) => {
                 b.put_bytes(key, data).await?;
             }
@@ -54,8 +62,9 @@ impl Store {
         Ok(())
     }
 
-    async fn get(&self, key: String) -> anyhow::Result<Bytes> {
+    pub async fn get(&self, key: String) -> anyhow::Result<Bytes> {
         Ok(match self {
+            Store::Baseline(_) => anyhow::bail!("the baseline does not read"),
             Store::Ours(b) => b.get_bytes(key).await?,
             Store::Peer(s) => s.get(&PeerPath::from(key)).await?.bytes().await?,
         })
@@ -109,16 +118,33 @@ where
     F: Fn(Store, usize, u64) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
 {
-    let mut sums = [0.0; 2];
+    let rates = alternate_many(&[ours.clone(), peer.clone()], tasks, budget, op).await?;
+    Ok([rates[0], rates[1]])
+}
+
+/// [`alternate`] over any number of stores.
+pub async fn alternate_many<F, Fut>(
+    stores: &[Store],
+    tasks: usize,
+    budget: Duration,
+    op: F,
+) -> anyhow::Result<Vec<f64>>
+where
+    F: Fn(Store, usize, u64) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let mut sums = vec![0.0; stores.len()];
     for round in 0..ROUNDS {
-        for (slot, store) in [ours, peer].into_iter().enumerate() {
+        for (slot, store) in stores.iter().enumerate() {
             let offset = u64::from(round) << 40;
             let op = op.clone();
             let shifted = move |s: Store, t: usize, i: u64| op(s, t, i + offset);
+            // No side pays for the write-back of another's dirty pages.
+            flush_page_cache_writes();
             sums[slot] += timed(store, tasks, budget / ROUNDS, shifted).await?;
         }
     }
-    Ok(sums.map(|s| s / f64::from(ROUNDS)))
+    Ok(sums.into_iter().map(|s| s / f64::from(ROUNDS)).collect())
 }
 
 /// The median of `values`.
@@ -214,7 +240,7 @@ async fn measure(ours: &Store, peer: &Store, args: &Args) -> anyhow::Result<Vec<
 
 pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
     let names = if args.backends.is_empty() {
-        vec!["memory".to_owned(), "fs".to_owned()]
+        vec!["memory".to_owned(), "fs".to_owned(), "logstore".to_owned()]
     } else {
         args.backends.clone()
     };
@@ -227,7 +253,7 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
     );
     println!("| backend | peer | operation | ours | peer | ours/peer |");
     println!("|---|---|---|---:|---:|---:|");
-    for name in &names {
+    for name in names.iter().filter(|n| n.as_str() != "logstore") {
         let (ours, peer, peer_name) = match name.as_str() {
             "memory" => (
                 Store::Ours(Arc::new(MemoryBackend::new())),
@@ -247,7 +273,7 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
                     "LocalFileSystem",
                 )
             }
-            other => anyhow::bail!("unknown backend {other:?}; known: memory, fs"),
+            other => anyhow::bail!("unknown backend {other:?}; known: memory, fs, logstore"),
         };
         for row in measure(&ours, &peer, &args).await? {
             println!(
@@ -266,10 +292,16 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
             "\nfs: FsBackend fsyncs every put (content file, directory, sidecar, directory) and verifies SHA-256 on full reads; LocalFileSystem does neither."
         );
     }
+    if names.iter().any(|n| n == "logstore") {
+        let dir = scratch.path().join("logstore");
+        std::fs::create_dir_all(&dir)?;
+        crate::bench_logstore::run(&dir, args.seconds, args.objects).await?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
-fn fmt_rate(v: f64) -> String {
+/// A rate with no decimals above 100, one below.
+pub fn fmt_rate(v: f64) -> String {
     if v >= 100.0 {
         format!("{v:.0}")
     } else {

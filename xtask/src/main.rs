@@ -3,6 +3,7 @@
 
 mod backends;
 mod bench;
+mod bench_logstore;
 mod conformance;
 
 use std::process::ExitCode;
@@ -24,6 +25,10 @@ enum Command {
     Bench(bench::Args),
     /// Run every test of the workspace (the README's test command).
     Test,
+    /// Open a LogStore and print the open time and peak memory (used by
+    /// `bench`, in a fresh process).
+    #[command(hide = true)]
+    LogstoreOpen { dir: std::path::PathBuf },
 }
 
 fn main() -> ExitCode {
@@ -32,6 +37,9 @@ fn main() -> ExitCode {
         Command::Conformance(args) => runtime().and_then(|rt| rt.block_on(conformance::main(args))),
         Command::Bench(args) => runtime().and_then(|rt| rt.block_on(bench::main(args))),
         Command::Test => run_tests(),
+        Command::LogstoreOpen { dir } => runtime()
+            .and_then(|rt| rt.block_on(bench_logstore::open_child(&dir)))
+            .map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -127,7 +127,6 @@ impl Backend for MemoryBackend {
         Capabilities {
             conditional_put: true,
             conditional_delete: true,
-            atomic_promote: true,
             change_feed: true,
             server_side_copy: true,
             ..Capabilities::none(Locality::Memory)

@@ -317,3 +317,44 @@ async fn compaction_under_concurrent_writes_and_reads_loses_nothing() {
     }
     reopened.close().await.expect("close");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn background_compaction_removes_dead_segments() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let options = LogStoreOptions {
+        segment_bytes: 8 * 1024,
+        background_compaction: Some(std::time::Duration::from_millis(20)),
+        ..Default::default()
+    };
+    let store = LogStore::open_with(dir.path(), options)
+        .await
+        .expect("open");
+    for round in 0..40 {
+        for k in 0..4 {
+            store
+                .put_bytes(format!("k{k}"), format!("round {round} ").repeat(40))
+                .await
+                .expect("put");
+        }
+    }
+    let before = segments(dir.path()).len();
+    let mut after = before;
+    for _ in 0..100 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        after = segments(dir.path()).len();
+        if after < before / 2 {
+            break;
+        }
+    }
+    assert!(
+        after < before / 2,
+        "{before} segments before, {after} after background compaction"
+    );
+    for k in 0..4 {
+        assert_eq!(
+            store.get_bytes(format!("k{k}")).await.expect("get"),
+            "round 39 ".repeat(40)
+        );
+    }
+    store.close().await.expect("close");
+}

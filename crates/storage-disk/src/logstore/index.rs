@@ -35,14 +35,21 @@ impl Index {
         self.map.get(key).map(|e| e.value().load_full())
     }
 
-    /// Makes `entry` the current entry of `key` (writer only).
-    pub fn set(&self, key: Key, entry: IndexEntry) {
+    /// Makes `entry` the current entry of `key` (writer only); returns the
+    /// entry it replaces.
+    pub fn set(&self, key: Key, entry: IndexEntry) -> Option<Arc<IndexEntry>> {
         match self.map.get(&key) {
-            Some(slot) => slot.value().store(Arc::new(entry)),
+            Some(slot) => Some(slot.value().swap(Arc::new(entry))),
             None => {
                 self.map.insert(key, ArcSwap::from_pointee(entry));
+                None
             }
         }
+    }
+
+    /// Inserts the entry of a key known to be absent (loading a snapshot).
+    pub fn insert_new(&self, key: Key, entry: IndexEntry) {
+        self.map.insert(key, ArcSwap::from_pointee(entry));
     }
 
     /// Removes `key`, returning its last entry (writer only).
@@ -121,7 +128,10 @@ pub struct Location {
 
 /// The ETag of sequence number `seq`: 16 lower-case hex digits.
 pub fn etag_of(seq: u64) -> ETag {
-    ETag::new(format!("{seq:016x}"))
+    let mut digits = [0u8; 16];
+    // Encoding 8 bytes into 16 hex digits cannot fail.
+    let _ = hex::encode_to_slice(seq.to_be_bytes(), &mut digits);
+    ETag::new(std::str::from_utf8(&digits).unwrap_or_default())
 }
 
 impl IndexEntry {

@@ -178,7 +178,7 @@ fn parse(bytes: &[u8], segments: &HashMap<u64, Arc<Segment>>, index: &Index) -> 
                 blob,
             },
         };
-        index.set(key, entry);
+        index.insert_new(key, entry);
     }
     r.0.is_empty().then_some(Loaded {
         next_seq,

@@ -340,12 +340,11 @@ impl Writer {
                     let seq = entry.seq;
                     entry.location.tail = Some(batch.slice(at..at + len));
                     let meta = entry.object_meta(&key);
-                    if let Some(old) = index.get(&key)
+                    if let Some(old) = index.set(key.clone(), entry)
                         && let Some(blob) = old.location.blob
                     {
                         dead_blobs.push(blob.id);
                     }
-                    index.set(key.clone(), entry);
                     self.active.tail.push((key.clone(), seq));
                     self.shared.feed.publish(Change {
                         key,
