@@ -337,18 +337,29 @@ async fn background_compaction_removes_dead_segments() {
                 .expect("put");
         }
     }
-    let before = segments(dir.path()).len();
-    let mut after = before;
+    // Segment ids count up from 1: the newest id is how many were created.
+    let created = || -> u64 {
+        let newest = segments(dir.path()).pop().expect("a segment");
+        let name = newest
+            .file_stem()
+            .and_then(|n| n.to_str())
+            .expect("segment name")
+            .to_owned();
+        name.parse().expect("numbered segment")
+    };
+    let mut remaining = segments(dir.path()).len() as u64;
     for _ in 0..100 {
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        after = segments(dir.path()).len();
-        if after < before / 2 {
+        if remaining * 2 < created() {
             break;
         }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        remaining = segments(dir.path()).len() as u64;
     }
+    assert!(created() > 4, "the test must create several segments");
     assert!(
-        after < before / 2,
-        "{before} segments before, {after} after background compaction"
+        remaining * 2 < created(),
+        "{} segments created, {remaining} remain after background compaction",
+        created()
     );
     for k in 0..4 {
         assert_eq!(
