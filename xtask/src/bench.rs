@@ -154,7 +154,7 @@ fn median(values: &mut [f64]) -> f64 {
 }
 
 /// Writes every dirty page back (`sync(1)`), outside the timed region.
-fn flush_page_cache_writes() {
+pub fn flush_page_cache_writes() {
     let _ = std::process::Command::new("sync").status();
 }
 

@@ -262,29 +262,33 @@ fn rewrite_header(path: &Path, header: &[u8]) -> std::io::Result<()> {
 /// their precondition, versions superseded before their blob was removed);
 /// returns the next free blob number.
 fn sweep_blobs(dir: &Path, index: &Index) -> Result<u64> {
+    let blob_dir = dir.join("blobs");
+    let files: Vec<fs::DirEntry> = fs::read_dir(&blob_dir)
+        .and_then(|entries| entries.collect())
+        .map_err(io(format!("listing {}", blob_dir.display())))?;
+    if files.is_empty() {
+        // No blob file: no entry can refer to one.
+        return Ok(1);
+    }
     let live: HashSet<u64> = index
         .iter()
         .filter_map(|(_, e)| e.location.blob.map(|b| b.id))
         .collect();
-    let blob_dir = dir.join("blobs");
     let mut next = live.iter().max().map_or(1, |m| m + 1);
-    for entry in fs::read_dir(&blob_dir).map_err(io(format!("listing {}", blob_dir.display())))? {
-        let entry = entry.map_err(io(format!("listing {}", blob_dir.display())))?;
+    for entry in files {
         let name = entry.file_name();
         let id = name
             .to_str()
             .and_then(|n| n.strip_suffix(".blob"))
             .and_then(|n| n.parse::<u64>().ok());
-        match id {
-            Some(id) if live.contains(&id) => {}
-            other => {
-                if let Some(id) = other {
-                    next = next.max(id + 1);
-                }
-                fs::remove_file(entry.path())
-                    .map_err(io(format!("removing {}", entry.path().display())))?;
+        if let Some(id) = id {
+            next = next.max(id + 1);
+            if live.contains(&id) {
+                continue;
             }
         }
+        fs::remove_file(entry.path())
+            .map_err(io(format!("removing {}", entry.path().display())))?;
     }
     Ok(next)
 }
