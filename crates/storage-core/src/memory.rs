@@ -13,8 +13,8 @@ use futures::stream::{self, StreamExt};
 use crate::list::{page_from_sorted, scan_start};
 use crate::{
     Backend, Body, Capabilities, Change, ChangeFeed, ChangeKind, ChangeStream, DeleteOptions, ETag,
-    Error, GetOptions, GetResult, Key, ListOptions, ListPage, Locality, ObjectMeta, PutMode,
-    PutOptions, Result,
+    Error, GetOptions, GetResult, Key, ListOptions, ListPage, Locality, Metadata, ObjectMeta,
+    PutMode, PutOptions, Result,
 };
 
 /// An object store in this process's memory.
@@ -51,10 +51,43 @@ pub struct MemoryBackend {
     changes: ChangeFeed,
 }
 
+/// One stored version, kept small: the map holds one per key.
 #[derive(Debug)]
 struct Entry {
     data: Bytes,
-    meta: ObjectMeta,
+    etag: ETag,
+    modified: SystemTime,
+    /// Content type and user metadata, boxed because most objects have none.
+    attributes: Option<Box<(Option<String>, Metadata)>>,
+}
+
+impl Entry {
+    fn new(data: Bytes, etag: ETag, content_type: Option<String>, metadata: Metadata) -> Self {
+        let attributes = (content_type.is_some() || !metadata.is_empty())
+            .then(|| Box::new((content_type, metadata)));
+        Entry {
+            data,
+            etag,
+            modified: SystemTime::now(),
+            attributes,
+        }
+    }
+
+    fn meta(&self, key: &Key) -> ObjectMeta {
+        let (content_type, metadata) = match &self.attributes {
+            Some(a) => (a.0.clone(), a.1.clone()),
+            None => (None, Metadata::new()),
+        };
+        ObjectMeta {
+            key: key.clone(),
+            size: self.data.len() as u64,
+            etag: self.etag.clone(),
+            last_modified: self.modified,
+            content_type,
+            metadata,
+            sha256: None,
+        }
+    }
 }
 
 impl MemoryBackend {
@@ -71,6 +104,9 @@ impl MemoryBackend {
     /// Publishes a change while the write lock is held, so that changes of
     /// one key are streamed in commit order.
     fn publish(&self, key: &Key, kind: ChangeKind, etag: Option<&ETag>) {
+        if !self.changes.has_subscribers() {
+            return;
+        }
         self.changes.publish(Change {
             key: key.clone(),
             kind,
@@ -79,8 +115,14 @@ impl MemoryBackend {
     }
 
     fn next_etag(&self) -> ETag {
+        use std::io::Write;
         let version = self.next_version.fetch_add(1, Ordering::Relaxed) + 1;
-        ETag::new(version.to_string())
+        // Format on the stack: one allocation per ETag (its own), not two.
+        let mut digits = [0u8; 20];
+        let mut cursor = std::io::Cursor::new(&mut digits[..]);
+        let _ = write!(cursor, "{version}");
+        let len = cursor.position() as usize;
+        ETag::new(std::str::from_utf8(&digits[..len]).unwrap_or_default())
     }
 }
 
@@ -143,22 +185,11 @@ impl Backend for MemoryBackend {
         } = options;
         // Everything but the precondition check and the insert happens
         // outside the lock; an ETag drawn for a refused put is never used.
-        let meta = ObjectMeta {
-            key: key.clone(),
-            size: data.len() as u64,
-            etag: self.next_etag(),
-            last_modified: SystemTime::now(),
-            content_type,
-            metadata,
-            sha256: None,
-        };
-        let entry = Arc::new(Entry {
-            data,
-            meta: meta.clone(),
-        });
+        let entry = Arc::new(Entry::new(data, self.next_etag(), content_type, metadata));
+        let meta = entry.meta(key);
         let replaced = {
             let mut objects = self.objects.write().unwrap_or_else(PoisonError::into_inner);
-            check_put_mode(key, &mode, objects.get(key).map(|e| &e.meta.etag))?;
+            check_put_mode(key, &mode, objects.get(key).map(|e| &e.etag))?;
             let replaced = objects.insert(key.clone(), entry);
             self.publish(key, ChangeKind::Put, Some(&meta.etag));
             replaced
@@ -172,21 +203,21 @@ impl Backend for MemoryBackend {
             key: key.to_string(),
         })?;
         if let Some(expected) = &options.if_match {
-            check_if_match(key, expected, Some(&entry.meta.etag))?;
+            check_if_match(key, expected, Some(&entry.etag))?;
         }
-        let size = entry.meta.size;
+        let size = entry.data.len() as u64;
         let range = match &options.range {
             Some(r) => r.resolve(key, size)?,
             None => 0..size,
         };
         let data = entry.data.slice(range.start as usize..range.end as usize);
         let body = stream::once(async move { Ok(data) }).boxed();
-        Ok(GetResult::new(entry.meta.clone(), range, body))
+        Ok(GetResult::new(entry.meta(key), range, body))
     }
 
     async fn head(&self, key: &Key) -> Result<ObjectMeta> {
         self.lookup(key)
-            .map(|e| e.meta.clone())
+            .map(|e| e.meta(key))
             .ok_or_else(|| Error::NotFound {
                 key: key.to_string(),
             })
@@ -195,7 +226,7 @@ impl Backend for MemoryBackend {
     async fn delete(&self, key: &Key, options: DeleteOptions) -> Result<()> {
         let mut objects = self.objects.write().unwrap_or_else(PoisonError::into_inner);
         if let Some(expected) = &options.if_match {
-            check_if_match(key, expected, objects.get(key).map(|e| &e.meta.etag))?;
+            check_if_match(key, expected, objects.get(key).map(|e| &e.etag))?;
         }
         if objects.remove(key).is_some() {
             self.publish(key, ChangeKind::Delete, None);
@@ -208,28 +239,24 @@ impl Backend for MemoryBackend {
         let objects = self.objects.read().unwrap_or_else(PoisonError::into_inner);
         let start = scan_start(options);
         let range = objects.range::<str, _>((Bound::Included(start), Bound::Unbounded));
-        page_from_sorted(range.map(|(_, e)| e.meta.clone()), options)
+        page_from_sorted(range.map(|(k, e)| e.meta(k)), options)
     }
 
     async fn copy(&self, from: &Key, to: &Key, mode: PutMode) -> Result<ObjectMeta> {
         let source = self.lookup(from).ok_or_else(|| Error::NotFound {
             key: from.to_string(),
         })?;
+        let (content_type, metadata) = source.attributes.as_deref().cloned().unwrap_or_default();
+        let entry = Arc::new(Entry::new(
+            source.data.clone(),
+            self.next_etag(),
+            content_type,
+            metadata,
+        ));
+        let meta = entry.meta(to);
         let mut objects = self.objects.write().unwrap_or_else(PoisonError::into_inner);
-        check_put_mode(to, &mode, objects.get(to).map(|e| &e.meta.etag))?;
-        let meta = ObjectMeta {
-            key: to.clone(),
-            etag: self.next_etag(),
-            last_modified: SystemTime::now(),
-            ..source.meta.clone()
-        };
-        objects.insert(
-            to.clone(),
-            Arc::new(Entry {
-                data: source.data.clone(),
-                meta: meta.clone(),
-            }),
-        );
+        check_put_mode(to, &mode, objects.get(to).map(|e| &e.etag))?;
+        objects.insert(to.clone(), entry);
         self.publish(to, ChangeKind::Put, Some(&meta.etag));
         Ok(meta)
     }

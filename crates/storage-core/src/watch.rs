@@ -54,6 +54,12 @@ impl Default for ChangeFeed {
 }
 
 impl ChangeFeed {
+    /// Whether anyone is subscribed; publishers may skip building changes
+    /// nobody will read.
+    pub fn has_subscribers(&self) -> bool {
+        self.sender.receiver_count() > 0
+    }
+
     /// Announces a committed change to every subscriber.
     pub fn publish(&self, change: Change) {
         // No subscriber is not an error.

@@ -346,11 +346,13 @@ impl Writer {
                         dead_blobs.push(blob.id);
                     }
                     self.active.tail.push((key.clone(), seq));
-                    self.shared.feed.publish(Change {
-                        key,
-                        kind: ChangeKind::Put,
-                        etag: Some(meta.etag.clone()),
-                    });
+                    if self.shared.feed.has_subscribers() {
+                        self.shared.feed.publish(Change {
+                            key,
+                            kind: ChangeKind::Put,
+                            etag: Some(meta.etag.clone()),
+                        });
+                    }
                     let _ = reply.send(Ok(Reply::Put(meta)));
                 }
                 Decided::Delete {
