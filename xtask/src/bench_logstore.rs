@@ -204,6 +204,10 @@ pub async fn run(scratch: &Path, seconds: f64, objects: usize) -> anyhow::Result
     println!("\n## LogStore: 4 KiB gets (ops/s)\n");
     println!("| tasks | LogStore | InMemory | LogStore/InMemory |");
     println!("|---:|---:|---:|---:|");
+    // A fresh store holding the same 1,000 objects as the peer.
+    logstore.close().await?;
+    let logstore = Arc::new(LogStore::open(scratch.join("logstore-gets")).await?);
+    let ours = Store::Ours(Arc::clone(&logstore) as Arc<dyn Backend>);
     let memory = Store::Peer(Arc::new(object_store::memory::InMemory::new()));
     for store in [&ours, &memory] {
         for i in 0..1000 {
