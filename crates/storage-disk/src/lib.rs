@@ -21,6 +21,7 @@
 
 pub mod fs;
 pub mod logstore;
+mod util;
 
 pub use fs::FsBackend;
 pub use logstore::{CompactionReport, Durability, LogStore, LogStoreOptions, OpenReport};

@@ -23,6 +23,7 @@ use super::io::{
 };
 use super::layout::{self, DIR_SUFFIX, Location, META_SUFFIX};
 use super::sidecar::{self, Sidecar};
+use crate::util::{RemoveOnDrop, blocking};
 
 /// Content of at most this many bytes is read in the same blocking call that
 /// opens it; larger content is streamed in [`READ_CHUNK_BYTES`] chunks.
@@ -132,35 +133,6 @@ impl FsBackend {
 
     fn location(&self, key: &Key) -> Location {
         Location::of(&self.inner.objects, key)
-    }
-}
-
-/// Runs blocking file work on tokio's blocking pool.
-async fn blocking<T, F>(work: F) -> Result<T>
-where
-    T: Send + 'static,
-    F: FnOnce() -> Result<T> + Send + 'static,
-{
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| Error::backend(false, "file task failed", e))?
-}
-
-/// Removes a content file unless disarmed: a failed, rejected or cancelled
-/// put leaves nothing behind.
-struct RemoveOnDrop(Option<PathBuf>);
-
-impl RemoveOnDrop {
-    fn disarm(&mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        if let Some(path) = self.0.take() {
-            let _ = fs::remove_file(path);
-        }
     }
 }
 
@@ -572,7 +544,7 @@ impl Backend for FsBackend {
         let location = self.location(key);
         let etag = new_etag();
         let path = location.data(&etag);
-        let mut content = RemoveOnDrop(Some(path.clone()));
+        let mut content = RemoveOnDrop::new(path.clone());
         let (size, sha256) = match body.as_bytes().cloned() {
             Some(data) => {
                 let (location, path) = (location.clone(), path.clone());

@@ -27,10 +27,7 @@ pub fn create_new(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
-/// Makes the entries of `dir` durable (`fsync` on the directory).
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
+pub(crate) use crate::util::sync_dir;
 
 /// Reads the sidecar at `path`; `Ok(None)` when there is none.
 ///

@@ -21,7 +21,8 @@ use storage_core::{
 use super::index::{IndexEntry, etag_of};
 use super::record::{BlobRef, RecordMeta, crc_ok};
 use super::writer::{Op, Reply, Value};
-use super::{LogStore, blob_path, now_ms, sync_dir};
+use super::{LogStore, blob_path, now_ms};
+use crate::util::{RemoveOnDrop, blocking, sync_dir};
 
 /// Reads of at most this many bytes from a segment not in memory are tried
 /// on the async worker when the page cache holds them (`RWF_NOWAIT`).
@@ -32,27 +33,6 @@ const INLINE_HASH_BYTES: usize = 64 * 1024;
 const BLOB_CHUNK_BYTES: u64 = 2 * 1024 * 1024;
 /// How often a read retries when a concurrent put removed the blob it found.
 const READ_ATTEMPTS: usize = 16;
-
-async fn blocking<T, F>(work: F) -> Result<T>
-where
-    T: Send + 'static,
-    F: FnOnce() -> Result<T> + Send + 'static,
-{
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| Error::backend(false, "file task failed", e))?
-}
-
-/// Removes a blob file unless disarmed (a failed or cancelled put).
-struct RemoveOnDrop(Option<std::path::PathBuf>);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        if let Some(path) = self.0.take() {
-            let _ = std::fs::remove_file(path);
-        }
-    }
-}
 
 /// A blob being written: the file and the running checksums.
 struct BlobWriter {
@@ -83,7 +63,7 @@ impl LogStore {
     ) -> Result<(BlobRef, [u8; 32])> {
         let id = self.shared.next_blob.fetch_add(1, Ordering::Relaxed);
         let path = blob_path(&self.shared.dir, id);
-        guard.0 = Some(path.clone());
+        guard.guard(path.clone());
         let context = format!("writing blob {}", path.display());
         let file = std::fs::OpenOptions::new()
             .write(true)
@@ -269,7 +249,7 @@ impl Backend for LogStore {
 
     async fn put(&self, key: &Key, body: Body, options: PutOptions) -> Result<ObjectMeta> {
         options.validate()?;
-        let mut guard = RemoveOnDrop(None);
+        let mut guard = RemoveOnDrop::default();
         let (value, size, sha256) = self.value_of(body, &mut guard).await?;
         let meta = RecordMeta {
             content_type: options.content_type,
@@ -285,7 +265,7 @@ impl Backend for LogStore {
             modified_ms: now_ms(),
         };
         // From here the writer owns the blob: it removes it if the put loses.
-        guard.0 = None;
+        guard.disarm();
         match self.request(op).await? {
             Reply::Put(meta) => Ok(meta),
             other => Err(Error::backend(

@@ -358,10 +358,7 @@ pub(crate) fn blob_path(dir: &Path, id: u64) -> PathBuf {
     dir.join("blobs").join(format!("{id:020}.blob"))
 }
 
-/// Makes the entries of `dir` durable.
-pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
-}
+pub(crate) use crate::util::sync_dir;
 
 /// Milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> u64 {

@@ -1,0 +1,51 @@
+//! Small file helpers shared by both backends.
+
+use std::path::{Path, PathBuf};
+
+use storage_core::{Error, Result};
+
+/// Runs blocking file work on tokio's blocking pool.
+pub(crate) async fn blocking<T, F>(work: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T> + Send + 'static,
+{
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::backend(false, "file task failed", e))?
+}
+
+/// Removes a file when dropped unless disarmed: a failed, rejected or
+/// cancelled write leaves nothing behind.
+#[derive(Debug, Default)]
+pub(crate) struct RemoveOnDrop(Option<PathBuf>);
+
+impl RemoveOnDrop {
+    /// Guards `path`.
+    pub(crate) fn new(path: PathBuf) -> Self {
+        RemoveOnDrop(Some(path))
+    }
+
+    /// Guards `path` instead of what was guarded before.
+    pub(crate) fn guard(&mut self, path: PathBuf) {
+        self.0 = Some(path);
+    }
+
+    /// Keeps the file: it now belongs to someone else.
+    pub(crate) fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Makes the entries of `dir` durable (`fsync` on the directory).
+pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
