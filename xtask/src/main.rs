@@ -5,6 +5,7 @@ mod backends;
 mod bench;
 mod bench_logstore;
 mod conformance;
+mod servers;
 
 use std::process::ExitCode;
 
@@ -23,8 +24,14 @@ enum Command {
     Conformance(conformance::Args),
     /// Measure put and get throughput against object_store's peers.
     Bench(bench::Args),
-    /// Run every test of the workspace (the README's test command).
+    /// Run every test of the workspace (the README's test command); installs
+    /// the test servers first.
     Test,
+    /// Manage the local test servers (SeaweedFS, moto).
+    Servers {
+        #[command(subcommand)]
+        action: servers::Action,
+    },
     /// Open a LogStore and print the open time and peak memory (used by
     /// `bench`, in a fresh process).
     #[command(hide = true)]
@@ -37,6 +44,7 @@ fn main() -> ExitCode {
         Command::Conformance(args) => runtime().and_then(|rt| rt.block_on(conformance::main(args))),
         Command::Bench(args) => runtime().and_then(|rt| rt.block_on(bench::main(args))),
         Command::Test => run_tests(),
+        Command::Servers { action } => servers::main(action),
         Command::LogstoreOpen { dir } => runtime()
             .and_then(|rt| rt.block_on(bench_logstore::open_child(&dir)))
             .map(|()| ExitCode::SUCCESS),
@@ -58,6 +66,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// `cargo test --workspace`, with the tests' own output shown.
 fn run_tests() -> anyhow::Result<ExitCode> {
+    storage_conformance::servers::install(&storage_conformance::servers::tools_dir())?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let status = std::process::Command::new(cargo)
         .args(["test", "--workspace", "--all-targets"])

@@ -34,6 +34,7 @@
 
 mod check;
 mod runner;
+pub mod servers;
 pub mod spy;
 pub mod suites;
 pub mod support;

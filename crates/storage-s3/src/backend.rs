@@ -1,0 +1,551 @@
+//! The `Backend` implementation of `S3Backend`.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use aws_sdk_s3::presigning::PresigningConfig;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{ChecksumMode, MetadataDirective};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::Bytes;
+use futures::stream::{self, StreamExt};
+use sha2::{Digest, Sha256};
+use storage_core::{
+    Backend, Body, ByteRange, ByteStream as BodyStream, Capabilities, DeleteOptions, ETag, Error,
+    GetOptions, GetResult, Key, ListOptions, ListPage, Locality, Metadata, ObjectMeta, PutMode,
+    PutOptions, Result,
+};
+
+use crate::config::S3Config;
+use crate::error::{Context, from_sdk};
+
+/// An object store in an S3 bucket (AWS S3 or an S3-compatible server).
+///
+/// - Conditional puts send `If-None-Match: *` and `If-Match` (S3 conditional
+///   writes, 2024); conditional deletes send `If-Match`.
+/// - A put below the multipart threshold sends the body's SHA-256 as
+///   `x-amz-checksum-sha256`, which the server verifies and stores; `head`
+///   and `get` ask for it back (`x-amz-checksum-mode: ENABLED`) and a full
+///   read is checked against it. Objects written by multipart upload carry
+///   per-part SHA-256 checksums (verified by the server per part) but no
+///   whole-object SHA-256: their `ObjectMeta::sha256` is `None`.
+/// - Keys are stored under the configured prefix; listings strip it and skip
+///   names that are not valid [`Key`]s (written by other clients).
+/// - `copy` is `CopyObject` (server-side, metadata copied) for objects up to
+///   5 GiB.
+/// - A put without a content type stores [`DEFAULT_CONTENT_TYPE`]: S3 always
+///   stores one, and `head` must report what `put` returned.
+/// - ETags are the server's: for single-part uploads the MD5 of the content,
+///   so writing the same bytes twice gives the same ETag (AWS S3 behaves so;
+///   a compare-and-swap against such an ETag sees equal content).
+#[derive(Debug, Clone)]
+pub struct S3Backend {
+    pub(crate) client: aws_sdk_s3::Client,
+    pub(crate) config: S3Config,
+}
+
+/// Longest object name S3 accepts, in bytes.
+const S3_MAX_KEY_BYTES: usize = 1024;
+
+/// Content type stored when a put gives none: S3 always stores one.
+pub const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
+
+fn quoted(etag: &ETag) -> String {
+    etag.quoted()
+}
+
+fn modified(dt: Option<&aws_sdk_s3::primitives::DateTime>) -> SystemTime {
+    dt.and_then(|d| SystemTime::try_from(*d).ok())
+        .unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+fn user_metadata(map: Option<&HashMap<String, String>>) -> Metadata {
+    map.map(|m| {
+        m.iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+fn sha256_of(header: Option<&str>) -> Option<[u8; 32]> {
+    // Multipart objects report a composite checksum ("…-N"), not the
+    // content's SHA-256.
+    let decoded = BASE64.decode(header?).ok()?;
+    decoded.try_into().ok()
+}
+
+impl S3Backend {
+    pub(crate) fn new(client: aws_sdk_s3::Client, config: S3Config) -> Self {
+        S3Backend { client, config }
+    }
+
+    /// The object name in the bucket: the prefix, then the key.
+    pub(crate) fn full_key(&self, key: &Key) -> String {
+        format!("{}{}", self.config.prefix, key.as_str())
+    }
+
+    /// Checks that the prefixed name fits S3's 1,024-byte limit, before any
+    /// I/O.
+    fn check_length(&self, key: &Key) -> Result<()> {
+        if self.config.prefix.len() + key.as_str().len() > S3_MAX_KEY_BYTES {
+            return Err(Error::InvalidKey {
+                key: key.to_string(),
+                reason: "with the configured prefix the name exceeds S3's 1024 bytes",
+            });
+        }
+        Ok(())
+    }
+
+    /// The bucket.
+    pub fn bucket(&self) -> &str {
+        &self.config.bucket
+    }
+
+    /// The SDK client, for operations this crate does not wrap.
+    pub fn client(&self) -> &aws_sdk_s3::Client {
+        &self.client
+    }
+
+    /// A presigned URL that reads `key` until `expires_in` has passed
+    /// (SigV4 query signing; S3 allows at most 7 days).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an expiry over 7 days.
+    pub async fn presigned_get(&self, key: &Key, expires_in: Duration) -> Result<String> {
+        let presigning = PresigningConfig::expires_in(expires_in)
+            .map_err(|e| Error::invalid_argument(e.to_string()))?;
+        let request = self
+            .client
+            .get_object()
+            .bucket(&self.config.bucket)
+            .key(self.full_key(key))
+            .presigned(presigning)
+            .await
+            .map_err(|e| from_sdk(e, "presign GetObject", key.as_str(), Context::Plain))?;
+        Ok(request.uri().to_owned())
+    }
+
+    /// A presigned URL that writes `key` with a plain HTTP `PUT` until
+    /// `expires_in` has passed.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an expiry over 7 days.
+    pub async fn presigned_put(&self, key: &Key, expires_in: Duration) -> Result<String> {
+        let presigning = PresigningConfig::expires_in(expires_in)
+            .map_err(|e| Error::invalid_argument(e.to_string()))?;
+        let request = self
+            .client
+            .put_object()
+            .bucket(&self.config.bucket)
+            .key(self.full_key(key))
+            .presigned(presigning)
+            .await
+            .map_err(|e| from_sdk(e, "presign PutObject", key.as_str(), Context::Plain))?;
+        Ok(request.uri().to_owned())
+    }
+
+    /// The public URL of `key` under the configured public base URL, if any.
+    pub fn public_url(&self, key: &Key) -> Option<String> {
+        let base = self.config.public_base_url.as_deref()?;
+        Some(format!(
+            "{}/{}",
+            base.trim_end_matches('/'),
+            self.full_key(key)
+        ))
+    }
+
+    fn context(mode: &PutMode) -> Context {
+        match mode {
+            PutMode::Overwrite => Context::Plain,
+            PutMode::IfNotExists => Context::Create,
+            PutMode::IfMatch(etag) => Context::IfMatch(etag.clone()),
+        }
+    }
+
+    /// One `PutObject` of a body held in memory, with its SHA-256.
+    async fn put_single(&self, key: &Key, data: Bytes, options: PutOptions) -> Result<ObjectMeta> {
+        let sha256: [u8; 32] = Sha256::digest(&data).into();
+        let size = data.len() as u64;
+        let mut request = self
+            .client
+            .put_object()
+            .bucket(&self.config.bucket)
+            .key(self.full_key(key))
+            .content_length(size as i64)
+            .checksum_sha256(BASE64.encode(sha256))
+            .body(ByteStream::from(data))
+            .set_content_type(options.content_type.clone());
+        for (k, v) in &options.metadata {
+            request = request.metadata(k, v);
+        }
+        request = match &options.mode {
+            PutMode::Overwrite => request,
+            PutMode::IfNotExists => request.if_none_match("*"),
+            PutMode::IfMatch(etag) => request.if_match(quoted(etag)),
+        };
+        let output = request
+            .send()
+            .await
+            .map_err(|e| from_sdk(e, "PutObject", key.as_str(), Self::context(&options.mode)))?;
+        let etag = output.e_tag().map(ETag::new).ok_or_else(|| {
+            Error::backend(
+                false,
+                format!("S3 PutObject of {key}: no ETag in the answer"),
+                "missing ETag",
+            )
+        })?;
+        Ok(ObjectMeta {
+            key: key.clone(),
+            size,
+            etag,
+            last_modified: SystemTime::now(),
+            content_type: options.content_type,
+            metadata: options.metadata,
+            sha256: Some(sha256),
+        })
+    }
+
+    fn meta_from_head(
+        key: &Key,
+        out: &aws_sdk_s3::operation::head_object::HeadObjectOutput,
+    ) -> Result<ObjectMeta> {
+        Ok(ObjectMeta {
+            key: key.clone(),
+            size: out.content_length().unwrap_or(0).max(0) as u64,
+            etag: out
+                .e_tag()
+                .map(ETag::new)
+                .ok_or_else(|| missing_etag(key))?,
+            last_modified: modified(out.last_modified()),
+            content_type: out.content_type().map(str::to_owned),
+            metadata: user_metadata(out.metadata()),
+            sha256: sha256_of(out.checksum_sha256()),
+        })
+    }
+}
+
+fn missing_etag(key: &Key) -> Error {
+    Error::backend(
+        false,
+        format!("S3 answer for {key} has no ETag"),
+        "missing ETag",
+    )
+}
+
+/// Parses `Content-Range: bytes a-b/size` into the half-open range and size.
+fn content_range(header: &str) -> Option<(std::ops::Range<u64>, u64)> {
+    let rest = header.strip_prefix("bytes ")?;
+    let (span, size) = rest.split_once('/')?;
+    let (a, b) = span.split_once('-')?;
+    let (a, b, size): (u64, u64, u64) = (a.parse().ok()?, b.parse().ok()?, size.parse().ok()?);
+    Some((a..b + 1, size))
+}
+
+/// Streams the response body; on a full read with a recorded SHA-256, ends
+/// with the checksum's verdict.
+fn body_stream(body: ByteStream, key: Key, expected: Option<[u8; 32]>) -> BodyStream {
+    let state = (body, expected.map(|e| (Sha256::new(), e)), key);
+    stream::try_unfold(state, |(mut body, mut hashing, key)| async move {
+        match body.try_next().await {
+            Ok(Some(chunk)) => {
+                if let Some((hasher, _)) = hashing.as_mut() {
+                    hasher.update(&chunk);
+                }
+                Ok(Some((chunk, (body, hashing, key))))
+            }
+            Ok(None) => {
+                if let Some((hasher, expected)) = hashing {
+                    let actual: [u8; 32] = hasher.finalize().into();
+                    if actual != expected {
+                        return Err(Error::ChecksumMismatch {
+                            key: key.to_string(),
+                            expected: hex::encode(expected),
+                            actual: hex::encode(actual),
+                        });
+                    }
+                }
+                Ok(None)
+            }
+            Err(e) => Err(Error::backend(
+                true,
+                format!("S3 GetObject of {key}: the body failed"),
+                e,
+            )),
+        }
+    })
+    .boxed()
+}
+
+#[async_trait]
+impl Backend for S3Backend {
+    fn name(&self) -> &str {
+        "s3"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            conditional_put: true,
+            conditional_delete: true,
+            presigned_urls: true,
+            multipart: true,
+            server_side_copy: true,
+            checksums: true,
+            ..Capabilities::none(Locality::Remote)
+        }
+    }
+
+    async fn put(&self, key: &Key, body: Body, mut options: PutOptions) -> Result<ObjectMeta> {
+        options.validate()?;
+        self.check_length(key)?;
+        options
+            .content_type
+            .get_or_insert_with(|| DEFAULT_CONTENT_TYPE.to_owned());
+        let threshold = self.config.multipart_threshold;
+        match body.len() {
+            Some(len) if len < threshold => {
+                let data = body.into_bytes().await?;
+                self.put_single(key, data, options).await
+            }
+            _ => self.put_multipart(key, body, options).await,
+        }
+    }
+
+    async fn get(&self, key: &Key, options: GetOptions) -> Result<GetResult> {
+        // Empty ranges have no HTTP form: answer them here, with the size.
+        if let Some(range @ (ByteRange::Bounded { .. } | ByteRange::Suffix { .. })) = &options.range
+        {
+            let empty = match *range {
+                ByteRange::Bounded { start, end } => start >= end,
+                ByteRange::Suffix { len } => len == 0,
+                ByteRange::From { .. } => false,
+            };
+            if empty {
+                let size = self.head(key).await?.size;
+                return Err(Error::InvalidRange {
+                    key: key.to_string(),
+                    range: range.to_string(),
+                    size,
+                });
+            }
+        }
+        let mut request = self
+            .client
+            .get_object()
+            .bucket(&self.config.bucket)
+            .key(self.full_key(key))
+            .checksum_mode(ChecksumMode::Enabled)
+            .set_range(options.range.map(|r| r.to_string()));
+        if let Some(etag) = &options.if_match {
+            request = request.if_match(quoted(etag));
+        }
+        let output = match request.send().await {
+            Ok(output) => output,
+            Err(e) => {
+                let err = from_sdk(e, "GetObject", key.as_str(), Context::Plain);
+                return Err(match (err, &options.if_match, &options.range) {
+                    (Error::PreconditionFailed { key, actual, .. }, Some(expected), _) => {
+                        Error::PreconditionFailed {
+                            key,
+                            expected: expected.clone(),
+                            actual,
+                        }
+                    }
+                    (Error::InvalidRange { key: k, .. }, _, Some(range)) => Error::InvalidRange {
+                        key: k,
+                        range: range.to_string(),
+                        size: self.head(key).await.map(|m| m.size).unwrap_or(0),
+                    },
+                    (other, _, _) => other,
+                });
+            }
+        };
+        let length = output.content_length().unwrap_or(0).max(0) as u64;
+        let (range, size) = match output.content_range().and_then(content_range) {
+            Some(parsed) => parsed,
+            None => (0..length, length),
+        };
+        // Some servers answer a range on an empty object with the empty
+        // object; the contract (and AWS S3) says 416.
+        if let (Some(requested), 0) = (&options.range, size) {
+            return Err(Error::InvalidRange {
+                key: key.to_string(),
+                range: requested.to_string(),
+                size: 0,
+            });
+        }
+        let sha256 = sha256_of(output.checksum_sha256());
+        let meta = ObjectMeta {
+            key: key.clone(),
+            size,
+            etag: output
+                .e_tag()
+                .map(ETag::new)
+                .ok_or_else(|| missing_etag(key))?,
+            last_modified: modified(output.last_modified()),
+            content_type: output.content_type().map(str::to_owned),
+            metadata: user_metadata(output.metadata()),
+            sha256,
+        };
+        let verify = if options.range.is_none() {
+            sha256
+        } else {
+            None
+        };
+        let body = body_stream(output.body, key.clone(), verify);
+        Ok(GetResult::new(meta, range, body))
+    }
+
+    async fn head(&self, key: &Key) -> Result<ObjectMeta> {
+        let output = self
+            .client
+            .head_object()
+            .bucket(&self.config.bucket)
+            .key(self.full_key(key))
+            .checksum_mode(ChecksumMode::Enabled)
+            .send()
+            .await
+            .map_err(|e| from_sdk(e, "HeadObject", key.as_str(), Context::Plain))?;
+        Self::meta_from_head(key, &output)
+    }
+
+    async fn delete(&self, key: &Key, options: DeleteOptions) -> Result<()> {
+        let mut request = self
+            .client
+            .delete_object()
+            .bucket(&self.config.bucket)
+            .key(self.full_key(key));
+        let context = match &options.if_match {
+            Some(etag) => {
+                request = request.if_match(quoted(etag));
+                Context::IfMatch(etag.clone())
+            }
+            None => Context::Plain,
+        };
+        match request.send().await {
+            Ok(_) => Ok(()),
+            Err(e) => match from_sdk(e, "DeleteObject", key.as_str(), context) {
+                Error::NotFound { .. } => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn list(&self, options: &ListOptions) -> Result<ListPage> {
+        options.validate()?;
+        let page_size = options.effective_page_size()?;
+        let prefix = &self.config.prefix;
+        let mut request = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.config.bucket)
+            .prefix(format!("{prefix}{}", options.prefix))
+            .max_keys(page_size as i32)
+            .set_continuation_token(options.continuation.clone())
+            .set_start_after(options.start_after.as_ref().map(|s| format!("{prefix}{s}")));
+        if options.delimiter {
+            request = request.delimiter("/");
+        }
+        let output = request
+            .send()
+            .await
+            .map_err(|e| from_sdk(e, "ListObjectsV2", &options.prefix, Context::Plain))?;
+        let strip = |name: &str| name.strip_prefix(prefix.as_str()).map(str::to_owned);
+        let objects = output
+            .contents()
+            .iter()
+            .filter_map(|o| {
+                let key = Key::new(strip(o.key()?)?).ok()?;
+                Some(ObjectMeta {
+                    key,
+                    size: o.size().unwrap_or(0).max(0) as u64,
+                    etag: ETag::new(o.e_tag()?),
+                    last_modified: modified(o.last_modified()),
+                    content_type: None,
+                    metadata: Metadata::new(),
+                    sha256: None,
+                })
+            })
+            .collect();
+        let common_prefixes = output
+            .common_prefixes()
+            .iter()
+            .filter_map(|p| strip(p.prefix()?))
+            .collect();
+        let continuation = output
+            .is_truncated()
+            .unwrap_or(false)
+            .then(|| output.next_continuation_token().map(str::to_owned))
+            .flatten();
+        Ok(ListPage {
+            objects,
+            common_prefixes,
+            continuation,
+        })
+    }
+
+    async fn copy(&self, from: &Key, to: &Key, mode: PutMode) -> Result<ObjectMeta> {
+        self.check_length(to)?;
+        let source = format!(
+            "{}/{}",
+            self.config.bucket,
+            encode_copy_source(&self.full_key(from))
+        );
+        let mut request = self
+            .client
+            .copy_object()
+            .bucket(&self.config.bucket)
+            .key(self.full_key(to))
+            .copy_source(source)
+            .metadata_directive(MetadataDirective::Copy);
+        request = match &mode {
+            PutMode::Overwrite => request,
+            PutMode::IfNotExists => request.if_none_match("*"),
+            PutMode::IfMatch(etag) => request.if_match(quoted(etag)),
+        };
+        if let Err(e) = request.send().await {
+            // A missing source is 404 whatever the destination's condition.
+            let err = from_sdk(e, "CopyObject", to.as_str(), Self::context(&mode));
+            if matches!(
+                err,
+                Error::NotFound { .. } | Error::PreconditionFailed { .. }
+            ) {
+                self.head(from).await?;
+            }
+            return Err(err);
+        }
+        self.head(to).await
+    }
+}
+
+/// Bytes escaped in a copy source (`x-amz-copy-source`): everything but
+/// unreserved characters and `/`.
+const COPY_SOURCE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b'/');
+
+/// Percent-encodes a copy source, keeping `/`.
+fn encode_copy_source(name: &str) -> String {
+    percent_encoding::utf8_percent_encode(name, COPY_SOURCE).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_ranges_parse_into_half_open_ranges() {
+        assert_eq!(content_range("bytes 2-5/10"), Some((2..6, 10)));
+        assert_eq!(content_range("bytes */10"), None);
+    }
+
+    #[test]
+    fn copy_sources_are_percent_encoded() {
+        assert_eq!(encode_copy_source("a/b c/é"), "a/b%20c/%C3%A9");
+    }
+}

@@ -1,0 +1,192 @@
+//! `S3Config`: where the bucket is, how to authenticate, and how to upload.
+
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_credential_types::Credentials;
+use aws_sdk_s3::config::{Region, retry::RetryConfig, timeout::TimeoutConfig};
+use storage_core::{Error, Result};
+
+use crate::S3Backend;
+
+/// Settings of an [`S3Backend`], validated by [`S3Config::build`].
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use storage_s3::S3Config;
+/// # async fn example() -> storage_core::Result<()> {
+/// let store = S3Config::new("my-bucket")
+///     .prefix("service-a/")
+///     .region("eu-west-1")
+///     .request_timeout(Duration::from_secs(30))
+///     .build()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct S3Config {
+    pub(crate) bucket: String,
+    pub(crate) prefix: String,
+    pub(crate) region: Option<String>,
+    pub(crate) endpoint: Option<String>,
+    pub(crate) path_style: bool,
+    pub(crate) credentials: Option<(String, String, Option<String>)>,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) request_timeout: Duration,
+    pub(crate) multipart_threshold: u64,
+    pub(crate) part_size: u64,
+    pub(crate) parts_in_flight: usize,
+    pub(crate) public_base_url: Option<String>,
+}
+
+/// Bodies of at least this many bytes (or of unknown length) are sent as a
+/// multipart upload by default: 16 MiB.
+pub const DEFAULT_MULTIPART_THRESHOLD: u64 = 16 * 1024 * 1024;
+/// Default part size: 8 MiB.
+pub const DEFAULT_PART_SIZE: u64 = 8 * 1024 * 1024;
+/// Smallest part S3 accepts (but for the last): 5 MiB.
+pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
+
+impl S3Config {
+    /// Settings for `bucket` with the defaults: the AWS region and
+    /// credentials from the standard chain, virtual-hosted addressing,
+    /// connect timeout 5 s, request timeout 60 s, multipart from 16 MiB in
+    /// 8 MiB parts, 3 parts in flight.
+    pub fn new(bucket: impl Into<String>) -> Self {
+        S3Config {
+            bucket: bucket.into(),
+            prefix: String::new(),
+            region: None,
+            endpoint: None,
+            path_style: false,
+            credentials: None,
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(60),
+            multipart_threshold: DEFAULT_MULTIPART_THRESHOLD,
+            part_size: DEFAULT_PART_SIZE,
+            parts_in_flight: 3,
+            public_base_url: None,
+        }
+    }
+
+    /// Stores every key under this prefix (for example `"service-a/"`);
+    /// listings strip it.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// The region, for example `us-east-1`. Set it (and credentials) for
+    /// S3-compatible servers so nothing probes the cloud metadata address.
+    pub fn region(mut self, region: impl Into<String>) -> Self {
+        self.region = Some(region.into());
+        self
+    }
+
+    /// The endpoint URL of an S3-compatible server, for example
+    /// `http://127.0.0.1:9000`.
+    pub fn endpoint(mut self, url: impl Into<String>) -> Self {
+        self.endpoint = Some(url.into());
+        self
+    }
+
+    /// Path-style addressing (`endpoint/bucket/key`), which most S3-compatible
+    /// servers need; virtual-hosted (`bucket.endpoint/key`) otherwise.
+    pub fn path_style(mut self, path_style: bool) -> Self {
+        self.path_style = path_style;
+        self
+    }
+
+    /// Explicit credentials instead of the standard AWS chain.
+    pub fn credentials(
+        mut self,
+        access_key_id: impl Into<String>,
+        secret_access_key: impl Into<String>,
+        session_token: Option<String>,
+    ) -> Self {
+        self.credentials = Some((
+            access_key_id.into(),
+            secret_access_key.into(),
+            session_token,
+        ));
+        self
+    }
+
+    /// Time allowed to connect.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Time allowed for one request, from sending to the last byte of the
+    /// response headers.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Multipart upload from `threshold` bytes, in parts of `part_size`
+    /// bytes (at least 5 MiB), `in_flight` parts at a time. Memory held by
+    /// an upload is about `part_size × (in_flight + 1)`.
+    pub fn multipart(mut self, threshold: u64, part_size: u64, in_flight: usize) -> Self {
+        self.multipart_threshold = threshold;
+        self.part_size = part_size;
+        self.parts_in_flight = in_flight;
+        self
+    }
+
+    /// The public base URL of the bucket (for example a CDN), so that
+    /// [`S3Backend::public_url`] can name objects.
+    pub fn public_base_url(mut self, url: impl Into<String>) -> Self {
+        self.public_base_url = Some(url.into());
+        self
+    }
+
+    /// Builds the client. The SDK's own retries are off: wrap the backend
+    /// in `storage-retry`'s `Retry` for backoff that knows which bodies can
+    /// be replayed.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an empty bucket, a part size under
+    /// 5 MiB, zero parts in flight, or a threshold below the part size.
+    pub async fn build(self) -> Result<S3Backend> {
+        if self.bucket.is_empty() {
+            return Err(Error::invalid_argument("the bucket name is empty"));
+        }
+        if self.part_size < MIN_PART_SIZE
+            || self.parts_in_flight == 0
+            || self.multipart_threshold < self.part_size
+        {
+            return Err(Error::invalid_argument(
+                "multipart needs parts of at least 5 MiB, at least one in flight, and a threshold of at least one part",
+            ));
+        }
+        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        if let Some(region) = &self.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        if let Some((id, secret, token)) = &self.credentials {
+            loader = loader.credentials_provider(Credentials::new(
+                id,
+                secret,
+                token.clone(),
+                None,
+                "storage-s3",
+            ));
+        }
+        let shared = loader.load().await;
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(self.connect_timeout)
+            .operation_attempt_timeout(self.request_timeout)
+            .build();
+        let mut builder = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(self.path_style)
+            .timeout_config(timeouts)
+            .retry_config(RetryConfig::disabled());
+        if let Some(endpoint) = &self.endpoint {
+            builder = builder.endpoint_url(endpoint.clone());
+        }
+        let client = aws_sdk_s3::Client::from_conf(builder.build());
+        Ok(S3Backend::new(client, self))
+    }
+}
