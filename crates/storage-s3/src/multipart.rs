@@ -9,7 +9,8 @@ use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPa
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::{Bytes, BytesMut};
-use futures::stream::{FuturesUnordered, StreamExt, TryStreamExt};
+use futures::stream::TryStreamExt;
+use tokio::task::JoinSet;
 use sha2::{Digest, Sha256};
 use storage_core::{Body, ETag, Error, Key, ObjectMeta, PutMode, PutOptions, Result};
 
@@ -130,7 +131,9 @@ impl S3Backend {
     ) -> Result<ObjectMeta> {
         let part_size = self.config.part_size as usize;
         let mut chunks = pin!(body.into_stream());
-        let mut in_flight = FuturesUnordered::new();
+        // Parts upload on their own tasks while the body is read; dropping
+        // the set (a failed or cancelled put) cancels them.
+        let mut in_flight = JoinSet::new();
         let mut completed = Vec::new();
         let mut buffer = BytesMut::new();
         let mut number = 0i32;
@@ -148,15 +151,22 @@ impl S3Backend {
             let part = buffer.split_to(take).freeze();
             number += 1;
             size += part.len() as u64;
-            in_flight.push(self.upload_part(key, name, upload_id, number, part));
+            let upload = PartUpload {
+                client: self.client.clone(),
+                bucket: self.config.bucket.clone(),
+                name: name.to_owned(),
+                upload_id: upload_id.to_owned(),
+                key: key.clone(),
+            };
+            in_flight.spawn(upload.send(number, part));
             if in_flight.len() >= self.config.parts_in_flight
-                && let Some(done) = in_flight.next().await
+                && let Some(done) = in_flight.join_next().await
             {
-                completed.push(done?);
+                completed.push(joined(done)?);
             }
         }
-        while let Some(done) = in_flight.next().await {
-            completed.push(done?);
+        while let Some(done) = in_flight.join_next().await {
+            completed.push(joined(done)?);
         }
         completed.sort_by_key(|p: &CompletedPart| p.part_number());
         let mut complete = self
@@ -165,11 +175,7 @@ impl S3Backend {
             .bucket(&self.config.bucket)
             .key(name)
             .upload_id(upload_id)
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .set_parts(Some(completed))
-                    .build(),
-            );
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(completed)).build());
         let context = match &options.mode {
             PutMode::Overwrite => Context::Plain,
             PutMode::IfNotExists => {
@@ -185,13 +191,10 @@ impl S3Backend {
             .send()
             .await
             .map_err(|e| from_sdk(e, "CompleteMultipartUpload", key.as_str(), context))?;
-        let etag = output.e_tag().map(ETag::new).ok_or_else(|| {
-            Error::backend(
-                false,
-                format!("S3 CompleteMultipartUpload of {key}: no ETag"),
-                "missing ETag",
-            )
-        })?;
+        let etag = output
+            .e_tag()
+            .map(ETag::new)
+            .ok_or_else(|| Error::backend(false, format!("S3 CompleteMultipartUpload of {key}: no ETag"), "missing ETag"))?;
         Ok(ObjectMeta {
             key: key.clone(),
             size,
@@ -202,29 +205,38 @@ impl S3Backend {
             sha256: None,
         })
     }
+}
 
-    async fn upload_part(
-        &self,
-        key: &Key,
-        name: &str,
-        upload_id: &str,
-        number: i32,
-        part: Bytes,
-    ) -> Result<CompletedPart> {
+fn joined(done: std::result::Result<Result<CompletedPart>, tokio::task::JoinError>) -> Result<CompletedPart> {
+    done.map_err(|e| Error::backend(false, "a part upload task failed", e))?
+}
+
+/// What a part upload task needs.
+struct PartUpload {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    name: String,
+    upload_id: String,
+    key: Key,
+}
+
+impl PartUpload {
+    /// Uploads part `number` with its SHA-256, which the server verifies.
+    async fn send(self, number: i32, part: Bytes) -> Result<CompletedPart> {
         let checksum = BASE64.encode(Sha256::digest(&part));
         let output = self
             .client
             .upload_part()
-            .bucket(&self.config.bucket)
-            .key(name)
-            .upload_id(upload_id)
+            .bucket(&self.bucket)
+            .key(&self.name)
+            .upload_id(&self.upload_id)
             .part_number(number)
             .content_length(part.len() as i64)
             .checksum_sha256(checksum.clone())
             .body(ByteStream::from(part))
             .send()
             .await
-            .map_err(|e| from_sdk(e, "UploadPart", key.as_str(), Context::Plain))?;
+            .map_err(|e| from_sdk(e, "UploadPart", self.key.as_str(), Context::Plain))?;
         Ok(CompletedPart::builder()
             .part_number(number)
             .set_e_tag(output.e_tag().map(str::to_owned))
