@@ -4,14 +4,21 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 use storage_conformance::BackendFactory;
 use storage_core::{Backend, MemoryBackend};
-use storage_disk::{FsBackend, LogStore};
 
-/// Backends run when none is named.
+use storage_conformance::Check;
+use storage_conformance::servers::{self, Lifetime, RunningServer};
+use storage_disk::{FsBackend, LogStore};
+use storage_s3::S3Config;
+
+/// Backends run when none is named: the embedded ones.
 pub const DEFAULT: [&str; 3] = ["memory", "fs", "logstore"];
-/// Every backend xtask knows.
-pub const ALL: [&str; 3] = ["memory", "fs", "logstore"];
+/// Every backend xtask knows; `s3` runs on SeaweedFS, `s3-moto` on moto,
+/// each started here.
+pub const ALL: [&str; 5] = ["memory", "fs", "logstore", "s3", "s3-moto"];
 
 /// A factory for the backend named `name`; `scratch` is a fresh directory for
 /// local backends.
@@ -20,6 +27,21 @@ pub fn factory(name: &str, scratch: PathBuf) -> anyhow::Result<Box<dyn BackendFa
         "memory" => Ok(Box::new(Memory)),
         "fs" => Ok(Box::new(Fs { root: scratch })),
         "logstore" => Ok(Box::new(Log { root: scratch })),
+        "s3" | "s3-moto" => {
+            let tools = servers::tools_dir();
+            servers::install(&tools)?;
+            eprintln!("starting the {name} test server ...");
+            let server = if name == "s3" {
+                servers::start_seaweedfs(&tools, Lifetime::TiedToThisProcess)?
+            } else {
+                servers::start_moto(&tools, Lifetime::TiedToThisProcess)?
+            };
+            Ok(Box::new(S3 {
+                name: name.to_owned(),
+                server,
+                buckets: AtomicUsize::new(0),
+            }))
+        }
         other => anyhow::bail!("unknown backend {other:?}; known: {}", ALL.join(", ")),
     }
 }
@@ -68,5 +90,56 @@ impl BackendFactory for Log {
             .await
             .map(|b| Arc::new(b) as Arc<dyn Backend>)
             .map_err(|e| e.to_string())
+    }
+}
+
+/// An S3 test server, and a fresh bucket on it per check.
+struct S3 {
+    name: String,
+    server: RunningServer,
+    buckets: AtomicUsize,
+}
+
+#[async_trait]
+impl BackendFactory for S3 {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn server(&self) -> Option<String> {
+        Some(format!("{} {}", self.server.name, self.server.version))
+    }
+
+    async fn create(&self, _check: &str) -> Result<Arc<dyn Backend>, String> {
+        let bucket = format!("check-{:03}", self.buckets.fetch_add(1, Ordering::Relaxed));
+        let backend = S3Config::new(&bucket)
+            .endpoint(self.server.endpoint.clone())
+            .path_style(true)
+            .region("us-east-1")
+            .credentials(servers::S3_ACCESS_KEY, servers::S3_SECRET_KEY, None)
+            .build()
+            .await
+            .map_err(|e| e.to_string())?;
+        // The server may still be starting: retry the first request.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match backend.create_bucket().await {
+                Ok(()) => return Ok(Arc::new(backend)),
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(200)).await
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "creating bucket {bucket}: {e}; log:\n{}",
+                        self.server.log_tail()
+                    ));
+                }
+            }
+        }
+    }
+
+    fn limitation(&self, check: &Check) -> Option<String> {
+        servers::declared_limitation(self.server.name, check)
+            .map(|r| format!("{}: {r}", self.server.name))
     }
 }

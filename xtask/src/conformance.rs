@@ -11,7 +11,8 @@ use crate::backends;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Backends to run (repeatable): memory, fs. Default: memory and fs.
+    /// Backends to run (repeatable): memory, fs, logstore, s3 (SeaweedFS),
+    /// s3-moto. Default: the embedded ones (memory, fs, logstore).
     #[arg(long = "backend")]
     backends: Vec<String>,
     /// Run every backend xtask knows.
@@ -23,6 +24,10 @@ pub struct Args {
     /// Run only checks whose name contains this (repeatable).
     #[arg(long = "check")]
     checks: Vec<String>,
+    /// Run the checks declared as server limitations too (to see whether
+    /// each still fails).
+    #[arg(long)]
+    ignore_limitations: bool,
     /// Also write the report as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -51,6 +56,7 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
     let filter = Filter {
         suites: args.suites.clone(),
         names: args.checks.clone(),
+        ignore_limitations: args.ignore_limitations,
     };
     let checks = suites::all();
     let scratch = tempfile::Builder::new()
@@ -100,7 +106,17 @@ fn print_matrix(reports: &[BackendReport]) {
     println!(
         "\ncontract suite: {checks} checks; cells are passed/failed[/not run: unsupported or server limitation]\n"
     );
-    let mut header = format!("{:<10}", "backend");
+    let label = |r: &BackendReport| match &r.server {
+        Some(server) => format!("{} ({server})", r.name),
+        None => r.name.clone(),
+    };
+    let width = reports
+        .iter()
+        .map(|r| label(r).len())
+        .max()
+        .unwrap_or(7)
+        .max(7);
+    let mut header = format!("{:<width$}", "backend");
     for s in &suites {
         header.push_str(&format!(" {s:>12}"));
     }
@@ -108,7 +124,7 @@ fn print_matrix(reports: &[BackendReport]) {
     println!("{header}");
     for report in reports {
         let by_suite = report.by_suite();
-        let mut line = format!("{:<10}", report.name);
+        let mut line = format!("{:<width$}", label(report));
         for s in &suites {
             line.push_str(&format!(
                 " {:>12}",

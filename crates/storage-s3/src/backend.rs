@@ -104,6 +104,34 @@ impl S3Backend {
         &self.config.bucket
     }
 
+    /// Creates the configured bucket; succeeds if this account already owns it.
+    ///
+    /// # Errors
+    /// The mapped S3 error (see [`crate::error`]).
+    pub async fn create_bucket(&self) -> Result<()> {
+        match self
+            .client
+            .create_bucket()
+            .bucket(&self.config.bucket)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_bucket_already_owned_by_you()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(from_sdk(
+                e,
+                "CreateBucket",
+                &self.config.bucket,
+                Context::Plain,
+            )),
+        }
+    }
+
     /// The SDK client, for operations this crate does not wrap.
     pub fn client(&self) -> &aws_sdk_s3::Client {
         &self.client

@@ -10,9 +10,9 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::{Bytes, BytesMut};
 use futures::stream::TryStreamExt;
-use tokio::task::JoinSet;
 use sha2::{Digest, Sha256};
 use storage_core::{Body, ETag, Error, Key, ObjectMeta, PutMode, PutOptions, Result};
+use tokio::task::JoinSet;
 
 use crate::S3Backend;
 use crate::error::{Context, from_sdk};
@@ -175,7 +175,11 @@ impl S3Backend {
             .bucket(&self.config.bucket)
             .key(name)
             .upload_id(upload_id)
-            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(completed)).build());
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(completed))
+                    .build(),
+            );
         let context = match &options.mode {
             PutMode::Overwrite => Context::Plain,
             PutMode::IfNotExists => {
@@ -191,10 +195,13 @@ impl S3Backend {
             .send()
             .await
             .map_err(|e| from_sdk(e, "CompleteMultipartUpload", key.as_str(), context))?;
-        let etag = output
-            .e_tag()
-            .map(ETag::new)
-            .ok_or_else(|| Error::backend(false, format!("S3 CompleteMultipartUpload of {key}: no ETag"), "missing ETag"))?;
+        let etag = output.e_tag().map(ETag::new).ok_or_else(|| {
+            Error::backend(
+                false,
+                format!("S3 CompleteMultipartUpload of {key}: no ETag"),
+                "missing ETag",
+            )
+        })?;
         Ok(ObjectMeta {
             key: key.clone(),
             size,
@@ -207,7 +214,9 @@ impl S3Backend {
     }
 }
 
-fn joined(done: std::result::Result<Result<CompletedPart>, tokio::task::JoinError>) -> Result<CompletedPart> {
+fn joined(
+    done: std::result::Result<Result<CompletedPart>, tokio::task::JoinError>,
+) -> Result<CompletedPart> {
     done.map_err(|e| Error::backend(false, "a part upload task failed", e))?
 }
 

@@ -38,10 +38,24 @@ elif op == "upload":
 fn python(op: &str, endpoint: &str, bucket: &str, key: &str, url: &str) -> serde_json::Value {
     let python = tools_dir().join("venv").join("bin").join("python");
     let output = Command::new(python)
-        .args(["-c", SCRIPT, op, endpoint, bucket, key, S3_ACCESS_KEY, S3_SECRET_KEY, url])
+        .args([
+            "-c",
+            SCRIPT,
+            op,
+            endpoint,
+            bucket,
+            key,
+            S3_ACCESS_KEY,
+            S3_SECRET_KEY,
+            url,
+        ])
         .output()
         .expect("run python (cargo xtask servers install)");
-    assert!(output.status.success(), "boto3 {op} failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "boto3 {op} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     serde_json::from_slice(&output.stdout).expect("json from the script")
 }
 
@@ -57,14 +71,24 @@ async fn boto3_and_storage_s3_read_each_others_objects() {
     let endpoint = server.endpoint.clone();
 
     // storage-s3 writes, boto3 reads: one single-part and one multipart object.
-    for (name, len) in [("ours/small", 300_000usize), ("ours/multipart", 20 * 1024 * 1024)] {
+    for (name, len) in [
+        ("ours/small", 300_000usize),
+        ("ours/multipart", 20 * 1024 * 1024),
+    ] {
         let data = Bytes::from((0..len).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
         let options = PutOptions {
             content_type: Some("text/csv".into()),
             metadata: Metadata::from([("owner".to_owned(), "storage-s3".to_owned())]),
             ..Default::default()
         };
-        store.put(&Key::new(name).expect("key"), Body::from(data.clone()), options).await.expect("put");
+        store
+            .put(
+                &Key::new(name).expect("key"),
+                Body::from(data.clone()),
+                options,
+            )
+            .await
+            .expect("put");
         let seen = python("read", &endpoint, "interop", name, "");
         assert_eq!(seen["sha256"], sha256_hex(&data), "{name}: bytes differ");
         assert_eq!(seen["content_type"], "text/csv", "{name}");
@@ -78,16 +102,28 @@ async fn boto3_and_storage_s3_read_each_others_objects() {
     assert_eq!(written["sha256"], sha256_hex(&got));
     let head = store.head(&key).await.expect("head");
     assert_eq!(head.content_type.as_deref(), Some("application/x-test"));
-    assert_eq!(head.metadata.get("written-by").map(String::as_str), Some("boto3"));
+    assert_eq!(
+        head.metadata.get("written-by").map(String::as_str),
+        Some("boto3")
+    );
     assert_eq!(head.metadata.get("n").map(String::as_str), Some("7"));
 
     // Presigned URLs from plain HTTP.
-    let url = store.presigned_get(&key, Duration::from_secs(60)).await.expect("presign");
+    let url = store
+        .presigned_get(&key, Duration::from_secs(60))
+        .await
+        .expect("presign");
     let fetched = python("fetch", &endpoint, "interop", "-", &url);
     assert_eq!(fetched["sha256"], sha256_hex(&got));
     let target = Key::new("uploaded/by-url").expect("key");
-    let url = store.presigned_put(&target, Duration::from_secs(60)).await.expect("presign put");
+    let url = store
+        .presigned_put(&target, Duration::from_secs(60))
+        .await
+        .expect("presign put");
     let uploaded = python("upload", &endpoint, "interop", "-", &url);
     assert_eq!(uploaded["status"], 200);
-    assert_eq!(store.get_bytes(&target).await.expect("read"), "via presigned PUT");
+    assert_eq!(
+        store.get_bytes(&target).await.expect("read"),
+        "via presigned PUT"
+    );
 }

@@ -31,11 +31,17 @@ async fn a_1_gib_upload_from_a_file_stays_under_128_mib() {
     let started = Instant::now();
     let key = Key::new("one-gib").expect("key");
     let body = Body::file(file.path()).await.expect("file body");
-    let meta = store.put(&key, body, PutOptions::default()).await.expect("upload");
+    let meta = store
+        .put(&key, body, PutOptions::default())
+        .await
+        .expect("upload");
     let secs = started.elapsed().as_secs_f64();
     let peak = peak_rss_mib();
     println!("1 GiB upload: {secs:.1} s, peak RSS {peak} MiB (before the upload: {before} MiB)");
     assert_eq!(meta.size, GIB);
     assert_eq!(store.head(&key).await.expect("head").size, GIB);
-    assert!(peak < LIMIT_MIB, "peak resident memory {peak} MiB ≥ {LIMIT_MIB} MiB");
+    assert!(
+        peak < LIMIT_MIB,
+        "peak resident memory {peak} MiB ≥ {LIMIT_MIB} MiB"
+    );
 }

@@ -48,29 +48,61 @@ async fn multipart_uploads_leave_no_parts_when_dropped_failed_or_refused() {
     let put = tokio::spawn(async move { hanging.put(&k, body, PutOptions::default()).await });
     let deadline = Instant::now() + Duration::from_secs(10);
     while open_uploads(&store).await == 0 {
-        assert!(Instant::now() < deadline, "the multipart upload never started");
+        assert!(
+            Instant::now() < deadline,
+            "the multipart upload never started"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     put.abort();
-    assert!(put.await.is_err_and(|e| e.is_cancelled()), "the put should have been cancelled");
-    assert_eq!(no_uploads_left(&store).await, 0, "a dropped put left its upload");
+    assert!(
+        put.await.is_err_and(|e| e.is_cancelled()),
+        "the put should have been cancelled"
+    );
+    assert_eq!(
+        no_uploads_left(&store).await,
+        0,
+        "a dropped put left its upload"
+    );
 
     // The body fails after a part.
     let failing = stream::iter(vec![
         Ok(Bytes::from(vec![2u8; 10 * MIB])),
         Err(Error::invalid_argument("the producer failed")),
     ]);
-    let result = store.put(&key, Body::stream(failing.boxed(), None), PutOptions::default()).await;
+    let result = store
+        .put(
+            &key,
+            Body::stream(failing.boxed(), None),
+            PutOptions::default(),
+        )
+        .await;
     assert!(result.is_err());
-    assert_eq!(no_uploads_left(&store).await, 0, "a failed put left its upload");
-    assert!(!store.exists(&key).await.expect("exists"), "a failed put left an object");
+    assert_eq!(
+        no_uploads_left(&store).await,
+        0,
+        "a failed put left its upload"
+    );
+    assert!(
+        !store.exists(&key).await.expect("exists"),
+        "a failed put left an object"
+    );
 
     // The precondition refuses the completion.
     store.put_bytes(&key, "present").await.expect("put");
     let big = Body::from(Bytes::from(vec![3u8; 17 * MIB]));
-    let refused = store.put(&key, big, PutOptions::mode(PutMode::IfNotExists)).await;
-    assert!(matches!(refused, Err(Error::AlreadyExists { .. })), "{refused:?}");
-    assert_eq!(no_uploads_left(&store).await, 0, "a refused put left its upload");
+    let refused = store
+        .put(&key, big, PutOptions::mode(PutMode::IfNotExists))
+        .await;
+    assert!(
+        matches!(refused, Err(Error::AlreadyExists { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(
+        no_uploads_left(&store).await,
+        0,
+        "a refused put left its upload"
+    );
     assert_eq!(store.get_bytes(&key).await.expect("get"), "present");
 }
 
@@ -81,21 +113,42 @@ async fn multipart_if_match_swaps_only_the_current_version() {
     let key = Key::new("state").expect("key");
     let v1 = store.put_bytes(&key, "v1").await.expect("put");
     let big = || Body::from(Bytes::from(vec![4u8; 17 * MIB]));
-    let v2 = store.put(&key, big(), PutOptions::mode(PutMode::IfMatch(v1.etag.clone()))).await.expect("swap");
+    let v2 = store
+        .put(
+            &key,
+            big(),
+            PutOptions::mode(PutMode::IfMatch(v1.etag.clone())),
+        )
+        .await
+        .expect("swap");
     assert_eq!(store.head(&key).await.expect("head").etag, v2.etag);
-    let stale = store.put(&key, big(), PutOptions::mode(PutMode::IfMatch(v1.etag))).await;
-    assert!(matches!(stale, Err(Error::PreconditionFailed { .. })), "{stale:?}");
+    let stale = store
+        .put(&key, big(), PutOptions::mode(PutMode::IfMatch(v1.etag)))
+        .await;
+    assert!(
+        matches!(stale, Err(Error::PreconditionFailed { .. })),
+        "{stale:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_prefix_is_applied_and_stripped() {
     let server = common::start(common::Server::SeaweedFs);
     let raw = common::create_bucket(&server, "prefixed").await;
-    let store = common::config(&server, "prefixed", "tenant-a/").build().await.expect("client");
+    let store = common::config(&server, "prefixed", "tenant-a/")
+        .build()
+        .await
+        .expect("client");
     store.put_bytes("x/1", "one").await.expect("put");
-    let head = raw.head(&Key::new("tenant-a/x/1").expect("key")).await.expect("stored under the prefix");
+    let head = raw
+        .head(&Key::new("tenant-a/x/1").expect("key"))
+        .await
+        .expect("stored under the prefix");
     assert_eq!(head.size, 3);
-    let page = store.list(&storage_core::ListOptions::prefix("x/")).await.expect("list");
+    let page = store
+        .list(&storage_core::ListOptions::prefix("x/"))
+        .await
+        .expect("list");
     let keys: Vec<&str> = page.objects.iter().map(|m| m.key.as_str()).collect();
     assert_eq!(keys, ["x/1"]);
 }
@@ -105,11 +158,28 @@ async fn presigned_urls_name_the_object_and_expire() {
     let server = common::start(common::Server::SeaweedFs);
     let store = common::create_bucket(&server, "presign").await;
     let key = Key::new("shared/report.csv").expect("key");
-    let get = store.presigned_get(&key, Duration::from_secs(300)).await.expect("presign get");
-    assert!(get.starts_with(&format!("{}/presign/shared/report.csv?", server.endpoint)), "{get}");
-    assert!(get.contains("X-Amz-Expires=300") && get.contains("X-Amz-Signature="), "{get}");
-    let put = store.presigned_put(&key, Duration::from_secs(60)).await.expect("presign put");
+    let get = store
+        .presigned_get(&key, Duration::from_secs(300))
+        .await
+        .expect("presign get");
+    assert!(
+        get.starts_with(&format!("{}/presign/shared/report.csv?", server.endpoint)),
+        "{get}"
+    );
+    assert!(
+        get.contains("X-Amz-Expires=300") && get.contains("X-Amz-Signature="),
+        "{get}"
+    );
+    let put = store
+        .presigned_put(&key, Duration::from_secs(60))
+        .await
+        .expect("presign put");
     assert!(put.contains("X-Amz-Expires=60"), "{put}");
-    let too_long = store.presigned_get(&key, Duration::from_secs(8 * 24 * 3600)).await;
-    assert!(matches!(too_long, Err(Error::InvalidArgument { .. })), "{too_long:?}");
+    let too_long = store
+        .presigned_get(&key, Duration::from_secs(8 * 24 * 3600))
+        .await;
+    assert!(
+        matches!(too_long, Err(Error::InvalidArgument { .. })),
+        "{too_long:?}"
+    );
 }

@@ -42,18 +42,17 @@ pub async fn create_bucket(server: &RunningServer, bucket: &str) -> S3Backend {
     let backend = config(server, bucket, "").build().await.expect("client");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        match backend.client().create_bucket().bucket(bucket).send().await {
-            Ok(_) => return backend,
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                tokio::time::sleep(Duration::from_millis(200)).await;
+        match backend.create_bucket().await {
+            Ok(()) => return backend,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await
             }
             Err(e) => panic!(
-                "creating bucket {bucket} failed: {}; server log:\n{}",
-                aws_sdk_s3::error::DisplayErrorContext(e),
+                "creating bucket {bucket} failed: {e}; server log:\n{}",
                 server.log_tail()
             ),
         }
     }
 }
+
 pub mod suite;
