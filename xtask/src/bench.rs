@@ -16,7 +16,8 @@ use storage_disk::FsBackend;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Backends to measure (repeatable): memory, fs, logstore. Default: all.
+    /// Backends to measure (repeatable): memory, fs, logstore, s3 (on a
+    /// SeaweedFS started here). Default: memory, fs, logstore.
     #[arg(long = "backend")]
     backends: Vec<String>,
     /// Seconds each small-object row runs, per side.
@@ -253,8 +254,15 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
     );
     println!("| backend | peer | operation | ours | peer | ours/peer |");
     println!("|---|---|---|---:|---:|---:|");
+    // Test servers started for the run; each is stopped when dropped.
+    let mut started = Vec::new();
     for name in names.iter().filter(|n| n.as_str() != "logstore") {
         let (ours, peer, peer_name) = match name.as_str() {
+            "s3" => {
+                let (ours, peer, server) = s3_pair().await?;
+                started.push(server);
+                (ours, peer, "AmazonS3")
+            }
             "memory" => (
                 Store::Ours(Arc::new(MemoryBackend::new())),
                 Store::Peer(Arc::new(object_store::memory::InMemory::new())),
@@ -273,7 +281,7 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
                     "LocalFileSystem",
                 )
             }
-            other => anyhow::bail!("unknown backend {other:?}; known: memory, fs, logstore"),
+            other => anyhow::bail!("unknown backend {other:?}; known: memory, fs, logstore, s3"),
         };
         for row in measure(&ours, &peer, &args).await? {
             println!(
@@ -307,4 +315,42 @@ pub fn fmt_rate(v: f64) -> String {
     } else {
         format!("{v:.1}")
     }
+}
+
+/// Starts SeaweedFS and returns `storage-s3` and `object_store`'s
+/// `AmazonS3` on one bucket of it (under the prefixes `ours/` and `peer/`).
+async fn s3_pair() -> anyhow::Result<(Store, Store, storage_conformance::servers::RunningServer)> {
+    use storage_conformance::servers::{self, Lifetime, S3_ACCESS_KEY, S3_SECRET_KEY};
+    let tools = servers::tools_dir();
+    servers::install(&tools)?;
+    let server = servers::start_seaweedfs(&tools, Lifetime::TiedToThisProcess)?;
+    let config = |prefix: &str| {
+        storage_s3::S3Config::new("bench")
+            .endpoint(server.endpoint.clone())
+            .path_style(true)
+            .region("us-east-1")
+            .credentials(S3_ACCESS_KEY, S3_SECRET_KEY, None)
+            .prefix(prefix)
+    };
+    let admin = config("").build().await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while let Err(e) = admin.create_bucket().await {
+        anyhow::ensure!(Instant::now() < deadline, "creating the bench bucket: {e}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let ours = config("ours/").build().await?;
+    let peer = object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(server.endpoint.clone())
+        .with_bucket_name("bench")
+        .with_access_key_id(S3_ACCESS_KEY)
+        .with_secret_access_key(S3_SECRET_KEY)
+        .with_region("us-east-1")
+        .with_allow_http(true)
+        .build()?;
+    let peer = object_store::prefix::PrefixStore::new(peer, "peer");
+    Ok((
+        Store::Ours(Arc::new(ours)),
+        Store::Peer(Arc::new(peer)),
+        server,
+    ))
 }

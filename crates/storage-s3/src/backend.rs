@@ -572,6 +572,40 @@ mod tests {
         assert_eq!(content_range("bytes */10"), None);
     }
 
+    #[tokio::test]
+    async fn public_urls_join_the_base_the_prefix_and_the_key() {
+        let store = S3Config::new("bucket")
+            .region("us-east-1")
+            .credentials("id", "secret", None)
+            .prefix("tenant/")
+            .public_base_url("https://cdn.example.com/")
+            .build()
+            .await
+            .expect("config");
+        let key = Key::new("img/logo.png").expect("key");
+        assert_eq!(
+            store.public_url(&key).as_deref(),
+            Some("https://cdn.example.com/tenant/img/logo.png")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_prefixed_name_over_1024_bytes_is_rejected_before_io() {
+        let store = S3Config::new("bucket")
+            .endpoint("http://127.0.0.1:9")
+            .region("us-east-1")
+            .credentials("id", "secret", None)
+            .prefix("p/")
+            .build()
+            .await
+            .expect("config");
+        let key = Key::new("k".repeat(1023)).expect("key");
+        let err = store
+            .put(&key, Body::from("x"), PutOptions::default())
+            .await;
+        assert!(matches!(err, Err(Error::InvalidKey { .. })), "{err:?}");
+    }
+
     #[test]
     fn copy_sources_are_percent_encoded() {
         assert_eq!(encode_copy_source("a/b c/é"), "a/b%20c/%C3%A9");

@@ -4,7 +4,10 @@ use std::time::Duration;
 
 use aws_config::BehaviorVersion;
 use aws_credential_types::Credentials;
-use aws_sdk_s3::config::{Region, retry::RetryConfig, timeout::TimeoutConfig};
+use aws_sdk_s3::config::{
+    Region, RequestChecksumCalculation, ResponseChecksumValidation, retry::RetryConfig,
+    timeout::TimeoutConfig,
+};
 use storage_core::{Error, Result};
 
 use crate::S3Backend;
@@ -180,6 +183,9 @@ impl S3Config {
             .operation_attempt_timeout(self.request_timeout)
             .build();
         let mut builder = aws_sdk_s3::config::Builder::from(&shared)
+            // This crate sends and checks SHA-256 itself: no SDK-side CRCs.
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
             .force_path_style(self.path_style)
             .timeout_config(timeouts)
             .retry_config(RetryConfig::disabled());
