@@ -19,7 +19,7 @@ use storage_core::{
 };
 
 use crate::config::S3Config;
-use crate::error::{Context, from_sdk};
+use crate::error::{Context, from_sdk, missing};
 
 /// An object store in an S3 bucket (AWS S3 or an S3-compatible server).
 ///
@@ -218,13 +218,10 @@ impl S3Backend {
             .send()
             .await
             .map_err(|e| from_sdk(e, "PutObject", key.as_str(), Self::context(&options.mode)))?;
-        let etag = output.e_tag().map(ETag::new).ok_or_else(|| {
-            Error::backend(
-                false,
-                format!("S3 PutObject of {key}: no ETag in the answer"),
-                "missing ETag",
-            )
-        })?;
+        let etag = output
+            .e_tag()
+            .map(ETag::new)
+            .ok_or_else(|| missing("PutObject", key.as_str(), "ETag"))?;
         Ok(ObjectMeta {
             key: key.clone(),
             size,
@@ -256,11 +253,7 @@ impl S3Backend {
 }
 
 fn missing_etag(key: &Key) -> Error {
-    Error::backend(
-        false,
-        format!("S3 answer for {key} has no ETag"),
-        "missing ETag",
-    )
+    missing("GetObject or HeadObject", key.as_str(), "ETag")
 }
 
 /// Parses `Content-Range: bytes a-b/size` into the half-open range and size.

@@ -117,3 +117,13 @@ where
         _ => Error::backend(false, describe(), err),
     }
 }
+
+/// The error for an S3 answer that lacks a field the protocol requires (an
+/// ETag, an upload id): a server bug, not transient.
+pub fn missing(op: &str, key: &str, field: &str) -> Error {
+    Error::backend(
+        false,
+        format!("S3 {op} of {key}: the answer has no {field}"),
+        format!("missing {field}"),
+    )
+}

@@ -15,7 +15,7 @@ use storage_core::{Body, ETag, Error, Key, ObjectMeta, PutMode, PutOptions, Resu
 use tokio::task::JoinSet;
 
 use crate::S3Backend;
-use crate::error::{Context, from_sdk};
+use crate::error::{Context, from_sdk, missing};
 
 /// Aborts the upload when dropped unless disarmed, so that a failed or
 /// cancelled put leaves no parts behind. The abort of a dropped upload runs
@@ -92,13 +92,7 @@ impl S3Backend {
             .map_err(|e| from_sdk(e, "CreateMultipartUpload", key.as_str(), Context::Plain))?;
         let upload_id = created
             .upload_id()
-            .ok_or_else(|| {
-                Error::backend(
-                    false,
-                    format!("S3 CreateMultipartUpload of {key}: no upload id"),
-                    "missing upload id",
-                )
-            })?
+            .ok_or_else(|| missing("CreateMultipartUpload", key.as_str(), "upload id"))?
             .to_owned();
         let mut guard = AbortOnDrop {
             client: self.client.clone(),
@@ -195,13 +189,10 @@ impl S3Backend {
             .send()
             .await
             .map_err(|e| from_sdk(e, "CompleteMultipartUpload", key.as_str(), context))?;
-        let etag = output.e_tag().map(ETag::new).ok_or_else(|| {
-            Error::backend(
-                false,
-                format!("S3 CompleteMultipartUpload of {key}: no ETag"),
-                "missing ETag",
-            )
-        })?;
+        let etag = output
+            .e_tag()
+            .map(ETag::new)
+            .ok_or_else(|| missing("CompleteMultipartUpload", key.as_str(), "ETag"))?;
         Ok(ObjectMeta {
             key: key.clone(),
             size,
