@@ -117,9 +117,18 @@ fn run(command: &mut Command) -> Result<(), ServerError> {
     }
 }
 
+/// Ports this process has handed out: servers started at the same time
+/// (tests run in parallel) must not be given the same port before either
+/// binds it.
+static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+
 /// A port on 127.0.0.1 that was free a moment ago, with `port + 10000` free
-/// too (SeaweedFS opens a gRPC port there).
+/// too (SeaweedFS opens a gRPC port there), and never handed out before by
+/// this process.
 pub fn free_port() -> Result<u16, ServerError> {
+    let mut handed_out = HANDED_OUT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     for _ in 0..200 {
         let listener =
             TcpListener::bind("127.0.0.1:0").map_err(|e| err(format!("binding: {e}")))?;
@@ -127,10 +136,14 @@ pub fn free_port() -> Result<u16, ServerError> {
             .local_addr()
             .map_err(|e| err(e.to_string()))?
             .port();
-        if port > 55_000 {
+        let taken = handed_out
+            .iter()
+            .any(|&h| h == port || h + 10_000 == port || port + 10_000 == h);
+        if port > 55_000 || taken {
             continue;
         }
         if TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            handed_out.push(port);
             return Ok(port);
         }
     }
