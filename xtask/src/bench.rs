@@ -354,3 +354,49 @@ async fn s3_pair() -> anyhow::Result<(Store, Store, storage_conformance::servers
         server,
     ))
 }
+
+/// `cargo xtask s3-probe`: sequential 4 KiB gets with each client against
+/// one SeaweedFS, with the server's CPU time per request (from
+/// `/proc/PID/stat`), to tell client latency from server work.
+pub async fn s3_probe(requests: usize) -> anyhow::Result<()> {
+    let (ours, peer, server) = s3_pair().await?;
+    let data = Bytes::from(vec![7u8; 4096]);
+    let cpu = || -> anyhow::Result<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", server.pid()))?;
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        let ticks: f64 = fields
+            .get(11)
+            .and_then(|u| u.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            + fields
+                .get(12)
+                .and_then(|s| s.parse::<f64>().ok())
+                .unwrap_or(0.0);
+        Ok(ticks / 100.0)
+    };
+    for (name, store) in [
+        ("storage-s3", &ours),
+        ("AmazonS3", &peer),
+        ("storage-s3", &ours),
+        ("AmazonS3", &peer),
+    ] {
+        store.put("probe".into(), data.clone()).await?;
+        let (cpu0, t0) = (cpu()?, Instant::now());
+        for _ in 0..requests {
+            store.get("probe".into()).await?;
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        let server_ms = (cpu()? - cpu0) * 1e3 / requests as f64;
+        println!(
+            "{name:>10}: {:.0} gets/s, server CPU {server_ms:.3} ms per get, wall {:.3} ms per get",
+            requests as f64 / secs,
+            secs * 1e3 / requests as f64
+        );
+    }
+    Ok(())
+}

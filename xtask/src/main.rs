@@ -36,6 +36,9 @@ enum Command {
     /// `bench`, in a fresh process).
     #[command(hide = true)]
     LogstoreOpen { dir: std::path::PathBuf },
+    /// Compare per-request server CPU of the two S3 clients.
+    #[command(hide = true)]
+    S3Probe { requests: usize },
 }
 
 fn main() -> ExitCode {
@@ -45,6 +48,9 @@ fn main() -> ExitCode {
         Command::Bench(args) => runtime().and_then(|rt| rt.block_on(bench::main(args))),
         Command::Test => run_tests(),
         Command::Servers { action } => servers::main(action),
+        Command::S3Probe { requests } => runtime()
+            .and_then(|rt| rt.block_on(bench::s3_probe(requests)))
+            .map(|()| ExitCode::SUCCESS),
         Command::LogstoreOpen { dir } => runtime()
             .and_then(|rt| rt.block_on(bench_logstore::open_child(&dir)))
             .map(|()| ExitCode::SUCCESS),
