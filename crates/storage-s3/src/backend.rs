@@ -143,17 +143,14 @@ impl S3Backend {
     /// # Errors
     /// [`Error::InvalidArgument`] for an expiry over 7 days.
     pub async fn presigned_get(&self, key: &Key, expires_in: Duration) -> Result<String> {
-        let presigning = PresigningConfig::expires_in(expires_in)
-            .map_err(|e| Error::invalid_argument(e.to_string()))?;
         let request = self
             .client
             .get_object()
             .bucket(&self.config.bucket)
             .key(self.full_key(key))
-            .presigned(presigning)
-            .await
-            .map_err(|e| from_sdk(e, "presign GetObject", key.as_str(), Context::Plain))?;
-        Ok(request.uri().to_owned())
+            .presigned(presigning(expires_in)?)
+            .await;
+        presigned_uri(request, "presign GetObject", key)
     }
 
     /// A presigned URL that writes `key` with a plain HTTP `PUT` until
@@ -162,17 +159,14 @@ impl S3Backend {
     /// # Errors
     /// [`Error::InvalidArgument`] for an expiry over 7 days.
     pub async fn presigned_put(&self, key: &Key, expires_in: Duration) -> Result<String> {
-        let presigning = PresigningConfig::expires_in(expires_in)
-            .map_err(|e| Error::invalid_argument(e.to_string()))?;
         let request = self
             .client
             .put_object()
             .bucket(&self.config.bucket)
             .key(self.full_key(key))
-            .presigned(presigning)
-            .await
-            .map_err(|e| from_sdk(e, "presign PutObject", key.as_str(), Context::Plain))?;
-        Ok(request.uri().to_owned())
+            .presigned(presigning(expires_in)?)
+            .await;
+        presigned_uri(request, "presign PutObject", key)
     }
 
     /// The public URL of `key` under the configured public base URL, if any.
@@ -250,6 +244,28 @@ impl S3Backend {
             sha256: sha256_of(out.checksum_sha256()),
         })
     }
+}
+
+/// The presigning settings for an expiry (S3 allows at most 7 days).
+fn presigning(expires_in: Duration) -> Result<PresigningConfig> {
+    PresigningConfig::expires_in(expires_in).map_err(|e| Error::invalid_argument(e.to_string()))
+}
+
+/// The URL of a presigned request, or its mapped error.
+fn presigned_uri<E>(
+    request: std::result::Result<
+        aws_sdk_s3::presigning::PresignedRequest,
+        aws_sdk_s3::error::SdkError<E, aws_smithy_runtime_api::client::orchestrator::HttpResponse>,
+    >,
+    op: &str,
+    key: &Key,
+) -> Result<String>
+where
+    E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    request
+        .map(|r| r.uri().to_owned())
+        .map_err(|e| from_sdk(e, op, key.as_str(), Context::Plain))
 }
 
 fn missing_etag(key: &Key) -> Error {
