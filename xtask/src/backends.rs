@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use storage_conformance::BackendFactory;
 use storage_core::{Backend, MemoryBackend};
 
+use storage_azure::AzureConfig;
 use storage_conformance::Check;
 use storage_conformance::servers::{self, Lifetime, RunningServer};
 use storage_disk::{FsBackend, LogStore};
@@ -17,8 +18,8 @@ use storage_s3::S3Config;
 /// Backends run when none is named: the embedded ones.
 pub const DEFAULT: [&str; 3] = ["memory", "fs", "logstore"];
 /// Every backend xtask knows; `s3` runs on SeaweedFS, `s3-moto` on moto,
-/// each started here.
-pub const ALL: [&str; 5] = ["memory", "fs", "logstore", "s3", "s3-moto"];
+/// `azure` on Azurite, each started here.
+pub const ALL: [&str; 6] = ["memory", "fs", "logstore", "s3", "s3-moto", "azure"];
 
 /// A factory for the backend named `name`; `scratch` is a fresh directory for
 /// local backends.
@@ -40,6 +41,16 @@ pub fn factory(name: &str, scratch: PathBuf) -> anyhow::Result<Box<dyn BackendFa
                 name: name.to_owned(),
                 server,
                 buckets: AtomicUsize::new(0),
+            }))
+        }
+        "azure" => {
+            let tools = servers::tools_dir();
+            servers::install(&tools)?;
+            eprintln!("starting the azure test server ...");
+            let server = servers::start_azurite(&tools, Lifetime::TiedToThisProcess)?;
+            Ok(Box::new(Azure {
+                server,
+                containers: AtomicUsize::new(0),
             }))
         }
         other => anyhow::bail!("unknown backend {other:?}; known: {}", ALL.join(", ")),
@@ -131,6 +142,55 @@ impl BackendFactory for S3 {
                 Err(e) => {
                     return Err(format!(
                         "creating bucket {bucket}: {e}; log:\n{}",
+                        self.server.log_tail()
+                    ));
+                }
+            }
+        }
+    }
+
+    fn limitation(&self, check: &Check) -> Option<String> {
+        servers::declared_limitation(self.server.name, check)
+            .map(|r| format!("{}: {r}", self.server.name))
+    }
+}
+
+/// Azurite, and a fresh container on it per check.
+struct Azure {
+    server: RunningServer,
+    containers: AtomicUsize,
+}
+
+#[async_trait]
+impl BackendFactory for Azure {
+    fn name(&self) -> &str {
+        "azure"
+    }
+
+    fn server(&self) -> Option<String> {
+        Some(format!("{} {}", self.server.name, self.server.version))
+    }
+
+    async fn create(&self, _check: &str) -> Result<Arc<dyn Backend>, String> {
+        let n = self.containers.fetch_add(1, Ordering::Relaxed);
+        let container = format!("check-{n:03}");
+        let backend = AzureConfig::emulator(
+            format!("{}/devstoreaccount1", self.server.endpoint),
+            &container,
+        )
+        .build()
+        .map_err(|e| e.to_string())?;
+        // The server may still be starting: retry the first request.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match backend.create_container().await {
+                Ok(()) => return Ok(Arc::new(backend)),
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(200)).await
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "creating container {container}: {e}; log:\n{}",
                         self.server.log_tail()
                     ));
                 }

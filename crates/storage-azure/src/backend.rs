@@ -1,0 +1,855 @@
+//! The `Backend` implementation of `AzureBackend`.
+
+use std::future::Future;
+use std::num::NonZero;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use azure_core::credentials::TokenCredential;
+use azure_core::error::CheckSuccessOptions;
+use azure_core::http::headers::{HeaderName, Headers};
+use azure_core::http::policies::Policy;
+use azure_core::http::policies::auth::BearerTokenAuthorizationPolicy;
+use azure_core::http::{
+    AsyncRawResponse, ClientOptions, Context as HttpContext, Etag, Method, Pipeline,
+    PipelineStreamOptions, Request, Url,
+};
+use azure_storage_blob::models::{
+    BlobClientDeleteOptions, BlobContainerClientCreateOptions, BlockBlobClientUploadOptions,
+    DeleteSnapshotsOptionType,
+};
+use azure_storage_blob::{BlobClient, BlobContainerClient, BlobContainerClientOptions};
+use futures::stream::{self, StreamExt};
+use sha2::{Digest, Sha256};
+use storage_core::{
+    Backend, Body, ByteRange, ByteStream, Capabilities, DeleteOptions, ETag, Error, GetOptions,
+    GetResult, Key, ListOptions, ListPage, Locality, Metadata, ObjectMeta, PutMode, PutOptions,
+    Result,
+};
+use time::OffsetDateTime;
+
+use crate::config::AzureConfig;
+use crate::error::{Context, from_sdk, missing, status_and_code};
+use crate::list::{self, RawPage};
+use crate::metadata;
+use crate::sas::{AccountKey, BlobPermission};
+
+/// The REST API version (`x-ms-version`) of the requests this crate builds
+/// itself; the same as the SDK's.
+pub(crate) const API_VERSION: &str = "2026-04-06";
+
+/// Content type stored when a put gives none: Azure always stores one.
+pub const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
+
+/// Longest blob name Azure accepts, in characters.
+const AZURE_MAX_NAME_CHARS: usize = 1024;
+
+/// Most path segments Azure allows in a blob name.
+const AZURE_MAX_SEGMENTS: usize = 254;
+
+/// Most of the `x-ms-*` headers of a response, named once.
+const ETAG: HeaderName = HeaderName::from_static("etag");
+const LAST_MODIFIED: HeaderName = HeaderName::from_static("last-modified");
+const CONTENT_TYPE: HeaderName = HeaderName::from_static("content-type");
+const CONTENT_LENGTH: HeaderName = HeaderName::from_static("content-length");
+const CONTENT_RANGE: HeaderName = HeaderName::from_static("content-range");
+
+/// An object store in an Azure Blob Storage container (or on Azurite).
+///
+/// - Objects are block blobs. A put below the block threshold is one Put
+///   Blob; larger bodies and bodies of unknown length are staged as blocks
+///   (Put Block, several in flight, bounded memory) and committed with Put
+///   Block List, which carries the condition. Blocks of a failed upload are
+///   never committed: Azure discards uncommitted blocks after 7 days.
+/// - `IfNotExists` sends `If-None-Match: *`, `IfMatch` sends `If-Match`
+///   (Azure: "Specifying conditional headers"). Azure answers an existing
+///   blob with 412, Azurite with 409 `BlobAlreadyExists`: both are
+///   [`Error::AlreadyExists`].
+/// - The SHA-256 of the content is stored as metadata (`storage_sha256`,
+///   see [`crate::metadata`]) for every put, staged or not, and a full read
+///   is checked against it ([`Error::ChecksumMismatch`]).
+/// - Ranges use `x-ms-range`. Azure has no suffix ranges: a suffix read asks
+///   for the size first and pins the read to that version with `If-Match`.
+///   A range that starts at or past the size is [`Error::InvalidRange`],
+///   also where Azurite answers 206 with no bytes.
+/// - Listings parse the List Blobs XML themselves, because the SDK cannot
+///   send `delimiter`; `start_after` is sent as `startFrom` and applied
+///   exclusively here too, so servers without `startFrom` still list
+///   correctly (more slowly).
+/// - `copy` streams through the client (`Copy Blob` is asynchronous and
+///   needs the source authorized separately): `server_side_copy` is false.
+/// - Delete removes the blob with its snapshots; deleting a missing blob
+///   succeeds, but a missing container is [`Error::NotFound`].
+/// - A put without a content type stores [`DEFAULT_CONTENT_TYPE`].
+#[derive(Debug, Clone)]
+pub struct AzureBackend {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: AzureConfig,
+    container_url: Url,
+    container: BlobContainerClient,
+    /// For the requests the SDK does not offer (get with every range form,
+    /// head with metadata, delimiter listings): the same transport and
+    /// authorization as the SDK clients.
+    pipeline: Pipeline,
+    account_key: Option<AccountKey>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AzureBackend")
+            .field("container_url", &self.container_url.as_str())
+            .field("prefix", &self.config.prefix)
+            .field("account_key", &self.account_key.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+fn to_etag(etag: &ETag) -> Etag {
+    Etag::from(etag.quoted())
+}
+
+fn to_system_time(t: OffsetDateTime) -> SystemTime {
+    SystemTime::from(t)
+}
+
+fn parse_http_date(value: Option<&str>) -> SystemTime {
+    value
+        .and_then(|v| azure_core::time::parse_rfc7231(v).ok())
+        .map(to_system_time)
+        .unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+/// Parses `Content-Range: bytes a-b/size` into the half-open range and size.
+fn content_range(header: &str) -> Option<(std::ops::Range<u64>, u64)> {
+    let rest = header.strip_prefix("bytes ")?;
+    let (span, size) = rest.split_once('/')?;
+    let (a, b) = span.split_once('-')?;
+    let (a, b, size): (u64, u64, u64) = (a.parse().ok()?, b.parse().ok()?, size.parse().ok()?);
+    Some((a..b.checked_add(1)?, size))
+}
+
+impl AzureBackend {
+    pub(crate) fn new(
+        config: AzureConfig,
+        container_url: Url,
+        client_options: ClientOptions,
+        token: Option<Arc<dyn TokenCredential>>,
+        account_key: Option<AccountKey>,
+    ) -> Result<Self> {
+        let container = BlobContainerClient::new(
+            container_url.clone(),
+            token.clone(),
+            Some(BlobContainerClientOptions {
+                client_options: client_options.clone(),
+                ..Default::default()
+            }),
+        )
+        .map_err(|e| Error::invalid_argument(format!("Azure container client: {e}")))?;
+        let mut per_try: Vec<Arc<dyn Policy>> = Vec::new();
+        if let Some(token) = token {
+            per_try.push(Arc::new(BearerTokenAuthorizationPolicy::new(
+                token,
+                vec!["https://storage.azure.com/.default"],
+            )));
+        }
+        let pipeline = Pipeline::new(
+            Some(env!("CARGO_PKG_NAME")),
+            Some(env!("CARGO_PKG_VERSION")),
+            client_options,
+            Vec::new(),
+            per_try,
+            None,
+        );
+        Ok(AzureBackend {
+            inner: Arc::new(Inner {
+                config,
+                container_url,
+                container,
+                pipeline,
+                account_key,
+            }),
+        })
+    }
+
+    pub(crate) fn config(&self) -> &AzureConfig {
+        &self.inner.config
+    }
+
+    /// The blob name in the container: the prefix, then the key.
+    pub(crate) fn full_name(&self, key: &Key) -> String {
+        format!("{}{}", self.inner.config.prefix, key.as_str())
+    }
+
+    /// Checks the prefixed name against Azure's limits (1,024 characters,
+    /// 254 segments), before any I/O.
+    fn check_name(&self, key: &Key) -> Result<()> {
+        let name = self.full_name(key);
+        if name.chars().count() > AZURE_MAX_NAME_CHARS {
+            return Err(Error::InvalidKey {
+                key: key.to_string(),
+                reason: "with the configured prefix the name exceeds Azure's 1024 characters",
+            });
+        }
+        if name.split('/').count() > AZURE_MAX_SEGMENTS {
+            return Err(Error::InvalidKey {
+                key: key.to_string(),
+                reason: "Azure allows at most 254 path segments in a blob name",
+            });
+        }
+        Ok(())
+    }
+
+    /// The URL of `key`'s blob, without credentials; `/` stays a path
+    /// separator, everything else is percent-encoded.
+    fn blob_url(&self, key: &Key) -> Url {
+        let mut url = self.inner.container_url.clone();
+        if let Ok(mut segments) = url.path_segments_mut() {
+            segments.extend(self.full_name(key).split('/'));
+        }
+        url
+    }
+
+    /// The SDK client of `key`'s blob.
+    pub(crate) fn blob_client(&self, key: &Key) -> BlobClient {
+        self.inner.container.blob_client(&self.full_name(key))
+    }
+
+    /// The container's name.
+    pub fn container(&self) -> &str {
+        &self.inner.config.container
+    }
+
+    /// The SDK's container client, for operations this crate does not wrap.
+    pub fn container_client(&self) -> &BlobContainerClient {
+        &self.inner.container
+    }
+
+    /// Creates the configured container; succeeds if it exists.
+    ///
+    /// # Errors
+    /// The mapped Azure error (see [`crate::error`]).
+    pub async fn create_container(&self) -> Result<()> {
+        let created = self
+            .timed(
+                "Create Container",
+                self.inner
+                    .container
+                    .create(Some(BlobContainerClientCreateOptions::default())),
+            )
+            .await?;
+        match created {
+            Ok(_) => Ok(()),
+            Err(e) if status_and_code(&e).1.as_deref() == Some("ContainerAlreadyExists") => Ok(()),
+            Err(e) => Err(from_sdk(
+                e,
+                "Create Container",
+                self.container(),
+                Context::Plain,
+            )),
+        }
+    }
+
+    /// A SAS URL that reads `key` (Get Blob) until `expires_in` has passed:
+    /// a service SAS for this one blob, signed with the account key.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] unless the backend authenticates with an
+    /// account key ([`Capabilities::presigned_urls`]);
+    /// [`Error::InvalidArgument`] for a zero expiry.
+    pub fn presigned_get(&self, key: &Key, expires_in: Duration) -> Result<String> {
+        self.sas_url(key, BlobPermission::Read, expires_in)
+    }
+
+    /// A SAS URL that writes `key` with a plain HTTP `PUT` (Put Blob; send
+    /// `x-ms-blob-type: BlockBlob`) until `expires_in` has passed.
+    ///
+    /// # Errors
+    /// As [`AzureBackend::presigned_get`].
+    pub fn presigned_put(&self, key: &Key, expires_in: Duration) -> Result<String> {
+        self.sas_url(key, BlobPermission::Write, expires_in)
+    }
+
+    fn sas_url(
+        &self,
+        key: &Key,
+        permission: BlobPermission,
+        expires_in: Duration,
+    ) -> Result<String> {
+        let Some(account_key) = &self.inner.account_key else {
+            return Err(Error::Unsupported {
+                operation: "SAS URLs without an account key",
+                backend: self.name().to_owned(),
+            });
+        };
+        if expires_in.is_zero() {
+            return Err(Error::invalid_argument("a SAS URL needs a non-zero expiry"));
+        }
+        let mut url = self.blob_url(key);
+        let token = account_key.blob_sas(
+            self.container(),
+            &self.full_name(key),
+            permission,
+            OffsetDateTime::now_utc(),
+            expires_in,
+            url.scheme() == "http",
+        )?;
+        url.set_query(Some(&token));
+        Ok(url.into())
+    }
+
+    /// Runs `future` under the request timeout.
+    pub(crate) async fn timed<T>(&self, op: &str, future: impl Future<Output = T>) -> Result<T> {
+        let limit = self.inner.config.request_timeout;
+        tokio::time::timeout(limit, future)
+            .await
+            .map_err(|elapsed| {
+                Error::backend(
+                    true,
+                    format!("Azure {op}: no answer within {} ms", limit.as_millis()),
+                    elapsed,
+                )
+            })
+    }
+
+    /// Sends a request this crate built and checks its status.
+    async fn send(
+        &self,
+        mut request: Request,
+        op: &str,
+        key: &str,
+        context: Context,
+        success: &'static [u16],
+    ) -> Result<AsyncRawResponse> {
+        request.insert_header("x-ms-version", API_VERSION);
+        let ctx = HttpContext::new();
+        let sent = self
+            .timed(
+                op,
+                self.inner.pipeline.stream(
+                    &ctx,
+                    &mut request,
+                    Some(PipelineStreamOptions {
+                        skip_checks: true,
+                        ..Default::default()
+                    }),
+                ),
+            )
+            .await?
+            .map_err(|e| from_sdk(e, op, key, context.clone()))?;
+        azure_core::http::check_success(
+            sent,
+            Some(CheckSuccessOptions {
+                success_codes: success,
+            }),
+        )
+        .await
+        .map_err(|e| from_sdk(e, op, key, context))
+    }
+
+    fn meta_from_headers(key: &Key, headers: &Headers, size: u64, op: &str) -> Result<ObjectMeta> {
+        let (user, sha256) = metadata::from_headers(headers);
+        Ok(ObjectMeta {
+            key: key.clone(),
+            size,
+            etag: headers
+                .get_optional_str(&ETAG)
+                .map(ETag::new)
+                .ok_or_else(|| missing(op, key.as_str(), "ETag"))?,
+            last_modified: parse_http_date(headers.get_optional_str(&LAST_MODIFIED)),
+            content_type: headers.get_optional_str(&CONTENT_TYPE).map(str::to_owned),
+            metadata: user,
+            sha256,
+        })
+    }
+
+    /// One Put Blob of a body held in memory, with its SHA-256.
+    async fn put_single(
+        &self,
+        key: &Key,
+        data: bytes::Bytes,
+        options: PutOptions,
+    ) -> Result<ObjectMeta> {
+        let sha256: [u8; 32] = Sha256::digest(&data).into();
+        let size = data.len() as u64;
+        let (if_match, if_none_match) = conditions(&options.mode);
+        let upload = BlockBlobClientUploadOptions {
+            blob_content_type: options.content_type.clone(),
+            metadata: Some(metadata::to_azure(&options.metadata, Some(&sha256))),
+            if_match,
+            if_none_match,
+            parallel: NonZero::new(1),
+            // One request, whatever the size: larger bodies never get here.
+            partition_size: NonZero::new(size.max(1)),
+            ..Default::default()
+        };
+        let blob = self.blob_client(key);
+        let result = self
+            .timed("Put Blob", blob.upload(data.into(), Some(upload)))
+            .await?
+            .map_err(|e| from_sdk(e, "Put Blob", key.as_str(), context(&options.mode)))?;
+        let etag = result
+            .etag
+            .map(|e| ETag::new(&e))
+            .ok_or_else(|| missing("Put Blob", key.as_str(), "ETag"))?;
+        Ok(ObjectMeta {
+            key: key.clone(),
+            size,
+            etag,
+            last_modified: result
+                .last_modified
+                .map(to_system_time)
+                .unwrap_or_else(SystemTime::now),
+            content_type: options.content_type,
+            metadata: options.metadata,
+            sha256: Some(sha256),
+        })
+    }
+
+    /// One Get Blob; `range` is the `x-ms-range` value.
+    async fn get_once(
+        &self,
+        key: &Key,
+        range: Option<(u64, Option<u64>)>,
+        if_match: Option<&ETag>,
+    ) -> Result<AsyncRawResponse> {
+        let mut request = Request::new(self.blob_url(key), Method::Get);
+        if let Some((start, last)) = range {
+            let value = match last {
+                Some(last) => format!("bytes={start}-{last}"),
+                None => format!("bytes={start}-"),
+            };
+            request.insert_header("x-ms-range", value);
+        }
+        let context = match if_match {
+            Some(etag) => {
+                request.insert_header("if-match", etag.quoted());
+                Context::IfMatch(etag.clone())
+            }
+            None => Context::Plain,
+        };
+        self.send(request, "Get Blob", key.as_str(), context, &[200, 206])
+            .await
+    }
+
+    /// The error for a range the object cannot serve, with its size.
+    async fn invalid_range(&self, key: &Key, range: &ByteRange) -> Error {
+        Error::InvalidRange {
+            key: key.to_string(),
+            range: range.to_string(),
+            size: self.head(key).await.map(|m| m.size).unwrap_or(0),
+        }
+    }
+
+    /// One List Blobs page, names as stored.
+    async fn list_page(
+        &self,
+        prefix: &str,
+        delimiter: bool,
+        max_results: usize,
+        marker: Option<&str>,
+        start_from: Option<&str>,
+    ) -> Result<RawPage> {
+        let mut url = self.inner.container_url.clone();
+        {
+            let mut query = url.query_pairs_mut();
+            query
+                .append_pair("restype", "container")
+                .append_pair("comp", "list")
+                .append_pair("maxresults", &max_results.to_string());
+            if !prefix.is_empty() {
+                query.append_pair("prefix", prefix);
+            }
+            if delimiter {
+                query.append_pair("delimiter", "/");
+            }
+            if let Some(marker) = marker {
+                query.append_pair("marker", marker);
+            }
+            if let Some(start_from) = start_from {
+                query.append_pair("startFrom", start_from);
+            }
+        }
+        let request = Request::new(url, Method::Get);
+        let response = self
+            .send(request, "List Blobs", prefix, Context::Plain, &[200])
+            .await?;
+        let body = self
+            .timed("List Blobs", response.into_body().collect())
+            .await?
+            .map_err(|e| from_sdk(e, "List Blobs", prefix, Context::Plain))?;
+        let text = std::str::from_utf8(&body)
+            .map_err(|e| Error::backend(false, "Azure List Blobs: the answer is not UTF-8", e))?;
+        list::parse(text, self.container())
+    }
+
+    /// Whether any blob under `group` sorts after `after` (which starts with
+    /// `group`): decides whether a common prefix that `start_after` falls
+    /// inside is listed.
+    async fn any_after(&self, group: &str, after: &str) -> Result<bool> {
+        let mut marker: Option<String> = None;
+        loop {
+            let start_from = marker.is_none().then_some(after);
+            let page = self
+                .list_page(group, false, 100, marker.as_deref(), start_from)
+                .await?;
+            if page.blobs.iter().any(|b| b.name.as_str() > after) {
+                return Ok(true);
+            }
+            match page.next_marker {
+                Some(next) => marker = Some(next),
+                None => return Ok(false),
+            }
+        }
+    }
+}
+
+/// The `If-Match` and `If-None-Match` headers of a put mode.
+pub(crate) fn conditions(mode: &PutMode) -> (Option<Etag>, Option<Etag>) {
+    match mode {
+        PutMode::Overwrite => (None, None),
+        PutMode::IfNotExists => (None, Some(Etag::from("*"))),
+        PutMode::IfMatch(etag) => (Some(to_etag(etag)), None),
+    }
+}
+
+/// The error context of a put mode.
+pub(crate) fn context(mode: &PutMode) -> Context {
+    match mode {
+        PutMode::Overwrite => Context::Plain,
+        PutMode::IfNotExists => Context::Create,
+        PutMode::IfMatch(etag) => Context::IfMatch(etag.clone()),
+    }
+}
+
+/// Streams the response body; on a full read with a recorded SHA-256, ends
+/// with the checksum's verdict.
+fn body_stream(response: AsyncRawResponse, key: Key, expected: Option<[u8; 32]>) -> ByteStream {
+    let body = response.into_body();
+    let state = (body, expected.map(|e| (Sha256::new(), e)), key);
+    stream::try_unfold(state, |(mut body, mut hashing, key)| async move {
+        match body.next().await {
+            Some(Ok(chunk)) => {
+                if let Some((hasher, _)) = hashing.as_mut() {
+                    hasher.update(&chunk);
+                }
+                Ok(Some((chunk, (body, hashing, key))))
+            }
+            None => {
+                if let Some((hasher, expected)) = hashing {
+                    let actual: [u8; 32] = hasher.finalize().into();
+                    if actual != expected {
+                        return Err(Error::ChecksumMismatch {
+                            key: key.to_string(),
+                            expected: hex::encode(expected),
+                            actual: hex::encode(actual),
+                        });
+                    }
+                }
+                Ok(None)
+            }
+            Some(Err(e)) => Err(Error::backend(
+                true,
+                format!("Azure Get Blob of {key}: the body failed"),
+                e,
+            )),
+        }
+    })
+    .boxed()
+}
+
+#[async_trait]
+impl Backend for AzureBackend {
+    fn name(&self) -> &str {
+        "azure"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            conditional_put: true,
+            conditional_delete: true,
+            presigned_urls: self.inner.account_key.is_some(),
+            multipart: true,
+            checksums: true,
+            ..Capabilities::none(Locality::Remote)
+        }
+    }
+
+    async fn put(&self, key: &Key, body: Body, mut options: PutOptions) -> Result<ObjectMeta> {
+        options.validate()?;
+        self.check_name(key)?;
+        options
+            .content_type
+            .get_or_insert_with(|| DEFAULT_CONTENT_TYPE.to_owned());
+        match body.len() {
+            Some(len) if len < self.inner.config.block_threshold => {
+                let data = body.into_bytes().await?;
+                self.put_single(key, data, options).await
+            }
+            _ => self.put_blocks(key, body, options).await,
+        }
+    }
+
+    async fn get(&self, key: &Key, options: GetOptions) -> Result<GetResult> {
+        self.check_name(key)?;
+        let mut if_match = options.if_match.clone();
+        let mut pinned = false;
+        let header_range = match options.range {
+            None => None,
+            Some(range @ ByteRange::Bounded { start, end }) => {
+                if start >= end {
+                    return Err(self.invalid_range(key, &range).await);
+                }
+                Some((start, Some(end - 1)))
+            }
+            Some(ByteRange::From { start }) => Some((start, None)),
+            Some(range @ ByteRange::Suffix { .. }) => {
+                // No suffix ranges on Azure: read the size, then pin the
+                // read to that version.
+                let head = self.head(key).await?;
+                if let Some(expected) = &if_match
+                    && *expected != head.etag
+                {
+                    return Err(Error::PreconditionFailed {
+                        key: key.to_string(),
+                        expected: expected.clone(),
+                        actual: Some(head.etag),
+                    });
+                }
+                let resolved = range.resolve(key, head.size)?;
+                pinned = if_match.is_none();
+                if_match = Some(head.etag);
+                Some((resolved.start, Some(resolved.end - 1)))
+            }
+        };
+        let response = match self.get_once(key, header_range, if_match.as_ref()).await {
+            Ok(response) => response,
+            Err(Error::InvalidRange { .. }) => {
+                let range = options.range.unwrap_or(ByteRange::From { start: 0 });
+                return Err(self.invalid_range(key, &range).await);
+            }
+            Err(Error::PreconditionFailed { .. }) if pinned => {
+                // The object changed between the size and the read.
+                return Err(Error::backend(
+                    true,
+                    format!("Azure Get Blob of {key}: the object changed during a suffix read"),
+                    "ConditionNotMet on the pinned version",
+                ));
+            }
+            Err(e) => return Err(e),
+        };
+        let headers = response.headers();
+        let length = headers
+            .get_optional_str(&CONTENT_LENGTH)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        let (served, size) = match headers
+            .get_optional_str(&CONTENT_RANGE)
+            .and_then(content_range)
+        {
+            Some(parsed) => parsed,
+            None => (0..length, length),
+        };
+        if let Some(requested) = &options.range {
+            // Azurite answers a range starting at the size with 206 and no
+            // bytes, and some servers ignore ranges on empty blobs.
+            let resolved = requested.resolve(key, size)?;
+            if served.start != resolved.start {
+                return Err(Error::backend(
+                    false,
+                    format!(
+                        "Azure Get Blob of {key}: asked for {requested}, the server sent bytes {}..{}",
+                        served.start, served.end
+                    ),
+                    "range mismatch",
+                ));
+            }
+        }
+        let meta = Self::meta_from_headers(key, headers, size, "Get Blob")?;
+        let verify = if options.range.is_none() {
+            meta.sha256
+        } else {
+            None
+        };
+        let body = body_stream(response, key.clone(), verify);
+        Ok(GetResult::new(meta, served, body))
+    }
+
+    async fn head(&self, key: &Key) -> Result<ObjectMeta> {
+        self.check_name(key)?;
+        let request = Request::new(self.blob_url(key), Method::Head);
+        let response = self
+            .send(
+                request,
+                "Get Blob Properties",
+                key.as_str(),
+                Context::Plain,
+                &[200],
+            )
+            .await?;
+        let size = response
+            .headers()
+            .get_optional_str(&CONTENT_LENGTH)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        Self::meta_from_headers(key, response.headers(), size, "Get Blob Properties")
+    }
+
+    async fn delete(&self, key: &Key, options: DeleteOptions) -> Result<()> {
+        self.check_name(key)?;
+        let context = match &options.if_match {
+            Some(etag) => Context::IfMatch(etag.clone()),
+            None => Context::Plain,
+        };
+        let request = BlobClientDeleteOptions {
+            if_match: options.if_match.as_ref().map(to_etag),
+            delete_snapshots: Some(DeleteSnapshotsOptionType::Include),
+            ..Default::default()
+        };
+        let blob = self.blob_client(key);
+        match self
+            .timed("Delete Blob", blob.delete(Some(request)))
+            .await?
+        {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let missing_blob = status_and_code(&e) == (Some(404), Some("BlobNotFound".into()));
+                if missing_blob && options.if_match.is_none() {
+                    return Ok(());
+                }
+                Err(from_sdk(e, "Delete Blob", key.as_str(), context))
+            }
+        }
+    }
+
+    async fn list(&self, options: &ListOptions) -> Result<ListPage> {
+        options.validate()?;
+        let page_size = options.effective_page_size()?;
+        let base = self.inner.config.prefix.as_str();
+        let prefix = format!("{base}{}", options.prefix);
+        let after = options.start_after.as_ref().map(|s| format!("{base}{s}"));
+        let mut marker = options.continuation.clone();
+        loop {
+            let start_from = if marker.is_none() {
+                after.as_deref()
+            } else {
+                None
+            };
+            let raw = self
+                .list_page(
+                    &prefix,
+                    options.delimiter,
+                    page_size,
+                    marker.as_deref(),
+                    start_from,
+                )
+                .await?;
+            let strip = |name: &str| name.strip_prefix(base).map(str::to_owned);
+            let mut page = ListPage::default();
+            for blob in raw.blobs {
+                if after.as_deref().is_some_and(|a| blob.name.as_str() <= a) {
+                    continue;
+                }
+                let Some(key) = strip(&blob.name).and_then(|k| Key::new(k).ok()) else {
+                    continue;
+                };
+                page.objects.push(ObjectMeta {
+                    key,
+                    size: blob.size,
+                    etag: ETag::new(&blob.etag),
+                    last_modified: parse_http_date(blob.last_modified.as_deref()),
+                    content_type: None,
+                    metadata: Metadata::new(),
+                    sha256: None,
+                });
+            }
+            for group in raw.prefixes {
+                let keep = match after.as_deref() {
+                    None => true,
+                    Some(a) if group.as_str() > a => true,
+                    Some(a) if a.starts_with(group.as_str()) => self.any_after(&group, a).await?,
+                    Some(_) => false,
+                };
+                if keep && let Some(stripped) = strip(&group) {
+                    page.common_prefixes.push(stripped);
+                }
+            }
+            page.common_prefixes.sort();
+            page.continuation = raw.next_marker;
+            if !page.objects.is_empty()
+                || !page.common_prefixes.is_empty()
+                || page.continuation.is_none()
+            {
+                return Ok(page);
+            }
+            marker = page.continuation;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::AzureConfig;
+
+    fn offline() -> AzureBackend {
+        AzureConfig::emulator("http://127.0.0.1:9/devstoreaccount1", "box")
+            .prefix("tenant/")
+            .build()
+            .expect("config")
+    }
+
+    #[test]
+    fn content_ranges_parse_into_half_open_ranges() {
+        assert_eq!(content_range("bytes 2-5/10"), Some((2..6, 10)));
+        assert_eq!(content_range("bytes */10"), None);
+    }
+
+    #[test]
+    fn blob_urls_keep_slashes_and_encode_the_rest() {
+        let key = Key::new("a b/c#d").expect("key");
+        assert_eq!(
+            offline().blob_url(&key).as_str(),
+            "http://127.0.0.1:9/devstoreaccount1/box/tenant/a%20b/c%23d"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_prefixed_name_over_1024_characters_is_rejected_before_io() {
+        let key = Key::new("k".repeat(1020)).expect("key");
+        let err = offline()
+            .put(&key, Body::from("x"), PutOptions::default())
+            .await;
+        assert!(matches!(err, Err(Error::InvalidKey { .. })), "{err:?}");
+    }
+
+    #[test]
+    fn presigned_urls_carry_a_blob_sas() {
+        let key = Key::new("r/1.csv").expect("key");
+        let url = offline()
+            .presigned_get(&key, Duration::from_secs(60))
+            .expect("url");
+        assert!(
+            url.starts_with("http://127.0.0.1:9/devstoreaccount1/box/tenant/r/1.csv?sv="),
+            "{url}"
+        );
+        assert!(url.contains("&sr=b&sp=r&"), "{url}");
+    }
+
+    #[test]
+    fn presigned_urls_need_an_account_key() {
+        let store = AzureConfig::new("acct", "box")
+            .sas_token("sv=2022-11-02&sig=x")
+            .build()
+            .expect("config");
+        let key = Key::new("k").expect("key");
+        assert!(!store.capabilities().presigned_urls);
+        assert!(matches!(
+            store.presigned_get(&key, Duration::from_secs(60)),
+            Err(Error::Unsupported { .. })
+        ));
+    }
+}
