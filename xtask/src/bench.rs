@@ -17,7 +17,8 @@ use storage_disk::FsBackend;
 #[derive(clap::Args)]
 pub struct Args {
     /// Backends to measure (repeatable): memory, fs, logstore, s3 (on a
-    /// SeaweedFS started here). Default: memory, fs, logstore.
+    /// SeaweedFS started here), azure (on an Azurite started here).
+    /// Default: memory, fs, logstore.
     #[arg(long = "backend")]
     backends: Vec<String>,
     /// Seconds each small-object row runs, per side.
@@ -263,6 +264,11 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
                 started.push(server);
                 (ours, peer, "AmazonS3")
             }
+            "azure" => {
+                let (ours, peer, server) = azure_pair().await?;
+                started.push(server);
+                (ours, peer, "MicrosoftAzure")
+            }
             "memory" => (
                 Store::Ours(Arc::new(MemoryBackend::new())),
                 Store::Peer(Arc::new(object_store::memory::InMemory::new())),
@@ -281,7 +287,9 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
                     "LocalFileSystem",
                 )
             }
-            other => anyhow::bail!("unknown backend {other:?}; known: memory, fs, logstore, s3"),
+            other => {
+                anyhow::bail!("unknown backend {other:?}; known: memory, fs, logstore, s3, azure")
+            }
         };
         for row in measure(&ours, &peer, &args).await? {
             println!(
@@ -355,48 +363,103 @@ async fn s3_pair() -> anyhow::Result<(Store, Store, storage_conformance::servers
     ))
 }
 
-/// `cargo xtask s3-probe`: sequential 4 KiB gets with each client against
-/// one SeaweedFS, with the server's CPU time per request (from
-/// `/proc/PID/stat`), to tell client latency from server work.
-pub async fn s3_probe(requests: usize) -> anyhow::Result<()> {
-    let (ours, peer, server) = s3_pair().await?;
-    let data = Bytes::from(vec![7u8; 4096]);
-    let cpu = || -> anyhow::Result<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", server.pid()))?;
-        let fields: Vec<&str> = stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .split_whitespace()
-            .collect();
-        let ticks: f64 = fields
-            .get(11)
+/// Starts Azurite and returns `storage-azure` and `object_store`'s
+/// `MicrosoftAzure` on one container of it (under the prefixes `ours/` and
+/// `peer/`), both authenticated with the emulator's account key.
+async fn azure_pair() -> anyhow::Result<(Store, Store, storage_conformance::servers::RunningServer)>
+{
+    use storage_azure::{AzureConfig, EMULATOR_ACCOUNT, EMULATOR_KEY};
+    use storage_conformance::servers::{self, Lifetime};
+    let tools = servers::tools_dir();
+    servers::install(&tools)?;
+    let server = servers::start_azurite(&tools, Lifetime::TiedToThisProcess)?;
+    let endpoint = format!("{}/{EMULATOR_ACCOUNT}", server.endpoint);
+    let config = |prefix: &str| AzureConfig::emulator(&endpoint, "bench").prefix(prefix);
+    let admin = config("").build()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while let Err(e) = admin.create_container().await {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "creating the bench container: {e}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let ours = config("ours/").build()?;
+    let peer = object_store::azure::MicrosoftAzureBuilder::new()
+        .with_account(EMULATOR_ACCOUNT)
+        .with_access_key(EMULATOR_KEY)
+        .with_container_name("bench")
+        .with_endpoint(endpoint.clone())
+        .with_allow_http(true)
+        .build()?;
+    let peer = object_store::prefix::PrefixStore::new(peer, "peer");
+    Ok((
+        Store::Ours(Arc::new(ours)),
+        Store::Peer(Arc::new(peer)),
+        server,
+    ))
+}
+
+/// CPU seconds (user + system) of process `pid` so far, from
+/// `/proc/PID/stat`.
+fn cpu_seconds(pid: &str) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
             .and_then(|u| u.parse::<f64>().ok())
             .unwrap_or(0.0)
-            + fields
-                .get(12)
-                .and_then(|s| s.parse::<f64>().ok())
-                .unwrap_or(0.0);
-        Ok(ticks / 100.0)
     };
+    Ok((ticks(11) + ticks(12)) / 100.0)
+}
+
+/// `cargo xtask probe BACKEND N`: sequential 4 KiB gets with our client and
+/// `object_store`'s against one test server (`s3`: SeaweedFS, `azure`:
+/// Azurite), with the client's and the server's CPU time per request, to
+/// tell client cost from server work.
+pub async fn probe(backend: &str, requests: usize) -> anyhow::Result<()> {
+    let (ours, peer, server) = match backend {
+        "s3" => s3_pair().await?,
+        "azure" => azure_pair().await?,
+        other => anyhow::bail!("probe knows s3 and azure, not {other:?}"),
+    };
+    let data = Bytes::from(vec![7u8; 4096]);
+    let server_pid = server.pid().to_string();
+    let cpu =
+        || -> anyhow::Result<(f64, f64)> { Ok((cpu_seconds("self")?, cpu_seconds(&server_pid)?)) };
     for (name, store) in [
-        ("storage-s3", &ours),
-        ("AmazonS3", &peer),
-        ("storage-s3", &ours),
-        ("AmazonS3", &peer),
+        ("ours", &ours),
+        ("peer", &peer),
+        ("ours", &ours),
+        ("peer", &peer),
     ] {
-        store.put("probe".into(), data.clone()).await?;
-        let (cpu0, t0) = (cpu()?, Instant::now());
-        for _ in 0..requests {
-            store.get("probe".into()).await?;
+        for op in ["put", "get"] {
+            store.put("probe".into(), data.clone()).await?;
+            let ((client0, server0), t0) = (cpu()?, Instant::now());
+            for _ in 0..requests {
+                if op == "put" {
+                    store.put("probe".into(), data.clone()).await?;
+                } else {
+                    store.get("probe".into()).await?;
+                }
+            }
+            let secs = t0.elapsed().as_secs_f64();
+            let (client1, server1) = cpu()?;
+            let per = |a: f64, b: f64| (b - a) * 1e3 / requests as f64;
+            println!(
+                "{name}: {op} {:.0}/s, wall {:.3} ms, client CPU {:.3} ms, server CPU {:.3} ms per request",
+                requests as f64 / secs,
+                secs * 1e3 / requests as f64,
+                per(client0, client1),
+                per(server0, server1),
+            );
         }
-        let secs = t0.elapsed().as_secs_f64();
-        let server_ms = (cpu()? - cpu0) * 1e3 / requests as f64;
-        println!(
-            "{name:>10}: {:.0} gets/s, server CPU {server_ms:.3} ms per get, wall {:.3} ms per get",
-            requests as f64 / secs,
-            secs * 1e3 / requests as f64
-        );
     }
     Ok(())
 }

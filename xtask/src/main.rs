@@ -36,9 +36,10 @@ enum Command {
     /// `bench`, in a fresh process).
     #[command(hide = true)]
     LogstoreOpen { dir: std::path::PathBuf },
-    /// Compare per-request server CPU of the two S3 clients.
+    /// Compare per-request client and server CPU of our client and
+    /// `object_store`'s against one test server (`s3` or `azure`).
     #[command(hide = true)]
-    S3Probe { requests: usize },
+    Probe { backend: String, requests: usize },
 }
 
 fn main() -> ExitCode {
@@ -48,8 +49,8 @@ fn main() -> ExitCode {
         Command::Bench(args) => runtime().and_then(|rt| rt.block_on(bench::main(args))),
         Command::Test => run_tests(),
         Command::Servers { action } => servers::main(action),
-        Command::S3Probe { requests } => runtime()
-            .and_then(|rt| rt.block_on(bench::s3_probe(requests)))
+        Command::Probe { backend, requests } => runtime()
+            .and_then(|rt| rt.block_on(bench::probe(&backend, requests)))
             .map(|()| ExitCode::SUCCESS),
         Command::LogstoreOpen { dir } => runtime()
             .and_then(|rt| rt.block_on(bench_logstore::open_child(&dir)))

@@ -33,11 +33,12 @@ pub mod error;
 mod list;
 pub mod metadata;
 mod sas;
+mod shared_key;
 
 #[cfg(feature = "identity")]
 pub use azure_identity;
 pub use backend::{AzureBackend, DEFAULT_CONTENT_TYPE};
 pub use config::{
-    AzureConfig, AzureCredential, DEFAULT_BLOCK_SIZE, DEFAULT_BLOCK_THRESHOLD, EMULATOR_ACCOUNT,
-    EMULATOR_KEY, MAX_BLOCK_SIZE,
+    AzureConfig, AzureCredential, DEFAULT_BLOCK_SIZE, DEFAULT_BLOCK_THRESHOLD,
+    DEFAULT_SINGLE_PUT_IN_MEMORY, EMULATOR_ACCOUNT, EMULATOR_KEY, MAX_BLOCK_SIZE, MAX_SINGLE_PUT,
 };

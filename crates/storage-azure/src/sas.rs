@@ -43,7 +43,7 @@ const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
 /// A storage account key, ready to sign.
 #[derive(Clone)]
 pub(crate) struct AccountKey {
-    account: Arc<str>,
+    pub(crate) account: Arc<str>,
     key: hmac::Key,
 }
 
@@ -88,7 +88,7 @@ impl AccountKey {
         })
     }
 
-    fn sign(&self, string_to_sign: &str) -> String {
+    pub(crate) fn sign(&self, string_to_sign: &str) -> String {
         BASE64.encode(hmac::sign(&self.key, string_to_sign.as_bytes()))
     }
 

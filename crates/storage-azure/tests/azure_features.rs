@@ -128,7 +128,10 @@ async fn staged_uploads_carry_conditions_and_the_sha256() {
             PutOptions::mode(PutMode::IfNotExists),
         )
         .await;
-    assert!(matches!(again, Err(Error::AlreadyExists { .. })), "{again:?}");
+    assert!(
+        matches!(again, Err(Error::AlreadyExists { .. })),
+        "{again:?}"
+    );
     let stale = store
         .put(
             &k,
@@ -175,10 +178,7 @@ async fn sas_urls_read_and_write_one_blob_until_they_expire() {
         .await
         .expect("PUT");
     assert_eq!(put.status().as_u16(), 201, "{:?}", put.text().await);
-    assert_eq!(
-        store.get_bytes("up/load.txt").await.expect("get"),
-        "hello"
-    );
+    assert_eq!(store.get_bytes("up/load.txt").await.expect("get"), "hello");
 
     let get_url = store
         .presigned_get(&key("up/load.txt"), Duration::from_secs(300))
@@ -215,20 +215,37 @@ async fn a_wrong_account_key_is_refused() {
     // (`PermissionDenied`).
     let server = common::start();
     common::create_container(&server, "auth").await;
-    let wrong = AzureConfig::new(EMULATOR_ACCOUNT, "auth")
-        .endpoint(format!("{}/devstoreaccount1", server.endpoint))
-        .account_key("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")
+    for account_sas in [false, true] {
+        let wrong = AzureConfig::new(EMULATOR_ACCOUNT, "auth")
+            .endpoint(format!("{}/devstoreaccount1", server.endpoint))
+            .account_key("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")
+            .account_sas_requests(account_sas)
+            .build()
+            .expect("client");
+        let err = wrong.get(&key("k"), GetOptions::default()).await;
+        assert!(
+            matches!(
+                err,
+                Err(Error::Unauthenticated { .. } | Error::PermissionDenied { .. })
+            ),
+            "account SAS {account_sas}: {:?}",
+            err.map(|_| ())
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_signed_with_an_account_sas_are_accepted() {
+    let server = common::start();
+    common::create_container(&server, "sas-requests").await;
+    let store = common::config(&server, "sas-requests", "")
+        .account_sas_requests(true)
         .build()
         .expect("client");
-    let err = wrong.get(&key("k"), GetOptions::default()).await;
-    assert!(
-        matches!(
-            err,
-            Err(Error::Unauthenticated { .. } | Error::PermissionDenied { .. })
-        ),
-        "{:?}",
-        err.map(|_| ())
-    );
+    store.put_bytes("k", "v").await.expect("put");
+    assert_eq!(store.get_bytes("k").await.expect("get"), "v");
+    let listed = store.list(&ListOptions::default()).await.expect("list");
+    assert_eq!(listed.objects.len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
