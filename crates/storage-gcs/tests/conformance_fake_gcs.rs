@@ -1,0 +1,16 @@
+//! The whole contract suite against fake-gcs-server 1.54, started by this
+//! test. What the server cannot honour is declared, with the reason, and
+//! reported as a limitation, never as a pass.
+
+mod common;
+
+use storage_conformance::{Filter, assert_no_failures, run, suites};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gcs_backend_passes_the_contract_suite_on_fake_gcs_server() {
+    let factory = common::GcsFactory {
+        server: common::start(),
+        buckets: Default::default(),
+    };
+    assert_no_failures(&run(&factory, &suites::all(), &Filter::default()).await);
+}
