@@ -68,6 +68,30 @@ pub fn factory(name: &str, scratch: PathBuf) -> anyhow::Result<Box<dyn BackendFa
     }
 }
 
+/// Runs `create` (of a bucket or container named `what`) until it succeeds,
+/// every 200 ms for up to 30 s: the server may still be starting.
+async fn when_ready<F, Fut>(server: &RunningServer, what: &str, create: F) -> Result<(), String>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = storage_core::Result<()>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match create().await {
+            Ok(()) => return Ok(()),
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Err(e) => {
+                return Err(format!(
+                    "creating {what}: {e}; server log:\n{}",
+                    server.log_tail()
+                ));
+            }
+        }
+    }
+}
+
 struct Memory;
 
 #[async_trait]
@@ -142,22 +166,8 @@ impl BackendFactory for S3 {
             .build()
             .await
             .map_err(|e| e.to_string())?;
-        // The server may still be starting: retry the first request.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match backend.create_bucket().await {
-                Ok(()) => return Ok(Arc::new(backend)),
-                Err(_) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(200)).await
-                }
-                Err(e) => {
-                    return Err(format!(
-                        "creating bucket {bucket}: {e}; log:\n{}",
-                        self.server.log_tail()
-                    ));
-                }
-            }
-        }
+        when_ready(&self.server, &bucket, || backend.create_bucket()).await?;
+        Ok(Arc::new(backend))
     }
 
     fn limitation(&self, check: &Check) -> Option<String> {
@@ -191,22 +201,8 @@ impl BackendFactory for Azure {
         )
         .build()
         .map_err(|e| e.to_string())?;
-        // The server may still be starting: retry the first request.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match backend.create_container().await {
-                Ok(()) => return Ok(Arc::new(backend)),
-                Err(_) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(200)).await
-                }
-                Err(e) => {
-                    return Err(format!(
-                        "creating container {container}: {e}; log:\n{}",
-                        self.server.log_tail()
-                    ));
-                }
-            }
-        }
+        when_ready(&self.server, &container, || backend.create_container()).await?;
+        Ok(Arc::new(backend))
     }
 
     fn limitation(&self, check: &Check) -> Option<String> {
@@ -237,22 +233,11 @@ impl BackendFactory for Gcs {
             .build()
             .await
             .map_err(|e| e.to_string())?;
-        // The server may still be starting: retry the first request.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match backend.create_bucket("test-project").await {
-                Ok(()) => return Ok(Arc::new(backend)),
-                Err(_) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(200)).await
-                }
-                Err(e) => {
-                    return Err(format!(
-                        "creating bucket {bucket}: {e}; log:\n{}",
-                        self.server.log_tail()
-                    ));
-                }
-            }
-        }
+        when_ready(&self.server, &bucket, || {
+            backend.create_bucket("test-project")
+        })
+        .await?;
+        Ok(Arc::new(backend))
     }
 
     fn limitation(&self, check: &Check) -> Option<String> {

@@ -18,7 +18,7 @@ use azure_storage_blob::models::{
     BlobClientDeleteOptions, BlobContainerClientCreateOptions, DeleteSnapshotsOptionType,
 };
 use azure_storage_blob::{BlobClient, BlobContainerClient, BlobContainerClientOptions};
-use futures::stream::{self, StreamExt};
+use futures::stream::{StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
 use storage_core::{
     Backend, Body, ByteRange, ByteStream, Capabilities, DeleteOptions, ETag, Error, GetOptions,
@@ -549,37 +549,18 @@ pub(crate) fn context(mode: &PutMode) -> Context {
 /// Streams the response body; on a full read with a recorded SHA-256, ends
 /// with the checksum's verdict.
 fn body_stream(response: AsyncRawResponse, key: Key, expected: Option<[u8; 32]>) -> ByteStream {
-    let body = response.into_body();
-    let state = (body, expected.map(|e| (Sha256::new(), e)), key);
-    stream::try_unfold(state, |(mut body, mut hashing, key)| async move {
-        match body.next().await {
-            Some(Ok(chunk)) => {
-                if let Some((hasher, _)) = hashing.as_mut() {
-                    hasher.update(&chunk);
-                }
-                Ok(Some((chunk, (body, hashing, key))))
-            }
-            None => {
-                if let Some((hasher, expected)) = hashing {
-                    let actual: [u8; 32] = hasher.finalize().into();
-                    if actual != expected {
-                        return Err(Error::ChecksumMismatch {
-                            key: key.to_string(),
-                            expected: hex::encode(expected),
-                            actual: hex::encode(actual),
-                        });
-                    }
-                }
-                Ok(None)
-            }
-            Some(Err(e)) => Err(Error::backend(
+    let name = key.to_string();
+    let chunks = response
+        .into_body()
+        .map_err(move |e| {
+            Error::backend(
                 true,
-                format!("Azure Get Blob of {key}: the body failed"),
+                format!("Azure Get Blob of {name}: the body failed"),
                 e,
-            )),
-        }
-    })
-    .boxed()
+            )
+        })
+        .boxed();
+    storage_core::integrity::verify_sha256(chunks, key, expected)
 }
 
 #[async_trait]

@@ -246,13 +246,23 @@ impl Policy for SasPolicy {
             _ => token,
         };
         url.set_query(Some(&query));
-        match next.split_first() {
-            Some((first, rest)) => first.send(ctx, request, rest).await,
-            None => Err(azure_core::Error::with_message(
-                azure_core::error::ErrorKind::Other,
-                "the SAS policy is the last policy of the pipeline",
-            )),
-        }
+        send_next(ctx, request, next).await
+    }
+}
+
+/// Hands `request` to the next policy of the pipeline (the transport is
+/// always last, so a policy of this crate is never the end).
+pub(crate) async fn send_next(
+    ctx: &Context<'_>,
+    request: &mut Request,
+    next: &[Arc<dyn Policy>],
+) -> PolicyResult {
+    match next.split_first() {
+        Some((first, rest)) => first.send(ctx, request, rest).await,
+        None => Err(azure_core::Error::with_message(
+            azure_core::error::ErrorKind::Other,
+            "a signing policy is the last policy of the pipeline",
+        )),
     }
 }
 

@@ -112,13 +112,7 @@ impl Policy for SharedKeyPolicy {
             "authorization",
             format!("SharedKey {}:{signature}", self.key.account),
         );
-        match next.split_first() {
-            Some((first, rest)) => first.send(ctx, request, rest).await,
-            None => Err(azure_core::Error::with_message(
-                azure_core::error::ErrorKind::Other,
-                "the Shared Key policy is the last policy of the pipeline",
-            )),
-        }
+        crate::sas::send_next(ctx, request, next).await
     }
 }
 

@@ -3,45 +3,27 @@
 
 mod common;
 
-use std::time::Instant;
-
-use storage_core::{Backend, Body, Key, PutOptions};
+use storage_conformance::support::upload_from_a_sparse_file;
+use storage_core::Key;
 
 const GIB: u64 = 1024 * 1024 * 1024;
 const LIMIT_MIB: u64 = 128;
-
-fn peak_rss_mib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM");
-    kib / 1024
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_1_gib_upload_from_a_file_stays_under_128_mib() {
     let server = common::start();
     let store = common::create_container(&server, "memory").await;
-    let file = tempfile::NamedTempFile::new().expect("temp file");
-    // A sparse file: reads return zeros without using disk space.
-    file.as_file().set_len(GIB).expect("size the file");
-    let before = peak_rss_mib();
-    let started = Instant::now();
     let key = Key::new("one-gib").expect("key");
-    let body = Body::file(file.path()).await.expect("file body");
-    let meta = store
-        .put(&key, body, PutOptions::default())
+    let figures = upload_from_a_sparse_file(&store, &key, GIB)
         .await
-        .expect("upload");
-    let secs = started.elapsed().as_secs_f64();
-    let peak = peak_rss_mib();
-    println!("1 GiB upload: {secs:.1} s, peak RSS {peak} MiB (before the upload: {before} MiB)");
-    assert_eq!(meta.size, GIB);
-    assert_eq!(store.head(&key).await.expect("head").size, GIB);
+        .unwrap_or_else(|f| panic!("{f}"));
+    println!(
+        "1 GiB upload: {:.1} s, peak RSS {} MiB (before the upload: {} MiB)",
+        figures.seconds, figures.peak_after_mib, figures.peak_before_mib
+    );
     assert!(
-        peak < LIMIT_MIB,
-        "peak resident memory {peak} MiB ≥ {LIMIT_MIB} MiB"
+        figures.peak_after_mib < LIMIT_MIB,
+        "peak resident memory {} MiB ≥ {LIMIT_MIB} MiB",
+        figures.peak_after_mib
     );
 }

@@ -71,3 +71,57 @@ pub fn resident_bytes() -> Option<u64> {
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * 4096)
 }
+
+/// Peak resident memory of this process in MiB (`VmHWM` of
+/// `/proc/self/status`), or `None` where that file does not exist.
+pub fn peak_resident_mib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())?;
+    Some(kib / 1024)
+}
+
+/// What [`upload_from_a_sparse_file`] measured.
+#[derive(Debug, Clone, Copy)]
+pub struct UploadFigures {
+    /// Seconds the put took.
+    pub seconds: f64,
+    /// Peak resident memory of this process before the put, in MiB.
+    pub peak_before_mib: u64,
+    /// Peak resident memory of this process after the put, in MiB.
+    pub peak_after_mib: u64,
+}
+
+/// Puts a sparse file of `len` bytes (zeros that take no disk space) to
+/// `key` as a file body, checks that the stored size is `len`, and returns
+/// the time and this process's peak memory: the memory tests of the remote
+/// backends, which run alone in their test binary so the peak is the
+/// upload's.
+///
+/// # Errors
+/// The put's or head's error, or a size mismatch, as a [`crate::Failure`].
+pub async fn upload_from_a_sparse_file(
+    backend: &dyn Backend,
+    key: &Key,
+    len: u64,
+) -> std::result::Result<UploadFigures, crate::Failure> {
+    let file = tempfile::NamedTempFile::new().map_err(|e| crate::Failure(e.to_string()))?;
+    file.as_file()
+        .set_len(len)
+        .map_err(|e| crate::Failure(e.to_string()))?;
+    let peak_before_mib = peak_resident_mib().unwrap_or(0);
+    let started = std::time::Instant::now();
+    let body = Body::file(file.path()).await?;
+    let meta = backend.put(key, body, PutOptions::default()).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let peak_after_mib = peak_resident_mib().unwrap_or(0);
+    crate::ensure_eq!(meta.size, len, "size returned by put");
+    crate::ensure_eq!(backend.head(key).await?.size, len, "size from head");
+    Ok(UploadFigures {
+        seconds,
+        peak_before_mib,
+        peak_after_mib,
+    })
+}

@@ -41,6 +41,7 @@ mod capabilities;
 mod error;
 mod etag;
 mod ext;
+pub mod integrity;
 mod key;
 pub mod list;
 mod memory;

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
-use futures::stream::{self, StreamExt};
+use futures::stream::{self, StreamExt, TryStreamExt};
 use gcloud_storage::client::Client;
 use gcloud_storage::http::objects::Object;
 use gcloud_storage::http::objects::copy::CopyObjectRequest;
@@ -552,7 +552,7 @@ fn serde_error(text: &str) -> (Option<String>, Option<String>) {
     (reason, message)
 }
 
-/// Streams a download; on a full read, ends with the SHA-256 and CRC32C
+/// Streams a download; on a full read, ends with the CRC32C and SHA-256
 /// verdicts.
 fn body_stream(
     response: reqwest::Response,
@@ -560,58 +560,43 @@ fn body_stream(
     sha256: Option<[u8; 32]>,
     crc: Option<u32>,
 ) -> ByteStream {
-    struct State {
-        body: futures::stream::BoxStream<'static, reqwest::Result<Bytes>>,
-        sha: Option<(Sha256, [u8; 32])>,
-        crc: Option<(u32, u32)>,
-        key: Key,
-    }
-    let state = State {
-        body: response.bytes_stream().boxed(),
-        sha: sha256.map(|e| (Sha256::new(), e)),
-        crc: crc.map(|e| (0, e)),
-        key,
+    let name = key.to_string();
+    let chunks = response
+        .bytes_stream()
+        .map_err(move |e| {
+            Error::backend(true, format!("GCS download of {name}: the body failed"), e)
+        })
+        .boxed();
+    let checked = match crc {
+        Some(expected) => verify_crc32c(chunks, key.clone(), expected),
+        None => chunks,
     };
-    stream::try_unfold(state, |mut state| async move {
-        match state.body.next().await {
-            Some(Ok(chunk)) => {
-                if let Some((hasher, _)) = state.sha.as_mut() {
-                    hasher.update(&chunk);
+    storage_core::integrity::verify_sha256(checked, key, sha256)
+}
+
+/// Passes `body` through and ends it with [`Error::ChecksumMismatch`] when
+/// the CRC32C of every byte is not `expected` (GCS's `x-goog-hash`).
+fn verify_crc32c(body: ByteStream, key: Key, expected: u32) -> ByteStream {
+    stream::try_unfold(
+        (body, Some(0u32), key),
+        move |(mut body, running, key)| async move {
+            match body.next().await {
+                Some(Ok(chunk)) => {
+                    let running = running.map(|r| crc32c::crc32c_append(r, &chunk));
+                    Ok(Some((chunk, (body, running, key))))
                 }
-                if let Some((running, _)) = state.crc.as_mut() {
-                    *running = crc32c::crc32c_append(*running, &chunk);
-                }
-                Ok(Some((chunk, state)))
-            }
-            None => {
-                if let Some((hasher, expected)) = state.sha.take() {
-                    let actual: [u8; 32] = hasher.finalize().into();
-                    if actual != expected {
-                        return Err(Error::ChecksumMismatch {
-                            key: state.key.to_string(),
-                            expected: hex::encode(expected),
-                            actual: hex::encode(actual),
-                        });
-                    }
-                }
-                if let Some((actual, expected)) = state.crc
-                    && actual != expected
-                {
-                    return Err(Error::ChecksumMismatch {
-                        key: state.key.to_string(),
+                Some(Err(e)) => Err(e),
+                None => match running {
+                    Some(actual) if actual != expected => Err(Error::ChecksumMismatch {
+                        key: key.to_string(),
                         expected: format!("CRC32C {expected:08x}"),
                         actual: format!("CRC32C {actual:08x}"),
-                    });
-                }
-                Ok(None)
+                    }),
+                    _ => Ok(None),
+                },
             }
-            Some(Err(e)) => Err(Error::backend(
-                true,
-                format!("GCS download of {}: the body failed", state.key),
-                e,
-            )),
-        }
-    })
+        },
+    )
     .boxed()
 }
 

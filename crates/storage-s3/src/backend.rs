@@ -10,7 +10,7 @@ use aws_sdk_s3::types::{ChecksumMode, MetadataDirective};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
-use futures::stream::{self, StreamExt};
+use futures::stream::{self, StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
 use storage_core::{
     Backend, Body, ByteRange, ByteStream as BodyStream, Capabilities, DeleteOptions, ETag, Error,
@@ -284,36 +284,15 @@ fn content_range(header: &str) -> Option<(std::ops::Range<u64>, u64)> {
 /// Streams the response body; on a full read with a recorded SHA-256, ends
 /// with the checksum's verdict.
 fn body_stream(body: ByteStream, key: Key, expected: Option<[u8; 32]>) -> BodyStream {
-    let state = (body, expected.map(|e| (Sha256::new(), e)), key);
-    stream::try_unfold(state, |(mut body, mut hashing, key)| async move {
-        match body.try_next().await {
-            Ok(Some(chunk)) => {
-                if let Some((hasher, _)) = hashing.as_mut() {
-                    hasher.update(&chunk);
-                }
-                Ok(Some((chunk, (body, hashing, key))))
-            }
-            Ok(None) => {
-                if let Some((hasher, expected)) = hashing {
-                    let actual: [u8; 32] = hasher.finalize().into();
-                    if actual != expected {
-                        return Err(Error::ChecksumMismatch {
-                            key: key.to_string(),
-                            expected: hex::encode(expected),
-                            actual: hex::encode(actual),
-                        });
-                    }
-                }
-                Ok(None)
-            }
-            Err(e) => Err(Error::backend(
-                true,
-                format!("S3 GetObject of {key}: the body failed"),
-                e,
-            )),
-        }
+    let name = key.to_string();
+    let chunks = stream::try_unfold(body, |mut body| async move {
+        Ok(body.try_next().await?.map(|chunk| (chunk, body)))
     })
-    .boxed()
+    .map_err(move |e: aws_sdk_s3::primitives::ByteStreamError| {
+        Error::backend(true, format!("S3 GetObject of {name}: the body failed"), e)
+    })
+    .boxed();
+    storage_core::integrity::verify_sha256(chunks, key, expected)
 }
 
 #[async_trait]
