@@ -397,6 +397,13 @@ pub fn start_seaweedfs(tools: &Path, lifetime: Lifetime) -> Result<RunningServer
             "-admin.ui=false",
             "-master.telemetry=false",
             "-s3.allowDeleteBucketNotEmpty=false",
+            // Every bucket is a collection with volumes of its own. Left to
+            // itself, `weed mini` sizes the volume limit from free disk
+            // space: with ~50 GB free it allowed ~70 buckets, then answered
+            // every put with HTTP 500. Small volumes, a fixed high count
+            // (volumes are not preallocated).
+            "-master.volumeSizeLimitMB=64",
+            "-volume.max=4000",
         ]);
     spawn("seaweedfs", "4.48", command, ports[3], data, lifetime)
 }
