@@ -27,7 +27,7 @@ enum Command {
     /// Run every test of the workspace (the README's test command); installs
     /// the test servers first.
     Test,
-    /// Manage the local test servers (SeaweedFS, moto).
+    /// Manage the local test servers (SeaweedFS, moto, Azurite, fake-gcs-server).
     Servers {
         #[command(subcommand)]
         action: servers::Action,

@@ -92,6 +92,7 @@ pub fn main(action: Action) -> anyhow::Result<ExitCode> {
                 servers::start_seaweedfs(&tools, Lifetime::Detached)?,
                 servers::start_moto(&tools, Lifetime::Detached)?,
                 servers::start_azurite(&tools, Lifetime::Detached)?,
+                servers::start_fake_gcs(&tools, Lifetime::Detached)?,
             ] {
                 let DetachedServer {
                     name,

@@ -98,7 +98,7 @@ impl AzureConfig {
     /// defaults: the public cloud endpoint
     /// (`https://{account}.blob.core.windows.net`), no credential (public
     /// containers only), connect timeout 5 s, request timeout 60 s, staged
-    /// blocks from 16 MiB in 8 MiB blocks, 4 in flight (but one Put Blob for
+    /// blocks from 16 MiB in 8 MiB blocks, 3 in flight (but one Put Blob for
     /// bodies already in memory up to 256 MiB), Shared Key signing with an
     /// account key, and account SAS tokens valid for 1 hour.
     pub fn new(account: impl Into<String>, container: impl Into<String>) -> Self {
@@ -112,7 +112,7 @@ impl AzureConfig {
             request_timeout: Duration::from_secs(60),
             block_threshold: DEFAULT_BLOCK_THRESHOLD,
             block_size: DEFAULT_BLOCK_SIZE,
-            blocks_in_flight: 4,
+            blocks_in_flight: 3,
             single_put_in_memory: DEFAULT_SINGLE_PUT_IN_MEMORY,
             sas_validity: Duration::from_secs(3600),
             account_sas_requests: false,
@@ -193,7 +193,8 @@ impl AzureConfig {
 
     /// Staged blocks from `threshold` bytes, in blocks of `block_size` bytes
     /// (at most 4,000 MiB), `in_flight` blocks at a time. Memory held by an
-    /// upload is about `block_size × (in_flight + 1)`.
+    /// upload is about `block_size × (in_flight + 1)` (32 MiB by default); a
+    /// blob holds at most 50,000 blocks (390 GiB with 8 MiB blocks).
     pub fn blocks(mut self, threshold: u64, block_size: u64, in_flight: usize) -> Self {
         self.block_threshold = threshold;
         self.block_size = block_size;

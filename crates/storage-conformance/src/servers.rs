@@ -199,7 +199,7 @@ pub fn free_port() -> Result<u16, ServerError> {
 /// A test server this process started.
 #[derive(Debug)]
 pub struct RunningServer {
-    /// `seaweedfs` or `moto`.
+    /// `seaweedfs`, `moto`, `azurite` or `fake-gcs-server`.
     pub name: &'static str,
     /// Its version, for reports.
     pub version: &'static str,
@@ -227,7 +227,7 @@ impl RunningServer {
 /// `cargo xtask servers start`): stop it with its pid.
 #[derive(Debug, Clone)]
 pub struct DetachedServer {
-    /// `seaweedfs` or `moto`.
+    /// `seaweedfs`, `moto`, `azurite` or `fake-gcs-server`.
     pub name: String,
     /// Its process id.
     pub pid: u32,
@@ -499,7 +499,8 @@ pub fn start_fake_gcs(tools: &Path, lifetime: Lifetime) -> Result<RunningServer,
 ///
 /// `server` is [`RunningServer::name`]. Facts from `SERVERS.md`, each
 /// confirmed by running the suite with `cargo xtask conformance --backend s3
-/// --backend s3-moto --ignore-limitations` (every one fails there).
+/// --backend s3-moto --backend gcs --ignore-limitations` (every one fails
+/// there). Azurite needs none.
 pub fn declared_limitation(server: &str, check: &crate::Check) -> Option<&'static str> {
     let s3 = matches!(server, "seaweedfs" | "moto");
     match (server, check.suite, check.name) {
