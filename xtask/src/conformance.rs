@@ -12,7 +12,8 @@ use crate::backends;
 #[derive(clap::Args)]
 pub struct Args {
     /// Backends to run (repeatable): memory, fs, logstore, s3 (SeaweedFS),
-    /// s3-moto. Default: the embedded ones (memory, fs, logstore).
+    /// s3-moto, azure (Azurite), gcs (fake-gcs-server). Default: the
+    /// embedded ones (memory, fs, logstore).
     #[arg(long = "backend")]
     backends: Vec<String>,
     /// Run every backend xtask knows.

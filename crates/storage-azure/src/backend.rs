@@ -88,8 +88,14 @@ pub(crate) fn header<'a>(headers: &'a Headers, name: &str) -> Option<&'a str> {
 ///   send `delimiter`; `start_after` is sent as `startFrom` and applied
 ///   exclusively here too, so servers without `startFrom` still list
 ///   correctly (more slowly).
-/// - `copy` streams through the client (`Copy Blob` is asynchronous and
-///   needs the source authorized separately): `server_side_copy` is false.
+/// - With an account key, `copy` is Copy Blob inside the service: the
+///   source is named by a URL carrying a read SAS for that one blob (valid
+///   1 hour), the destination's condition is sent as `If-Match` /
+///   `If-None-Match`, content type and metadata (with the recorded
+///   SHA-256) travel with the content, and a copy the service reports as
+///   pending is awaited. With a SAS token or an Entra ID credential this
+///   crate cannot authorize the source, so `copy` streams through the
+///   client (`Capabilities::server_side_copy` says which).
 /// - Delete removes the blob with its snapshots; deleting a missing blob
 ///   succeeds, but a missing container is [`Error::NotFound`].
 /// - A put without a content type stores [`DEFAULT_CONTENT_TYPE`].
@@ -574,6 +580,7 @@ impl Backend for AzureBackend {
             conditional_put: true,
             conditional_delete: true,
             presigned_urls: self.inner.account_key.is_some(),
+            server_side_copy: self.inner.account_key.is_some(),
             multipart: true,
             checksums: true,
             ..Capabilities::none(Locality::Remote)
@@ -724,6 +731,71 @@ impl Backend for AzureBackend {
                 Err(from_sdk(e, "Delete Blob", key.as_str(), context))
             }
         }
+    }
+
+    async fn copy(&self, from: &Key, to: &Key, mode: PutMode) -> Result<ObjectMeta> {
+        if self.inner.account_key.is_none() {
+            return storage_core::copy_through_client(self, from, to, mode).await;
+        }
+        self.check_name(from)?;
+        self.check_name(to)?;
+        let source = self.sas_url(from, BlobPermission::Read, Duration::from_secs(3600))?;
+        let mut request = Request::new(self.blob_url(to), Method::Put);
+        request.insert_header("x-ms-copy-source", source);
+        request.insert_header("content-length", "0");
+        match &mode {
+            PutMode::Overwrite => {}
+            PutMode::IfNotExists => request.insert_header("if-none-match", "*"),
+            PutMode::IfMatch(etag) => request.insert_header("if-match", etag.quoted()),
+        }
+        let response = match self
+            .send(request, "Copy Blob", to.as_str(), context(&mode), &[202])
+            .await
+        {
+            Ok(response) => response,
+            Err(err) => {
+                // A missing source is NotFound whatever the destination's
+                // condition.
+                if matches!(
+                    err,
+                    Error::NotFound { .. } | Error::PreconditionFailed { .. }
+                ) {
+                    self.head(from).await?;
+                }
+                return Err(err);
+            }
+        };
+        let mut status = header(response.headers(), "x-ms-copy-status").map(str::to_owned);
+        let deadline = tokio::time::Instant::now() + self.inner.config.request_timeout;
+        while status.as_deref() == Some("pending") {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::backend(
+                    true,
+                    format!("Azure Copy Blob of {from} to {to}: still pending"),
+                    "copy pending",
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let request = Request::new(self.blob_url(to), Method::Head);
+            let probe = self
+                .send(
+                    request,
+                    "Get Blob Properties",
+                    to.as_str(),
+                    Context::Plain,
+                    &[200],
+                )
+                .await?;
+            status = header(probe.headers(), "x-ms-copy-status").map(str::to_owned);
+        }
+        if let Some(failed) = status.filter(|s| s != "success") {
+            return Err(Error::backend(
+                false,
+                format!("Azure Copy Blob of {from} to {to}: {failed}"),
+                "copy failed",
+            ));
+        }
+        self.head(to).await
     }
 
     async fn list(&self, options: &ListOptions) -> Result<ListPage> {

@@ -261,3 +261,43 @@ async fn a_server_that_never_answers_times_out_as_a_transient_error() {
     assert!(err.is_transient(), "{err:?}");
     drop(silent);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_with_an_account_key_runs_inside_the_service() {
+    let server = common::start();
+    let store = common::create_container(&server, "copy").await;
+    assert!(store.capabilities().server_side_copy);
+    let put = store
+        .put(
+            &key("src"),
+            Body::from("payload"),
+            PutOptions {
+                content_type: Some("text/csv".into()),
+                ..PutOptions::default()
+            },
+        )
+        .await
+        .expect("put");
+    let copied = store
+        .copy(&key("src"), &key("dst"), PutMode::IfNotExists)
+        .await
+        .expect("copy");
+    assert_eq!(copied.content_type.as_deref(), Some("text/csv"));
+    assert_eq!(copied.sha256, put.sha256, "the recorded SHA-256 travels");
+    // Only Copy Blob leaves copy properties on the destination.
+    let url = store
+        .presigned_get(&key("dst"), Duration::from_secs(60))
+        .expect("url");
+    let head = reqwest::Client::new()
+        .head(&url)
+        .send()
+        .await
+        .expect("HEAD");
+    assert_eq!(
+        head.headers()
+            .get("x-ms-copy-status")
+            .and_then(|v| v.to_str().ok()),
+        Some("success")
+    );
+    assert_eq!(store.get_bytes("dst").await.expect("get"), "payload");
+}

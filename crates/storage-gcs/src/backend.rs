@@ -66,7 +66,8 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
 ///   full read where the server returns it (`x-goog-hash`).
 /// - A get is one media download (`alt=media`) whose `x-goog-generation`,
 ///   `x-goog-hash` and `x-goog-meta-*` headers give the version and
-///   metadata of exactly the bytes returned; `if_match` is sent as
+///   metadata of exactly the bytes returned (a download without
+///   `x-goog-generation` is an error, never a guess); `if_match` is sent as
 ///   `ifGenerationMatch` and also checked against `x-goog-generation`.
 /// - Conditional deletes send `ifGenerationMatch`. GCS honours it;
 ///   fake-gcs-server ignores it (a declared limitation of the test server).
