@@ -1,4 +1,5 @@
-//! The test-server machinery: each server installs, starts on 127.0.0.1,
+//! The test-server machinery: each server (SeaweedFS, moto, Azurite,
+//! fake-gcs-server) installs, starts on 127.0.0.1,
 //! answers, and is gone once its handle is dropped.
 
 use std::net::TcpStream;
@@ -71,4 +72,9 @@ fn ports_are_never_handed_out_twice() {
     unique.sort_unstable();
     unique.dedup();
     assert_eq!(unique.len(), ports.len());
+}
+
+#[test]
+fn fake_gcs_server_starts_answers_and_stops() {
+    starts_answers_and_stops(servers::start_fake_gcs);
 }
