@@ -70,7 +70,7 @@ pub fn factory(name: &str, scratch: PathBuf) -> anyhow::Result<Box<dyn BackendFa
 
 /// Runs `create` (of a bucket or container named `what`) until it succeeds,
 /// every 200 ms for up to 30 s: the server may still be starting.
-async fn when_ready<F, Fut>(server: &RunningServer, what: &str, create: F) -> Result<(), String>
+pub async fn when_ready<F, Fut>(server: &RunningServer, what: &str, create: F) -> Result<(), String>
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = storage_core::Result<()>>,

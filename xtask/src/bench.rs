@@ -346,11 +346,9 @@ async fn s3_pair() -> anyhow::Result<(Store, Store, storage_conformance::servers
             .prefix(prefix)
     };
     let admin = config("").build().await?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while let Err(e) = admin.create_bucket().await {
-        anyhow::ensure!(Instant::now() < deadline, "creating the bench bucket: {e}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    crate::backends::when_ready(&server, "the bench bucket", || admin.create_bucket())
+        .await
+        .map_err(anyhow::Error::msg)?;
     let ours = config("ours/").build().await?;
     let peer = object_store::aws::AmazonS3Builder::new()
         .with_endpoint(server.endpoint.clone())
@@ -381,14 +379,9 @@ async fn azure_pair() -> anyhow::Result<(Store, Store, storage_conformance::serv
     let endpoint = format!("{}/{EMULATOR_ACCOUNT}", server.endpoint);
     let config = |prefix: &str| AzureConfig::emulator(&endpoint, "bench").prefix(prefix);
     let admin = config("").build()?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while let Err(e) = admin.create_container().await {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "creating the bench container: {e}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    crate::backends::when_ready(&server, "the bench container", || admin.create_container())
+        .await
+        .map_err(anyhow::Error::msg)?;
     let ours = config("ours/").build()?;
     let peer = object_store::azure::MicrosoftAzureBuilder::new()
         .with_account(EMULATOR_ACCOUNT)
@@ -421,11 +414,11 @@ async fn gcs_store() -> anyhow::Result<(Store, storage_conformance::servers::Run
         .prefix("ours/")
         .build()
         .await?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while let Err(e) = store.create_bucket("bench-project").await {
-        anyhow::ensure!(Instant::now() < deadline, "creating the bench bucket: {e}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    crate::backends::when_ready(&server, "the bench bucket", || {
+        store.create_bucket("bench-project")
+    })
+    .await
+    .map_err(anyhow::Error::msg)?;
     Ok((Store::Ours(Arc::new(store)), server))
 }
 

@@ -1,6 +1,5 @@
 //! The `Backend` implementation of `AzureBackend`.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -138,15 +137,6 @@ fn parse_http_date(value: Option<&str>) -> SystemTime {
         .and_then(|v| azure_core::time::parse_rfc7231(v).ok())
         .map(to_system_time)
         .unwrap_or(SystemTime::UNIX_EPOCH)
-}
-
-/// Parses `Content-Range: bytes a-b/size` into the half-open range and size.
-fn content_range(header: &str) -> Option<(std::ops::Range<u64>, u64)> {
-    let rest = header.strip_prefix("bytes ")?;
-    let (span, size) = rest.split_once('/')?;
-    let (a, b) = span.split_once('-')?;
-    let (a, b, size): (u64, u64, u64) = (a.parse().ok()?, b.parse().ok()?, size.parse().ok()?);
-    Some((a..b.checked_add(1)?, size))
 }
 
 impl AzureBackend {
@@ -319,17 +309,13 @@ impl AzureBackend {
     }
 
     /// Runs `future` under the request timeout.
-    pub(crate) async fn timed<T>(&self, op: &str, future: impl Future<Output = T>) -> Result<T> {
+    pub(crate) async fn timed<T>(
+        &self,
+        op: &str,
+        future: impl std::future::Future<Output = T>,
+    ) -> Result<T> {
         let limit = self.inner.config.request_timeout;
-        tokio::time::timeout(limit, future)
-            .await
-            .map_err(|elapsed| {
-                Error::backend(
-                    true,
-                    format!("Azure {op}: no answer within {} ms", limit.as_millis()),
-                    elapsed,
-                )
-            })
+        storage_core::timeout::within(limit, future, || format!("Azure {op}")).await
     }
 
     /// Sends a request this crate built and checks its status.
@@ -659,10 +645,11 @@ impl Backend for AzureBackend {
         let length = header(headers, CONTENT_LENGTH)
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(0);
-        let (served, size) = match header(headers, CONTENT_RANGE).and_then(content_range) {
-            Some(parsed) => parsed,
-            None => (0..length, length),
-        };
+        let (served, size) =
+            match header(headers, CONTENT_RANGE).and_then(storage_core::parse_content_range) {
+                Some(parsed) => parsed,
+                None => (0..length, length),
+            };
         if let Some(requested) = &options.range {
             // Azurite answers a range starting at the size with 206 and no
             // bytes, and some servers ignore ranges on empty blobs.
@@ -873,12 +860,6 @@ mod tests {
             .prefix("tenant/")
             .build()
             .expect("config")
-    }
-
-    #[test]
-    fn content_ranges_parse_into_half_open_ranges() {
-        assert_eq!(content_range("bytes 2-5/10"), Some((2..6, 10)));
-        assert_eq!(content_range("bytes */10"), None);
     }
 
     #[test]

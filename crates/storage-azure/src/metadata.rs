@@ -57,9 +57,7 @@ pub(crate) fn from_azure<'a>(
     for (name, value) in pairs {
         let name = name.to_ascii_lowercase();
         if name == SHA256_NAME {
-            sha256 = hex::decode(value)
-                .ok()
-                .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok());
+            sha256 = storage_core::integrity::sha256_from_hex(value);
         } else if let Some(encoded) = name.strip_prefix(ENCODED) {
             if let Some(decoded) = hex::decode(encoded)
                 .ok()

@@ -125,3 +125,31 @@ pub async fn upload_from_a_sparse_file(
         peak_after_mib,
     })
 }
+
+/// The memory test of a remote backend: [`upload_from_a_sparse_file`] of
+/// `len` bytes to `key`, printing the figures, then fails unless this
+/// process's peak resident memory stayed under `limit_mib`.
+///
+/// # Errors
+/// Those of [`upload_from_a_sparse_file`], or the peak at or over the limit.
+pub async fn upload_stays_under(
+    backend: &dyn Backend,
+    key: &Key,
+    len: u64,
+    limit_mib: u64,
+) -> std::result::Result<UploadFigures, crate::Failure> {
+    let figures = upload_from_a_sparse_file(backend, key, len).await?;
+    println!(
+        "{} MiB upload: {:.1} s, peak RSS {} MiB (before the upload: {} MiB)",
+        len >> 20,
+        figures.seconds,
+        figures.peak_after_mib,
+        figures.peak_before_mib
+    );
+    crate::ensure!(
+        figures.peak_after_mib < limit_mib,
+        "peak resident memory {} MiB ≥ {limit_mib} MiB",
+        figures.peak_after_mib
+    );
+    Ok(figures)
+}

@@ -46,6 +46,12 @@ pub fn verify_sha256(body: ByteStream, key: Key, expected: Option<[u8; 32]>) -> 
     .boxed()
 }
 
+/// A SHA-256 written as 64 hex digits (how backends store it as object
+/// metadata), or `None` when `hex` is not one.
+pub fn sha256_from_hex(hex: &str) -> Option<[u8; 32]> {
+    hex::decode(hex).ok()?.try_into().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,6 +64,13 @@ mod tests {
             .map(|p| Ok(Bytes::from_static(p.as_bytes())))
             .collect();
         stream::iter(parts).boxed()
+    }
+
+    #[test]
+    fn hex_sha256_parses_only_at_full_length() {
+        assert_eq!(sha256_from_hex(&"ab".repeat(32)), Some([0xab; 32]));
+        assert_eq!(sha256_from_hex("abcd"), None);
+        assert_eq!(sha256_from_hex(&"zz".repeat(32)), None);
     }
 
     #[tokio::test]

@@ -47,6 +47,7 @@ pub mod list;
 mod memory;
 mod meta;
 mod options;
+pub mod timeout;
 mod watch;
 
 pub use backend::{Backend, GetResult, copy_through_client, unsupported};
@@ -61,6 +62,7 @@ pub use meta::{
     MAX_METADATA_BYTES, Metadata, ObjectMeta, validate_content_type, validate_metadata,
 };
 pub use options::{
-    ByteRange, DeleteOptions, GetOptions, ListOptions, ListPage, MAX_PAGE_SIZE, PutMode, PutOptions,
+    ByteRange, DeleteOptions, GetOptions, ListOptions, ListPage, MAX_PAGE_SIZE, PutMode,
+    PutOptions, parse_content_range,
 };
 pub use watch::{CHANGE_FEED_CAPACITY, Change, ChangeFeed, ChangeKind, ChangeStream};

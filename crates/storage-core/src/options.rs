@@ -125,6 +125,20 @@ impl From<RangeFrom<u64>> for ByteRange {
     }
 }
 
+/// Parses an HTTP `Content-Range` value of the form `bytes a-b/size`
+/// (RFC 9110, section 14.4) into the half-open range served (`a..b + 1`)
+/// and the object's full size in bytes; `None` for the other forms
+/// (`bytes */size`, an unknown size) and for malformed values. The inverse
+/// of the `Range` header that [`ByteRange`] writes, for backends that read
+/// ranges over HTTP.
+pub fn parse_content_range(value: &str) -> Option<(Range<u64>, u64)> {
+    let rest = value.strip_prefix("bytes ")?;
+    let (span, size) = rest.split_once('/')?;
+    let (a, b) = span.split_once('-')?;
+    let (a, b, size): (u64, u64, u64) = (a.parse().ok()?, b.parse().ok()?, size.parse().ok()?);
+    Some((a..b.checked_add(1)?, size))
+}
+
 impl fmt::Display for ByteRange {
     /// Writes the range as an HTTP `Range` header value, for example
     /// `bytes=0-99` for the half-open `0..100`.
@@ -245,6 +259,13 @@ pub struct DeleteOptions {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn content_ranges_parse_into_half_open_ranges() {
+        assert_eq!(parse_content_range("bytes 2-5/10"), Some((2..6, 10)));
+        assert_eq!(parse_content_range("bytes */10"), None);
+        assert_eq!(parse_content_range("bytes 0-18446744073709551615/1"), None);
+    }
     use super::*;
 
     fn key() -> Key {

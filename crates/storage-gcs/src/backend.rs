@@ -148,15 +148,6 @@ fn system_time(t: Option<time::OffsetDateTime>) -> SystemTime {
     t.map(SystemTime::from).unwrap_or(SystemTime::UNIX_EPOCH)
 }
 
-/// Parses `Content-Range: bytes a-b/size` into the half-open range and size.
-fn content_range(header: &str) -> Option<(std::ops::Range<u64>, u64)> {
-    let rest = header.strip_prefix("bytes ")?;
-    let (span, size) = rest.split_once('/')?;
-    let (a, b) = span.split_once('-')?;
-    let (a, b, size): (u64, u64, u64) = (a.parse().ok()?, b.parse().ok()?, size.parse().ok()?);
-    Some((a..b.checked_add(1)?, size))
-}
-
 /// The CRC32C in an `x-goog-hash` header (`crc32c=…,md5=…`).
 fn crc32c_of(hash: &str) -> Option<u32> {
     let value = hash
@@ -225,15 +216,7 @@ impl GcsBackend {
         future: impl std::future::Future<Output = T>,
     ) -> Result<T> {
         let limit = self.inner.config.request_timeout;
-        tokio::time::timeout(limit, future)
-            .await
-            .map_err(|elapsed| {
-                Error::backend(
-                    true,
-                    format!("GCS {op}: no answer within {} ms", limit.as_millis()),
-                    elapsed,
-                )
-            })
+        storage_core::timeout::within(limit, future, || format!("GCS {op}")).await
     }
 
     /// Creates the configured bucket in `project`; succeeds if it exists.
@@ -698,10 +681,11 @@ impl Backend for GcsBackend {
         let length = header(headers, "content-length")
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(0);
-        let (served, size) = match header(headers, "content-range").and_then(content_range) {
-            Some(parsed) => parsed,
-            None => (0..length, length),
-        };
+        let (served, size) =
+            match header(headers, "content-range").and_then(storage_core::parse_content_range) {
+                Some(parsed) => parsed,
+                None => (0..length, length),
+            };
         if let Some(requested) = &options.range {
             // fake-gcs-server answers a range starting at the size with no
             // bytes and no Content-Range.

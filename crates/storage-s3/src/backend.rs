@@ -272,15 +272,6 @@ fn missing_etag(key: &Key) -> Error {
     missing("GetObject or HeadObject", key.as_str(), "ETag")
 }
 
-/// Parses `Content-Range: bytes a-b/size` into the half-open range and size.
-fn content_range(header: &str) -> Option<(std::ops::Range<u64>, u64)> {
-    let rest = header.strip_prefix("bytes ")?;
-    let (span, size) = rest.split_once('/')?;
-    let (a, b) = span.split_once('-')?;
-    let (a, b, size): (u64, u64, u64) = (a.parse().ok()?, b.parse().ok()?, size.parse().ok()?);
-    Some((a..b + 1, size))
-}
-
 /// Streams the response body; on a full read with a recorded SHA-256, ends
 /// with the checksum's verdict.
 fn body_stream(body: ByteStream, key: Key, expected: Option<[u8; 32]>) -> BodyStream {
@@ -379,7 +370,10 @@ impl Backend for S3Backend {
             }
         };
         let length = output.content_length().unwrap_or(0).max(0) as u64;
-        let (range, size) = match output.content_range().and_then(content_range) {
+        let (range, size) = match output
+            .content_range()
+            .and_then(storage_core::parse_content_range)
+        {
             Some(parsed) => parsed,
             None => (0..length, length),
         };
@@ -553,12 +547,6 @@ fn encode_copy_source(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn content_ranges_parse_into_half_open_ranges() {
-        assert_eq!(content_range("bytes 2-5/10"), Some((2..6, 10)));
-        assert_eq!(content_range("bytes */10"), None);
-    }
 
     #[tokio::test]
     async fn public_urls_join_the_base_the_prefix_and_the_key() {
