@@ -24,8 +24,8 @@ pub const EMULATOR_KEY: &str =
 /// Bodies of at least this many bytes (or of unknown length) are uploaded as
 /// staged blocks by default: 16 MiB.
 pub const DEFAULT_BLOCK_THRESHOLD: u64 = 16 * 1024 * 1024;
-/// Default block size: 8 MiB.
-pub const DEFAULT_BLOCK_SIZE: u64 = 8 * 1024 * 1024;
+/// Default block size: 4 MiB (the SDK's own partition size).
+pub const DEFAULT_BLOCK_SIZE: u64 = 4 * 1024 * 1024;
 /// Bodies already in memory up to this many bytes go as one Put Blob by
 /// default: 256 MiB.
 pub const DEFAULT_SINGLE_PUT_IN_MEMORY: u64 = 256 * 1024 * 1024;
@@ -98,7 +98,7 @@ impl AzureConfig {
     /// defaults: the public cloud endpoint
     /// (`https://{account}.blob.core.windows.net`), no credential (public
     /// containers only), connect timeout 5 s, request timeout 60 s, staged
-    /// blocks from 16 MiB in 8 MiB blocks, 3 in flight (but one Put Blob for
+    /// blocks from 16 MiB in 4 MiB blocks, 4 in flight (but one Put Blob for
     /// bodies already in memory up to 256 MiB), Shared Key signing with an
     /// account key, and account SAS tokens valid for 1 hour.
     pub fn new(account: impl Into<String>, container: impl Into<String>) -> Self {
@@ -112,7 +112,7 @@ impl AzureConfig {
             request_timeout: Duration::from_secs(60),
             block_threshold: DEFAULT_BLOCK_THRESHOLD,
             block_size: DEFAULT_BLOCK_SIZE,
-            blocks_in_flight: 3,
+            blocks_in_flight: 4,
             single_put_in_memory: DEFAULT_SINGLE_PUT_IN_MEMORY,
             sas_validity: Duration::from_secs(3600),
             account_sas_requests: false,
@@ -193,8 +193,9 @@ impl AzureConfig {
 
     /// Staged blocks from `threshold` bytes, in blocks of `block_size` bytes
     /// (at most 4,000 MiB), `in_flight` blocks at a time. Memory held by an
-    /// upload is about `block_size × (in_flight + 1)` (32 MiB by default); a
-    /// blob holds at most 50,000 blocks (390 GiB with 8 MiB blocks).
+    /// upload is about `block_size × (in_flight + 1)` (20 MiB by default); a
+    /// blob holds at most 50,000 blocks (195 GiB with 4 MiB blocks: raise
+    /// the block size for larger objects).
     pub fn blocks(mut self, threshold: u64, block_size: u64, in_flight: usize) -> Self {
         self.block_threshold = threshold;
         self.block_size = block_size;
