@@ -10,11 +10,13 @@ use storage_conformance::BackendFactory;
 use storage_core::{Backend, MemoryBackend};
 
 use storage_azure::AzureConfig;
-use storage_conformance::Check;
 use storage_conformance::servers::{self, Lifetime, RunningServer};
+use storage_conformance::{Check, Hooks};
 use storage_disk::{FsBackend, LogStore};
 use storage_gcs::GcsConfig;
 use storage_s3::S3Config;
+
+use crate::hooks;
 
 /// Backends run when none is named: the embedded ones.
 pub const DEFAULT: [&str; 3] = ["memory", "fs", "logstore"];
@@ -28,7 +30,10 @@ pub fn factory(name: &str, scratch: PathBuf) -> anyhow::Result<Box<dyn BackendFa
     match name {
         "memory" => Ok(Box::new(Memory)),
         "fs" => Ok(Box::new(Fs { root: scratch })),
-        "logstore" => Ok(Box::new(Log { root: scratch })),
+        "logstore" => Ok(Box::new(Log {
+            root: scratch,
+            stores: Default::default(),
+        })),
         "s3" | "s3-moto" => {
             let tools = servers::tools_dir();
             servers::install(&tools)?;
@@ -42,6 +47,7 @@ pub fn factory(name: &str, scratch: PathBuf) -> anyhow::Result<Box<dyn BackendFa
                 name: name.to_owned(),
                 server,
                 buckets: AtomicUsize::new(0),
+                stores: Stores::default(),
             }))
         }
         "azure" => {
@@ -52,6 +58,7 @@ pub fn factory(name: &str, scratch: PathBuf) -> anyhow::Result<Box<dyn BackendFa
             Ok(Box::new(Azure {
                 server,
                 containers: AtomicUsize::new(0),
+                stores: Stores::default(),
             }))
         }
         "gcs" => {
@@ -62,6 +69,7 @@ pub fn factory(name: &str, scratch: PathBuf) -> anyhow::Result<Box<dyn BackendFa
             Ok(Box::new(Gcs {
                 server,
                 buckets: AtomicUsize::new(0),
+                stores: Stores::default(),
             }))
         }
         other => anyhow::bail!("unknown backend {other:?}; known: {}", ALL.join(", ")),
@@ -119,10 +127,40 @@ impl BackendFactory for Fs {
             .map(|b| Arc::new(b) as Arc<dyn Backend>)
             .map_err(|e| e.to_string())
     }
+    fn hooks(&self, check: &str, _backend: &Arc<dyn Backend>) -> Hooks {
+        let dir = self.root.join(check.replace('/', "-"));
+        Hooks {
+            tamper: Some(Arc::new(move |key| {
+                let dir = dir.clone();
+                Box::pin(async move {
+                    flip_stored_content(&dir, &key).await?;
+                    Ok(None)
+                })
+            })),
+            ..Hooks::default()
+        }
+    }
+}
+
+/// Flips a byte of the content of `key`, found by its bytes in the files
+/// under `dir` (the tamper checks write a pseudo-random pattern).
+async fn flip_stored_content(dir: &std::path::Path, key: &storage_core::Key) -> Result<(), String> {
+    let needle = storage_conformance::support::pattern(1024, 99);
+    let changed = storage_conformance::hooks::flip_byte_in_files(dir, &needle)
+        .map_err(|e| format!("corrupting {key}: {e}"))?;
+    if changed == 0 {
+        return Err(format!(
+            "the content of {key} was not found under {}",
+            dir.display()
+        ));
+    }
+    Ok(())
 }
 
 struct Log {
     root: PathBuf,
+    /// Every store made, by check, so that the tamper hook can close it.
+    stores: std::sync::Mutex<std::collections::HashMap<String, LogStore>>,
 }
 
 #[async_trait]
@@ -132,10 +170,36 @@ impl BackendFactory for Log {
     }
     async fn create(&self, check: &str) -> Result<Arc<dyn Backend>, String> {
         let dir = self.root.join(check.replace('/', "-"));
-        LogStore::open(dir)
-            .await
-            .map(|b| Arc::new(b) as Arc<dyn Backend>)
-            .map_err(|e| e.to_string())
+        let store = LogStore::open(dir).await.map_err(|e| e.to_string())?;
+        self.stores
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(check.to_owned(), store.clone());
+        Ok(Arc::new(store))
+    }
+    fn hooks(&self, check: &str, _backend: &Arc<dyn Backend>) -> Hooks {
+        let dir = self.root.join(check.replace('/', "-"));
+        let store = self
+            .stores
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(check);
+        Hooks {
+            // The active segment's records are served from memory: close the
+            // store, corrupt the segment file, and read through a reopened one.
+            tamper: store.map(|store| -> storage_conformance::hooks::TamperFn {
+                Arc::new(move |key| {
+                    let (dir, store) = (dir.clone(), store.clone());
+                    Box::pin(async move {
+                        store.close().await.map_err(|e| e.to_string())?;
+                        flip_stored_content(&dir, &key).await?;
+                        let reopened = LogStore::open(&dir).await.map_err(|e| e.to_string())?;
+                        Ok(Some(Arc::new(reopened) as Arc<dyn Backend>))
+                    })
+                })
+            }),
+            ..Hooks::default()
+        }
     }
 }
 
@@ -144,6 +208,33 @@ struct S3 {
     name: String,
     server: RunningServer,
     buckets: AtomicUsize,
+    /// The bucket of each check, for its hooks.
+    stores: Stores,
+}
+
+/// The bucket or container made for each check.
+type Stores = std::sync::Mutex<std::collections::HashMap<String, String>>;
+
+fn remember(stores: &Stores, check: &str, store: String) {
+    stores
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(check.to_owned(), store);
+}
+
+fn recall(stores: &Stores, check: &str) -> Option<String> {
+    stores
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .remove(check)
+}
+
+fn s3_config(server: &RunningServer, bucket: &str, secret: &str) -> S3Config {
+    S3Config::new(bucket)
+        .endpoint(server.endpoint.clone())
+        .path_style(true)
+        .region("us-east-1")
+        .credentials(servers::S3_ACCESS_KEY, secret, None)
 }
 
 #[async_trait]
@@ -156,23 +247,35 @@ impl BackendFactory for S3 {
         Some(format!("{} {}", self.server.name, self.server.version))
     }
 
-    async fn create(&self, _check: &str) -> Result<Arc<dyn Backend>, String> {
+    async fn create(&self, check: &str) -> Result<Arc<dyn Backend>, String> {
         let bucket = format!("check-{:03}", self.buckets.fetch_add(1, Ordering::Relaxed));
-        let backend = S3Config::new(&bucket)
-            .endpoint(self.server.endpoint.clone())
-            .path_style(true)
-            .region("us-east-1")
-            .credentials(servers::S3_ACCESS_KEY, servers::S3_SECRET_KEY, None)
+        let backend = s3_config(&self.server, &bucket, servers::S3_SECRET_KEY)
             .build()
             .await
             .map_err(|e| e.to_string())?;
         when_ready(&self.server, &bucket, || backend.create_bucket()).await?;
+        remember(&self.stores, check, bucket);
         Ok(Arc::new(backend))
     }
 
-    fn limitation(&self, check: &Check) -> Option<String> {
+    fn hooks(&self, check: &str, backend: &Arc<dyn Backend>) -> Hooks {
+        let Some(bucket) = recall(&self.stores, check) else {
+            return Hooks::default();
+        };
+        let _ = backend;
+        let config = s3_config(&self.server, &bucket, "not-the-secret");
+        Hooks {
+            // No tamper hook: see `hooks`.
+            tamper: None,
+            wrong_credentials: Some(hooks::wrong_credentials(move || {
+                let config = config.clone();
+                async move { Ok(Arc::new(config.build().await?) as Arc<dyn Backend>) }
+            })),
+        }
+    }
+
+    fn limitation(&self, check: &Check) -> Option<storage_conformance::Declared> {
         servers::declared_limitation(self.server.name, check)
-            .map(|r| format!("{}: {r}", self.server.name))
     }
 }
 
@@ -180,6 +283,14 @@ impl BackendFactory for S3 {
 struct Azure {
     server: RunningServer,
     containers: AtomicUsize,
+    /// The container of each check, for its hooks.
+    stores: Stores,
+}
+
+impl Azure {
+    fn endpoint(&self) -> String {
+        format!("{}/devstoreaccount1", self.server.endpoint)
+    }
 }
 
 #[async_trait]
@@ -192,22 +303,39 @@ impl BackendFactory for Azure {
         Some(format!("{} {}", self.server.name, self.server.version))
     }
 
-    async fn create(&self, _check: &str) -> Result<Arc<dyn Backend>, String> {
+    async fn create(&self, check: &str) -> Result<Arc<dyn Backend>, String> {
         let n = self.containers.fetch_add(1, Ordering::Relaxed);
         let container = format!("check-{n:03}");
-        let backend = AzureConfig::emulator(
-            format!("{}/devstoreaccount1", self.server.endpoint),
-            &container,
-        )
-        .build()
-        .map_err(|e| e.to_string())?;
+        let backend = AzureConfig::emulator(self.endpoint(), &container)
+            .build()
+            .map_err(|e| e.to_string())?;
         when_ready(&self.server, &container, || backend.create_container()).await?;
+        remember(&self.stores, check, container);
         Ok(Arc::new(backend))
     }
 
-    fn limitation(&self, check: &Check) -> Option<String> {
+    fn hooks(&self, check: &str, backend: &Arc<dyn Backend>) -> Hooks {
+        let Some(container) = recall(&self.stores, check) else {
+            return Hooks::default();
+        };
+        // A well-formed account key that is not the emulator's.
+        let config = AzureConfig::emulator(self.endpoint(), &container)
+            .account_key("bm90LXRoZS1lbXVsYXRvci1rZXktbm90LXRoZS1lbXVsYXRvci1rZXk=");
+        Hooks {
+            tamper: Some(hooks::azure_tamper(
+                Arc::clone(backend),
+                self.endpoint(),
+                container,
+            )),
+            wrong_credentials: Some(hooks::wrong_credentials(move || {
+                let config = config.clone();
+                async move { Ok(Arc::new(config.build()?) as Arc<dyn Backend>) }
+            })),
+        }
+    }
+
+    fn limitation(&self, check: &Check) -> Option<storage_conformance::Declared> {
         servers::declared_limitation(self.server.name, check)
-            .map(|r| format!("{}: {r}", self.server.name))
     }
 }
 
@@ -215,6 +343,8 @@ impl BackendFactory for Azure {
 struct Gcs {
     server: RunningServer,
     buckets: AtomicUsize,
+    /// The bucket of each check, for its hooks.
+    stores: Stores,
 }
 
 #[async_trait]
@@ -227,7 +357,7 @@ impl BackendFactory for Gcs {
         Some(format!("{} {}", self.server.name, self.server.version))
     }
 
-    async fn create(&self, _check: &str) -> Result<Arc<dyn Backend>, String> {
+    async fn create(&self, check: &str) -> Result<Arc<dyn Backend>, String> {
         let bucket = format!("check-{:03}", self.buckets.fetch_add(1, Ordering::Relaxed));
         let backend = GcsConfig::emulator(self.server.endpoint.clone(), &bucket)
             .build()
@@ -237,11 +367,31 @@ impl BackendFactory for Gcs {
             backend.create_bucket("test-project")
         })
         .await?;
+        remember(&self.stores, check, bucket);
         Ok(Arc::new(backend))
     }
 
-    fn limitation(&self, check: &Check) -> Option<String> {
+    fn hooks(&self, check: &str, backend: &Arc<dyn Backend>) -> Hooks {
+        let Some(bucket) = recall(&self.stores, check) else {
+            return Hooks::default();
+        };
+        // fake-gcs-server checks no credentials (a declared limitation): a
+        // client without any must still be refused by a real service.
+        let config = GcsConfig::emulator(self.server.endpoint.clone(), &bucket).anonymous();
+        Hooks {
+            tamper: Some(hooks::gcs_tamper(
+                Arc::clone(backend),
+                self.server.endpoint.clone(),
+                bucket,
+            )),
+            wrong_credentials: Some(hooks::wrong_credentials(move || {
+                let config = config.clone();
+                async move { Ok(Arc::new(config.build().await?) as Arc<dyn Backend>) }
+            })),
+        }
+    }
+
+    fn limitation(&self, check: &Check) -> Option<storage_conformance::Declared> {
         servers::declared_limitation(self.server.name, check)
-            .map(|r| format!("{}: {r}", self.server.name))
     }
 }

@@ -5,6 +5,7 @@ mod backends;
 mod bench;
 mod bench_logstore;
 mod conformance;
+mod hooks;
 mod servers;
 
 use std::process::ExitCode;

@@ -569,6 +569,7 @@ impl Backend for AzureBackend {
             server_side_copy: self.inner.account_key.is_some(),
             multipart: true,
             checksums: true,
+            unique_etags: true,
             ..Capabilities::none(Locality::Remote)
         }
     }

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use storage_core::{Backend, Capabilities, Error, Locality};
 
+use crate::Hooks;
+
 /// Why a check failed: a sentence naming the rule and what was observed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure(pub String);
@@ -25,8 +27,9 @@ impl From<Error> for Failure {
 /// The outcome of running one check's body.
 pub type CheckResult = Result<(), Failure>;
 
-/// The body of a check: given a fresh backend, assert one rule.
-pub type CheckFn = fn(Arc<dyn Backend>) -> BoxFuture<'static, CheckResult>;
+/// The body of a check: given a fresh backend and the factory's [`Hooks`]
+/// for it, assert one rule.
+pub type CheckFn = fn(Arc<dyn Backend>, Hooks) -> BoxFuture<'static, CheckResult>;
 
 /// A capability a check needs; a backend without it reports the check as
 /// unsupported instead of running it.
@@ -40,22 +43,62 @@ pub enum Requires {
     Checksums,
     /// [`Capabilities::change_feed`].
     ChangeFeed,
+    /// [`Capabilities::unique_etags`].
+    UniqueEtags,
     /// Data that does not live in the process's memory, so that the client
     /// side of a transfer can be bounded.
     OutOfProcessStorage,
+    /// No change feed: the check asserts that `watch` answers
+    /// [`Error::Unsupported`].
+    NoChangeFeed,
+    /// No conditional put: the check asserts that a conditional put answers
+    /// [`Error::Unsupported`].
+    NoConditionalPut,
+    /// No conditional delete: the check asserts that a conditional delete
+    /// answers [`Error::Unsupported`].
+    NoConditionalDelete,
+    /// The factory's [`Hooks::tamper`].
+    TamperHook,
+    /// The factory's [`Hooks::wrong_credentials`].
+    WrongCredentialsHook,
 }
 
 impl Requires {
-    /// Why a backend with `caps` cannot run the check, or `None` if it can.
-    pub fn missing(self, caps: &Capabilities) -> Option<&'static str> {
+    /// Why a backend with `caps`, made by a factory offering `hooks`, cannot
+    /// run the check, or `None` if it can.
+    pub fn missing(self, caps: &Capabilities, hooks: &Hooks) -> Option<&'static str> {
         let (has, reason) = match self {
+            Requires::TamperHook => (
+                hooks.tamper.is_some(),
+                "has no test hook to corrupt stored bytes behind its back",
+            ),
+            Requires::WrongCredentialsHook => (
+                hooks.wrong_credentials.is_some(),
+                "has no test hook for a client with refused credentials (or takes no credentials)",
+            ),
             Requires::ConditionalPut => (caps.conditional_put, "no conditional put"),
             Requires::ConditionalDelete => (caps.conditional_delete, "no conditional delete"),
             Requires::Checksums => (caps.checksums, "does not record SHA-256 checksums"),
             Requires::ChangeFeed => (caps.change_feed, "has no change feed"),
+            Requires::UniqueEtags => (
+                caps.unique_etags,
+                "derives ETags from the content (the same bytes give the same ETag)",
+            ),
             Requires::OutOfProcessStorage => (
                 caps.locality != Locality::Memory,
                 "keeps objects in process memory, so a transfer cannot be bounded",
+            ),
+            Requires::NoChangeFeed => (
+                !caps.change_feed,
+                "has a change feed, so the Unsupported answer does not apply",
+            ),
+            Requires::NoConditionalPut => (
+                !caps.conditional_put,
+                "has conditional puts, so the Unsupported answer does not apply",
+            ),
+            Requires::NoConditionalDelete => (
+                !caps.conditional_delete,
+                "has conditional deletes, so the Unsupported answer does not apply",
             ),
         };
         (!has).then_some(reason)
@@ -71,6 +114,10 @@ pub struct Check {
     pub name: &'static str,
     /// Capabilities it needs.
     pub requires: &'static [Requires],
+    /// It measures this process's memory, so the runner runs it before every
+    /// other check of the run: in a fresh process, nothing freed by earlier
+    /// checks can hide what it measures.
+    pub first: bool,
     /// Its body.
     pub run: CheckFn,
 }
@@ -82,9 +129,10 @@ impl fmt::Debug for Check {
 }
 
 impl Check {
-    /// Why a backend with `caps` cannot run this check, if it cannot.
-    pub fn unsupported_reason(&self, caps: &Capabilities) -> Option<&'static str> {
-        self.requires.iter().find_map(|r| r.missing(caps))
+    /// Why a backend with `caps`, made by a factory offering `hooks`, cannot
+    /// run this check, if it cannot.
+    pub fn unsupported_reason(&self, caps: &Capabilities, hooks: &Hooks) -> Option<&'static str> {
+        self.requires.iter().find_map(|r| r.missing(caps, hooks))
     }
 }
 
@@ -100,7 +148,26 @@ macro_rules! check {
             suite: $suite,
             name: stringify!($name),
             requires: &[$($crate::Requires::$req),*],
-            run: |backend| Box::pin($name(backend)),
+            first: false,
+            run: |backend, _hooks| Box::pin($name(backend)),
+        }
+    };
+    ($suite:expr, $name:ident, [$($req:ident),*], first) => {
+        $crate::Check {
+            suite: $suite,
+            name: stringify!($name),
+            requires: &[$($crate::Requires::$req),*],
+            first: true,
+            run: |backend, _hooks| Box::pin($name(backend)),
+        }
+    };
+    ($suite:expr, $name:ident, [$($req:ident),*], hooks) => {
+        $crate::Check {
+            suite: $suite,
+            name: stringify!($name),
+            requires: &[$($crate::Requires::$req),*],
+            first: false,
+            run: |backend, hooks| Box::pin($name(backend, hooks)),
         }
     };
 }

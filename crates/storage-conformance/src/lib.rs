@@ -33,6 +33,9 @@
 #![warn(missing_docs)]
 
 mod check;
+pub mod faults;
+pub mod hooks;
+pub mod linearizability;
 mod runner;
 pub mod servers;
 pub mod spy;
@@ -40,8 +43,9 @@ pub mod suites;
 pub mod support;
 
 pub use check::{Check, CheckFn, CheckResult, Failure, Requires};
+pub use hooks::Hooks;
 pub use runner::{
-    BackendFactory, BackendReport, CHECK_TIMEOUT, CheckReport, Filter, FnFactory, Status, Tally,
-    assert_no_failures, run,
+    BackendFactory, BackendReport, CHECK_TIMEOUT, CheckReport, Declared, Filter, FnFactory, Status,
+    Tally, assert_no_failures, run,
 };
 pub use spy::Spy;

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use storage_core::Backend;
 
-use crate::Check;
+use crate::{Check, Hooks};
 
 /// Makes a fresh, empty backend for each check.
 #[async_trait]
@@ -29,11 +29,31 @@ pub trait BackendFactory: Send + Sync {
     /// with it.
     async fn create(&self, check: &str) -> Result<Arc<dyn Backend>, String>;
 
+    /// The [`Hooks`] this factory offers for `backend`, just made by
+    /// [`BackendFactory::create`] for the check `check`. None by default:
+    /// the checks that need one are reported as unsupported.
+    fn hooks(&self, check: &str, backend: &Arc<dyn Backend>) -> Hooks {
+        let _ = (check, backend);
+        Hooks::default()
+    }
+
     /// A rule the test server cannot honour: the check is reported as a
-    /// declared limitation with this reason, and is not run.
-    fn limitation(&self, _check: &Check) -> Option<String> {
+    /// declared limitation with this reason when it fails, and as failed when
+    /// it passes (the declaration is stale).
+    fn limitation(&self, _check: &Check) -> Option<Declared> {
         None
     }
+}
+
+/// A rule a test server cannot honour, as a factory declares it for one
+/// check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Declared {
+    /// What the server does instead, naming the server.
+    pub reason: String,
+    /// The server breaks the rule only under some interleavings, so a run
+    /// may pass; see [`Limitation::intermittent`](crate::servers::Limitation::intermittent).
+    pub intermittent: bool,
 }
 
 /// Which checks to run: all of them, or those whose suite and name match.
@@ -44,8 +64,8 @@ pub struct Filter {
     /// Substrings of check names; a check runs if its name contains one.
     /// Empty means every check.
     pub names: Vec<String>,
-    /// Run checks the factory declares as server limitations too, to see
-    /// whether each still fails.
+    /// Report checks the factory declares as server limitations as what they
+    /// are (passed or failed), without the declaration.
     pub ignore_limitations: bool,
 }
 
@@ -93,7 +113,8 @@ pub struct BackendReport {
     pub name: String,
     /// The test server, for remote backends.
     pub server: Option<String>,
-    /// One entry per check run, in suite order.
+    /// One entry per check run: checks marked [`Check::first`], then the
+    /// rest in suite order.
     pub checks: Vec<CheckReport>,
 }
 
@@ -156,15 +177,19 @@ pub const CHECK_TIMEOUT: Duration = Duration::from_secs(300);
 ///
 /// A check runs in its own task: a panic fails that check and no other. A
 /// check the backend's [`Capabilities`](storage_core::Capabilities) cannot
-/// support is reported as [`Status::Unsupported`], one the factory declares a
-/// server limitation as [`Status::Limitation`]; neither is run.
+/// support is reported as [`Status::Unsupported`] and not run. A check the
+/// factory declares a server limitation is still run, to re-prove the
+/// declaration: it is reported as [`Status::Limitation`] when it fails, and
+/// as [`Status::Failed`] when it passes (the declaration is stale).
 pub async fn run(factory: &dyn BackendFactory, checks: &[Check], filter: &Filter) -> BackendReport {
     let mut report = BackendReport {
         name: factory.name().to_owned(),
         server: factory.server(),
         checks: Vec::new(),
     };
-    for check in checks.iter().filter(|c| filter.matches(c)) {
+    let selected = checks.iter().filter(|c| filter.matches(c));
+    let (first, rest): (Vec<&Check>, Vec<&Check>) = selected.partition(|c| c.first);
+    for check in first.into_iter().chain(rest) {
         let started = Instant::now();
         let (status, message) = run_one(factory, check, filter).await;
         report.checks.push(CheckReport {
@@ -183,15 +208,48 @@ async fn run_one(
     check: &Check,
     filter: &Filter,
 ) -> (Status, Option<String>) {
-    if let Some(reason) = factory.limitation(check)
-        && !filter.ignore_limitations
-    {
-        return (Status::Limitation, Some(reason));
+    let limitation = factory
+        .limitation(check)
+        .filter(|_| !filter.ignore_limitations);
+    let (status, message) = run_fresh(factory, check).await;
+    let Some(Declared {
+        reason,
+        intermittent,
+    }) = limitation
+    else {
+        return (status, message);
+    };
+    // A declared limitation is re-proved on every run: the check must still
+    // fail on this server, or the declaration is stale.
+    match status {
+        Status::Passed if intermittent => (
+            Status::Limitation,
+            Some(format!(
+                "{reason} (not seen this run: the server breaks the rule only under some interleavings)"
+            )),
+        ),
+        Status::Failed => (
+            Status::Limitation,
+            Some(format!(
+                "{reason} (re-proved: {})",
+                message.as_deref().unwrap_or("failed")
+            )),
+        ),
+        Status::Passed => (
+            Status::Failed,
+            Some(format!(
+                "declared as a server limitation ({reason}) but passed: remove the declaration"
+            )),
+        ),
+        other => (other, message),
     }
-    let backend = match factory
-        .create(&format!("{}/{}", check.suite, check.name))
-        .await
-    {
+}
+
+/// Runs `check` on a fresh backend from `factory`, unless its capabilities
+/// lack what the check needs.
+async fn run_fresh(factory: &dyn BackendFactory, check: &Check) -> (Status, Option<String>) {
+    let name = format!("{}/{}", check.suite, check.name);
+    let backend = match factory.create(&name).await {
         Ok(backend) => backend,
         Err(message) => {
             return (
@@ -200,13 +258,14 @@ async fn run_one(
             );
         }
     };
-    if let Some(reason) = check.unsupported_reason(&backend.capabilities()) {
+    let hooks = factory.hooks(&name, &backend);
+    if let Some(reason) = check.unsupported_reason(&backend.capabilities(), &hooks) {
         return (
             Status::Unsupported,
             Some(format!("{} {reason}", backend.name())),
         );
     }
-    let mut task = tokio::spawn((check.run)(backend));
+    let mut task = tokio::spawn((check.run)(backend, hooks));
     let outcome = tokio::time::timeout(CHECK_TIMEOUT, &mut task).await;
     if outcome.is_err() {
         task.abort();

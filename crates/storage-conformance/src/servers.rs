@@ -494,58 +494,183 @@ pub fn start_fake_gcs(tools: &Path, lifetime: Lifetime) -> Result<RunningServer,
     spawn("fake-gcs-server", "1.54", command, port, data, lifetime)
 }
 
-/// The rules a test server is known not to honour, with the reason: the
-/// conformance runs report these checks as [`Status::Limitation`](crate::Status::Limitation).
-///
-/// `server` is [`RunningServer::name`]. Facts from `SERVERS.md`, each
-/// confirmed by running the suite with `cargo xtask conformance --backend s3
-/// --backend s3-moto --backend gcs --ignore-limitations` (every one fails
-/// there). Azurite needs none.
-pub fn declared_limitation(server: &str, check: &crate::Check) -> Option<&'static str> {
-    let s3 = matches!(server, "seaweedfs" | "moto");
-    match (server, check.suite, check.name) {
-        (_, "core", "overwrite_gives_a_new_etag")
-        | (_, "cas", "etag_is_not_reused_after_delete_and_recreate")
-            if s3 =>
-        {
-            Some(
-                "S3 ETags are the MD5 of the content, so writing the same bytes again gives the same ETag (AWS S3 too)",
-            )
+/// A rule a test server is known not to honour: the conformance runs report
+/// its check as [`Status::Limitation`](crate::Status::Limitation) with the
+/// reason, and still run it to prove that it fails there (see
+/// [`run`](crate::run)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limitation {
+    /// [`RunningServer::name`] of the server.
+    pub server: &'static str,
+    /// The check's suite.
+    pub suite: &'static str,
+    /// The check's name.
+    pub check: &'static str,
+    /// What the server does instead.
+    pub reason: &'static str,
+    /// The server breaks the rule only under some interleavings of
+    /// concurrent requests, so a run may pass: reported as a limitation
+    /// either way, with what this run saw.
+    pub intermittent: bool,
+}
+
+const SEAWEEDFS_ORDER: &str = "lists keys below '/' before keys with a smaller byte at the same position (directories first), so byte order across '/' is wrong";
+const MOTO_COPY: &str = "ignores If-None-Match and If-Match on CopyObject (answers 200)";
+const FAKE_GCS_COPY: &str = "ignores ifGenerationMatch on copyTo (answers 200)";
+const FAKE_GCS_DELETE: &str = "ignores ifGenerationMatch on delete (answers 200 and deletes)";
+
+/// Every declared server limitation. Facts from `SERVERS.md`; every conformance
+/// run re-proves each (the check still runs and must fail), and a unit test
+/// proves that each names a check that exists.
+pub const LIMITATIONS: &[Limitation] = &[
+    Limitation {
+        server: "seaweedfs",
+        suite: "list",
+        check: "keys_come_back_in_byte_order",
+        reason: SEAWEEDFS_ORDER,
+        intermittent: false,
+    },
+    Limitation {
+        server: "seaweedfs",
+        suite: "list",
+        check: "pages_of_1_2_and_1000_return_the_same_keys",
+        reason: SEAWEEDFS_ORDER,
+        intermittent: false,
+    },
+    Limitation {
+        server: "seaweedfs",
+        suite: "list",
+        check: "prefix_selects_only_matching_keys",
+        reason: SEAWEEDFS_ORDER,
+        intermittent: false,
+    },
+    Limitation {
+        server: "seaweedfs",
+        suite: "list",
+        check: "start_after_is_exclusive",
+        reason: SEAWEEDFS_ORDER,
+        intermittent: false,
+    },
+    Limitation {
+        server: "seaweedfs",
+        suite: "list",
+        check: "start_after_with_prefix",
+        reason: SEAWEEDFS_ORDER,
+        intermittent: false,
+    },
+    Limitation {
+        server: "moto",
+        suite: "core",
+        check: "copy_if_not_exists_keeps_the_destination",
+        reason: MOTO_COPY,
+        intermittent: false,
+    },
+    Limitation {
+        server: "moto",
+        suite: "cas",
+        check: "copy_if_match_with_a_stale_destination_etag_fails",
+        reason: MOTO_COPY,
+        intermittent: false,
+    },
+    Limitation {
+        server: "moto",
+        suite: "core",
+        check: "sha256_of_the_content_is_recorded",
+        reason: "does not store x-amz-checksum-sha256, so HEAD cannot return it",
+        intermittent: false,
+    },
+    Limitation {
+        server: "moto",
+        suite: "core",
+        check: "corrupted_content_is_checksum_mismatch",
+        reason: "does not store x-amz-checksum-sha256, so there is no recorded checksum to keep while corrupting",
+        intermittent: false,
+    },
+    Limitation {
+        server: "moto",
+        suite: "errors",
+        check: "wrong_credentials_are_refused_as_such",
+        reason: "checks no signatures: any access key and secret are served",
+        intermittent: false,
+    },
+    Limitation {
+        server: "fake-gcs-server",
+        suite: "core",
+        check: "copy_if_not_exists_keeps_the_destination",
+        reason: FAKE_GCS_COPY,
+        intermittent: false,
+    },
+    Limitation {
+        server: "fake-gcs-server",
+        suite: "cas",
+        check: "copy_if_match_with_a_stale_destination_etag_fails",
+        reason: FAKE_GCS_COPY,
+        intermittent: false,
+    },
+    Limitation {
+        server: "fake-gcs-server",
+        suite: "cas",
+        check: "delete_if_match_with_a_stale_etag_keeps_the_object",
+        reason: FAKE_GCS_DELETE,
+        intermittent: false,
+    },
+    Limitation {
+        server: "fake-gcs-server",
+        suite: "concurrency",
+        check: "linearizability",
+        reason: FAKE_GCS_DELETE,
+        intermittent: true,
+    },
+    Limitation {
+        server: "fake-gcs-server",
+        suite: "errors",
+        check: "wrong_credentials_are_refused_as_such",
+        reason: "checks no credentials: requests without any are served",
+        intermittent: false,
+    },
+];
+
+/// The declared limitation of `server` ([`RunningServer::name`]) for
+/// `check`, from [`LIMITATIONS`].
+pub fn declared_limitation(server: &str, check: &crate::Check) -> Option<crate::Declared> {
+    LIMITATIONS
+        .iter()
+        .find(|l| l.server == server && l.suite == check.suite && l.check == check.name)
+        .map(|l| crate::Declared {
+            reason: format!("{server}: {}", l.reason),
+            intermittent: l.intermittent,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_declared_limitation_names_an_existing_check() {
+        let checks = crate::suites::all();
+        for l in LIMITATIONS {
+            assert!(
+                checks
+                    .iter()
+                    .any(|c| c.suite == l.suite && c.name == l.check),
+                "{} declares a limitation for {}/{}, which is no check",
+                l.server,
+                l.suite,
+                l.check
+            );
         }
-        ("seaweedfs", "errors", "key_of_exactly_1024_bytes_is_stored") => {
-            Some("rejects a name with a segment longer than 255 bytes (KeyTooLongError)")
+    }
+
+    #[test]
+    fn no_limitation_is_declared_twice() {
+        for (i, a) in LIMITATIONS.iter().enumerate() {
+            assert!(
+                !LIMITATIONS[i + 1..]
+                    .iter()
+                    .any(|b| (b.server, b.suite, b.check) == (a.server, a.suite, a.check)),
+                "{a:?} is declared twice"
+            );
         }
-        (
-            "seaweedfs",
-            "list",
-            "keys_come_back_in_byte_order"
-            | "pages_of_1_2_and_1000_return_the_same_keys"
-            | "prefix_selects_only_matching_keys"
-            | "start_after_is_exclusive"
-            | "start_after_with_prefix",
-        ) => Some(
-            "lists keys below '/' before keys with a smaller byte at the same position (directories first), so byte order across '/' is wrong",
-        ),
-        ("moto", "core", "copy_if_not_exists_keeps_the_destination")
-        | ("moto", "cas", "copy_if_match_with_a_stale_destination_etag_fails") => {
-            Some("ignores If-None-Match and If-Match on CopyObject (answers 200)")
-        }
-        ("moto", "core", "sha256_of_the_content_is_recorded") => {
-            Some("does not store x-amz-checksum-sha256, so HEAD cannot return it")
-        }
-        (
-            "moto",
-            "concurrency",
-            "cas_counter_16_tasks_100_increments_ends_at_1600"
-            | "concurrent_overwrites_leave_one_whole_version",
-        ) => Some("answers HTTP 500 to some concurrent writes of one key (not every run)"),
-        ("fake-gcs-server", "core", "copy_if_not_exists_keeps_the_destination")
-        | ("fake-gcs-server", "cas", "copy_if_match_with_a_stale_destination_etag_fails") => {
-            Some("ignores ifGenerationMatch on copyTo (answers 200)")
-        }
-        ("fake-gcs-server", "cas", "delete_if_match_with_a_stale_etag_keeps_the_object") => {
-            Some("ignores ifGenerationMatch on delete (answers 200 and deletes)")
-        }
-        _ => None,
     }
 }

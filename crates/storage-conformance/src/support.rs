@@ -72,15 +72,38 @@ pub fn resident_bytes() -> Option<u64> {
     Some(pages * 4096)
 }
 
+/// Resets this process's peak resident memory (`VmHWM`) to its current
+/// resident memory, by writing `5` to `/proc/self/clear_refs` (Linux 4.0 and
+/// later, proc(5)), and returns the resident bytes at that moment: the
+/// baseline for [`peak_resident_bytes`].
+///
+/// # Errors
+/// The I/O error when `/proc/self/clear_refs` cannot be written or the
+/// resident memory cannot be read.
+pub fn reset_peak_resident() -> std::io::Result<u64> {
+    std::fs::write("/proc/self/clear_refs", "5")?;
+    resident_bytes().ok_or_else(|| std::io::Error::other("cannot read /proc/self/statm"))
+}
+
+/// Peak resident memory of this process in bytes since it started or since
+/// the last [`reset_peak_resident`] (`VmHWM` of `/proc/self/status`), or
+/// `None` where that file does not exist.
+pub fn peak_resident_bytes() -> Option<u64> {
+    peak_resident_kib().map(|kib| kib * 1024)
+}
+
+fn peak_resident_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
 /// Peak resident memory of this process in MiB (`VmHWM` of
 /// `/proc/self/status`), or `None` where that file does not exist.
 pub fn peak_resident_mib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())?;
-    Some(kib / 1024)
+    peak_resident_kib().map(|kib| kib / 1024)
 }
 
 /// What [`upload_from_a_sparse_file`] measured.

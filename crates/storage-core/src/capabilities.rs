@@ -38,6 +38,12 @@ pub struct Capabilities {
     pub server_side_copy: bool,
     /// The SHA-256 of the content is recorded at put and verified on full reads.
     pub checksums: bool,
+    /// Every put gets an ETag never issued before for this key, even for the
+    /// same content (DESIGN section 2, rule 1). False where the service's
+    /// ETag depends only on the content (S3's MD5): there a compare-and-swap
+    /// cannot tell a rewrite of the same bytes from no change (the ABA
+    /// hazard), so version a key's content yourself if that matters.
+    pub unique_etags: bool,
     /// Where the data lives.
     pub locality: Locality,
 }
@@ -55,6 +61,7 @@ impl Capabilities {
             multipart: false,
             server_side_copy: false,
             checksums: false,
+            unique_etags: false,
             locality,
         }
     }

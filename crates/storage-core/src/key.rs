@@ -244,6 +244,41 @@ mod tests {
     }
 
     #[test]
+    fn rejects_every_form_the_contract_names() {
+        let too_long = "k".repeat(MAX_KEY_BYTES + 1);
+        let too_long_multibyte = "é".repeat(MAX_KEY_BYTES / 2 + 1);
+        for key in [
+            "",
+            too_long.as_str(),
+            too_long_multibyte.as_str(),
+            "a\0b",
+            "line\nbreak",
+            "tab\there",
+            "del\u{7f}",
+            "c1\u{85}",
+            "/a",
+            "/",
+            "a//b",
+            "a/",
+            "a/b/",
+            ".",
+            "..",
+            "a/./b",
+            "a/../../etc/passwd",
+            "../escape",
+            ".staging",
+            "a/.staging/t",
+            ".txn/t1",
+            "a/.txn",
+        ] {
+            assert!(
+                matches!(Key::new(key), Err(Error::InvalidKey { .. })),
+                "{key:?} should be an invalid key"
+            );
+        }
+    }
+
+    #[test]
     fn orders_by_bytes() {
         let mut keys: Vec<Key> = ["a0", "a/b", "a", "a-c", "a.d"]
             .into_iter()

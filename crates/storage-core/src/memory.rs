@@ -171,6 +171,7 @@ impl Backend for MemoryBackend {
             conditional_delete: true,
             change_feed: true,
             server_side_copy: true,
+            unique_etags: true,
             ..Capabilities::none(Locality::Memory)
         }
     }

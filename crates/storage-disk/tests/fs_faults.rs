@@ -184,16 +184,133 @@ async fn cancelled_put_leaves_no_files_behind() {
     assert!(left.is_empty(), "a cancelled put left {left:?}");
 }
 
+/// A second store outside the root holding `key` = `data`: valid files for
+/// links to point at, so that a test fails only if links are followed.
+async fn store_outside(key: &str, data: &'static str) -> (tempfile::TempDir, FsBackend) {
+    let dir = tempfile::tempdir().expect("outside dir");
+    let store = FsBackend::new(dir.path()).expect("outside store");
+    store.put_bytes(key, data).await.expect("outside put");
+    (dir, store)
+}
+
+fn symlink(target: &Path, link: &Path) {
+    std::os::unix::fs::symlink(target, link).expect("symlink");
+}
+
+/// The file under `objects` (of either store) whose name is `name`.
+fn file_named(objects: &Path, name: &str) -> PathBuf {
+    let found: Vec<PathBuf> = files_under(objects)
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(name))
+        })
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "expected one file named {name}*, found {found:?}"
+    );
+    found.into_iter().next().expect("one file")
+}
+
 #[tokio::test]
-async fn symlinked_sidecar_is_not_followed() {
+async fn symlinked_object_files_are_not_followed() {
+    let (outside, _) = store_outside("evil", "secret").await;
     let dir = tempfile::tempdir().expect("temp dir");
-    let outside = tempfile::NamedTempFile::new().expect("outside file");
-    std::fs::write(outside.path(), br#"{"version":1}"#).expect("write outside file");
     let store = FsBackend::new(dir.path()).expect("store");
-    std::os::unix::fs::symlink(outside.path(), dir.path().join("objects/evil~meta"))
-        .expect("symlink");
-    let result = store.head(&Key::new("evil").expect("key")).await;
-    assert!(result.is_err(), "a symlinked sidecar was read: {result:?}");
+    let objects = outside.path().join("objects");
+    let meta = file_named(&objects, "evil~meta");
+    let data = file_named(&objects, "evil~v");
+    let inside = dir.path().join("objects");
+    symlink(&meta, &inside.join(meta.file_name().expect("name")));
+    symlink(&data, &inside.join(data.file_name().expect("name")));
+    let read = store.get_bytes("evil").await;
+    assert!(
+        read.is_err(),
+        "a linked object outside the root was read: {read:?}"
+    );
+    let head = store.head(&Key::new("evil").expect("key")).await;
+    assert!(
+        head.is_err(),
+        "a linked sidecar outside the root was read: {head:?}"
+    );
+}
+
+#[tokio::test]
+async fn symlinked_content_file_is_not_followed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = FsBackend::new(dir.path()).expect("store");
+    store.put_bytes("k", "inside").await.expect("put");
+    // The same bytes moved outside the root and linked back: only the link
+    // is wrong, so the read fails only if the link is refused.
+    let outside = tempfile::tempdir().expect("outside dir");
+    let data = content_file(dir.path());
+    let moved = outside.path().join("content");
+    std::fs::copy(&data, &moved).expect("copy content");
+    std::fs::remove_file(&data).expect("remove content");
+    symlink(&moved, &data);
+    let read = store.get_bytes("k").await;
+    assert!(
+        read.is_err(),
+        "a content file linked from outside the root was read: {read:?}"
+    );
+}
+
+#[tokio::test]
+async fn symlinked_directory_is_not_followed() {
+    let (outside, outside_store) = store_outside("dir/evil", "secret").await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = FsBackend::new(dir.path()).expect("store");
+    symlink(
+        &outside.path().join("objects/dir~d"),
+        &dir.path().join("objects/dir~d"),
+    );
+    let read = store.get_bytes("dir/evil").await;
+    assert!(
+        read.is_err(),
+        "an object in a linked directory was read: {read:?}"
+    );
+    let listed: Vec<_> = store
+        .list_all(storage_core::ListOptions::prefix("dir/"))
+        .collect()
+        .await;
+    assert!(
+        !listed
+            .iter()
+            .any(|m| m.as_ref().is_ok_and(|m| m.key.as_str() == "dir/evil")),
+        "a listing followed a linked directory: {listed:?}"
+    );
+    let _ = store.put_bytes("dir/new", "x").await;
+    assert!(
+        !outside_store
+            .exists("dir/new")
+            .await
+            .expect("outside exists"),
+        "a put wrote through a linked directory"
+    );
+}
+
+#[tokio::test]
+async fn put_replaces_a_symlinked_sidecar_without_writing_through_it() {
+    let (outside, outside_store) = store_outside("w", "old").await;
+    let before = std::fs::read(file_named(&outside.path().join("objects"), "w~meta"))
+        .expect("outside sidecar");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = FsBackend::new(dir.path()).expect("store");
+    let meta = file_named(&outside.path().join("objects"), "w~meta");
+    symlink(&meta, &dir.path().join("objects/w~meta"));
+    let _ = store.put_bytes("w", "new").await;
+    assert_eq!(
+        std::fs::read(&meta).expect("outside sidecar"),
+        before,
+        "the outside sidecar changed"
+    );
+    assert_eq!(
+        outside_store.get_bytes("w").await.expect("outside get"),
+        "old",
+        "the outside object changed"
+    );
 }
 
 #[tokio::test]

@@ -598,6 +598,7 @@ impl Backend for GcsBackend {
             multipart: true,
             server_side_copy: true,
             checksums: true,
+            unique_etags: true,
             ..Capabilities::none(Locality::Remote)
         }
     }

@@ -300,6 +300,9 @@ impl Backend for S3Backend {
             multipart: true,
             server_side_copy: true,
             checksums: true,
+            // ETags are the MD5 of the content (of the parts, for multipart
+            // uploads): the same bytes give the same ETag.
+            unique_etags: false,
             ..Capabilities::none(Locality::Remote)
         }
     }

@@ -66,8 +66,7 @@ impl BackendFactory for AzureFactory {
         Ok(Arc::new(create_container(&self.server, &container).await))
     }
 
-    fn limitation(&self, check: &Check) -> Option<String> {
+    fn limitation(&self, check: &Check) -> Option<storage_conformance::Declared> {
         servers::declared_limitation(self.server.name, check)
-            .map(|r| format!("{}: {r}", self.server.name))
     }
 }

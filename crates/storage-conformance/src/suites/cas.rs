@@ -44,7 +44,7 @@ pub fn checks() -> Vec<Check> {
         check!(
             SUITE,
             etag_is_not_reused_after_delete_and_recreate,
-            [ConditionalPut]
+            [ConditionalPut, UniqueEtags]
         ),
         check!(
             SUITE,

@@ -1,12 +1,17 @@
-//! Suite `concurrency`: compare-and-swap under contention and atomic puts
-//! (DESIGN section 2, rules 1 and 4).
+//! Suite `concurrency`: compare-and-swap under contention, atomic puts and
+//! linearizability (DESIGN section 2, rules 1 to 6 under concurrency).
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::future::try_join_all;
-use storage_core::{Backend, BackendExt, Error, GetOptions, ListOptions, PutMode};
+use storage_core::{
+    Backend, BackendExt, DeleteOptions, ETag, Error, GetOptions, Key, ListOptions, PutMode,
+};
 
+use crate::linearizability::{
+    Clock, DEFAULT_STEP_BUDGET, History, Input, Operation, Output, Verdict,
+};
 use crate::support::{key, put};
 use crate::{Check, CheckResult, Failure, check, ensure, ensure_eq};
 
@@ -28,6 +33,7 @@ pub fn checks() -> Vec<Check> {
         check!(SUITE, readers_never_see_a_partial_put),
         check!(SUITE, concurrent_puts_to_distinct_keys_all_land),
         check!(SUITE, concurrent_overwrites_leave_one_whole_version),
+        check!(SUITE, linearizability, [ConditionalPut]),
     ]
 }
 
@@ -187,4 +193,206 @@ async fn concurrent_overwrites_leave_one_whole_version(b: Arc<dyn Backend>) -> C
         "the final content mixes writers"
     );
     Ok(())
+}
+
+/// The environment variable that overrides the seed of [`linearizability`]'s
+/// random operations, to replay a reported failure.
+const SEED_VARIABLE: &str = "STORAGE_LINEARIZABILITY_SEED";
+
+/// The seed used unless [`SEED_VARIABLE`] is set, so that runs repeat.
+const DEFAULT_SEED: u64 = 0x5EED_5EED;
+
+/// Four tasks run 50 random operations each (gets, overwrites, creates,
+/// compare-and-swaps against their last read ETag, deletes) on three keys,
+/// and the history of invocations and responses must be linearizable against
+/// a register per key: every operation took effect at one instant between
+/// its invocation and its response. Deletes are conditional half of the time
+/// where the backend supports it. Errors other than the typed answers are
+/// unknown outcomes, which may or may not have taken effect; more than half
+/// of them fails the check, since such a history proves little.
+async fn linearizability(b: Arc<dyn Backend>) -> CheckResult {
+    const TASKS: usize = 4;
+    const OPERATIONS: usize = 50;
+    const KEYS: usize = 3;
+    let seed = match std::env::var(SEED_VARIABLE) {
+        Ok(text) => text
+            .trim()
+            .parse::<u64>()
+            .map_err(|e| Failure(format!("{SEED_VARIABLE}={text:?} is not a u64: {e}")))?,
+        Err(_) => DEFAULT_SEED,
+    };
+    let keys = (0..KEYS)
+        .map(|i| key(&format!("register/{i}")))
+        .collect::<Result<Arc<[Key]>, Error>>()?;
+    let conditional_delete = b.capabilities().conditional_delete;
+    let clock = Arc::new(Clock::new());
+    let tasks = (0..TASKS).map(|process| {
+        let mut task = RandomClient {
+            backend: Arc::clone(&b),
+            clock: Arc::clone(&clock),
+            keys: Arc::clone(&keys),
+            process,
+            rng: Xorshift::new(seed ^ (process as u64 + 1).wrapping_mul(0xA24B_AED4_963E_E407)),
+            last_etag: vec![None; KEYS],
+            conditional_delete,
+        };
+        tokio::spawn(async move {
+            let mut ops = Vec::with_capacity(OPERATIONS);
+            for n in 0..OPERATIONS {
+                // Let the other tasks run between operations, so that they
+                // interleave even on backends that never wait.
+                tokio::task::yield_now().await;
+                ops.push(task.next(n).await);
+            }
+            ops
+        })
+    });
+    let mut history = History::new();
+    for ops in try_join_all(tasks).await.map_err(join_failure)? {
+        history.extend(ops);
+    }
+    let (total, unknown) = (history.operations().len(), history.unknown_outcomes());
+    ensure!(
+        unknown * 2 <= total,
+        "{unknown} of {total} operations had unknown outcomes (errors other than the typed \
+         answers), too many for the history to prove anything (seed {seed})"
+    );
+    match history.check(DEFAULT_STEP_BUDGET) {
+        Verdict::Linearizable => Ok(()),
+        verdict => Err(Failure(format!(
+            "{total} operations by {TASKS} tasks on {KEYS} keys: {verdict}\n\
+             (seed {seed}; replay with {SEED_VARIABLE}={seed})"
+        ))),
+    }
+}
+
+/// A small xorshift generator: the suite has no `rand` dependency.
+#[derive(Debug)]
+struct Xorshift(u64);
+
+impl Xorshift {
+    fn new(seed: u64) -> Self {
+        Xorshift(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    /// A number in `0..n`.
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// One task of [`linearizability`]: picks random operations and records them.
+#[derive(Debug)]
+struct RandomClient {
+    backend: Arc<dyn Backend>,
+    clock: Arc<Clock>,
+    keys: Arc<[Key]>,
+    process: usize,
+    rng: Xorshift,
+    /// Per key, the ETag this task last read or wrote, for compare-and-swap.
+    last_etag: Vec<Option<ETag>>,
+    conditional_delete: bool,
+}
+
+impl RandomClient {
+    /// Runs the task's `n`th operation and returns it, with a value unique
+    /// to this task and `n` for a put.
+    async fn next(&mut self, n: usize) -> Operation {
+        let k = self.rng.below(self.keys.len() as u64) as usize;
+        let value = Bytes::from(format!("process {} write {n}", self.process));
+        let input = match (self.rng.below(100), self.last_etag[k].clone()) {
+            (0..15, _) => Input::Put {
+                mode: PutMode::Overwrite,
+                value,
+            },
+            (15..30, _) => Input::Put {
+                mode: PutMode::IfNotExists,
+                value,
+            },
+            (30..55, Some(etag)) => Input::Put {
+                mode: PutMode::IfMatch(etag),
+                value,
+            },
+            (55..65, etag) => Input::Delete {
+                if_match: etag.filter(|_| self.conditional_delete && self.rng.below(2) == 0),
+            },
+            _ => Input::Get,
+        };
+        let op = record(
+            &*self.backend,
+            &self.clock,
+            self.process,
+            &self.keys[k],
+            input,
+        )
+        .await;
+        match &op.output {
+            Output::Found { etag, .. } | Output::Written { etag } => {
+                self.last_etag[k] = Some(etag.clone());
+            }
+            Output::Unknown { .. } => {}
+            // Read again before the next compare-and-swap on this key.
+            _ => self.last_etag[k] = None,
+        }
+        op
+    }
+}
+
+/// Runs `input` on `k` and records it with its invocation and response
+/// instants; errors other than the typed answers become unknown outcomes.
+async fn record(
+    b: &dyn Backend,
+    clock: &Clock,
+    process: usize,
+    k: &Key,
+    input: Input,
+) -> Operation {
+    let invocation = clock.now();
+    let output = match &input {
+        Input::Get => match b.get(k, GetOptions::default()).await {
+            Ok(got) => {
+                let etag = got.meta.etag.clone();
+                match got.bytes().await {
+                    Ok(value) => Output::Found { value, etag },
+                    Err(e) => unknown(e),
+                }
+            }
+            Err(Error::NotFound { .. }) => Output::NotFound,
+            Err(e) => unknown(e),
+        },
+        Input::Put { mode, value } => match put(b, k, value.clone(), mode.clone()).await {
+            Ok(meta) => Output::Written { etag: meta.etag },
+            Err(Error::AlreadyExists { .. }) => Output::AlreadyExists,
+            Err(Error::PreconditionFailed { .. }) => Output::PreconditionFailed,
+            Err(e) => unknown(e),
+        },
+        Input::Delete { if_match } => {
+            let options = DeleteOptions {
+                if_match: if_match.clone(),
+            };
+            match b.delete(k, options).await {
+                Ok(()) => Output::Deleted,
+                Err(Error::PreconditionFailed { .. }) => Output::PreconditionFailed,
+                Err(e) => unknown(e),
+            }
+        }
+    };
+    let response = clock.now();
+    Operation {
+        process,
+        key: k.to_string(),
+        input,
+        output,
+        invocation,
+        response,
+    }
+}
+
+fn unknown(e: Error) -> Output {
+    Output::Unknown {
+        error: e.to_string(),
+    }
 }

@@ -1,18 +1,27 @@
 //! Suite `core`: put, get, head, delete, copy and bodies (DESIGN section 2,
-//! rules 1, 5, 6, 9 and 10).
+//! rules 1, 5, 6, 9 and 10): content and metadata round-trip, every put gets
+//! a fresh ETag, an overwrite is atomic (a reader sees the old version whole
+//! while it is unfinished, and a failed one leaves the old version whole), a
+//! failed body writes nothing, `last_modified` lies within the put and moves
+//! forward on overwrite, missing keys are `NotFound`, and large objects
+//! stream.
 
 use std::io::Write;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt, stream};
 use storage_core::{
-    Backend, BackendExt, Body, DeleteOptions, Error, GetOptions, PutMode, PutOptions,
+    Backend, BackendExt, Body, DeleteOptions, Error, GetOptions, Key, ObjectMeta, PutMode,
+    PutOptions,
 };
+use tokio::sync::oneshot;
 
-use crate::support::{key, pattern, put_with_metadata, resident_bytes, sha256};
-use crate::{Check, CheckResult, Failure, check, ensure, ensure_eq, expect_err};
+use crate::support::{
+    key, metadata, pattern, peak_resident_bytes, put_with_metadata, reset_peak_resident, sha256,
+};
+use crate::{Check, CheckResult, Failure, Hooks, check, ensure, ensure_eq, expect_err};
 
 const SUITE: &str = "core";
 
@@ -22,7 +31,7 @@ pub fn checks() -> Vec<Check> {
         check!(SUITE, put_then_get_returns_the_bytes),
         check!(SUITE, put_returns_the_metadata_head_reports),
         check!(SUITE, overwrite_replaces_the_content),
-        check!(SUITE, overwrite_gives_a_new_etag),
+        check!(SUITE, overwrite_gives_a_new_etag, [UniqueEtags]),
         check!(SUITE, get_of_a_missing_key_is_not_found),
         check!(SUITE, head_of_a_missing_key_is_not_found),
         check!(SUITE, delete_removes_the_object),
@@ -33,6 +42,12 @@ pub fn checks() -> Vec<Check> {
         check!(SUITE, file_region_body_stores_only_the_region),
         check!(SUITE, one_shot_stream_body_is_stored),
         check!(SUITE, failed_body_stream_writes_nothing),
+        check!(SUITE, failed_overwrite_keeps_the_old_version),
+        check!(SUITE, overwrite_in_progress_leaves_the_old_version_readable),
+        check!(
+            SUITE,
+            last_modified_is_within_the_put_and_never_goes_backwards
+        ),
         check!(SUITE, copy_carries_content_type_and_metadata),
         check!(SUITE, copy_of_a_missing_source_is_not_found),
         check!(
@@ -41,11 +56,18 @@ pub fn checks() -> Vec<Check> {
             [ConditionalPut]
         ),
         check!(SUITE, sha256_of_the_content_is_recorded, [Checksums]),
+        check!(
+            SUITE,
+            corrupted_content_is_checksum_mismatch,
+            [Checksums, TamperHook],
+            hooks
+        ),
         check!(SUITE, large_object_round_trips_64_mib),
         check!(
             SUITE,
             large_object_streams_with_bounded_memory,
-            [OutOfProcessStorage]
+            [OutOfProcessStorage],
+            first
         ),
     ]
 }
@@ -195,6 +217,219 @@ async fn failed_body_stream_writes_nothing(b: Arc<dyn Backend>) -> CheckResult {
     Ok(())
 }
 
+async fn failed_overwrite_keeps_the_old_version(b: Arc<dyn Backend>) -> CheckResult {
+    let k = key("k")?;
+    let old = pattern(1000, 1);
+    let original = PutOptions {
+        content_type: Some("text/plain".into()),
+        metadata: metadata(&[("rev", "1")]),
+        ..Default::default()
+    };
+    let before = b.put(&k, Body::from(old.clone()), original).await?;
+    let parts: Vec<storage_core::Result<Bytes>> = vec![
+        Ok(pattern(100_000, 2)),
+        Err(Error::invalid_argument("the producer failed")),
+    ];
+    let replacement = PutOptions {
+        content_type: Some("application/octet-stream".into()),
+        metadata: metadata(&[("rev", "2")]),
+        ..Default::default()
+    };
+    let body = Body::stream(stream::iter(parts).boxed(), None);
+    let result = b.put(&k, body, replacement).await;
+    ensure!(
+        result.is_err(),
+        "an overwrite whose body failed reported success"
+    );
+    let after = match b.head(&k).await {
+        Err(Error::NotFound { .. }) => {
+            return Err(Failure("a failed overwrite deleted the old version".into()));
+        }
+        other => other?,
+    };
+    ensure_eq!(after.etag, before.etag, "ETag after a failed overwrite");
+    ensure_eq!(after.size, before.size, "size after a failed overwrite");
+    ensure_eq!(
+        after.content_type,
+        before.content_type,
+        "content type after a failed overwrite"
+    );
+    ensure_eq!(
+        after.metadata,
+        before.metadata,
+        "metadata after a failed overwrite"
+    );
+    ensure!(
+        b.get_bytes(&k).await? == old,
+        "the content after a failed overwrite is not the old version"
+    );
+    Ok(())
+}
+
+/// Longest a check waits for a backend to ask for more of a body, or to
+/// answer a read made while a put is unfinished.
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A one-shot body whose first chunk is sent at once and whose second is
+/// held back: `asked` fires when the backend asks for the second chunk, which
+/// is sent when `release` fires (and the stream fails if `release` is
+/// dropped).
+fn held_back_body(asked: oneshot::Sender<()>, release: oneshot::Receiver<()>) -> Body {
+    let first = stream::once(async { Ok(Bytes::from_static(b"new version, ")) });
+    let second = stream::once(async move {
+        let _ = asked.send(());
+        release
+            .await
+            .map_err(|_| Error::invalid_argument("the check ended before the body did"))?;
+        Ok(Bytes::from_static(b"sent whole"))
+    });
+    Body::stream(first.chain(second).boxed(), None)
+}
+
+/// While an overwrite's body is still being sent, a reader sees the old
+/// version whole (rule 1: the old object or the whole new one, never a part
+/// and never nothing); once it is sent, the new one.
+async fn overwrite_in_progress_leaves_the_old_version_readable(b: Arc<dyn Backend>) -> CheckResult {
+    let k = key("k")?;
+    let old = b.put_bytes(&k, "old version").await?;
+    let (asked, asked_rx) = oneshot::channel();
+    let (release, release_rx) = oneshot::channel();
+    let body = held_back_body(asked, release_rx);
+    let writer = {
+        let (b, k) = (Arc::clone(&b), k.clone());
+        tokio::spawn(async move { b.put(&k, body, PutOptions::default()).await })
+    };
+    match tokio::time::timeout(WAIT, asked_rx).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => {
+            let outcome = writer.await;
+            return Err(Failure(format!(
+                "the put ended without reading its whole body: {outcome:?}"
+            )));
+        }
+        Err(_) => {
+            return Err(Failure("the put did not read its body within 10 s".into()));
+        }
+    }
+    let (etag, data) = match tokio::time::timeout(WAIT, read(&*b, &k)).await {
+        Ok(Ok(read)) => read,
+        Ok(Err(e)) => {
+            return Err(Failure(format!(
+                "a read during an unfinished overwrite failed: {e}"
+            )));
+        }
+        Err(_) => {
+            return Err(Failure(
+                "a read waited for an unfinished overwrite to finish".into(),
+            ));
+        }
+    };
+    ensure_eq!(
+        data,
+        Bytes::from("old version"),
+        "content read during an unfinished overwrite"
+    );
+    ensure_eq!(etag, old.etag, "ETag read during an unfinished overwrite");
+    let _ = release.send(());
+    writer
+        .await
+        .map_err(|e| Failure(format!("the writer task failed: {e}")))??;
+    ensure_eq!(
+        b.get_bytes(&k).await?,
+        Bytes::from("new version, sent whole"),
+        "content after the overwrite finished"
+    );
+    Ok(())
+}
+
+/// The ETag and content of the current version of `key`.
+async fn read(b: &dyn Backend, key: &Key) -> storage_core::Result<(storage_core::ETag, Bytes)> {
+    let got = b.get(key, GetOptions::default()).await?;
+    let etag = got.meta.etag.clone();
+    Ok((etag, got.bytes().await?))
+}
+
+/// How far before the start of its put a `last_modified` may lie: remote
+/// services report it in whole seconds (the HTTP dates of S3 and Azure), cut
+/// down to the second, so up to 1 s early, plus up to 1 s for the service's
+/// clock running behind ours.
+const EARLIEST_BEFORE_START: Duration = Duration::from_secs(2);
+
+/// How far after the end of its put a `last_modified` may lie: up to 1 s for
+/// a service that rounds its whole seconds up, plus up to 1 s for its clock
+/// running ahead of ours.
+const LATEST_AFTER_END: Duration = Duration::from_secs(2);
+
+/// Pause between a put and its overwrite: longer than the coarsest
+/// granularity of `last_modified` (1 s), so that even a clock in whole
+/// seconds has moved on.
+const OVERWRITE_PAUSE: Duration = Duration::from_millis(1100);
+
+/// Puts `data` at `key` and checks the `last_modified` that put and head
+/// report against the time the put took; returns both metadata.
+async fn put_timed(
+    b: &dyn Backend,
+    key: &Key,
+    data: &'static str,
+) -> Result<(ObjectMeta, ObjectMeta), Failure> {
+    let start = SystemTime::now();
+    let put = b.put_bytes(key, data).await?;
+    let end = SystemTime::now();
+    let head = b.head(key).await?;
+    let earliest = start
+        .checked_sub(EARLIEST_BEFORE_START)
+        .unwrap_or(UNIX_EPOCH);
+    let latest = end.checked_add(LATEST_AFTER_END).unwrap_or(end);
+    for (source, meta) in [("put", &put), ("head", &head)] {
+        ensure!(
+            (earliest..=latest).contains(&meta.last_modified),
+            "last_modified from {source} is {}, outside the put's {}..{} widened to {}..{}",
+            unix_seconds(meta.last_modified),
+            unix_seconds(start),
+            unix_seconds(end),
+            unix_seconds(earliest),
+            unix_seconds(latest)
+        );
+    }
+    Ok((put, head))
+}
+
+/// Seconds since the Unix epoch, to the millisecond, for messages.
+fn unix_seconds(t: SystemTime) -> String {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => format!("{:.3} s", d.as_secs_f64()),
+        Err(e) => format!("-{:.3} s", e.duration().as_secs_f64()),
+    }
+}
+
+/// Both puts' `last_modified`, from put and from head, lie within the put;
+/// the overwrite's is strictly later than the first version's. Strictly,
+/// because the overwrite starts [`OVERWRITE_PAUSE`] after the first put
+/// ended, longer than the coarsest granularity, by the service's own clock:
+/// a time that stayed put (the first version's, or the key's creation time)
+/// is as wrong as one that went backwards.
+async fn last_modified_is_within_the_put_and_never_goes_backwards(
+    b: Arc<dyn Backend>,
+) -> CheckResult {
+    let k = key("k")?;
+    let (first_put, first_head) = put_timed(&*b, &k, "v1").await?;
+    tokio::time::sleep(OVERWRITE_PAUSE).await;
+    let (second_put, second_head) = put_timed(&*b, &k, "v2").await?;
+    for (source, first, second) in [
+        ("put", &first_put, &second_put),
+        ("head", &first_head, &second_head),
+    ] {
+        ensure!(
+            second.last_modified > first.last_modified,
+            "last_modified from {source} went from {} to {} on an overwrite {} ms later",
+            unix_seconds(first.last_modified),
+            unix_seconds(second.last_modified),
+            OVERWRITE_PAUSE.as_millis()
+        );
+    }
+    Ok(())
+}
+
 async fn copy_carries_content_type_and_metadata(b: Arc<dyn Backend>) -> CheckResult {
     let options = PutOptions {
         content_type: Some("text/csv".into()),
@@ -266,17 +501,43 @@ async fn sha256_of_the_content_is_recorded(b: Arc<dyn Backend>) -> CheckResult {
     Ok(())
 }
 
+/// Rule 9: bytes changed on storage behind the backend's back (through the
+/// factory's tamper hook, which keeps the recorded SHA-256) are reported as
+/// [`Error::ChecksumMismatch`] on a full read, never returned as content.
+async fn corrupted_content_is_checksum_mismatch(b: Arc<dyn Backend>, hooks: Hooks) -> CheckResult {
+    let Some(tamper) = hooks.tamper else {
+        return Err(Failure("the factory offers no tamper hook".into()));
+    };
+    let k = key("tampered")?;
+    let data = pattern(16 * 1024, 99);
+    b.put_bytes(&k, data.clone()).await?;
+    let b = tamper(k.clone())
+        .await
+        .map_err(|e| Failure(format!("the tamper hook failed: {e}")))?
+        .unwrap_or(b);
+    let read = async { b.get(&k, GetOptions::default()).await?.bytes().await }.await;
+    match read {
+        Err(Error::ChecksumMismatch { .. }) => Ok(()),
+        Err(other) => Err(Failure(format!(
+            "reading corrupted content failed with {other}, not ChecksumMismatch"
+        ))),
+        Ok(bytes) if bytes == data => Err(Failure(
+            "the read returned the original bytes: the tamper hook changed nothing".into(),
+        )),
+        Ok(bytes) => Err(Failure(format!(
+            "corrupted content was returned as {} bytes of wrong data",
+            bytes.len()
+        ))),
+    }
+}
+
 const LARGE: usize = 64 * 1024 * 1024;
 const LARGE_CHUNK: usize = 256 * 1024;
 
-fn large_body(resident_peak: Option<Arc<AtomicU64>>) -> Body {
-    let chunks = (0..LARGE / LARGE_CHUNK).map(move |i| {
-        if let Some(peak) = &resident_peak {
-            peak.fetch_max(resident_bytes().unwrap_or(0), Ordering::Relaxed);
-        }
-        Ok(pattern(LARGE_CHUNK, i as u64))
-    });
-    Body::stream(stream::iter(chunks).boxed(), Some(LARGE as u64))
+/// A one-shot body of `len` bytes of [`pattern`] chunks, made as it is read.
+fn large_body(len: usize) -> Body {
+    let chunks = (0..len / LARGE_CHUNK).map(|i| Ok(pattern(LARGE_CHUNK, i as u64)));
+    Body::stream(stream::iter(chunks).boxed(), Some(len as u64))
 }
 
 fn large_digest() -> [u8; 32] {
@@ -290,7 +551,7 @@ fn large_digest() -> [u8; 32] {
 
 async fn large_object_round_trips_64_mib(b: Arc<dyn Backend>) -> CheckResult {
     let put = b
-        .put(&key("large")?, large_body(None), PutOptions::default())
+        .put(&key("large")?, large_body(LARGE), PutOptions::default())
         .await?;
     ensure_eq!(put.size, LARGE as u64, "size of the 64 MiB object");
     let got = b.get(&key("large")?, GetOptions::default()).await?;
@@ -309,35 +570,47 @@ async fn large_object_round_trips_64_mib(b: Arc<dyn Backend>) -> CheckResult {
     Ok(())
 }
 
-/// Most the process may grow while streaming 64 MiB in and out: three
-/// quarters of the object, room for a multipart upload's parts in flight,
-/// while a backend that holds the whole object grows by 64 MiB or more.
+/// Size of the object the bounded-memory check streams in and out: 128 MiB.
+const MEMORY_OBJECT: usize = 128 * 1024 * 1024;
+
+/// Most the process may grow while streaming [`MEMORY_OBJECT`] in and out:
+/// 48 MiB, room for a multipart upload's parts in flight (S3: 3 parts of
+/// 8 MiB; Azure: 4 blocks of 4 MiB), while a backend that buffers half the
+/// object grows by 64 MiB or more.
 const MEMORY_BOUND: u64 = 48 * 1024 * 1024;
 
+/// Measures the kernel's peak resident memory of this process (`VmHWM`, reset
+/// first), so no allocation between two samples escapes. The runner runs this
+/// check before any other check of its process (see [`Check::first`]), and
+/// `cargo xtask conformance` gives every backend a process of its own, so
+/// memory freed by earlier checks cannot hide the growth.
 async fn large_object_streams_with_bounded_memory(b: Arc<dyn Backend>) -> CheckResult {
-    let Some(baseline) = resident_bytes() else {
-        return Err(Failure(
-            "cannot read /proc/self/statm to measure memory".into(),
-        ));
-    };
-    let peak = Arc::new(AtomicU64::new(baseline));
+    let baseline = reset_peak_resident().map_err(|e| {
+        Failure(format!(
+            "cannot reset the peak resident memory through /proc/self/clear_refs: {e}"
+        ))
+    })?;
     b.put(
         &key("large")?,
-        large_body(Some(Arc::clone(&peak))),
+        large_body(MEMORY_OBJECT),
         PutOptions::default(),
     )
     .await?;
     let got = b.get(&key("large")?, GetOptions::default()).await?;
     let mut body = got.body;
+    let mut len = 0;
     while let Some(chunk) = body.try_next().await? {
-        drop(chunk);
-        peak.fetch_max(resident_bytes().unwrap_or(0), Ordering::Relaxed);
+        len += chunk.len();
     }
-    let growth = peak.load(Ordering::Relaxed).saturating_sub(baseline);
+    ensure_eq!(len, MEMORY_OBJECT, "bytes read back");
+    let peak = peak_resident_bytes()
+        .ok_or_else(|| Failure("cannot read VmHWM from /proc/self/status".into()))?;
+    let growth = peak.saturating_sub(baseline);
     ensure!(
         growth <= MEMORY_BOUND,
-        "resident memory grew by {} MiB while streaming 64 MiB (bound: {} MiB)",
+        "peak resident memory grew by {} MiB while streaming {} MiB (bound: {} MiB)",
         growth >> 20,
+        MEMORY_OBJECT >> 20,
         MEMORY_BOUND >> 20
     );
     Ok(())

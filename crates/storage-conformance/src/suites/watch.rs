@@ -1,4 +1,6 @@
-//! Suite `watch`: the change feed (DESIGN section 2, change feed).
+//! Suite `watch`: the change feed (DESIGN section 2, change feed): every
+//! put and delete under the watched prefix is streamed once, in commit
+//! order, with the new version's ETag, and nothing outside the prefix is.
 
 use std::sync::Arc;
 use std::time::Duration;

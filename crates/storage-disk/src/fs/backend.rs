@@ -140,9 +140,32 @@ fn new_etag() -> ETag {
     ETag::new(format!("{:032x}", rand::random::<u128>()))
 }
 
+/// Creates the directories of `location` and refuses to write below a
+/// symbolic link in them: a link there would lead outside the root.
+///
+/// # Errors
+/// [`Error::Backend`] (not transient) naming the link, or the I/O error.
+fn create_object_dir(location: &Location) -> Result<()> {
+    fs::create_dir_all(&location.dir)
+        .map_err(|e| Error::io(format!("creating {}", location.dir.display()), e))?;
+    let depth = location.rel_dir.components().count();
+    let objects = location.dir.ancestors().nth(depth).unwrap_or(&location.dir);
+    if linked_below(objects, &location.dir)? {
+        return Err(Error::Backend {
+            transient: false,
+            message: format!(
+                "{} passes through a symbolic link; FsBackend never follows links",
+                location.dir.display()
+            ),
+            source: None,
+        });
+    }
+    Ok(())
+}
+
 fn write_bytes(location: &Location, path: &Path, data: &[u8]) -> Result<(u64, [u8; 32])> {
     let context = || format!("writing {}", path.display());
-    fs::create_dir_all(&location.dir).map_err(|e| Error::io(context(), e))?;
+    create_object_dir(location)?;
     let mut file = create_new(path).map_err(|e| Error::io(context(), e))?;
     let digest = std::thread::scope(|scope| {
         let hashing =
@@ -160,9 +183,8 @@ fn write_bytes(location: &Location, path: &Path, data: &[u8]) -> Result<(u64, [u
 
 async fn write_stream(location: &Location, path: &Path, body: Body) -> Result<(u64, [u8; 32])> {
     let context = || format!("writing {}", path.display());
-    tokio::fs::create_dir_all(&location.dir)
-        .await
-        .map_err(|e| Error::io(context(), e))?;
+    let dir_of = location.clone();
+    blocking(move || create_object_dir(&dir_of)).await?;
     let owned = path.to_path_buf();
     let file =
         blocking(move || create_new(&owned).map_err(|e| Error::io("creating content file", e)))
@@ -507,6 +529,28 @@ fn walk(dir: &Path, out: &mut Vec<ObjectMeta>) -> Result<()> {
     Ok(())
 }
 
+/// Whether a directory between `objects` and `dir` (inclusive) is a symbolic
+/// link. `walk` never descends into links (it looks at each entry's own
+/// type), but the directory a listing starts from is reached by path, whose
+/// components would be followed: a link there leads outside the root, so the
+/// listing shows nothing below it. A missing component is not a link.
+fn linked_below(objects: &Path, dir: &Path) -> Result<bool> {
+    let Ok(relative) = dir.strip_prefix(objects) else {
+        return Ok(false);
+    };
+    let mut current = objects.to_path_buf();
+    for component in relative.components() {
+        current.push(component);
+        match fs::symlink_metadata(&current) {
+            Ok(meta) if meta.file_type().is_symlink() => return Ok(true),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(Error::io(format!("listing {}", current.display()), e)),
+        }
+    }
+    Ok(false)
+}
+
 fn list_blocking(objects: &Path, options: &ListOptions) -> Result<ListPage> {
     // Only the directory of the prefix's complete segments can hold matches.
     let complete = options
@@ -517,8 +561,11 @@ fn list_blocking(objects: &Path, options: &ListOptions) -> Result<ListPage> {
     if complete.split('/').any(|s| s == "." || s == "..") {
         return Ok(ListPage::default());
     }
+    let start = layout::directory(objects, segments);
     let mut found = Vec::new();
-    walk(&layout::directory(objects, segments), &mut found)?;
+    if !linked_below(objects, &start)? {
+        walk(&start, &mut found)?;
+    }
     found.retain(|m| m.key.as_str().starts_with(options.prefix.as_str()));
     found.sort_unstable_by(|a, b| a.key.cmp(&b.key));
     page_from_sorted(found, options)
@@ -535,6 +582,7 @@ impl Backend for FsBackend {
             conditional_put: true,
             conditional_delete: true,
             checksums: true,
+            unique_etags: true,
             ..Capabilities::none(Locality::Local)
         }
     }

@@ -243,6 +243,7 @@ impl Backend for LogStore {
             conditional_delete: true,
             change_feed: true,
             checksums: true,
+            unique_etags: true,
             ..Capabilities::none(Locality::Local)
         }
     }

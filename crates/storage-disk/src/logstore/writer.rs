@@ -137,6 +137,14 @@ enum Decided {
         at: usize,
         len: u64,
     },
+    /// A failed condition decided against an earlier write of the same
+    /// batch: answered only once that write is visible to readers, so that
+    /// no caller learns of a write (through its refusal) before a read could
+    /// see it (linearizability).
+    Refused {
+        reply: oneshot::Sender<Result<Reply>>,
+        error: Error,
+    },
 }
 
 impl Writer {
@@ -198,7 +206,7 @@ impl Writer {
                         if let Value::Blob(blob) = &value {
                             remove_blob(&self.shared, blob.id);
                         }
-                        let _ = reply.send(Err(e));
+                        refuse(&mut decided, overlay.contains_key(&key), reply, e);
                         continue;
                     }
                     let seq = self.take_seq();
@@ -235,7 +243,7 @@ impl Writer {
                         && let Err(e) =
                             check_if_match(&key, expected, current.map(etag_of).as_ref())
                     {
-                        let _ = reply.send(Err(e));
+                        refuse(&mut decided, overlay.contains_key(&key), reply, e);
                         continue;
                     }
                     let written = current.is_some();
@@ -290,7 +298,9 @@ impl Writer {
                         }
                         reply
                     }
-                    Decided::Delete { reply, .. } | Decided::Relocate { reply, .. } => reply,
+                    Decided::Delete { reply, .. }
+                    | Decided::Relocate { reply, .. }
+                    | Decided::Refused { reply, .. } => reply,
                 };
                 let _ = reply.send(Err(failed_error(&reason)));
             }
@@ -399,6 +409,9 @@ impl Writer {
                     }
                     let _ = reply.send(Ok(Reply::Relocated(true)));
                 }
+                Decided::Refused { reply, error } => {
+                    let _ = reply.send(Err(error));
+                }
             }
         }
         self.active.len += batch.len() as u64;
@@ -494,6 +507,22 @@ impl Writer {
             let _ = reply.send(result);
         }
         stop
+    }
+}
+
+/// Answers a failed condition: at once when it was decided against the
+/// index (what readers already see), or after the batch is applied when it
+/// was decided against an earlier write of the same batch (`pending`).
+fn refuse(
+    decided: &mut Vec<Decided>,
+    pending: bool,
+    reply: oneshot::Sender<Result<Reply>>,
+    error: Error,
+) {
+    if pending {
+        decided.push(Decided::Refused { reply, error });
+    } else {
+        let _ = reply.send(Err(error));
     }
 }
 

@@ -69,8 +69,7 @@ impl BackendFactory for GcsFactory {
         ))
     }
 
-    fn limitation(&self, check: &Check) -> Option<String> {
+    fn limitation(&self, check: &Check) -> Option<storage_conformance::Declared> {
         servers::declared_limitation(self.server.name, check)
-            .map(|r| format!("{}: {r}", self.server.name))
     }
 }

@@ -37,9 +37,8 @@ impl BackendFactory for S3Factory {
         Ok(Arc::new(common::create_bucket(&self.server, &bucket).await))
     }
 
-    fn limitation(&self, check: &Check) -> Option<String> {
+    fn limitation(&self, check: &Check) -> Option<storage_conformance::Declared> {
         storage_conformance::servers::declared_limitation(self.server.name, check)
-            .map(|r| format!("{}: {r}", self.server.name))
     }
 }
 

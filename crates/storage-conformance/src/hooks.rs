@@ -1,0 +1,93 @@
+//! What a check may ask of the test harness besides a fresh backend: to
+//! corrupt stored bytes behind the backend's back, or a backend on the same
+//! store whose credentials the service refuses.
+//!
+//! A [`BackendFactory`](crate::BackendFactory) offers them through
+//! [`BackendFactory::hooks`](crate::BackendFactory::hooks); a check that
+//! needs one the factory does not offer is reported as unsupported, with the
+//! reason, never as passed.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use storage_core::{Backend, Key};
+
+/// Corrupts the stored content of a key without updating what the backend
+/// recorded about it (its SHA-256). Resolves to the backend to read through
+/// from then on: `None` for the same one, or a reopened one for backends
+/// that cache what they wrote (LogStore's active segment).
+pub type TamperFn =
+    Arc<dyn Fn(Key) -> BoxFuture<'static, Result<Option<Arc<dyn Backend>>, String>> + Send + Sync>;
+
+/// Makes a backend on the same store as the check's, with credentials the
+/// service must refuse.
+pub type WrongCredentialsFn =
+    Arc<dyn Fn() -> BoxFuture<'static, Result<Arc<dyn Backend>, String>> + Send + Sync>;
+
+/// The hooks a factory offers for one check's backend.
+#[derive(Clone, Default)]
+pub struct Hooks {
+    /// Corrupts stored bytes; see [`TamperFn`].
+    pub tamper: Option<TamperFn>,
+    /// A backend with refused credentials; see [`WrongCredentialsFn`].
+    pub wrong_credentials: Option<WrongCredentialsFn>,
+}
+
+impl fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hooks")
+            .field("tamper", &self.tamper.is_some())
+            .field("wrong_credentials", &self.wrong_credentials.is_some())
+            .finish()
+    }
+}
+
+/// Flips one byte in the middle of every occurrence of `needle` in the
+/// regular files under `root` (symbolic links are not followed), and returns
+/// how many occurrences it changed: the tamper hook of backends that keep
+/// objects in local files, whatever their layout. Give a `needle` of a few
+/// KiB of pseudo-random bytes ([`support::pattern`](crate::support::pattern)),
+/// so that it occurs only where the object's content is stored.
+///
+/// # Errors
+/// The I/O error of a directory or file that cannot be read or written.
+pub fn flip_byte_in_files(root: &Path, needle: &[u8]) -> std::io::Result<usize> {
+    let mut changed = 0;
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                pending.push(entry.path());
+            } else if kind.is_file() {
+                changed += flip_in_file(&entry.path(), needle)?;
+            }
+        }
+    }
+    Ok(changed)
+}
+
+fn flip_in_file(path: &Path, needle: &[u8]) -> std::io::Result<usize> {
+    if needle.is_empty() {
+        return Ok(0);
+    }
+    let mut data = std::fs::read(path)?;
+    let mut changed = 0;
+    let mut from = 0;
+    while let Some(at) = data[from..]
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .map(|i| from + i)
+    {
+        data[at + needle.len() / 2] ^= 0x5a;
+        changed += 1;
+        from = at + needle.len();
+    }
+    if changed > 0 {
+        std::fs::write(path, &data)?;
+    }
+    Ok(changed)
+}

@@ -1,0 +1,461 @@
+//! [`Retry`]: the [`Backend`] that retries transient failures of another.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use storage_core::{
+    Backend, Body, Capabilities, ChangeStream, DeleteOptions, Error, GetOptions, GetResult, Key,
+    ListOptions, ListPage, ObjectMeta, PutMode, PutOptions, Result,
+};
+
+use crate::policy::{Attempts, Operation, RetryPolicy, within};
+use crate::read::{Fetched, fetch, resumable};
+use crate::replay::Replay;
+use crate::write_id::{
+    Seen, WriteId, WriteKind, Writers, Writing, hide_write_id, reject_reserved, tag,
+};
+
+/// Wraps a backend and retries its transient failures (DESIGN section 5).
+///
+/// - Only failures for which [`Error::is_transient`] holds are retried; any
+///   other error is returned after exactly one attempt. An attempt that
+///   exceeds its time limit ([`RetryPolicy::attempt_timeout_for`]) is
+///   dropped and counts as a transient failure whose outcome is unknown.
+/// - Retries wait a jittered exponential delay and stop after
+///   [`RetryPolicy::max_attempts`] attempts or when the next one could not
+///   begin before [`RetryPolicy::deadline`], whichever comes first; the last
+///   error is returned.
+/// - `put` resends a replayable [`Body`] from its start; a one-shot stream
+///   is sent again only if no byte of it was read (see
+///   [`replay`](crate::replay)); otherwise the put fails with
+///   [`Error::NonReplayableBody`].
+/// - A put or delete whose attempt had an unknown outcome is checked (one
+///   `head`) before it is sent again, and a retry refused by a precondition
+///   is checked the same way, so that a write that was applied is reported
+///   as done, once (see [`write_id`](crate::write_id)); where that cannot
+///   be known, the answer says the outcome is unknown rather than guess.
+/// - A `get` body that fails mid-way resumes from the next byte, pinned to
+///   the ETag (see [`read`](crate::read)).
+/// - `head`, `list` and `copy` are retried whole; `watch`, `name` and
+///   `capabilities` are forwarded.
+///
+/// Wrap a concrete backend with [`Retry::new`], or a backend chosen at run
+/// time with [`Retry::from_arc`] (`Retry<dyn Backend>`); `Retry` is itself a
+/// [`Backend`], usable as `Arc<dyn Backend>`.
+///
+/// User metadata names starting with `storage_` are refused by `put` with
+/// [`Error::InvalidArgument`] (DESIGN section 2, rule 8): the layer stores
+/// its write id under [`WRITE_ID_METADATA`](crate::WRITE_ID_METADATA) and
+/// removes that entry from every result.
+///
+/// # Panics
+/// The operations sleep and time attempts out with Tokio's timer: they
+/// must run on a Tokio runtime with time enabled.
+#[derive(Debug)]
+pub struct Retry<B: ?Sized> {
+    policy: Arc<RetryPolicy>,
+    seen: Arc<Seen>,
+    writers: Writers,
+    inner: Arc<B>,
+}
+
+impl<B: Backend> Retry<B> {
+    /// Wraps `inner` with the default [`RetryPolicy`].
+    pub fn new(inner: B) -> Self {
+        Retry::with_policy(inner, RetryPolicy::default())
+    }
+
+    /// Wraps `inner` with `policy`.
+    pub fn with_policy(inner: B, policy: RetryPolicy) -> Self {
+        Retry::from_arc(Arc::new(inner), policy)
+    }
+}
+
+impl<B: Backend + ?Sized> Retry<B> {
+    /// Wraps a shared backend, for example an `Arc<dyn Backend>`, with
+    /// `policy`.
+    pub fn from_arc(inner: Arc<B>, policy: RetryPolicy) -> Self {
+        Retry {
+            policy: Arc::new(policy),
+            seen: Arc::default(),
+            writers: Writers::default(),
+            inner,
+        }
+    }
+
+    /// The wrapped backend.
+    pub fn inner(&self) -> &B {
+        &self.inner
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> &RetryPolicy {
+        &self.policy
+    }
+
+    /// Runs `attempt` until it succeeds, fails for good, or the policy
+    /// gives up.
+    async fn whole<T, F, Fut>(
+        &self,
+        operation: Operation,
+        key: Option<&str>,
+        limit: Option<Duration>,
+        mut attempt: F,
+    ) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let mut attempts = Attempts::start(operation);
+        loop {
+            match within(limit, attempt(), operation, key).await {
+                Err(e) if e.is_transient() => attempts.wait(&self.policy, key, e).await?,
+                done => return done,
+            }
+        }
+    }
+
+    /// `head` retried whole, its write id stripped.
+    async fn head_retried(&self, key: &Key) -> Result<ObjectMeta> {
+        let limit = Some(self.policy.attempt_timeout());
+        let meta = self
+            .whole(Operation::Head, Some(key.as_str()), limit, || {
+                self.inner.head(key)
+            })
+            .await?;
+        Ok(self.seen.strip(meta, &self.writers))
+    }
+
+    /// What became of a put (with write id `id`, if it has one) after an
+    /// attempt of unknown outcome (rules in [`write_id`](crate::write_id)).
+    async fn settle_put(
+        &self,
+        key: &Key,
+        id: Option<WriteId>,
+        writing: &Writing<'_>,
+    ) -> PutOutcome {
+        let Some(id) = id else {
+            // No write id fitted in the metadata: nothing to look for.
+            return PutOutcome::NotApplied;
+        };
+        match self.head_retried(key).await {
+            Ok(_) | Err(Error::NotFound { .. }) => {}
+            Err(_) => return PutOutcome::Unknown("reading the object failed too"),
+        }
+        if let Some(meta) = self.seen.written(key, id) {
+            return PutOutcome::Applied(meta);
+        }
+        // Unseen, the write was not applied, unless a write that could hide
+        // it overlapped: a blind write could have replaced it unread; a
+        // conditional one could have been refused by it.
+        let hiding = match writing.kind() {
+            WriteKind::Conditional => WriteKind::Blind,
+            WriteKind::Blind => WriteKind::Conditional,
+        };
+        if writing.overlapped_by(hiding) {
+            return PutOutcome::Unknown(
+                "it is not there now, but another write to the key that could hide it overlapped",
+            );
+        }
+        PutOutcome::NotApplied
+    }
+
+    /// A delete retried until it is known to be done, refused, or of
+    /// unknown outcome (rules in [`write_id`](crate::write_id)).
+    async fn delete_settled(&self, key: &Key, options: DeleteOptions) -> Result<()> {
+        let kind = match options.if_match {
+            Some(_) => WriteKind::Conditional,
+            None => WriteKind::Blind,
+        };
+        let writing = self.writers.begin(key, kind);
+        if let Some(expected) = &options.if_match {
+            // The version must be there when the call begins, so that an
+            // empty key later is evidence of this call's delete.
+            let current = match self.head_retried(key).await {
+                Ok(meta) => Some(meta.etag),
+                Err(Error::NotFound { .. }) => None,
+                Err(e) => return Err(e),
+            };
+            if current.as_ref() != Some(expected) {
+                return Err(Error::PreconditionFailed {
+                    key: key.to_string(),
+                    expected: expected.clone(),
+                    actual: current,
+                });
+            }
+        }
+        let limit = Some(self.policy.attempt_timeout());
+        let mut attempts = Attempts::start(Operation::Delete);
+        let mut unknown_outcome = false;
+        loop {
+            let attempt = self.inner.delete(key, options.clone());
+            let error = match within(limit, attempt, Operation::Delete, Some(key.as_str())).await {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            let refused = matches!(error, Error::PreconditionFailed { .. }) && unknown_outcome;
+            if !error.is_transient() && !refused {
+                return Err(error);
+            }
+            unknown_outcome = true;
+            match self.settle_delete(key, &options, &writing).await {
+                Settled::Deleted => return Ok(()),
+                Settled::Refused(refusal) => return Err(refusal),
+                Settled::Unknown(why) => {
+                    return Err(unknown_outcome_error("delete", key, error, why));
+                }
+                Settled::NotApplied if refused => return Err(error),
+                Settled::NotApplied => attempts.wait(&self.policy, Some(key.as_str()), error).await?,
+            }
+        }
+    }
+
+    /// What became of a delete whose attempt had an unknown outcome.
+    async fn settle_delete(
+        &self,
+        key: &Key,
+        options: &DeleteOptions,
+        writing: &Writing<'_>,
+    ) -> Settled {
+        let found = self.head_retried(key).await;
+        // Read after the head: a writer whose version the head saw began
+        // before it.
+        let alone = !writing.overlapped();
+        match (found, &options.if_match) {
+            (Err(Error::NotFound { .. }), None) => Settled::Deleted,
+            (Err(Error::NotFound { .. }), Some(_)) if alone => Settled::Deleted,
+            (Err(Error::NotFound { .. }), Some(_)) => {
+                Settled::Unknown("the object is gone, and another write to the key overlapped")
+            }
+            (Ok(meta), Some(expected)) if meta.etag == *expected => Settled::NotApplied,
+            (Ok(_), None) if alone => Settled::NotApplied,
+            (Ok(meta), Some(expected)) if alone => Settled::Refused(Error::PreconditionFailed {
+                key: key.to_string(),
+                expected: expected.clone(),
+                actual: Some(meta.etag),
+            }),
+            (Ok(_), _) => Settled::Unknown(
+                "another version is there, and another write to the key overlapped",
+            ),
+            (Err(_), _) => Settled::Unknown("reading the object failed too"),
+        }
+    }
+}
+
+/// What became of a put of unknown outcome.
+enum PutOutcome {
+    /// This call's version, as the store holds or held it.
+    Applied(ObjectMeta),
+    /// The attempt did not apply; the put may be sent again.
+    NotApplied,
+    /// No sure answer, for the reason given.
+    Unknown(&'static str),
+}
+
+/// What became of a delete of unknown outcome.
+enum Settled {
+    /// The object is gone by this call's doing (or, unseen, another process's).
+    Deleted,
+    /// The attempt did not apply; the delete may be sent again.
+    NotApplied,
+    /// The version was replaced: the conditional delete is refused with
+    /// this error.
+    Refused(Error),
+    /// No sure answer, for the reason given.
+    Unknown(&'static str),
+}
+
+/// The transient error of a write whose outcome could not be settled.
+fn unknown_outcome_error(operation: &str, key: &Key, error: Error, why: &str) -> Error {
+    Error::Backend {
+        transient: true,
+        message: format!(
+            "the outcome of the {operation} of {key} is unknown: an attempt failed ({error}), and {why}"
+        ),
+        source: Some(Box::new(error)),
+    }
+}
+
+/// The [`WriteKind`] of a put or copy in `mode`.
+fn write_kind(mode: &PutMode) -> WriteKind {
+    match mode {
+        PutMode::Overwrite => WriteKind::Blind,
+        PutMode::IfNotExists | PutMode::IfMatch(_) => WriteKind::Conditional,
+    }
+}
+
+/// Whether `error` is a refused precondition of a put.
+fn is_conflict(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::AlreadyExists { .. } | Error::PreconditionFailed { .. }
+    )
+}
+
+#[async_trait]
+impl<B: Backend + ?Sized> Backend for Retry<B> {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+
+    /// Stores `body` under `key`, retrying transient failures; see the
+    /// type's docs for which bodies are sent again and how attempts of
+    /// unknown outcome are settled.
+    ///
+    /// # Errors
+    /// - those of the inner backend's [`Backend::put`], the last transient
+    ///   one when the policy gives up;
+    /// - [`Error::InvalidArgument`] for a metadata name starting with
+    ///   `storage_`, before any I/O;
+    /// - [`Error::NonReplayableBody`] when a one-shot body was read by an
+    ///   attempt that failed transiently and its write is not shown to have
+    ///   been applied: the object is then the previous one (or, where a late
+    ///   request may still land, possibly the whole new one), never a part;
+    /// - a transient [`Error::Backend`] saying the outcome is unknown when an
+    ///   attempt of unknown outcome cannot be settled (rules in
+    ///   [`write_id`](crate::write_id)).
+    async fn put(&self, key: &Key, body: Body, mut options: PutOptions) -> Result<ObjectMeta> {
+        reject_reserved(&options.metadata)?;
+        let writing = self.writers.begin(key, write_kind(&options.mode));
+        let replay = Replay::new(body, key);
+        let limit = self.policy.attempt_timeout_for(replay.len());
+        let id = WriteId::random();
+        let id = tag(&mut options.metadata, id).then_some(id);
+        let mut attempts = Attempts::start(Operation::Put);
+        let mut unknown_outcome = false;
+        loop {
+            let Some(body) = replay.next() else {
+                return Err(Error::NonReplayableBody {
+                    key: key.to_string(),
+                });
+            };
+            let attempt = self.inner.put(key, body, options.clone());
+            let error = match within(limit, attempt, Operation::Put, Some(key.as_str())).await {
+                // This call's own version: nobody else needs it remembered.
+                Ok(meta) => return Ok(hide_write_id(meta)),
+                Err(e) => e,
+            };
+            // A refusal after an attempt of unknown outcome may be this
+            // call's own write (object_store #464).
+            let refused = is_conflict(&error) && unknown_outcome;
+            if !error.is_transient() && !refused {
+                return Err(error);
+            }
+            unknown_outcome = true;
+            // The write may have been applied: if so, sending it again would
+            // make a second version (or be refused by its own object).
+            match self.settle_put(key, id, &writing).await {
+                PutOutcome::Applied(meta) => return Ok(meta),
+                PutOutcome::Unknown(why) => {
+                    return Err(unknown_outcome_error("put", key, error, why));
+                }
+                PutOutcome::NotApplied if refused => return Err(error),
+                PutOutcome::NotApplied => {}
+            }
+            if replay.is_consumed() {
+                return Err(Error::NonReplayableBody {
+                    key: key.to_string(),
+                });
+            }
+            attempts.wait(&self.policy, Some(key.as_str()), error).await?;
+            // A reader may have seen the write during the delay.
+            if let Some(meta) = id.and_then(|id| self.seen.written(key, id)) {
+                return Ok(meta);
+            }
+        }
+    }
+
+    /// Reads the object, retrying until the result arrives. A read of at
+    /// most [`RetryPolicy::whole_read_limit`] bytes is read whole within its
+    /// attempt; a longer one's body resumes after transient failures (see
+    /// [`read`](crate::read)).
+    ///
+    /// # Errors
+    /// Those of the inner backend's [`Backend::get`]; the body ends with
+    /// [`Error::PreconditionFailed`] when the object changed before a
+    /// resumed piece could be read.
+    async fn get(&self, key: &Key, options: GetOptions) -> Result<GetResult> {
+        let limit = Some(self.policy.attempt_timeout());
+        let whole_read_limit = self.policy.whole_read_limit();
+        let fetched = self
+            .whole(Operation::Get, Some(key.as_str()), limit, || {
+                let attempt = self.inner.get(key, options.clone());
+                async move { fetch(attempt.await?, whole_read_limit).await }
+            })
+            .await?;
+        Ok(match fetched {
+            Fetched::Whole(mut got) => {
+                got.meta = self.seen.strip(got.meta, &self.writers);
+                got
+            }
+            Fetched::Streaming(mut got) => {
+                got.meta = self.seen.strip(got.meta, &self.writers);
+                resumable(
+                    Arc::clone(&self.inner),
+                    Arc::clone(&self.policy),
+                    key.clone(),
+                    got,
+                    options.range.is_none(),
+                )
+            }
+        })
+    }
+
+    async fn head(&self, key: &Key) -> Result<ObjectMeta> {
+        self.head_retried(key).await
+    }
+
+    /// Deletes the object, retrying transient failures. An attempt of
+    /// unknown outcome is settled with a `head` before the delete is sent
+    /// again, and a conditional delete reads the object first (one `head`);
+    /// see [`write_id`](crate::write_id) for the rules.
+    ///
+    /// # Errors
+    /// Those of the inner backend's [`Backend::delete`], and a transient
+    /// [`Error::Backend`] saying the outcome is unknown when another write
+    /// to the key overlapped an attempt of unknown outcome.
+    async fn delete(&self, key: &Key, options: DeleteOptions) -> Result<()> {
+        if options.if_match.is_some() && !self.inner.capabilities().conditional_delete {
+            // The backend's own answer, `Unsupported`.
+            return self.inner.delete(key, options).await;
+        }
+        self.delete_settled(key, options).await
+    }
+
+    async fn list(&self, options: &ListOptions) -> Result<ListPage> {
+        let limit = Some(self.policy.attempt_timeout());
+        let prefix = Some(options.prefix.as_str());
+        let page = self
+            .whole(Operation::List, prefix, limit, || self.inner.list(options))
+            .await?;
+        Ok(self.seen.strip_page(page, &self.writers))
+    }
+
+    /// Copies `from` to `to`, retried whole. No time limit applies to an
+    /// attempt, whose length depends on the object's size; a conditional
+    /// copy refused after an attempt of unknown outcome is reported as
+    /// refused (the copy carries the source's metadata, so no write id of
+    /// this call marks it).
+    ///
+    /// # Errors
+    /// Those of the inner backend's [`Backend::copy`].
+    async fn copy(&self, from: &Key, to: &Key, mode: PutMode) -> Result<ObjectMeta> {
+        let _writing = self.writers.begin(to, write_kind(&mode));
+        let meta = self
+            .whole(Operation::Copy, Some(to.as_str()), None, || {
+                self.inner.copy(from, to, mode.clone())
+            })
+            .await?;
+        Ok(self.seen.strip(meta, &self.writers))
+    }
+
+    async fn watch(&self, prefix: &str) -> Result<ChangeStream> {
+        self.inner.watch(prefix).await
+    }
+}
