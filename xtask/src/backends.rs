@@ -244,7 +244,7 @@ impl BackendFactory for S3 {
     }
 
     fn server(&self) -> Option<String> {
-        Some(format!("{} {}", self.server.name, self.server.version))
+        Some(servers::describe(&self.server))
     }
 
     async fn create(&self, check: &str) -> Result<Arc<dyn Backend>, String> {
@@ -255,6 +255,13 @@ impl BackendFactory for S3 {
             .map_err(|e| e.to_string())?;
         when_ready(&self.server, &bucket, || backend.create_bucket()).await?;
         remember(&self.stores, check, bucket);
+        let suite = check.split('/').next().unwrap_or_default();
+        if servers::needs_retry(self.server.name, suite).is_some() {
+            let policy = storage_retry::RetryPolicy::default()
+                .with_base_delay(Duration::from_millis(10))
+                .with_cap_delay(Duration::from_millis(200));
+            return Ok(Arc::new(storage_retry::Retry::with_policy(backend, policy)));
+        }
         Ok(Arc::new(backend))
     }
 
@@ -300,7 +307,7 @@ impl BackendFactory for Azure {
     }
 
     fn server(&self) -> Option<String> {
-        Some(format!("{} {}", self.server.name, self.server.version))
+        Some(servers::describe(&self.server))
     }
 
     async fn create(&self, check: &str) -> Result<Arc<dyn Backend>, String> {
@@ -354,7 +361,7 @@ impl BackendFactory for Gcs {
     }
 
     fn server(&self) -> Option<String> {
-        Some(format!("{} {}", self.server.name, self.server.version))
+        Some(servers::describe(&self.server))
     }
 
     async fn create(&self, check: &str) -> Result<Arc<dyn Backend>, String> {

@@ -32,6 +32,10 @@ pub struct Args {
     /// Also write the report as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Run every backend through `Retry` over a fault injector that faults
+    /// 30 % of calls (the contract must still hold), instead of bare.
+    #[arg(long)]
+    retry: bool,
     /// Print no matrix (for the per-backend child runs, whose parent prints
     /// one for all).
     #[arg(long, hide = true)]
@@ -64,7 +68,7 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
         ignore_limitations: args.ignore_limitations,
     };
     let reports = if names.len() == 1 {
-        vec![run_here(&names[0], &filter).await?]
+        vec![run_here(&names[0], &filter, args.retry).await?]
     } else {
         // Every backend in a process of its own: the bounded-memory check
         // measures the process's peak memory, which the checks and backends
@@ -97,13 +101,23 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 /// Runs the suite against `name` in this process.
-async fn run_here(name: &str, filter: &Filter) -> anyhow::Result<BackendReport> {
+async fn run_here(name: &str, filter: &Filter, retry: bool) -> anyhow::Result<BackendReport> {
     let scratch = tempfile::Builder::new()
         .prefix("storage-conformance-")
         .tempdir()?;
     let factory = backends::factory(name, scratch.path().join(name))?;
-    eprintln!("running the contract suite against {name} ...");
-    Ok(run(factory.as_ref(), &suites::all(), filter).await)
+    if !retry {
+        eprintln!("running the contract suite against {name} ...");
+        return Ok(run(factory.as_ref(), &suites::all(), filter).await);
+    }
+    let faulty = crate::faulty::Faulty::new(factory);
+    eprintln!(
+        "running the contract suite against {name} through Retry, {:.0} % of calls faulted ...",
+        crate::faulty::FAULT_RATE * 100.0
+    );
+    let mut report = run(&faulty, &suites::all(), filter).await;
+    report.notes.push(format!("injected {}", faulty.injected()));
+    Ok(report)
 }
 
 #[derive(Deserialize)]
@@ -127,6 +141,9 @@ fn run_in_child(name: &str, args: &Args) -> anyhow::Result<BackendReport> {
     }
     if args.ignore_limitations {
         command.arg("--ignore-limitations");
+    }
+    if args.retry {
+        command.arg("--retry");
     }
     let status = command.status()?;
     let parsed: Option<OwnedJsonReport> = std::fs::read(report.path())
@@ -191,6 +208,9 @@ fn print_matrix(reports: &[BackendReport]) {
         println!("{line}");
     }
     for report in reports {
+        for note in &report.notes {
+            println!("  {}: {note}", report.name);
+        }
         for check in report.checks.iter().filter(|c| c.status != Status::Passed) {
             let label = match check.status {
                 Status::Failed => "FAILED",

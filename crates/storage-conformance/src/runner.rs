@@ -113,6 +113,10 @@ pub struct BackendReport {
     pub name: String,
     /// The test server, for remote backends.
     pub server: Option<String>,
+    /// What else the run observed, for example how many faults were
+    /// injected.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     /// One entry per check run: checks marked [`Check::first`], then the
     /// rest in suite order.
     pub checks: Vec<CheckReport>,
@@ -185,6 +189,7 @@ pub async fn run(factory: &dyn BackendFactory, checks: &[Check], filter: &Filter
     let mut report = BackendReport {
         name: factory.name().to_owned(),
         server: factory.server(),
+        notes: Vec::new(),
         checks: Vec::new(),
     };
     let selected = checks.iter().filter(|c| filter.matches(c));

@@ -642,6 +642,41 @@ pub fn declared_limitation(server: &str, check: &crate::Check) -> Option<crate::
         })
 }
 
+/// Why the checks of `suite` must run through a retrying layer on `server`
+/// ([`RunningServer::name`]), or `None`: the server answers some requests
+/// with transient errors that a real service also may, so the contract is
+/// proved as users should run it, through `storage_retry::Retry`, rather than
+/// declared broken. The factories wrap the backend, and say so in their
+/// server description.
+pub fn needs_retry(server: &str, suite: &str) -> Option<&'static str> {
+    match (server, suite) {
+        ("moto", "concurrency") => {
+            Some("moto answers HTTP 500 to some concurrent writes of one key (transient)")
+        }
+        _ => None,
+    }
+}
+
+/// A server's name and version for reports, with the suites it runs
+/// through a retrying layer ([`needs_retry`]).
+pub fn describe(server: &RunningServer) -> String {
+    let retried: Vec<&str> = crate::suites::SUITES
+        .iter()
+        .copied()
+        .filter(|suite| needs_retry(server.name, suite).is_some())
+        .collect();
+    if retried.is_empty() {
+        format!("{} {}", server.name, server.version)
+    } else {
+        format!(
+            "{} {}; {} through Retry",
+            server.name,
+            server.version,
+            retried.join(", ")
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

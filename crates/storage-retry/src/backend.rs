@@ -76,6 +76,16 @@ impl<B: Backend> Retry<B> {
 impl<B: Backend + ?Sized> Retry<B> {
     /// Wraps a shared backend, for example an `Arc<dyn Backend>`, with
     /// `policy`.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use storage_core::{Backend, MemoryBackend};
+    /// use storage_retry::{Retry, RetryPolicy};
+    ///
+    /// let chosen: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+    /// let retrying: Arc<dyn Backend> = Arc::new(Retry::from_arc(chosen, RetryPolicy::default()));
+    /// assert_eq!(retrying.name(), "memory");
+    /// ```
     pub fn from_arc(inner: Arc<B>, policy: RetryPolicy) -> Self {
         Retry {
             policy: Arc::new(policy),
@@ -207,7 +217,11 @@ impl<B: Backend + ?Sized> Retry<B> {
                     return Err(unknown_outcome_error("delete", key, error, why));
                 }
                 Settled::NotApplied if refused => return Err(error),
-                Settled::NotApplied => attempts.wait(&self.policy, Some(key.as_str()), error).await?,
+                Settled::NotApplied => {
+                    attempts
+                        .wait(&self.policy, Some(key.as_str()), error)
+                        .await?
+                }
             }
         }
     }
@@ -363,7 +377,9 @@ impl<B: Backend + ?Sized> Backend for Retry<B> {
                     key: key.to_string(),
                 });
             }
-            attempts.wait(&self.policy, Some(key.as_str()), error).await?;
+            attempts
+                .wait(&self.policy, Some(key.as_str()), error)
+                .await?;
             // A reader may have seen the write during the delay.
             if let Some(meta) = id.and_then(|id| self.seen.written(key, id)) {
                 return Ok(meta);
@@ -386,24 +402,23 @@ impl<B: Backend + ?Sized> Backend for Retry<B> {
         let fetched = self
             .whole(Operation::Get, Some(key.as_str()), limit, || {
                 let attempt = self.inner.get(key, options.clone());
-                async move { fetch(attempt.await?, whole_read_limit).await }
+                async move {
+                    let mut got = attempt.await?;
+                    // Stripped first, so that copies of the metadata are small.
+                    got.meta = self.seen.strip(got.meta, &self.writers);
+                    fetch(got, whole_read_limit).await
+                }
             })
             .await?;
         Ok(match fetched {
-            Fetched::Whole(mut got) => {
-                got.meta = self.seen.strip(got.meta, &self.writers);
-                got
-            }
-            Fetched::Streaming(mut got) => {
-                got.meta = self.seen.strip(got.meta, &self.writers);
-                resumable(
-                    Arc::clone(&self.inner),
-                    Arc::clone(&self.policy),
-                    key.clone(),
-                    got,
-                    options.range.is_none(),
-                )
-            }
+            Fetched::Whole(got) => got,
+            Fetched::Streaming(got) => resumable(
+                Arc::clone(&self.inner),
+                Arc::clone(&self.policy),
+                key.clone(),
+                got,
+                options.range.is_none(),
+            ),
         })
     }
 

@@ -17,10 +17,16 @@
 //! counted from the break, so a long read may survive any number of breaks
 //! as long as each one heals.
 //!
-//! A full read (no range asked for) of an object whose SHA-256 is recorded
-//! is hashed by the layer as it streams and ends with
+//! A full streamed read (no range asked for) of an object whose SHA-256 is
+//! recorded is hashed by the layer as it streams and ends with
 //! [`Error::ChecksumMismatch`] if the stitched bytes differ: the resumed
-//! pieces are range reads, which no backend verifies.
+//! pieces are range reads, which no backend verifies. (A read that never
+//! breaks is then hashed twice, by the backend and by the layer; the layer
+//! cannot know in advance that it will not need its own hash.)
+//!
+//! A body that stalls without failing is not cut by the layer: the
+//! per-attempt time limit covers a streamed get until its result arrives,
+//! and the backend's own read timeouts cover its body.
 
 use std::ops::Range;
 use std::sync::Arc;

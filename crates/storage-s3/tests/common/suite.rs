@@ -9,7 +9,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super as common;
-use storage_conformance::servers::RunningServer;
+use storage_conformance::servers::{self, RunningServer};
 use storage_conformance::{BackendFactory, Check, Filter, assert_no_failures, run, suites};
 use storage_core::Backend;
 
@@ -26,15 +26,23 @@ impl BackendFactory for S3Factory {
     }
 
     fn server(&self) -> Option<String> {
-        Some(format!("{} {}", self.server.name, self.server.version))
+        Some(servers::describe(&self.server))
     }
 
-    async fn create(&self, _check: &str) -> Result<Arc<dyn Backend>, String> {
+    async fn create(&self, check: &str) -> Result<Arc<dyn Backend>, String> {
         let n = self
             .buckets
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let bucket = format!("check-{n:03}");
-        Ok(Arc::new(common::create_bucket(&self.server, &bucket).await))
+        let backend = common::create_bucket(&self.server, &bucket).await;
+        let suite = check.split('/').next().unwrap_or_default();
+        if servers::needs_retry(self.server.name, suite).is_some() {
+            let policy = storage_retry::RetryPolicy::default()
+                .with_base_delay(std::time::Duration::from_millis(10))
+                .with_cap_delay(std::time::Duration::from_millis(200));
+            return Ok(Arc::new(storage_retry::Retry::with_policy(backend, policy)));
+        }
+        Ok(Arc::new(backend))
     }
 
     fn limitation(&self, check: &Check) -> Option<storage_conformance::Declared> {

@@ -1,0 +1,104 @@
+//! `cargo xtask conformance --retry`: every backend through
+//! `Retry<FaultInjector<B>>`, with 30 % of calls faulted (DESIGN section 5;
+//! issue 10). The contract must hold as if no fault happened.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use storage_conformance::faults::{FaultConfig, FaultCounter, FaultInjector};
+use storage_conformance::{BackendFactory, Check, Declared, Hooks};
+use storage_core::Backend;
+use storage_retry::{Retry, RetryPolicy};
+
+/// Share of calls faulted, split evenly among the kinds that apply (see
+/// [`FaultConfig::uniform`]).
+pub const FAULT_RATE: f64 = 0.3;
+
+/// How long a slow call is held: past [`policy`]'s per-attempt limit.
+const SLOW: Duration = Duration::from_millis(300);
+
+/// The policy of the fault runs: short delays (1 ms doubling to 50 ms) so
+/// that the suite stays fast, 200 ms per attempt plus 1 s per 8 MiB of body
+/// (the test servers answer small requests in a few ms), 10 attempts.
+pub fn policy() -> RetryPolicy {
+    RetryPolicy::default()
+        .with_base_delay(Duration::from_millis(1))
+        .with_cap_delay(Duration::from_millis(50))
+        .with_attempt_timeout(Duration::from_millis(200))
+        .with_min_throughput(8 << 20)
+        .with_deadline(Duration::from_secs(120))
+}
+
+/// A seed per check: each check meets the same faults on every run.
+fn seed(check: &str) -> u64 {
+    check.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// Wraps a factory: each backend it makes is put behind a fault injector and
+/// `Retry`.
+pub struct Faulty {
+    inner: Box<dyn BackendFactory>,
+    name: String,
+    counter: FaultCounter,
+    /// The unwrapped backend of each check, for the inner factory's hooks.
+    raw: Mutex<HashMap<String, Arc<dyn Backend>>>,
+}
+
+impl Faulty {
+    /// Wraps `inner`.
+    pub fn new(inner: Box<dyn BackendFactory>) -> Self {
+        let name = format!("{}+faults+retry", inner.name());
+        Faulty {
+            inner,
+            name,
+            counter: FaultCounter::new(),
+            raw: Mutex::default(),
+        }
+    }
+
+    /// The faults injected so far, for the report.
+    pub fn injected(&self) -> String {
+        self.counter.snapshot().to_string()
+    }
+}
+
+#[async_trait]
+impl BackendFactory for Faulty {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn server(&self) -> Option<String> {
+        self.inner.server()
+    }
+
+    async fn create(&self, check: &str) -> Result<Arc<dyn Backend>, String> {
+        let raw = self.inner.create(check).await?;
+        self.raw
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(check.to_owned(), Arc::clone(&raw));
+        let config = FaultConfig::uniform(FAULT_RATE)
+            .with_seed(seed(check))
+            .with_slow_delay(SLOW);
+        let faulty = FaultInjector::with_counter(raw, config, self.counter.clone());
+        Ok(Arc::new(Retry::with_policy(faulty, policy())))
+    }
+
+    fn hooks(&self, check: &str, backend: &Arc<dyn Backend>) -> Hooks {
+        let raw = self
+            .raw
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(check);
+        self.inner.hooks(check, raw.as_ref().unwrap_or(backend))
+    }
+
+    fn limitation(&self, check: &Check) -> Option<Declared> {
+        self.inner.limitation(check)
+    }
+}
