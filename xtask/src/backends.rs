@@ -25,8 +25,14 @@ pub const DEFAULT: [&str; 3] = ["memory", "fs", "logstore"];
 pub const ALL: [&str; 7] = ["memory", "fs", "logstore", "s3", "s3-moto", "azure", "gcs"];
 
 /// A factory for the backend named `name`; `scratch` is a fresh directory for
-/// local backends.
-pub fn factory(name: &str, scratch: PathBuf) -> anyhow::Result<Box<dyn BackendFactory>> {
+/// local backends. `retried`: the caller puts every backend behind `Retry`
+/// itself, so the factory adds none of its own (`Retry` must not be nested:
+/// an inner layer hides its write ids from the outer one).
+pub fn factory(
+    name: &str,
+    scratch: PathBuf,
+    retried: bool,
+) -> anyhow::Result<Box<dyn BackendFactory>> {
     match name {
         "memory" => Ok(Box::new(Memory)),
         "fs" => Ok(Box::new(Fs { root: scratch })),
@@ -45,6 +51,7 @@ pub fn factory(name: &str, scratch: PathBuf) -> anyhow::Result<Box<dyn BackendFa
             };
             Ok(Box::new(S3 {
                 name: name.to_owned(),
+                wrap_retry: !retried,
                 server,
                 buckets: AtomicUsize::new(0),
                 stores: Stores::default(),
@@ -206,6 +213,9 @@ impl BackendFactory for Log {
 /// An S3 test server, and a fresh bucket on it per check.
 struct S3 {
     name: String,
+    /// Whether suites the server passes only through `Retry`
+    /// ([`servers::needs_retry`]) get one from this factory.
+    wrap_retry: bool,
     server: RunningServer,
     buckets: AtomicUsize,
     /// The bucket of each check, for its hooks.
@@ -256,7 +266,7 @@ impl BackendFactory for S3 {
         when_ready(&self.server, &bucket, || backend.create_bucket()).await?;
         remember(&self.stores, check, bucket);
         let suite = check.split('/').next().unwrap_or_default();
-        if servers::needs_retry(self.server.name, suite).is_some() {
+        if self.wrap_retry && servers::needs_retry(self.server.name, suite).is_some() {
             let policy = storage_retry::RetryPolicy::default()
                 .with_base_delay(Duration::from_millis(10))
                 .with_cap_delay(Duration::from_millis(200));
@@ -271,10 +281,19 @@ impl BackendFactory for S3 {
         };
         let _ = backend;
         let config = s3_config(&self.server, &bucket, "not-the-secret");
+        let missing = s3_config(
+            &self.server,
+            &format!("missing-{bucket}"),
+            servers::S3_SECRET_KEY,
+        );
         Hooks {
             // No tamper hook: see `hooks`.
             tamper: None,
-            wrong_credentials: Some(hooks::wrong_credentials(move || {
+            missing_bucket: Some(hooks::make_backend(move || {
+                let missing = missing.clone();
+                async move { Ok(Arc::new(missing.build().await?) as Arc<dyn Backend>) }
+            })),
+            wrong_credentials: Some(hooks::make_backend(move || {
                 let config = config.clone();
                 async move { Ok(Arc::new(config.build().await?) as Arc<dyn Backend>) }
             })),
@@ -328,13 +347,18 @@ impl BackendFactory for Azure {
         // A well-formed account key that is not the emulator's.
         let config = AzureConfig::emulator(self.endpoint(), &container)
             .account_key("bm90LXRoZS1lbXVsYXRvci1rZXktbm90LXRoZS1lbXVsYXRvci1rZXk=");
+        let missing = AzureConfig::emulator(self.endpoint(), format!("missing-{container}"));
         Hooks {
+            missing_bucket: Some(hooks::make_backend(move || {
+                let missing = missing.clone();
+                async move { Ok(Arc::new(missing.build()?) as Arc<dyn Backend>) }
+            })),
             tamper: Some(hooks::azure_tamper(
                 Arc::clone(backend),
                 self.endpoint(),
                 container,
             )),
-            wrong_credentials: Some(hooks::wrong_credentials(move || {
+            wrong_credentials: Some(hooks::make_backend(move || {
                 let config = config.clone();
                 async move { Ok(Arc::new(config.build()?) as Arc<dyn Backend>) }
             })),
@@ -385,13 +409,19 @@ impl BackendFactory for Gcs {
         // fake-gcs-server checks no credentials (a declared limitation): a
         // client without any must still be refused by a real service.
         let config = GcsConfig::emulator(self.server.endpoint.clone(), &bucket).anonymous();
+        let missing =
+            GcsConfig::emulator(self.server.endpoint.clone(), format!("missing-{bucket}"));
         Hooks {
+            missing_bucket: Some(hooks::make_backend(move || {
+                let missing = missing.clone();
+                async move { Ok(Arc::new(missing.build().await?) as Arc<dyn Backend>) }
+            })),
             tamper: Some(hooks::gcs_tamper(
                 Arc::clone(backend),
                 self.server.endpoint.clone(),
                 bucket,
             )),
-            wrong_credentials: Some(hooks::wrong_credentials(move || {
+            wrong_credentials: Some(hooks::make_backend(move || {
                 let config = config.clone();
                 async move { Ok(Arc::new(config.build().await?) as Arc<dyn Backend>) }
             })),

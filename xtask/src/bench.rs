@@ -246,7 +246,10 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
     println!("|---|---|---|---:|---:|---:|");
     // Test servers started for the run; each is stopped when dropped.
     let mut started = Vec::new();
-    for name in names.iter().filter(|n| n.as_str() != "logstore") {
+    for name in names
+        .iter()
+        .filter(|n| !matches!(n.as_str(), "logstore" | "retry"))
+    {
         let (ours, peer, peer_name) = match name.as_str() {
             "s3" => {
                 let (ours, peer, server) = s3_pair().await?;
@@ -283,7 +286,7 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
             }
             other => {
                 anyhow::bail!(
-                    "unknown backend {other:?}; known: memory, fs, logstore, s3, azure, gcs"
+                    "unknown backend {other:?}; known: memory, fs, logstore, retry, s3, azure, gcs"
                 )
             }
         };
@@ -303,6 +306,9 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
             );
         }
     }
+    if names.iter().any(|n| n == "retry") {
+        retry_overhead(&scratch.path().join("retry"), &args).await?;
+    }
     if names.iter().any(|n| n == "fs") {
         println!(
             "\nfs: FsBackend fsyncs every put (content file, directory, sidecar, directory) and verifies SHA-256 on full reads; LocalFileSystem does neither."
@@ -319,6 +325,52 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
         crate::bench_logstore::run(&dir, args.seconds, args.objects).await?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--backend retry`: 4 KiB puts and gets through `Retry` with no faults
+/// against the same backend bare, on memory and on a durable LogStore, in
+/// alternating rounds; the overhead is `1 − ours/bare`.
+async fn retry_overhead(dir: &std::path::Path, args: &Args) -> anyhow::Result<()> {
+    use storage_retry::Retry;
+    let budget = Duration::from_secs_f64(args.seconds);
+    let small = Bytes::from(vec![0x5a; SMALL]);
+    let memory: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+    let log: Arc<dyn Backend> = Arc::new(storage_disk::LogStore::open(dir).await?);
+    for (name, bare) in [("memory", memory), ("logstore", log)] {
+        let retried: Arc<dyn Backend> = Arc::new(Retry::new(Arc::clone(&bare)));
+        let stores = [Store::Ours(retried), Store::Ours(bare)];
+        for store in &stores {
+            for i in 0..READ_SET {
+                store.put(format!("read/{i}"), small.clone()).await?;
+            }
+        }
+        for (label, tasks) in [("sequential", 1), ("64 tasks", TASKS)] {
+            let data = small.clone();
+            let put = move |s: Store, t: usize, i: u64| {
+                let data = data.clone();
+                async move { s.put(format!("write/{t}/{i}"), data).await }
+            };
+            let puts = alternate_many(&stores, tasks, budget, put).await?;
+            let get = |s: Store, t: usize, i: u64| async move {
+                let got = s
+                    .get(format!("read/{}", (t as u64 * 7919 + i) % READ_SET))
+                    .await?;
+                anyhow::ensure!(got.len() == SMALL, "short read");
+                Ok(())
+            };
+            let gets = alternate_many(&stores, tasks, budget, get).await?;
+            for (op, rates) in [("put", puts), ("get", gets)] {
+                println!(
+                    "| {name} through Retry | {name} bare | {op} 4 KiB, {label} | {} ops/s | {} ops/s | {:.2}× ({:+.1} % overhead) |",
+                    fmt_rate(rates[0]),
+                    fmt_rate(rates[1]),
+                    rates[0] / rates[1],
+                    (1.0 - rates[0] / rates[1]) * 100.0
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A rate with no decimals above 100, one below.

@@ -105,7 +105,7 @@ async fn run_here(name: &str, filter: &Filter, retry: bool) -> anyhow::Result<Ba
     let scratch = tempfile::Builder::new()
         .prefix("storage-conformance-")
         .tempdir()?;
-    let factory = backends::factory(name, scratch.path().join(name))?;
+    let factory = backends::factory(name, scratch.path().join(name), retry)?;
     if !retry {
         eprintln!("running the contract suite against {name} ...");
         return Ok(run(factory.as_ref(), &suites::all(), filter).await);

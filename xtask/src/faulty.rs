@@ -98,7 +98,15 @@ impl BackendFactory for Faulty {
         self.inner.hooks(check, raw.as_ref().unwrap_or(backend))
     }
 
+    /// The inner factory's limitations, each allowed to pass: `Retry`
+    /// checks a conditional delete's ETag itself before sending it, which
+    /// can hide a server's ignored condition.
     fn limitation(&self, check: &Check) -> Option<Declared> {
-        self.inner.limitation(check)
+        self.inner.limitation(check).map(|declared| Declared {
+            may_pass: Some(
+                "Retry checks a conditional delete's ETag itself before sending it, which can hide the server's fault".to_owned(),
+            ),
+            ..declared
+        })
     }
 }

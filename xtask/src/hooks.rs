@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use object_store::{ObjectStore, PutPayload};
-use storage_conformance::hooks::{TamperFn, WrongCredentialsFn};
+use storage_conformance::hooks::{MakeBackendFn, TamperFn};
 use storage_core::{Backend, Key};
 
 /// Bytes that replace an object's content: same length, other bytes.
@@ -106,9 +106,9 @@ pub fn gcs_tamper(backend: Arc<dyn Backend>, endpoint: String, bucket: String) -
     })
 }
 
-/// A hook that makes a backend with `make` (credentials the server must
-/// refuse).
-pub fn wrong_credentials<F, Fut>(make: F) -> WrongCredentialsFn
+/// A hook that makes a backend with `make` (configured in a way the server
+/// must refuse).
+pub fn make_backend<F, Fut>(make: F) -> MakeBackendFn
 where
     F: Fn() -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = storage_core::Result<Arc<dyn Backend>>> + Send + 'static,

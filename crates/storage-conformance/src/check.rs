@@ -61,6 +61,8 @@ pub enum Requires {
     TamperHook,
     /// The factory's [`Hooks::wrong_credentials`].
     WrongCredentialsHook,
+    /// The factory's [`Hooks::missing_bucket`].
+    MissingBucketHook,
 }
 
 impl Requires {
@@ -71,6 +73,10 @@ impl Requires {
             Requires::TamperHook => (
                 hooks.tamper.is_some(),
                 "has no test hook to corrupt stored bytes behind its back",
+            ),
+            Requires::MissingBucketHook => (
+                hooks.missing_bucket.is_some(),
+                "has no test hook for a missing bucket or container (or has none)",
             ),
             Requires::WrongCredentialsHook => (
                 hooks.wrong_credentials.is_some(),

@@ -1,6 +1,7 @@
 //! What a check may ask of the test harness besides a fresh backend: to
-//! corrupt stored bytes behind the backend's back, or a backend on the same
-//! store whose credentials the service refuses.
+//! corrupt stored bytes behind the backend's back, a backend on the same
+//! store whose credentials the service refuses, or one on a bucket that does
+//! not exist.
 //!
 //! A [`BackendFactory`](crate::BackendFactory) offers them through
 //! [`BackendFactory::hooks`](crate::BackendFactory::hooks); a check that
@@ -21,9 +22,9 @@ use storage_core::{Backend, Key};
 pub type TamperFn =
     Arc<dyn Fn(Key) -> BoxFuture<'static, Result<Option<Arc<dyn Backend>>, String>> + Send + Sync>;
 
-/// Makes a backend on the same store as the check's, with credentials the
-/// service must refuse.
-pub type WrongCredentialsFn =
+/// Makes a backend on the same server as the check's, configured in a way
+/// the service must refuse (see the fields of [`Hooks`]).
+pub type MakeBackendFn =
     Arc<dyn Fn() -> BoxFuture<'static, Result<Arc<dyn Backend>, String>> + Send + Sync>;
 
 /// The hooks a factory offers for one check's backend.
@@ -31,8 +32,12 @@ pub type WrongCredentialsFn =
 pub struct Hooks {
     /// Corrupts stored bytes; see [`TamperFn`].
     pub tamper: Option<TamperFn>,
-    /// A backend with refused credentials; see [`WrongCredentialsFn`].
-    pub wrong_credentials: Option<WrongCredentialsFn>,
+    /// A backend on the check's bucket or container with credentials the
+    /// service must refuse.
+    pub wrong_credentials: Option<MakeBackendFn>,
+    /// A backend, with valid credentials, on a bucket or container that
+    /// does not exist.
+    pub missing_bucket: Option<MakeBackendFn>,
 }
 
 impl fmt::Debug for Hooks {
@@ -40,6 +45,7 @@ impl fmt::Debug for Hooks {
         f.debug_struct("Hooks")
             .field("tamper", &self.tamper.is_some())
             .field("wrong_credentials", &self.wrong_credentials.is_some())
+            .field("missing_bucket", &self.missing_bucket.is_some())
             .finish()
     }
 }

@@ -51,9 +51,11 @@ pub trait BackendFactory: Send + Sync {
 pub struct Declared {
     /// What the server does instead, naming the server.
     pub reason: String,
-    /// The server breaks the rule only under some interleavings, so a run
-    /// may pass; see [`Limitation::intermittent`](crate::servers::Limitation::intermittent).
-    pub intermittent: bool,
+    /// Why the check may pass on this server all the same (the server
+    /// breaks the rule only under some interleavings, or a layer under test
+    /// hides it): a pass is then reported as a limitation, with this reason,
+    /// instead of as a stale declaration.
+    pub may_pass: Option<String>,
 }
 
 /// Which checks to run: all of them, or those whose suite and name match.
@@ -217,36 +219,30 @@ async fn run_one(
         .limitation(check)
         .filter(|_| !filter.ignore_limitations);
     let (status, message) = run_fresh(factory, check).await;
-    let Some(Declared {
-        reason,
-        intermittent,
-    }) = limitation
-    else {
+    let Some(Declared { reason, may_pass }) = limitation else {
         return (status, message);
     };
     // A declared limitation is re-proved on every run: the check must still
     // fail on this server, or the declaration is stale.
-    match status {
-        Status::Passed if intermittent => (
+    match (status, may_pass) {
+        (Status::Passed, Some(why)) => (
             Status::Limitation,
-            Some(format!(
-                "{reason} (not seen this run: the server breaks the rule only under some interleavings)"
-            )),
+            Some(format!("{reason} (not seen this run: {why})")),
         ),
-        Status::Failed => (
+        (Status::Failed, _) => (
             Status::Limitation,
             Some(format!(
                 "{reason} (re-proved: {})",
                 message.as_deref().unwrap_or("failed")
             )),
         ),
-        Status::Passed => (
+        (Status::Passed, None) => (
             Status::Failed,
             Some(format!(
                 "declared as a server limitation ({reason}) but passed: remove the declaration"
             )),
         ),
-        other => (other, message),
+        (other, _) => (other, message),
     }
 }
 

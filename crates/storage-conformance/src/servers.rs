@@ -638,7 +638,9 @@ pub fn declared_limitation(server: &str, check: &crate::Check) -> Option<crate::
         .find(|l| l.server == server && l.suite == check.suite && l.check == check.name)
         .map(|l| crate::Declared {
             reason: format!("{server}: {}", l.reason),
-            intermittent: l.intermittent,
+            may_pass: l
+                .intermittent
+                .then(|| "the server breaks the rule only under some interleavings".to_owned()),
         })
 }
 

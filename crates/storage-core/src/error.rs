@@ -104,6 +104,14 @@ pub enum Error {
         /// The server's explanation.
         message: String,
     },
+    /// The bucket (S3, GCS) or container (Azure) the backend is configured
+    /// with does not exist: a configuration error, never the
+    /// [`Error::NotFound`] of a key, and not transient.
+    #[error("bucket or container not found: {bucket}")]
+    BucketNotFound {
+        /// The bucket or container name.
+        bucket: String,
+    },
     /// No valid credentials were presented (HTTP 401).
     #[error("unauthenticated: {message}")]
     Unauthenticated {
@@ -134,10 +142,13 @@ pub enum Error {
     },
     /// A one-shot body was already (partly) sent and cannot be sent again, so
     /// the operation cannot be retried; no partial object was written.
-    #[error("the body for {key} cannot be replayed")]
+    #[error("the body for {key} cannot be replayed{}", DisplaySource(source))]
     NonReplayableBody {
         /// The key that was written.
         key: String,
+        /// The transient failure that would otherwise have been retried.
+        #[source]
+        source: Option<BoxError>,
     },
     /// Another process or instance holds the exclusive lock on the store.
     #[error("locked: {path} is held by another writer")]
@@ -166,6 +177,17 @@ impl fmt::Display for DisplayActual<'_> {
         match self.0 {
             Some(etag) => write!(f, "{etag}"),
             None => f.write_str("no object"),
+        }
+    }
+}
+
+struct DisplaySource<'a>(&'a Option<BoxError>);
+
+impl fmt::Display for DisplaySource<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(source) => write!(f, " after: {source}"),
+            None => Ok(()),
         }
     }
 }

@@ -14,7 +14,7 @@ use crate::policy::{Attempts, Operation, RetryPolicy, within};
 use crate::read::{Fetched, fetch, resumable};
 use crate::replay::Replay;
 use crate::write_id::{
-    Seen, WriteId, WriteKind, Writers, Writing, hide_write_id, reject_reserved, tag,
+    Seen, WriteId, WriteKind, Writers, Writing, adopted_write_id, hide_write_id, tag,
 };
 
 /// Wraps a backend and retries its transient failures (DESIGN section 5).
@@ -45,10 +45,16 @@ use crate::write_id::{
 /// time with [`Retry::from_arc`] (`Retry<dyn Backend>`); `Retry` is itself a
 /// [`Backend`], usable as `Arc<dyn Backend>`.
 ///
-/// User metadata names starting with `storage_` are refused by `put` with
-/// [`Error::InvalidArgument`] (DESIGN section 2, rule 8): the layer stores
-/// its write id under [`WRITE_ID_METADATA`](crate::WRITE_ID_METADATA) and
-/// removes that entry from every result.
+/// The layer stores each put's write id under
+/// [`WRITE_ID_METADATA`](crate::WRITE_ID_METADATA) (a name reserved by
+/// DESIGN section 2, rule 8) and removes that entry from every result. A
+/// write id already present, put there by an outer `Retry`, is adopted, so
+/// that nested retrying layers agree on one id; other reserved names pass
+/// through to the backend, since they belong to layers above this one.
+///
+/// Do not put a `Retry` inside another: the inner layer removes write ids
+/// from the results the outer one reads to settle an ambiguous write, so
+/// the outer layer could report an applied compare-and-swap as failed.
 ///
 /// # Panics
 /// The operations sleep and time attempts out with Tokio's timer: they
@@ -325,8 +331,8 @@ impl<B: Backend + ?Sized> Backend for Retry<B> {
     /// # Errors
     /// - those of the inner backend's [`Backend::put`], the last transient
     ///   one when the policy gives up;
-    /// - [`Error::InvalidArgument`] for a metadata name starting with
-    ///   `storage_`, before any I/O;
+    /// - [`Error::InvalidArgument`] for a write id entry that is not 32 hex
+    ///   digits, before any I/O;
     /// - [`Error::NonReplayableBody`] when a one-shot body was read by an
     ///   attempt that failed transiently and its write is not shown to have
     ///   been applied: the object is then the previous one (or, where a late
@@ -335,18 +341,24 @@ impl<B: Backend + ?Sized> Backend for Retry<B> {
     ///   attempt of unknown outcome cannot be settled (rules in
     ///   [`write_id`](crate::write_id)).
     async fn put(&self, key: &Key, body: Body, mut options: PutOptions) -> Result<ObjectMeta> {
-        reject_reserved(&options.metadata)?;
+        let adopted = adopted_write_id(&options.metadata)?;
         let writing = self.writers.begin(key, write_kind(&options.mode));
         let replay = Replay::new(body, key);
         let limit = self.policy.attempt_timeout_for(replay.len());
-        let id = WriteId::random();
-        let id = tag(&mut options.metadata, id).then_some(id);
+        let id = match adopted {
+            Some(id) => Some(id),
+            None => {
+                let id = WriteId::random();
+                tag(&mut options.metadata, id).then_some(id)
+            }
+        };
         let mut attempts = Attempts::start(Operation::Put);
         let mut unknown_outcome = false;
         loop {
             let Some(body) = replay.next() else {
                 return Err(Error::NonReplayableBody {
                     key: key.to_string(),
+                    source: None,
                 });
             };
             let attempt = self.inner.put(key, body, options.clone());
@@ -375,6 +387,7 @@ impl<B: Backend + ?Sized> Backend for Retry<B> {
             if replay.is_consumed() {
                 return Err(Error::NonReplayableBody {
                     key: key.to_string(),
+                    source: Some(Box::new(error)),
                 });
             }
             attempts

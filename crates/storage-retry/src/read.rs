@@ -59,8 +59,11 @@ pub(crate) async fn fetch(got: GetResult, limit: u64) -> Result<Fetched> {
     }
     let (meta, range) = (got.meta.clone(), got.range.clone());
     let data = got.bytes().await?;
+    let collected = data.clone();
     let body = stream::iter((!data.is_empty()).then_some(Ok(data))).boxed();
-    Ok(Fetched::Whole(GetResult::new(meta, range, body)))
+    Ok(Fetched::Whole(
+        GetResult::new(meta, range, body).with_collect(Box::pin(async move { Ok(collected) })),
+    ))
 }
 
 /// Makes `first`'s body resume after transient failures; `full` says

@@ -107,6 +107,7 @@ impl Stream for Guarded {
                 None => {
                     return Poll::Ready(Some(Err(Error::NonReplayableBody {
                         key: self.key.to_string(),
+                        source: None,
                     })));
                 }
             }

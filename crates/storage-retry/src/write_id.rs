@@ -106,20 +106,25 @@ impl WriteId {
     }
 }
 
-/// Refuses user metadata with a reserved name, before any I/O.
+/// The write id an outer `Retry` already put in `metadata`, adopted as
+/// this call's own so that nested retrying layers agree on one id.
+///
+/// Other names starting with [`RESERVED_METADATA_PREFIX`] pass through: they
+/// belong to the layers above this one (encryption, an outer `Retry`), and a
+/// layer cannot tell them from a user's. Refusing users' reserved names is
+/// the job of the layer that takes the user's call.
 ///
 /// # Errors
-/// [`Error::InvalidArgument`] naming the first entry whose name starts with
-/// [`RESERVED_METADATA_PREFIX`].
-pub(crate) fn reject_reserved(metadata: &Metadata) -> Result<()> {
-    match metadata
-        .keys()
-        .find(|name| name.starts_with(RESERVED_METADATA_PREFIX))
-    {
-        Some(name) => Err(Error::invalid_argument(format!(
-            "metadata name {name:?} is reserved: names starting with {RESERVED_METADATA_PREFIX:?} belong to the storage library"
-        ))),
-        None => Ok(()),
+/// [`Error::InvalidArgument`] for a [`WRITE_ID_METADATA`] entry that is not
+/// 32 hex digits.
+pub(crate) fn adopted_write_id(metadata: &Metadata) -> Result<Option<WriteId>> {
+    match metadata.get(WRITE_ID_METADATA) {
+        None => Ok(None),
+        Some(value) => WriteId::parse(value).map(Some).ok_or_else(|| {
+            Error::invalid_argument(format!(
+                "metadata {WRITE_ID_METADATA:?} must be 32 hex digits, a write id of storage-retry"
+            ))
+        }),
     }
 }
 
@@ -372,13 +377,17 @@ mod tests {
     }
 
     #[test]
-    fn reserved_names_are_refused() {
-        let reserved = Metadata::from([("storage_sha256".to_owned(), "x".to_owned())]);
+    fn an_outer_write_id_is_adopted_and_a_malformed_one_refused() {
+        let id = WriteId::random();
+        let outer = Metadata::from([(WRITE_ID_METADATA.to_owned(), id.to_hex())]);
+        assert_eq!(adopted_write_id(&outer).ok(), Some(Some(id)));
+        let malformed = Metadata::from([(WRITE_ID_METADATA.to_owned(), "x".to_owned())]);
         assert!(matches!(
-            reject_reserved(&reserved),
+            adopted_write_id(&malformed),
             Err(Error::InvalidArgument { .. })
         ));
-        assert!(reject_reserved(&Metadata::from([("store".to_owned(), "x".to_owned())])).is_ok());
+        let other = Metadata::from([("storage_sha256".to_owned(), "x".to_owned())]);
+        assert_eq!(adopted_write_id(&other).ok(), Some(None));
     }
 
     #[test]

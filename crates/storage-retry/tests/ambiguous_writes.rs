@@ -142,10 +142,10 @@ async fn a_conditional_delete_of_a_missing_key_is_refused_without_being_sent() {
 }
 
 #[tokio::test]
-async fn reserved_metadata_names_are_refused_before_any_call() {
+async fn a_malformed_write_id_is_refused_before_any_call() {
     let store = scripted(Script::Pass);
     let options = PutOptions {
-        metadata: Metadata::from([("storage_mine".to_owned(), "x".to_owned())]),
+        metadata: Metadata::from([("storage_write_id".to_owned(), "x".to_owned())]),
         ..PutOptions::default()
     };
     let put = store.put(&key("k"), Body::from("x"), options).await;

@@ -32,6 +32,12 @@ pub fn checks() -> Vec<Check> {
         ),
         check!(
             SUITE,
+            missing_bucket_is_a_configuration_error,
+            [MissingBucketHook],
+            hooks
+        ),
+        check!(
+            SUITE,
             watch_without_a_change_feed_is_unsupported,
             [NoChangeFeed]
         ),
@@ -154,6 +160,56 @@ async fn wrong_credentials_are_refused_as_such(b: Arc<dyn Backend>, hooks: Hooks
         b.get_bytes(&k).await? == "x",
         "a client with refused credentials changed the object"
     );
+    Ok(())
+}
+
+/// Rule 11: on a bucket or container that does not exist, every operation
+/// fails with [`Error::BucketNotFound`]: never `NotFound` of the key (which
+/// would make `exists` answer false for every key of a misconfigured store),
+/// an empty listing, or a transient error.
+async fn missing_bucket_is_a_configuration_error(
+    _b: Arc<dyn Backend>,
+    hooks: Hooks,
+) -> CheckResult {
+    let Some(make) = hooks.missing_bucket else {
+        return Err(Failure("the factory offers no missing-bucket hook".into()));
+    };
+    let missing = make()
+        .await
+        .map_err(|e| Failure(format!("the missing-bucket hook failed: {e}")))?;
+    let k = key("k")?;
+    let outcomes = [
+        ("exists", missing.exists(&k).await.map(|_| ()).err()),
+        ("get", missing.get_bytes(&k).await.map(|_| ()).err()),
+        (
+            "list",
+            missing
+                .list(&ListOptions::default())
+                .await
+                .map(|_| ())
+                .err(),
+        ),
+        ("put", missing.put_bytes(&k, "x").await.map(|_| ()).err()),
+        (
+            "delete",
+            missing.delete(&k, DeleteOptions::default()).await.err(),
+        ),
+    ];
+    for (operation, error) in outcomes {
+        match error {
+            Some(Error::BucketNotFound { .. }) => {}
+            Some(other) => {
+                return Err(Failure(format!(
+                    "{operation} on a missing bucket failed with {other}, not BucketNotFound"
+                )));
+            }
+            None => {
+                return Err(Failure(format!(
+                    "{operation} on a missing bucket succeeded"
+                )));
+            }
+        }
+    }
     Ok(())
 }
 
