@@ -45,6 +45,8 @@ pub enum Requires {
     ChangeFeed,
     /// [`Capabilities::unique_etags`].
     UniqueEtags,
+    /// [`Capabilities::server_side_copy`].
+    ServerSideCopy,
     /// Data that does not live in the process's memory, so that the client
     /// side of a transfer can be bounded.
     OutOfProcessStorage,
@@ -86,6 +88,7 @@ impl Requires {
             Requires::ConditionalDelete => (caps.conditional_delete, "no conditional delete"),
             Requires::Checksums => (caps.checksums, "does not record SHA-256 checksums"),
             Requires::ChangeFeed => (caps.change_feed, "has no change feed"),
+            Requires::ServerSideCopy => (caps.server_side_copy, "copies through the client"),
             Requires::UniqueEtags => (
                 caps.unique_etags,
                 "derives ETags from the content (the same bytes give the same ETag)",

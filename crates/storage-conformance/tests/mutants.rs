@@ -67,6 +67,8 @@ enum Bug {
     SkewedLastModified,
     /// `last_modified` stays the key's first version's across overwrites.
     StaleLastModified,
+    /// Claims server-side copies, but copies through the client.
+    ClaimsServerSideCopy,
 }
 
 /// Each mutant with the checks (suite, name) that must catch it.
@@ -237,6 +239,13 @@ const CAUGHT_BY: &[(Bug, &[(&str, &str)])] = &[
         &[(
             "core",
             "last_modified_is_within_the_put_and_never_goes_backwards",
+        )],
+    ),
+    (
+        Bug::ClaimsServerSideCopy,
+        &[(
+            "core",
+            "server_side_copy_moves_no_content_through_the_client",
         )],
     ),
 ];
@@ -492,6 +501,10 @@ impl Backend for Broken {
         Ok(page)
     }
 
+    /// Every mutant copies through the client, as the bugs it carries must
+    /// show in copies too; [`Bug::ClaimsServerSideCopy`] is the one whose
+    /// only bug that is, since its capabilities (the memory backend's) claim
+    /// server-side copies.
     async fn copy(&self, from: &Key, to: &Key, mode: PutMode) -> Result<ObjectMeta> {
         let mode = match self.bug {
             Bug::CopyIgnoresMode => PutMode::Overwrite,
@@ -569,6 +582,11 @@ async fn assert_caught(bug: Bug) {
             "{suite}/{name} did not catch {bug:?}: {message}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_false_server_side_copy_claim_is_caught() {
+    assert_caught(Bug::ClaimsServerSideCopy).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

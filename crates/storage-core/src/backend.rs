@@ -182,6 +182,7 @@ pub async fn copy_through_client<B: Backend + ?Sized>(
     to: &Key,
     mode: PutMode,
 ) -> Result<ObjectMeta> {
+    crate::raw::note_client_copy();
     let source = backend.get(from, GetOptions::default()).await?;
     let options = PutOptions {
         mode,

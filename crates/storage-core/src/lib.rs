@@ -47,6 +47,7 @@ pub mod list;
 mod memory;
 mod meta;
 mod options;
+pub mod raw;
 pub mod timeout;
 mod watch;
 

@@ -52,6 +52,11 @@ pub fn checks() -> Vec<Check> {
         check!(SUITE, copy_of_a_missing_source_is_not_found),
         check!(
             SUITE,
+            server_side_copy_moves_no_content_through_the_client,
+            [ServerSideCopy]
+        ),
+        check!(
+            SUITE,
             copy_if_not_exists_keeps_the_destination,
             [ConditionalPut]
         ),
@@ -454,6 +459,32 @@ async fn copy_carries_content_type_and_metadata(b: Arc<dyn Backend>) -> CheckRes
     );
     ensure_eq!(head.metadata, options.metadata, "copied metadata");
     ensure_eq!(copied.etag, head.etag, "ETag returned by copy");
+    Ok(())
+}
+
+/// Rule 10 and [`Capabilities::server_side_copy`](storage_core::Capabilities::server_side_copy):
+/// a backend that claims server-side copies copies without the content
+/// passing through this process, as seen by
+/// [`count_client_copies`](storage_core::raw::count_client_copies).
+async fn server_side_copy_moves_no_content_through_the_client(b: Arc<dyn Backend>) -> CheckResult {
+    let data = pattern(256 * 1024, 5);
+    b.put_bytes("src", data.clone()).await?;
+    let (copied, through_client) = storage_core::raw::count_client_copies(b.copy(
+        &key("src")?,
+        &key("dst")?,
+        PutMode::Overwrite,
+    ))
+    .await;
+    copied?;
+    ensure_eq!(
+        through_client,
+        0,
+        "copies read and written back through the client"
+    );
+    ensure!(
+        b.get_bytes("dst").await? == data,
+        "the copy holds other bytes"
+    );
     Ok(())
 }
 
