@@ -1,6 +1,7 @@
 //! The `Backend` implementation of `AzureBackend`.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -27,7 +28,7 @@ use storage_core::{
 use time::OffsetDateTime;
 
 use crate::config::AzureConfig;
-use crate::error::{Context, from_sdk, missing, status_and_code};
+use crate::error::{Class, Context, classify_sdk, from_sdk, missing, status_and_code};
 use crate::list::{self, RawPage};
 use crate::metadata;
 use crate::sas::{AccountKey, BlobPermission};
@@ -96,7 +97,15 @@ pub(crate) fn header<'a>(headers: &'a Headers, name: &str) -> Option<&'a str> {
 ///   crate cannot authorize the source, so `copy` streams through the
 ///   client (`Capabilities::server_side_copy` says which).
 /// - Delete removes the blob with its snapshots; deleting a missing blob
-///   succeeds, but a missing container is [`Error::NotFound`].
+///   succeeds.
+/// - A missing container is [`Error::BucketNotFound`] on every operation,
+///   never the [`Error::NotFound`] of a blob: Azure names it
+///   (`ContainerNotFound`) in the `x-ms-error-code` header of every failed
+///   answer, HEAD answers included. A 404 whose code names neither is
+///   followed by one Get Container Properties: 404 there is
+///   `BucketNotFound`, success makes the 404 the blob's and is remembered;
+///   a transient failure of that request is returned as is. The memory is
+///   cleared whenever an answer names the container missing.
 /// - A put without a content type stores [`DEFAULT_CONTENT_TYPE`].
 #[derive(Debug, Clone)]
 pub struct AzureBackend {
@@ -112,6 +121,9 @@ struct Inner {
     /// authorization as the SDK clients.
     pipeline: Pipeline,
     account_key: Option<AccountKey>,
+    /// Whether Get Container Properties found the container (see
+    /// [`AzureBackend`]).
+    container_exists: AtomicBool,
 }
 
 impl std::fmt::Debug for Inner {
@@ -178,6 +190,7 @@ impl AzureBackend {
                 container,
                 pipeline,
                 account_key,
+                container_exists: AtomicBool::new(false),
             }),
         })
     }
@@ -212,7 +225,7 @@ impl AzureBackend {
 
     /// The URL of `key`'s blob, without credentials; `/` stays a path
     /// separator, everything else is percent-encoded.
-    fn blob_url(&self, key: &Key) -> Url {
+    pub(crate) fn blob_url(&self, key: &Key) -> Url {
         let mut url = self.inner.container_url.clone();
         if let Ok(mut segments) = url.path_segments_mut() {
             segments.extend(self.full_name(key).split('/'));
@@ -255,7 +268,8 @@ impl AzureBackend {
                 e,
                 "Create Container",
                 self.container(),
-                Context::Plain,
+                self.container(),
+                Context::Bucket,
             )),
         }
     }
@@ -318,15 +332,68 @@ impl AzureBackend {
         storage_core::timeout::within(limit, future, || format!("Azure {op}")).await
     }
 
-    /// Sends a request this crate built and checks its status.
-    async fn send(
+    /// Converts an SDK error of operation `op` on `key`; a 404 that does not
+    /// say whether the blob or the container is missing asks the container
+    /// first (see [`AzureBackend`]).
+    pub(crate) async fn error(
         &self,
-        mut request: Request,
+        err: azure_core::Error,
         op: &str,
         key: &str,
         context: Context,
+    ) -> Error {
+        let ambiguous = classify_sdk(&err) == Some(Class::KeyOrBucketNotFound)
+            && !matches!(context, Context::Bucket);
+        if ambiguous && let Some(container_error) = self.container_missing().await {
+            return container_error;
+        }
+        let converted = from_sdk(err, op, self.container(), key, context);
+        if matches!(converted, Error::BucketNotFound { .. }) {
+            self.inner.container_exists.store(false, Ordering::Relaxed);
+        }
+        converted
+    }
+
+    /// After a 404 that does not say what is missing: `BucketNotFound` when
+    /// Get Container Properties finds no container, its error when it fails
+    /// transiently, and `None` (the blob is missing) otherwise. A container
+    /// found is remembered.
+    async fn container_missing(&self) -> Option<Error> {
+        if self.inner.container_exists.load(Ordering::Relaxed) {
+            return None;
+        }
+        let op = "Get Container Properties";
+        let container = self.container();
+        let mut url = self.inner.container_url.clone();
+        url.query_pairs_mut().append_pair("restype", "container");
+        let answer = match self
+            .send_checked(Request::new(url, Method::Head), op, &[200])
+            .await
+        {
+            Ok(answer) => answer,
+            Err(timeout) => return Some(timeout),
+        };
+        match answer {
+            Ok(_) => {
+                self.inner.container_exists.store(true, Ordering::Relaxed);
+                None
+            }
+            Err(e) => match from_sdk(e, op, container, container, Context::Bucket) {
+                err @ Error::BucketNotFound { .. } => Some(err),
+                err if err.is_transient() => Some(err),
+                _ => None,
+            },
+        }
+    }
+
+    /// Sends a request this crate built, under the request timeout, and
+    /// checks its status; the SDK's error comes back unconverted.
+    pub(crate) async fn send_checked(
+        &self,
+        mut request: Request,
+        op: &str,
         success: &'static [u16],
-    ) -> Result<AsyncRawResponse> {
+    ) -> Result<azure_core::Result<AsyncRawResponse>> {
         request.insert_header("x-ms-version", API_VERSION);
         let ctx = HttpContext::new();
         let sent = self
@@ -341,16 +408,34 @@ impl AzureBackend {
                     }),
                 ),
             )
-            .await?
-            .map_err(|e| from_sdk(e, op, key, context.clone()))?;
-        azure_core::http::check_success(
-            sent,
-            Some(CheckSuccessOptions {
-                success_codes: success,
-            }),
-        )
-        .await
-        .map_err(|e| from_sdk(e, op, key, context))
+            .await?;
+        Ok(match sent {
+            Ok(response) => {
+                azure_core::http::check_success(
+                    response,
+                    Some(CheckSuccessOptions {
+                        success_codes: success,
+                    }),
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        })
+    }
+
+    /// Sends a request this crate built and checks its status.
+    async fn send(
+        &self,
+        request: Request,
+        op: &str,
+        key: &str,
+        context: Context,
+        success: &'static [u16],
+    ) -> Result<AsyncRawResponse> {
+        match self.send_checked(request, op, success).await? {
+            Ok(response) => Ok(response),
+            Err(e) => Err(self.error(e, op, key, context).await),
+        }
     }
 
     fn meta_from_headers(key: &Key, headers: &Headers, size: u64, op: &str) -> Result<ObjectMeta> {
@@ -488,12 +573,12 @@ impl AzureBackend {
         }
         let request = Request::new(url, Method::Get);
         let response = self
-            .send(request, "List Blobs", prefix, Context::Plain, &[200])
+            .send(request, "List Blobs", prefix, Context::Bucket, &[200])
             .await?;
         let body = self
             .timed("List Blobs", response.into_body().collect())
             .await?
-            .map_err(|e| from_sdk(e, "List Blobs", prefix, Context::Plain))?;
+            .map_err(|e| from_sdk(e, "List Blobs", self.container(), prefix, Context::Bucket))?;
         let text = std::str::from_utf8(&body)
             .map_err(|e| Error::backend(false, "Azure List Blobs: the answer is not UTF-8", e))?;
         list::parse(text, self.container())
@@ -711,13 +796,11 @@ impl Backend for AzureBackend {
             .await?
         {
             Ok(_) => Ok(()),
-            Err(e) => {
-                let missing_blob = status_and_code(&e) == (Some(404), Some("BlobNotFound".into()));
-                if missing_blob && options.if_match.is_none() {
-                    return Ok(());
-                }
-                Err(from_sdk(e, "Delete Blob", key.as_str(), context))
-            }
+            Err(e) => match self.error(e, "Delete Blob", key.as_str(), context).await {
+                // Without If-Match a missing blob reads as NotFound: deleted.
+                Error::NotFound { .. } => Ok(()),
+                other => Err(other),
+            },
         }
     }
 
@@ -892,6 +975,168 @@ mod tests {
             "{url}"
         );
         assert!(url.contains("&sr=b&sp=r&"), "{url}");
+    }
+
+    use crate::test_server::{Reply, Seen, TestServer};
+    use bytes::Bytes;
+    use storage_core::{BackendExt, DeleteOptions, ListOptions};
+
+    fn azure_error(status: u16, code: Option<&str>) -> Reply {
+        let reply = Reply::status(status);
+        match code {
+            Some(code) => reply
+                .header("x-ms-error-code", code)
+                .header("content-type", "application/xml")
+                .body(format!(
+                    "<?xml version=\"1.0\" encoding=\"utf-8\"?><Error><Code>{code}</Code><Message>scripted</Message></Error>"
+                )),
+            None => reply,
+        }
+    }
+
+    fn scripted(server: &TestServer) -> AzureBackend {
+        AzureConfig::emulator(format!("{}/devstoreaccount1", server.url()), "box")
+            .build()
+            .expect("config")
+    }
+
+    /// Get Container Properties (`HEAD …/box?restype=container`).
+    fn is_container_probe(seen: &Seen) -> bool {
+        seen.method == "HEAD" && seen.has_query("restype")
+    }
+
+    #[tokio::test]
+    async fn every_operation_on_a_missing_container_is_bucket_not_found() {
+        // Azure and Azurite: `ContainerNotFound` in the header of every
+        // failed answer, and in the body of those that have one.
+        let server = TestServer::start(|_: &Seen| azure_error(404, Some("ContainerNotFound")));
+        let store = scripted(&server);
+        let k = Key::new("k").expect("key");
+        let stale = ETag::new("e1");
+        let one_shot = || Body::stream(futures::stream::iter([Ok(Bytes::from("x"))]).boxed(), None);
+        let with_mode = |mode: PutMode| PutOptions {
+            mode,
+            ..PutOptions::default()
+        };
+        let listing = ListOptions {
+            delimiter: true,
+            ..ListOptions::default()
+        };
+        let outcomes: Vec<(&str, Result<()>)> = vec![
+            ("exists", store.exists(&k).await.map(|_| ())),
+            ("head", store.head(&k).await.map(|_| ())),
+            ("get", store.get_bytes(&k).await.map(|_| ())),
+            ("get range", store.get_range(&k, 1..3).await.map(|_| ())),
+            (
+                "get suffix",
+                store
+                    .get(
+                        &k,
+                        GetOptions {
+                            range: Some(ByteRange::Suffix { len: 2 }),
+                            ..GetOptions::default()
+                        },
+                    )
+                    .await
+                    .map(|_| ()),
+            ),
+            (
+                "list",
+                store.list(&ListOptions::default()).await.map(|_| ()),
+            ),
+            (
+                "list with delimiter",
+                store.list(&listing).await.map(|_| ()),
+            ),
+            ("put", store.put_bytes(&k, "x").await.map(|_| ())),
+            (
+                "put if not exists",
+                store
+                    .put(&k, Body::from("x"), with_mode(PutMode::IfNotExists))
+                    .await
+                    .map(|_| ()),
+            ),
+            (
+                "put if match",
+                store
+                    .put(
+                        &k,
+                        Body::from("x"),
+                        with_mode(PutMode::IfMatch(stale.clone())),
+                    )
+                    .await
+                    .map(|_| ()),
+            ),
+            (
+                "staged blocks",
+                store
+                    .put(&k, one_shot(), PutOptions::default())
+                    .await
+                    .map(|_| ()),
+            ),
+            ("delete", store.delete(&k, DeleteOptions::default()).await),
+            (
+                "delete if match",
+                store
+                    .delete(
+                        &k,
+                        DeleteOptions {
+                            if_match: Some(stale.clone()),
+                        },
+                    )
+                    .await,
+            ),
+            (
+                "copy",
+                store
+                    .copy(&k, &Key::new("k2").expect("key"), PutMode::Overwrite)
+                    .await
+                    .map(|_| ()),
+            ),
+        ];
+        for (operation, outcome) in outcomes {
+            assert!(
+                matches!(&outcome, Err(Error::BucketNotFound { bucket }) if bucket == "box"),
+                "{operation}: {outcome:?}"
+            );
+        }
+        assert!(
+            !server.seen().iter().any(is_container_probe),
+            "the code said it all: no Get Container Properties"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_404_without_a_code_asks_the_container_once_and_remembers_it() {
+        let server = TestServer::start(|seen: &Seen| {
+            if is_container_probe(seen) {
+                Reply::status(200)
+            } else {
+                azure_error(404, None)
+            }
+        });
+        let store = scripted(&server);
+        let k = Key::new("k").expect("key");
+        assert!(matches!(store.head(&k).await, Err(Error::NotFound { .. })));
+        assert_eq!(store.exists(&k).await.ok(), Some(false));
+        assert!(store.delete(&k, DeleteOptions::default()).await.is_ok());
+        let probes = server
+            .seen()
+            .iter()
+            .filter(|s| is_container_probe(s))
+            .count();
+        assert_eq!(probes, 1, "{:#?}", server.seen());
+    }
+
+    #[tokio::test]
+    async fn a_404_without_a_code_on_a_missing_container_is_bucket_not_found() {
+        let server = TestServer::start(|_: &Seen| azure_error(404, None));
+        let store = scripted(&server);
+        let k = Key::new("k").expect("key");
+        let err = store.exists(&k).await;
+        assert!(matches!(err, Err(Error::BucketNotFound { .. })), "{err:?}");
+        let err = store.delete(&k, DeleteOptions::default()).await;
+        assert!(matches!(err, Err(Error::BucketNotFound { .. })), "{err:?}");
     }
 
     #[test]

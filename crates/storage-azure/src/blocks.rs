@@ -27,7 +27,7 @@ use tokio::task::JoinSet;
 
 use crate::AzureBackend;
 use crate::backend::{conditions, context};
-use crate::error::{Context, from_sdk, missing};
+use crate::error::{Context, missing};
 use crate::metadata;
 
 /// Most blocks in one block blob.
@@ -102,10 +102,13 @@ impl AzureBackend {
                 in_flight.spawn(async move {
                     let blob = this.blob_client(&key).block_blob_client();
                     let len = block.len() as u64;
-                    this.timed("Put Block", blob.stage_block(&id, len, block.into(), None))
-                        .await?
-                        .map(|_| ())
-                        .map_err(|e| from_sdk(e, "Put Block", &key_s, Context::Plain))
+                    let staged = this
+                        .timed("Put Block", blob.stage_block(&id, len, block.into(), None))
+                        .await?;
+                    match staged {
+                        Ok(_) => Ok(()),
+                        Err(e) => Err(this.error(e, "Put Block", &key_s, Context::Plain).await),
+                    }
                 });
             }
             if buffer.capacity() < block_size {
@@ -133,13 +136,19 @@ impl AzureBackend {
         let content: RequestContent<BlockLookupList, _> = list.try_into().map_err(|e| {
             Error::backend(false, format!("Azure Put Block List of {key}: encoding"), e)
         })?;
-        let response = self
+        let committed = self
             .timed(
                 "Put Block List",
                 blob.commit_block_list(content, Some(commit)),
             )
-            .await?
-            .map_err(|e| from_sdk(e, "Put Block List", key.as_str(), context(&options.mode)))?;
+            .await?;
+        let response = match committed {
+            Ok(response) => response,
+            Err(e) => {
+                let context = context(&options.mode);
+                return Err(self.error(e, "Put Block List", key.as_str(), context).await);
+            }
+        };
         use azure_storage_blob::models::BlockBlobClientCommitBlockListResultHeaders;
         let etag = response
             .etag()

@@ -34,6 +34,8 @@ mod list;
 pub mod metadata;
 mod sas;
 mod shared_key;
+#[cfg(test)]
+use storage_conformance::scripted_server as test_server;
 
 #[cfg(feature = "identity")]
 pub use azure_identity;

@@ -37,6 +37,7 @@ pub mod faults;
 pub mod hooks;
 pub mod linearizability;
 mod runner;
+pub mod scripted_server;
 pub mod servers;
 pub mod spy;
 pub mod suites;

@@ -397,6 +397,10 @@ pub fn start_seaweedfs(tools: &Path, lifetime: Lifetime) -> Result<RunningServer
             "-admin.ui=false",
             "-master.telemetry=false",
             "-s3.allowDeleteBucketNotEmpty=false",
+            // `weed mini` creates a missing bucket on the first put of an
+            // admin identity (default on since 4.42), which would hide a
+            // misconfigured bucket; S3 answers 404 NoSuchBucket.
+            "-s3.autoCreateBucket=false",
             // Every bucket is a collection with volumes of its own. Left to
             // itself, `weed mini` sizes the volume limit from free disk
             // space: with ~50 GB free it allowed ~70 buckets, then answered

@@ -1,6 +1,7 @@
 //! The `Backend` implementation of `GcsBackend`.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -26,7 +27,10 @@ use storage_core::{
 use token_source::TokenSource;
 
 use crate::config::GcsConfig;
-use crate::error::{Context, from_sdk, from_status, missing};
+use crate::error::{
+    Answer, Class, Context, classify, classify_sdk, from_answer, from_sdk, from_transport, missing,
+    token_failure,
+};
 use crate::metadata;
 
 /// Content type stored when a put gives none: GCS always stores one.
@@ -83,6 +87,15 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
 ///   (fake-gcs-server). On a truncated answer only entries up to its last
 ///   object are used; the rest come with the next request.
 /// - A put without a content type stores [`DEFAULT_CONTENT_TYPE`].
+/// - A missing bucket is [`Error::BucketNotFound`] on every operation, never
+///   the [`Error::NotFound`] of an object. GCS answers a missing object and
+///   a missing bucket alike (404 `notFound`), so a 404 to a request on an
+///   object is followed by one bucket GET (`fields=name`): 404 there is
+///   `BucketNotFound`, success makes the 404 the object's and is
+///   remembered, so later misses cost no second request; a transient
+///   failure of the bucket GET is returned as is. A 404 to a listing is the
+///   bucket's without asking. The memory is cleared whenever a request
+///   finds the bucket missing.
 #[derive(Clone)]
 pub struct GcsBackend {
     inner: Arc<Inner>,
@@ -94,6 +107,8 @@ struct Inner {
     http: reqwest::Client,
     token: Option<Arc<dyn TokenSource>>,
     can_sign: bool,
+    /// Whether a bucket GET found the bucket (see [`GcsBackend`]).
+    bucket_exists: AtomicBool,
 }
 
 impl std::fmt::Debug for GcsBackend {
@@ -176,6 +191,7 @@ impl GcsBackend {
                 http,
                 token,
                 can_sign,
+                bucket_exists: AtomicBool::new(false),
             }),
         }
     }
@@ -239,7 +255,13 @@ impl GcsBackend {
         {
             Ok(_) => Ok(()),
             Err(gcloud_storage::http::Error::Response(r)) if r.code == 409 => Ok(()),
-            Err(e) => Err(from_sdk(e, "insert bucket", self.bucket(), Context::Plain)),
+            Err(e) => Err(from_sdk(
+                e,
+                "insert bucket",
+                self.bucket(),
+                self.bucket(),
+                Context::Bucket,
+            )),
         }
     }
 
@@ -319,9 +341,7 @@ impl GcsBackend {
     ) -> Result<reqwest::RequestBuilder> {
         match &self.inner.token {
             Some(token) => {
-                let token = token.token().await.map_err(|e| Error::Unauthenticated {
-                    message: format!("GCS {op} of {key}: the access token: {e}"),
-                })?;
+                let token = token.token().await.map_err(|e| token_failure(e, op, key))?;
                 Ok(request.header("authorization", token))
             }
             None => Ok(request),
@@ -336,19 +356,9 @@ impl GcsBackend {
         op: &str,
         key: &str,
     ) -> Result<reqwest::Response> {
-        self.timed(op, request.send()).await?.map_err(|e| {
-            let transport = e.status().is_none() && !e.is_builder();
-            from_status(
-                None,
-                None,
-                &e.to_string(),
-                transport,
-                op,
-                key,
-                Context::Plain,
-                e,
-            )
-        })
+        self.timed(op, request.send())
+            .await?
+            .map_err(|e| from_transport(e, op, key))
     }
 
     /// One multipart upload (`multipart/related`: the JSON metadata, then
@@ -424,7 +434,7 @@ impl GcsBackend {
         context: Context,
     ) -> Result<T> {
         if !response.status().is_success() {
-            return Err(Self::error_answer(response, op, key, context).await);
+            return Err(self.error_answer(response, op, key.as_str(), context).await);
         }
         let body = self
             .timed(op, response.bytes())
@@ -440,7 +450,7 @@ impl GcsBackend {
     }
 
     /// The media download request of `key`.
-    fn download_url(&self, key: &Key) -> String {
+    pub(crate) fn download_url(&self, key: &Key) -> String {
         format!(
             "{}/storage/v1/b/{}/o/{}?alt=media",
             self.inner.config.endpoint,
@@ -450,26 +460,103 @@ impl GcsBackend {
     }
 
     /// The error of a failed request this crate built: the JSON error body
-    /// where there is one, the status otherwise.
+    /// where there is one, the status otherwise; a 404 asks the bucket
+    /// first (see [`GcsBackend`]).
     async fn error_answer(
+        &self,
         response: reqwest::Response,
         op: &str,
-        key: &Key,
+        key: &str,
         context: Context,
     ) -> Error {
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap_or_default();
-        let (reason, message) = serde_error(&text);
-        from_status(
-            Some(status),
-            reason.as_deref(),
-            &message.unwrap_or(text),
-            false,
+        let (status, reason, message) = read_answer(response).await;
+        let ambiguous = classify(status, reason.as_deref()) == Class::KeyOrBucketNotFound
+            && !matches!(context, Context::Bucket);
+        if ambiguous && let Some(bucket_error) = self.bucket_missing().await {
+            return bucket_error;
+        }
+        let answer = Answer {
+            status,
+            reason: reason.as_deref(),
+            message: &message,
+        };
+        let err = from_answer(
+            answer,
             op,
-            key.as_str(),
+            self.bucket(),
+            key,
             context,
             format!("HTTP {status}"),
-        )
+        );
+        self.forget_bucket_if_missing(&err);
+        err
+    }
+
+    /// Converts an SDK error of operation `op` on `key`; a 404 to a request
+    /// on an object asks the bucket first (see [`GcsBackend`]).
+    pub(crate) async fn error(
+        &self,
+        err: gcloud_storage::http::Error,
+        op: &str,
+        key: &str,
+        context: Context,
+    ) -> Error {
+        let ambiguous = classify_sdk(&err) == Some(Class::KeyOrBucketNotFound)
+            && !matches!(context, Context::Bucket);
+        if ambiguous && let Some(bucket_error) = self.bucket_missing().await {
+            return bucket_error;
+        }
+        let converted = from_sdk(err, op, self.bucket(), key, context);
+        self.forget_bucket_if_missing(&converted);
+        converted
+    }
+
+    fn forget_bucket_if_missing(&self, err: &Error) {
+        if matches!(err, Error::BucketNotFound { .. }) {
+            self.inner.bucket_exists.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// After a 404 to a request on an object: `BucketNotFound` when a bucket
+    /// GET finds no bucket, its error when it fails transiently, and `None`
+    /// (the object is missing) otherwise. A bucket found is remembered.
+    async fn bucket_missing(&self) -> Option<Error> {
+        if self.inner.bucket_exists.load(Ordering::Relaxed) {
+            return None;
+        }
+        let op = "get bucket";
+        let bucket = self.bucket();
+        let url = format!(
+            "{}/storage/v1/b/{}?fields=name",
+            self.inner.config.endpoint,
+            utf8_percent_encode(bucket, SEGMENT)
+        );
+        let asked = match self.authorize(self.inner.http.get(url), op, bucket).await {
+            Ok(request) => self.send_raw(request, op, bucket).await,
+            Err(e) => Err(e),
+        };
+        let response = match asked {
+            Ok(response) => response,
+            Err(e) => return e.is_transient().then_some(e),
+        };
+        if response.status().is_success() {
+            self.inner.bucket_exists.store(true, Ordering::Relaxed);
+            return None;
+        }
+        let (status, reason, message) = read_answer(response).await;
+        let answer = Answer {
+            status,
+            reason: reason.as_deref(),
+            message: &message,
+        };
+        let source = format!("HTTP {status}");
+        match from_answer(answer, op, bucket, bucket, Context::Bucket, source) {
+            err @ Error::BucketNotFound { .. } => Some(err),
+            err if err.is_transient() => Some(err),
+            // 403 (the bucket GET needs storage.buckets.get) or anything
+            // else: nothing says the bucket is missing.
+            _ => None,
+        }
     }
 
     /// The error for a range the object cannot serve, with its size.
@@ -509,10 +596,13 @@ impl GcsBackend {
                 page_token: token.clone(),
                 ..Default::default()
             };
-            let page = self
+            let page = match self
                 .timed("list", self.client().list_objects(&request))
                 .await?
-                .map_err(|e| from_sdk(e, "list", group, Context::Plain))?;
+            {
+                Ok(page) => page,
+                Err(e) => return Err(self.error(e, "list", group, Context::Bucket).await),
+            };
             if page.items.iter().flatten().any(|o| o.name.as_str() > after) {
                 return Ok(true);
             }
@@ -522,6 +612,15 @@ impl GcsBackend {
             }
         }
     }
+}
+
+/// The status, GCS reason and message of a failed answer: the JSON API
+/// error body where there is one, the body as text otherwise.
+pub(crate) async fn read_answer(response: reqwest::Response) -> (u16, Option<String>, String) {
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap_or_default();
+    let (reason, message) = serde_error(&text);
+    (status, reason, message.unwrap_or(text))
 }
 
 /// The `reason` and `message` of a JSON API error body
@@ -659,7 +758,9 @@ impl Backend for GcsBackend {
         let request = self.authorize(request, "download", key.as_str()).await?;
         let response = self.send_raw(request, "download", key.as_str()).await?;
         if !response.status().is_success() {
-            let err = Self::error_answer(response, "download", key, context).await;
+            let err = self
+                .error_answer(response, "download", key.as_str(), context)
+                .await;
             return Err(match (err, options.range) {
                 (Error::InvalidRange { .. }, Some(range)) => self.invalid_range(key, &range).await,
                 (other, _) => other,
@@ -737,11 +838,13 @@ impl Backend for GcsBackend {
             object: self.full_name(key),
             ..Default::default()
         };
-        let object = self
+        match self
             .timed("get", self.client().get_object(&request))
             .await?
-            .map_err(|e| from_sdk(e, "get", key.as_str(), Context::Plain))?;
-        Ok(Self::meta_from_object(key, &object))
+        {
+            Ok(object) => Ok(Self::meta_from_object(key, &object)),
+            Err(e) => Err(self.error(e, "get", key.as_str(), Context::Plain).await),
+        }
     }
 
     async fn delete(&self, key: &Key, options: DeleteOptions) -> Result<()> {
@@ -768,7 +871,7 @@ impl Backend for GcsBackend {
             .await?
         {
             Ok(()) => Ok(()),
-            Err(e) => match from_sdk(e, "delete", key.as_str(), context) {
+            Err(e) => match self.error(e, "delete", key.as_str(), context).await {
                 Error::NotFound { .. } => Ok(()),
                 other => Err(other),
             },
@@ -808,10 +911,16 @@ impl Backend for GcsBackend {
                 start_offset,
                 ..Default::default()
             };
-            let raw = self
+            let raw = match self
                 .timed("list", self.client().list_objects(&request))
                 .await?
-                .map_err(|e| from_sdk(e, "list", &options.prefix, Context::Plain))?;
+            {
+                Ok(raw) => raw,
+                Err(e) => {
+                    let err = self.error(e, "list", &options.prefix, Context::Bucket);
+                    return Err(err.await);
+                }
+            };
             let truncated = raw
                 .next_page_token
                 .as_deref()
@@ -898,7 +1007,7 @@ impl Backend for GcsBackend {
         {
             Ok(object) => Ok(Self::meta_from_object(to, &object)),
             Err(e) => {
-                let err = from_sdk(e, "copy", to.as_str(), context(&mode));
+                let err = self.error(e, "copy", to.as_str(), context(&mode)).await;
                 // A missing source is NotFound whatever the destination's
                 // condition.
                 if matches!(
@@ -933,6 +1042,154 @@ mod tests {
         let err = condition(&key, &PutMode::IfMatch(ETag::new("not-a-number")));
         assert!(matches!(err, Err(Error::PreconditionFailed { .. })));
         assert_eq!(condition(&key, &PutMode::IfNotExists).ok(), Some(Some(0)));
+    }
+
+    use crate::test_server::{Reply, Seen, TestServer};
+    use storage_core::{BackendExt, ListOptions};
+
+    fn not_found() -> Reply {
+        Reply::status(404)
+            .header("content-type", "application/json; charset=UTF-8")
+            .body(
+                r#"{"error":{"code":404,"message":"The specified bucket does not exist.","errors":[{"domain":"global","reason":"notFound","message":"The specified bucket does not exist."}]}}"#,
+            )
+    }
+
+    /// The bucket GET (`/storage/v1/b/bucket?fields=name`).
+    fn is_bucket_get(seen: &Seen) -> bool {
+        seen.method == "GET" && seen.path() == "/storage/v1/b/bucket"
+    }
+
+    async fn scripted(server: &TestServer) -> GcsBackend {
+        GcsConfig::emulator(server.url(), "bucket")
+            .resumable(256 * 1024, 256 * 1024)
+            .build()
+            .await
+            .expect("config")
+    }
+
+    #[tokio::test]
+    async fn every_operation_on_a_missing_bucket_is_bucket_not_found() {
+        // GCS: 404 `notFound` for everything in a bucket that does not
+        // exist, the bucket GET included.
+        let server = TestServer::start(|_: &Seen| not_found());
+        let store = scripted(&server).await;
+        let k = Key::new("k").expect("key");
+        let generation = ETag::new("5");
+        let with_mode = |mode: PutMode| PutOptions {
+            mode,
+            ..PutOptions::default()
+        };
+        let large = || {
+            let chunks = vec![Ok(Bytes::from(vec![7u8; 300 * 1024]))];
+            Body::stream(futures::stream::iter(chunks).boxed(), None)
+        };
+        let listing = ListOptions {
+            delimiter: true,
+            start_after: Some("a/b".into()),
+            ..ListOptions::default()
+        };
+        let outcomes: Vec<(&str, Result<()>)> = vec![
+            ("exists", store.exists(&k).await.map(|_| ())),
+            ("head", store.head(&k).await.map(|_| ())),
+            ("get", store.get_bytes(&k).await.map(|_| ())),
+            ("get range", store.get_range(&k, 1..3).await.map(|_| ())),
+            (
+                "list",
+                store.list(&ListOptions::default()).await.map(|_| ()),
+            ),
+            (
+                "list with delimiter",
+                store.list(&listing).await.map(|_| ()),
+            ),
+            ("put", store.put_bytes(&k, "x").await.map(|_| ())),
+            (
+                "put if not exists",
+                store
+                    .put(&k, Body::from("x"), with_mode(PutMode::IfNotExists))
+                    .await
+                    .map(|_| ()),
+            ),
+            (
+                "put if match",
+                store
+                    .put(
+                        &k,
+                        Body::from("x"),
+                        with_mode(PutMode::IfMatch(generation.clone())),
+                    )
+                    .await
+                    .map(|_| ()),
+            ),
+            (
+                "resumable put",
+                store
+                    .put(&k, large(), PutOptions::default())
+                    .await
+                    .map(|_| ()),
+            ),
+            ("delete", store.delete(&k, DeleteOptions::default()).await),
+            (
+                "delete if match",
+                store
+                    .delete(
+                        &k,
+                        DeleteOptions {
+                            if_match: Some(generation.clone()),
+                        },
+                    )
+                    .await,
+            ),
+            (
+                "copy",
+                store
+                    .copy(&k, &Key::new("k2").expect("key"), PutMode::Overwrite)
+                    .await
+                    .map(|_| ()),
+            ),
+        ];
+        for (operation, outcome) in outcomes {
+            assert!(
+                matches!(&outcome, Err(Error::BucketNotFound { bucket }) if bucket == "bucket"),
+                "{operation}: {outcome:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_404_asks_the_bucket_once_and_remembers_it() {
+        let server = TestServer::start(|seen: &Seen| {
+            if is_bucket_get(seen) {
+                Reply::status(200).body(r#"{"name":"bucket"}"#)
+            } else {
+                not_found()
+            }
+        });
+        let store = scripted(&server).await;
+        let k = Key::new("k").expect("key");
+        assert!(matches!(store.head(&k).await, Err(Error::NotFound { .. })));
+        assert_eq!(store.exists(&k).await.ok(), Some(false));
+        assert!(matches!(
+            store.get_bytes(&k).await,
+            Err(Error::NotFound { .. })
+        ));
+        assert!(store.delete(&k, DeleteOptions::default()).await.is_ok());
+        let probes = server.seen().iter().filter(|s| is_bucket_get(s)).count();
+        assert_eq!(probes, 1, "{:#?}", server.seen());
+    }
+
+    #[tokio::test]
+    async fn a_transient_bucket_get_failure_is_returned_as_such() {
+        let server = TestServer::start(|seen: &Seen| {
+            if is_bucket_get(seen) {
+                Reply::status(503)
+            } else {
+                not_found()
+            }
+        });
+        let store = scripted(&server).await;
+        let err = store.head(&Key::new("k").expect("key")).await;
+        assert!(err.as_ref().is_err_and(Error::is_transient), "{err:?}");
     }
 
     #[tokio::test]

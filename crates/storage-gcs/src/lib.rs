@@ -25,6 +25,8 @@ mod config;
 pub mod error;
 pub mod metadata;
 mod resumable;
+#[cfg(test)]
+use storage_conformance::scripted_server as test_server;
 
 pub use backend::{DEFAULT_CONTENT_TYPE, GcsBackend};
 pub use config::{

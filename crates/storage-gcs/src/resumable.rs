@@ -21,7 +21,6 @@ use storage_core::{Body, ByteStream, Error, Key, ObjectMeta, PutOptions, Result}
 
 use crate::GcsBackend;
 use crate::backend::{condition, context, crc32c_base64};
-use crate::error::from_sdk;
 use crate::metadata;
 
 /// Cancels the session unless the upload finished.
@@ -82,14 +81,22 @@ impl GcsBackend {
             metadata: Some(metadata::to_gcs(&options.metadata, None)),
             ..Default::default()
         };
-        let session = self
+        let prepared = self
             .timed(
                 "resumable upload",
                 self.client()
                     .prepare_resumable_upload(&request, &UploadType::Multipart(Box::new(object))),
             )
-            .await?
-            .map_err(|e| from_sdk(e, "resumable upload", key.as_str(), context(&options.mode)))?;
+            .await?;
+        let session = match prepared {
+            Ok(session) => session,
+            Err(e) => {
+                let context = context(&options.mode);
+                return Err(self
+                    .error(e, "resumable upload", key.as_str(), context)
+                    .await);
+            }
+        };
         let mut guard = CancelOnDrop(Some(session.clone()));
         let mut offset = 0u64;
         let mut crc = 0u32;
@@ -99,20 +106,19 @@ impl GcsBackend {
             let last = next.is_empty();
             let total = last.then_some(offset + len);
             let range = ChunkSize::new(offset, offset + len - 1, total);
-            let status = self
+            let sent = self
                 .timed(
                     "resumable upload chunk",
                     session.upload_multiple_chunk(current, &range),
                 )
-                .await?
-                .map_err(|e| {
-                    from_sdk(
-                        e,
-                        "resumable upload chunk",
-                        key.as_str(),
-                        context(&options.mode),
-                    )
-                })?;
+                .await?;
+            let status = match sent {
+                Ok(status) => status,
+                Err(e) => {
+                    let (op, context) = ("resumable upload chunk", context(&options.mode));
+                    return Err(self.error(e, op, key.as_str(), context).await);
+                }
+            };
             offset += len;
             match (status, last) {
                 (UploadStatus::Ok(object), true) => break object,

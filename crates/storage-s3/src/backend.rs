@@ -1,12 +1,15 @@
 //! The `Backend` implementation of `S3Backend`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumMode, MetadataDirective};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
@@ -19,7 +22,7 @@ use storage_core::{
 };
 
 use crate::config::S3Config;
-use crate::error::{Context, from_sdk, missing};
+use crate::error::{Class, Context, classify_sdk, from_sdk, missing};
 
 /// An object store in an S3 bucket (AWS S3 or an S3-compatible server).
 ///
@@ -40,10 +43,20 @@ use crate::error::{Context, from_sdk, missing};
 /// - ETags are the server's: for single-part uploads the MD5 of the content,
 ///   so writing the same bytes twice gives the same ETag (AWS S3 behaves so;
 ///   a compare-and-swap against such an ETag sees equal content).
+/// - A missing bucket is [`Error::BucketNotFound`] on every operation, never
+///   the [`Error::NotFound`] of a key: S3 names it (`NoSuchBucket`) in every
+///   answer that has a body. A HEAD answer has none, so a 404 to HeadObject
+///   (and any 404 whose code names neither the key nor the bucket) is
+///   followed by one HeadBucket: 404 there is `BucketNotFound`, success
+///   makes the 404 the key's and is remembered, so later misses cost no
+///   second request; a transient failure of HeadBucket is returned as is.
+///   The memory is cleared whenever an answer names the bucket missing.
 #[derive(Debug, Clone)]
 pub struct S3Backend {
     pub(crate) client: aws_sdk_s3::Client,
     pub(crate) config: S3Config,
+    /// Whether HeadBucket found the bucket (see the type's docs).
+    bucket_exists: Arc<AtomicBool>,
 }
 
 /// Longest object name S3 accepts, in bytes.
@@ -79,7 +92,59 @@ fn sha256_of(header: Option<&str>) -> Option<[u8; 32]> {
 
 impl S3Backend {
     pub(crate) fn new(client: aws_sdk_s3::Client, config: S3Config) -> Self {
-        S3Backend { client, config }
+        S3Backend {
+            client,
+            config,
+            bucket_exists: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Converts an SDK error of operation `op` on `key`; a 404 that does not
+    /// say whether the key or the bucket is missing asks the bucket first
+    /// (see the type's docs).
+    pub(crate) async fn error<E>(
+        &self,
+        err: aws_sdk_s3::error::SdkError<E, HttpResponse>,
+        op: &str,
+        key: &str,
+        context: Context,
+    ) -> Error
+    where
+        E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let ambiguous = classify_sdk(&err) == Some(Class::KeyOrBucketNotFound)
+            && !matches!(context, Context::Bucket);
+        if ambiguous && let Some(bucket_error) = self.bucket_missing().await {
+            return bucket_error;
+        }
+        let converted = from_sdk(err, op, &self.config.bucket, key, context);
+        if matches!(converted, Error::BucketNotFound { .. }) {
+            self.bucket_exists.store(false, Ordering::Relaxed);
+        }
+        converted
+    }
+
+    /// After a 404 that does not say what is missing: `BucketNotFound` when
+    /// HeadBucket finds no bucket, its error when it fails transiently, and
+    /// `None` (the key is missing) otherwise. A bucket found is remembered.
+    async fn bucket_missing(&self) -> Option<Error> {
+        if self.bucket_exists.load(Ordering::Relaxed) {
+            return None;
+        }
+        let bucket = &self.config.bucket;
+        match self.client.head_bucket().bucket(bucket).send().await {
+            Ok(_) => {
+                self.bucket_exists.store(true, Ordering::Relaxed);
+                None
+            }
+            Err(e) => match from_sdk(e, "HeadBucket", bucket, bucket, Context::Bucket) {
+                err @ Error::BucketNotFound { .. } => Some(err),
+                err if err.is_transient() => Some(err),
+                // 403 (HeadBucket needs s3:ListBucket) or anything else:
+                // nothing says the bucket is missing.
+                _ => None,
+            },
+        }
     }
 
     /// The object name in the bucket: the prefix, then the key.
@@ -127,7 +192,8 @@ impl S3Backend {
                 e,
                 "CreateBucket",
                 &self.config.bucket,
-                Context::Plain,
+                &self.config.bucket,
+                Context::Bucket,
             )),
         }
     }
@@ -150,7 +216,7 @@ impl S3Backend {
             .key(self.full_key(key))
             .presigned(presigning(expires_in)?)
             .await;
-        presigned_uri(request, "presign GetObject", key)
+        presigned_uri(request, "presign GetObject", self.bucket(), key)
     }
 
     /// A presigned URL that writes `key` with a plain HTTP `PUT` until
@@ -166,7 +232,7 @@ impl S3Backend {
             .key(self.full_key(key))
             .presigned(presigning(expires_in)?)
             .await;
-        presigned_uri(request, "presign PutObject", key)
+        presigned_uri(request, "presign PutObject", self.bucket(), key)
     }
 
     /// The public URL of `key` under the configured public base URL, if any.
@@ -208,10 +274,13 @@ impl S3Backend {
             PutMode::IfNotExists => request.if_none_match("*"),
             PutMode::IfMatch(etag) => request.if_match(quoted(etag)),
         };
-        let output = request
-            .send()
-            .await
-            .map_err(|e| from_sdk(e, "PutObject", key.as_str(), Self::context(&options.mode)))?;
+        let output = match request.send().await {
+            Ok(output) => output,
+            Err(e) => {
+                let context = Self::context(&options.mode);
+                return Err(self.error(e, "PutObject", key.as_str(), context).await);
+            }
+        };
         let etag = output
             .e_tag()
             .map(ETag::new)
@@ -258,6 +327,7 @@ fn presigned_uri<E>(
         aws_sdk_s3::error::SdkError<E, aws_smithy_runtime_api::client::orchestrator::HttpResponse>,
     >,
     op: &str,
+    bucket: &str,
     key: &Key,
 ) -> Result<String>
 where
@@ -265,7 +335,7 @@ where
 {
     request
         .map(|r| r.uri().to_owned())
-        .map_err(|e| from_sdk(e, op, key.as_str(), Context::Plain))
+        .map_err(|e| from_sdk(e, op, bucket, key.as_str(), Context::Plain))
 }
 
 fn missing_etag(key: &Key) -> Error {
@@ -354,7 +424,9 @@ impl Backend for S3Backend {
         let output = match request.send().await {
             Ok(output) => output,
             Err(e) => {
-                let err = from_sdk(e, "GetObject", key.as_str(), Context::Plain);
+                let err = self
+                    .error(e, "GetObject", key.as_str(), Context::Plain)
+                    .await;
                 return Err(match (err, &options.if_match, &options.range) {
                     (Error::PreconditionFailed { key, actual, .. }, Some(expected), _) => {
                         Error::PreconditionFailed {
@@ -412,16 +484,20 @@ impl Backend for S3Backend {
     }
 
     async fn head(&self, key: &Key) -> Result<ObjectMeta> {
-        let output = self
+        let sent = self
             .client
             .head_object()
             .bucket(&self.config.bucket)
             .key(self.full_key(key))
             .checksum_mode(ChecksumMode::Enabled)
             .send()
-            .await
-            .map_err(|e| from_sdk(e, "HeadObject", key.as_str(), Context::Plain))?;
-        Self::meta_from_head(key, &output)
+            .await;
+        match sent {
+            Ok(output) => Self::meta_from_head(key, &output),
+            Err(e) => Err(self
+                .error(e, "HeadObject", key.as_str(), Context::Plain)
+                .await),
+        }
     }
 
     async fn delete(&self, key: &Key, options: DeleteOptions) -> Result<()> {
@@ -439,7 +515,7 @@ impl Backend for S3Backend {
         };
         match request.send().await {
             Ok(_) => Ok(()),
-            Err(e) => match from_sdk(e, "DeleteObject", key.as_str(), context) {
+            Err(e) => match self.error(e, "DeleteObject", key.as_str(), context).await {
                 Error::NotFound { .. } => Ok(()),
                 other => Err(other),
             },
@@ -461,10 +537,14 @@ impl Backend for S3Backend {
         if options.delimiter {
             request = request.delimiter("/");
         }
-        let output = request
-            .send()
-            .await
-            .map_err(|e| from_sdk(e, "ListObjectsV2", &options.prefix, Context::Plain))?;
+        let output = match request.send().await {
+            Ok(output) => output,
+            Err(e) => {
+                return Err(self
+                    .error(e, "ListObjectsV2", &options.prefix, Context::Bucket)
+                    .await);
+            }
+        };
         let strip = |name: &str| name.strip_prefix(prefix.as_str()).map(str::to_owned);
         let objects = output
             .contents()
@@ -520,7 +600,9 @@ impl Backend for S3Backend {
         };
         if let Err(e) = request.send().await {
             // A missing source is 404 whatever the destination's condition.
-            let err = from_sdk(e, "CopyObject", to.as_str(), Self::context(&mode));
+            let err = self
+                .error(e, "CopyObject", to.as_str(), Self::context(&mode))
+                .await;
             if matches!(
                 err,
                 Error::NotFound { .. } | Error::PreconditionFailed { .. }
@@ -588,5 +670,167 @@ mod tests {
     #[test]
     fn copy_sources_are_percent_encoded() {
         assert_eq!(encode_copy_source("a/b c/é"), "a/b%20c/%C3%A9");
+    }
+
+    use crate::test_server::{Reply, Seen, TestServer};
+    use futures::stream::StreamExt;
+    use storage_core::{BackendExt, ListOptions};
+
+    fn s3_error(status: u16, code: &str) -> Reply {
+        Reply::status(status)
+            .header("content-type", "application/xml")
+            .body(format!(
+                "<Error><Code>{code}</Code><Message>scripted</Message></Error>"
+            ))
+    }
+
+    async fn scripted(server: &TestServer) -> S3Backend {
+        S3Config::new("bucket")
+            .endpoint(server.url())
+            .path_style(true)
+            .region("us-east-1")
+            .credentials("id", "secret", None)
+            .build()
+            .await
+            .expect("config")
+    }
+
+    fn is_bucket(seen: &Seen) -> bool {
+        seen.path().trim_end_matches('/') == "/bucket"
+    }
+
+    /// What S3 (and SeaweedFS without bucket auto-creation) answers for a
+    /// bucket that does not exist: `NoSuchBucket` in every body, a bare 404
+    /// to HEAD.
+    fn no_bucket(seen: &Seen) -> Reply {
+        if seen.method == "HEAD" {
+            Reply::status(404)
+        } else {
+            s3_error(404, "NoSuchBucket")
+        }
+    }
+
+    #[tokio::test]
+    async fn every_operation_on_a_missing_bucket_is_bucket_not_found() {
+        let server = TestServer::start(no_bucket);
+        let store = scripted(&server).await;
+        let k = Key::new("k").expect("key");
+        let stale = ETag::new("e1");
+        let one_shot = || Body::stream(futures::stream::iter([Ok(Bytes::from("x"))]).boxed(), None);
+        let with_mode = |mode: PutMode| PutOptions {
+            mode,
+            ..PutOptions::default()
+        };
+        let outcomes: Vec<(&str, Result<()>)> = vec![
+            ("exists", store.exists(&k).await.map(|_| ())),
+            ("head", store.head(&k).await.map(|_| ())),
+            ("get", store.get_bytes(&k).await.map(|_| ())),
+            ("get range", store.get_range(&k, 1..3).await.map(|_| ())),
+            (
+                "list",
+                store.list(&ListOptions::default()).await.map(|_| ()),
+            ),
+            ("put", store.put_bytes(&k, "x").await.map(|_| ())),
+            (
+                "put if not exists",
+                store
+                    .put(&k, Body::from("x"), with_mode(PutMode::IfNotExists))
+                    .await
+                    .map(|_| ()),
+            ),
+            (
+                "put if match",
+                store
+                    .put(
+                        &k,
+                        Body::from("x"),
+                        with_mode(PutMode::IfMatch(stale.clone())),
+                    )
+                    .await
+                    .map(|_| ()),
+            ),
+            (
+                "multipart put",
+                store
+                    .put(&k, one_shot(), PutOptions::default())
+                    .await
+                    .map(|_| ()),
+            ),
+            ("delete", store.delete(&k, DeleteOptions::default()).await),
+            (
+                "delete if match",
+                store
+                    .delete(
+                        &k,
+                        DeleteOptions {
+                            if_match: Some(stale.clone()),
+                        },
+                    )
+                    .await,
+            ),
+            (
+                "copy",
+                store
+                    .copy(&k, &Key::new("k2").expect("key"), PutMode::Overwrite)
+                    .await
+                    .map(|_| ()),
+            ),
+        ];
+        for (operation, outcome) in outcomes {
+            assert!(
+                matches!(&outcome, Err(Error::BucketNotFound { bucket }) if bucket == "bucket"),
+                "{operation}: {outcome:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_head_miss_asks_the_bucket_once_and_remembers_it() {
+        let server = TestServer::start(|seen: &Seen| {
+            if is_bucket(seen) {
+                Reply::status(200)
+            } else {
+                Reply::status(404)
+            }
+        });
+        let store = scripted(&server).await;
+        let k = Key::new("k").expect("key");
+        assert!(matches!(store.head(&k).await, Err(Error::NotFound { .. })));
+        assert_eq!(store.exists(&k).await.ok(), Some(false));
+        let seen: Vec<(String, bool)> = server
+            .seen()
+            .iter()
+            .map(|s| (s.method.clone(), is_bucket(s)))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("HEAD".to_owned(), false),
+                ("HEAD".to_owned(), true),
+                ("HEAD".to_owned(), false)
+            ],
+            "one HeadBucket, then none"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_bucket_that_cannot_be_asked_leaves_the_miss_to_the_key() {
+        let server =
+            TestServer::start(|seen: &Seen| Reply::status(if is_bucket(seen) { 403 } else { 404 }));
+        let store = scripted(&server).await;
+        let k = Key::new("k").expect("key");
+        assert!(matches!(store.head(&k).await, Err(Error::NotFound { .. })));
+        assert!(matches!(store.head(&k).await, Err(Error::NotFound { .. })));
+        // Not remembered: each miss asks again.
+        assert_eq!(server.seen().iter().filter(|s| is_bucket(s)).count(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_transient_head_bucket_failure_is_returned_as_such() {
+        let server =
+            TestServer::start(|seen: &Seen| Reply::status(if is_bucket(seen) { 503 } else { 404 }));
+        let store = scripted(&server).await;
+        let err = store.head(&Key::new("k").expect("key")).await;
+        assert!(err.as_ref().is_err_and(Error::is_transient), "{err:?}");
     }
 }

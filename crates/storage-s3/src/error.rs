@@ -1,29 +1,76 @@
 //! S3 errors → [`storage_core::Error`], in one place.
 //!
-//! | S3 answer | put, create-only (`If-None-Match: *`) | put, compare-and-swap (`If-Match`) | get, head, copy source | delete with `If-Match` |
-//! |---|---|---|---|---|
-//! | 404, `NoSuchKey`, `NotFound` | `NotFound` | `PreconditionFailed` (moto answers 404 for a missing key) | `NotFound` | `PreconditionFailed` |
-//! | 412 `PreconditionFailed` | `AlreadyExists` | `PreconditionFailed` | `PreconditionFailed` | `PreconditionFailed` |
-//! | 416, `InvalidRange` | — | — | `InvalidRange` | — |
-//! | 400 `BadDigest`, `XAmzContentSHA256Mismatch` | `ChecksumMismatch` | `ChecksumMismatch` | — | — |
-//! | 409 `ConditionalRequestConflict` | transient `Backend` | transient `Backend` | transient `Backend` | transient `Backend` |
-//! | 429, 500, 502, 503, 504, `SlowDown` | transient `Backend` | transient `Backend` | transient `Backend` | transient `Backend` |
-//! | timeout, connection failure, broken response | transient `Backend` | transient `Backend` | transient `Backend` | transient `Backend` |
-//! | 403 | `PermissionDenied` | `PermissionDenied` | `PermissionDenied` | `PermissionDenied` |
-//! | 401 | `Unauthenticated` | `Unauthenticated` | `Unauthenticated` | `Unauthenticated` |
-//! | 413, `EntityTooLarge` | `TooLarge` | `TooLarge` | — | — |
-//! | 400 `KeyTooLongError` | `InvalidKey` | `InvalidKey` | — | — |
-//! | anything else | `Backend` (not transient) | | | |
+//! An answer is classified by its HTTP status and S3 error code in one table,
+//! [`TABLE`], read top to bottom (the first row that matches wins; "any"
+//! matches every status or code); an answer that matches no row is a
+//! [`Class::Other`]. The error column is what an unconditional request on a
+//! key gets; [`Context`] says how conditional and bucket requests read a
+//! missing key and a failed precondition (second table).
 //!
-//! Every message names the S3 operation, the key and the S3 error code (the
-//! SDK's own `Display` says only "service error").
-//! Source: S3 API reference, "Error responses" and "Conditional requests".
+//! | status | code | class | error, unconditional request on a key | transient |
+//! |---|---|---|---|---|
+//! | any | `NoSuchBucket` | BucketNotFound | `BucketNotFound` | no |
+//! | 404 | `NoSuchKey` | KeyNotFound | `NotFound` | no |
+//! | 404 | `NoSuchUpload` | KeyNotFound | `NotFound` (the multipart upload is gone) | no |
+//! | 404 | any | KeyOrBucketNotFound | `NotFound`, or `BucketNotFound` after one HeadBucket (HEAD answers have no body: the SDK reads their 404 as code `NotFound`) | no |
+//! | 412 | any | ConditionFailed | `PreconditionFailed` | no |
+//! | 416 | any | InvalidRange | `InvalidRange` | no |
+//! | 400 | `RequestTimeout` | Transient | `Backend` | yes |
+//! | 400 | `BadDigest` | ChecksumMismatch | `ChecksumMismatch` | no |
+//! | 400 | `XAmzContentSHA256Mismatch` | ChecksumMismatch | `ChecksumMismatch` | no |
+//! | 400 | `KeyTooLongError` | InvalidKey | `InvalidKey` | no |
+//! | 400 | `ExpiredToken` | Unauthenticated | `Unauthenticated` | no |
+//! | 400 | `InvalidToken` | Unauthenticated | `Unauthenticated` | no |
+//! | 403 | `InvalidAccessKeyId` | Unauthenticated | `Unauthenticated` | no |
+//! | 403 | `SignatureDoesNotMatch` | Unauthenticated | `Unauthenticated` | no |
+//! | 403 | any | PermissionDenied | `PermissionDenied` (`AccessDenied`; a HEAD answer has no code) | no |
+//! | 401 | any | Unauthenticated | `Unauthenticated` | no |
+//! | 413 | any | TooLarge | `TooLarge` | no |
+//! | any | `EntityTooLarge` | TooLarge | `TooLarge` | no |
+//! | 409 | `ConditionalRequestConflict` | Transient | `Backend` | yes |
+//! | 409 | `OperationAborted` | Transient | `Backend` | yes |
+//! | 200 | `InternalError` | Transient | `Backend` (CompleteMultipartUpload, CopyObject: an error inside a 200 answer, which the SDK turns into an error) | yes |
+//! | 408 | any | Transient | `Backend` | yes |
+//! | 429 | any | Transient | `Backend` | yes |
+//! | 500 | any | Transient | `Backend` (`InternalError`) | yes |
+//! | 502 | any | Transient | `Backend` | yes |
+//! | 503 | any | Transient | `Backend` (`SlowDown`, `ServiceUnavailable`) | yes |
+//! | 504 | any | Transient | `Backend` | yes |
+//! | any | `SlowDown` | Transient | `Backend` | yes |
+//!
+//! | class | create-only write (`If-None-Match: *`) | `If-Match` write or delete | request on the bucket (listing, HeadBucket) |
+//! |---|---|---|---|
+//! | KeyNotFound, KeyOrBucketNotFound | `NotFound` | `PreconditionFailed` (moto answers 404 for a missing key) | `BucketNotFound` |
+//! | ConditionFailed | `AlreadyExists` | `PreconditionFailed` | `PreconditionFailed` |
+//!
+//! Failures without an answer:
+//!
+//! | failure | error | transient |
+//! |---|---|---|
+//! | the credentials provider timed out | `Backend` | yes |
+//! | any other credentials failure: none found, refused by their provider, badly configured (the SDK reports it as a dispatch or construction failure carrying a `CredentialsError`) | `Unauthenticated` | no |
+//! | timeout, connection failure, broken or unreadable answer | `Backend` | yes |
+//! | a request the connector or the SDK cannot build | `Backend` | no |
+//!
+//! Every message names the S3 operation, the key, the S3 error code and the
+//! HTTP status (the SDK's own `Display` says only "service error").
+//!
+//! Sources: Amazon S3 API Reference, "Error responses" (the list of error
+//! codes) and "Conditional requests"; CompleteMultipartUpload and
+//! CopyObject ("a 200 OK response can contain either a success or an
+//! error"; `aws-sdk-s3` parses an `<Error>` body of a 200 answer of these
+//! operations as an error); HeadObject and HeadBucket (no body on errors).
 
+use std::error::Error as StdError;
+
+use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_types::error::display::DisplayErrorContext;
 use storage_core::{ETag, Error};
 
-/// What the failed request was, which decides how 404 and 412 read.
+/// What the failed request was, which decides how a missing key and a
+/// failed precondition read.
 #[derive(Debug, Clone)]
 pub enum Context {
     /// A put or copy with `If-None-Match: *`.
@@ -32,20 +79,169 @@ pub enum Context {
     IfMatch(ETag),
     /// A read or an unconditional write.
     Plain,
+    /// A request on the bucket itself (a listing, HeadBucket): a 404 means
+    /// the bucket is missing.
+    Bucket,
 }
 
-/// Converts an SDK error of operation `op` on `key`.
-pub fn from_sdk<E>(err: SdkError<E, HttpResponse>, op: &str, key: &str, context: Context) -> Error
+/// What an answer means, before the request's [`Context`] is applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// The bucket does not exist: [`Error::BucketNotFound`].
+    BucketNotFound,
+    /// The key does not exist: [`Error::NotFound`].
+    KeyNotFound,
+    /// A 404 that does not say whether the key or the bucket is missing:
+    /// the backend asks the bucket with one HeadBucket (until the bucket is
+    /// known to exist); without that, read as [`Class::KeyNotFound`].
+    KeyOrBucketNotFound,
+    /// A precondition did not hold: [`Error::PreconditionFailed`], or
+    /// [`Error::AlreadyExists`] for a create-only write.
+    ConditionFailed,
+    /// [`Error::InvalidRange`].
+    InvalidRange,
+    /// The server computed another checksum than the one sent:
+    /// [`Error::ChecksumMismatch`].
+    ChecksumMismatch,
+    /// [`Error::InvalidKey`].
+    InvalidKey,
+    /// [`Error::TooLarge`].
+    TooLarge,
+    /// Credentials missing, unknown, expired or with a wrong signature:
+    /// [`Error::Unauthenticated`].
+    Unauthenticated,
+    /// Valid credentials without the right: [`Error::PermissionDenied`].
+    PermissionDenied,
+    /// Trying again may succeed: [`Error::Backend`], transient.
+    Transient,
+    /// Anything else: [`Error::Backend`], not transient.
+    Other,
+}
+
+impl Class {
+    /// Whether errors of this class are transient.
+    pub fn is_transient(self) -> bool {
+        self == Class::Transient
+    }
+}
+
+/// One row of [`TABLE`]: an answer's HTTP status and S3 error code (`None`:
+/// any), and what it means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Row {
+    /// The HTTP status, or `None` for any.
+    pub status: Option<u16>,
+    /// The S3 error code (`<Code>`), or `None` for any (or none).
+    pub code: Option<&'static str>,
+    /// What the answer means.
+    pub class: Class,
+}
+
+impl Row {
+    const fn exact(status: u16, code: &'static str, class: Class) -> Row {
+        Row {
+            status: Some(status),
+            code: Some(code),
+            class,
+        }
+    }
+
+    const fn status(status: u16, class: Class) -> Row {
+        Row {
+            status: Some(status),
+            code: None,
+            class,
+        }
+    }
+
+    const fn code(code: &'static str, class: Class) -> Row {
+        Row {
+            status: None,
+            code: Some(code),
+            class,
+        }
+    }
+
+    /// Whether an answer with `status` and `code` matches this row.
+    pub fn matches(&self, status: u16, code: Option<&str>) -> bool {
+        self.status.is_none_or(|s| s == status) && self.code.is_none_or(|c| code == Some(c))
+    }
+}
+
+/// The classification of S3 answers, by status and error code; the first
+/// matching row wins. The module documentation shows it as a table.
+pub const TABLE: &[Row] = &[
+    Row::code("NoSuchBucket", Class::BucketNotFound),
+    Row::exact(404, "NoSuchKey", Class::KeyNotFound),
+    Row::exact(404, "NoSuchUpload", Class::KeyNotFound),
+    Row::status(404, Class::KeyOrBucketNotFound),
+    Row::status(412, Class::ConditionFailed),
+    Row::status(416, Class::InvalidRange),
+    Row::exact(400, "RequestTimeout", Class::Transient),
+    Row::exact(400, "BadDigest", Class::ChecksumMismatch),
+    Row::exact(400, "XAmzContentSHA256Mismatch", Class::ChecksumMismatch),
+    Row::exact(400, "KeyTooLongError", Class::InvalidKey),
+    Row::exact(400, "ExpiredToken", Class::Unauthenticated),
+    Row::exact(400, "InvalidToken", Class::Unauthenticated),
+    Row::exact(403, "InvalidAccessKeyId", Class::Unauthenticated),
+    Row::exact(403, "SignatureDoesNotMatch", Class::Unauthenticated),
+    Row::status(403, Class::PermissionDenied),
+    Row::status(401, Class::Unauthenticated),
+    Row::status(413, Class::TooLarge),
+    Row::code("EntityTooLarge", Class::TooLarge),
+    Row::exact(409, "ConditionalRequestConflict", Class::Transient),
+    Row::exact(409, "OperationAborted", Class::Transient),
+    Row::exact(200, "InternalError", Class::Transient),
+    Row::status(408, Class::Transient),
+    Row::status(429, Class::Transient),
+    Row::status(500, Class::Transient),
+    Row::status(502, Class::Transient),
+    Row::status(503, Class::Transient),
+    Row::status(504, Class::Transient),
+    Row::code("SlowDown", Class::Transient),
+];
+
+/// The first row of [`TABLE`] that an answer with `status` and `code`
+/// matches, if any.
+pub fn lookup(status: u16, code: Option<&str>) -> Option<&'static Row> {
+    TABLE.iter().find(|row| row.matches(status, code))
+}
+
+/// The class of an answer with `status` and `code` ([`Class::Other`] when no
+/// row of [`TABLE`] matches).
+pub fn classify(status: u16, code: Option<&str>) -> Class {
+    lookup(status, code).map_or(Class::Other, |row| row.class)
+}
+
+/// The class of an SDK error that carries an answer; `None` for failures
+/// without one (and for answers the SDK could not read).
+pub fn classify_sdk<E>(err: &SdkError<E, HttpResponse>) -> Option<Class>
 where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    E: ProvideErrorMetadata,
+{
+    match err {
+        SdkError::ServiceError(_) => {
+            let status = err.raw_response()?.status().as_u16();
+            Some(classify(status, err.code()))
+        }
+        _ => None,
+    }
+}
+
+/// Converts an SDK error of operation `op` on `key` in `bucket`.
+pub fn from_sdk<E>(
+    err: SdkError<E, HttpResponse>,
+    op: &str,
+    bucket: &str,
+    key: &str,
+    context: Context,
+) -> Error
+where
+    E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
 {
     let status = err.raw_response().map(|r| r.status().as_u16());
     let code = err.code().map(str::to_owned);
     let detail = err.message().map(str::to_owned);
-    let transport = matches!(
-        err,
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_)
-    );
     let describe = || {
         format!(
             "S3 {op} of {key}: {} (HTTP {}){}",
@@ -57,65 +253,106 @@ where
                 .unwrap_or_default()
         )
     };
+    let class = match (&err, status) {
+        (SdkError::ServiceError(_), Some(status)) => classify(status, code.as_deref()),
+        _ => return without_answer(err, op, key),
+    };
     let key_s = key.to_owned();
-    let code_is = |c: &str| code.as_deref() == Some(c);
-    match (status, &context) {
-        _ if transport => Error::backend(true, describe(), err),
-        (Some(412), Context::Create) => Error::AlreadyExists { key: key_s },
-        (Some(412), Context::IfMatch(expected)) | (Some(404), Context::IfMatch(expected)) => {
-            Error::PreconditionFailed {
-                key: key_s,
-                expected: expected.clone(),
-                actual: None,
-            }
-        }
-        (Some(404), _) => Error::NotFound { key: key_s },
-        (Some(412), Context::Plain) => Error::PreconditionFailed {
-            key: key_s,
-            expected: ETag::new("(If-Match of the request)"),
-            actual: None,
+    match class {
+        Class::BucketNotFound => Error::BucketNotFound {
+            bucket: bucket.to_owned(),
         },
-        (Some(416), _) => Error::InvalidRange {
+        Class::KeyNotFound | Class::KeyOrBucketNotFound => match context {
+            Context::Bucket => Error::BucketNotFound {
+                bucket: bucket.to_owned(),
+            },
+            Context::IfMatch(expected) => Error::PreconditionFailed {
+                key: key_s,
+                expected,
+                actual: None,
+            },
+            Context::Create | Context::Plain => Error::NotFound { key: key_s },
+        },
+        Class::ConditionFailed => match context {
+            Context::Create => Error::AlreadyExists { key: key_s },
+            Context::IfMatch(expected) => Error::PreconditionFailed {
+                key: key_s,
+                expected,
+                actual: None,
+            },
+            Context::Plain | Context::Bucket => Error::PreconditionFailed {
+                key: key_s,
+                expected: ETag::new("(If-Match of the request)"),
+                actual: None,
+            },
+        },
+        Class::InvalidRange => Error::InvalidRange {
             key: key_s,
             range: describe(),
             size: 0,
         },
-        _ if code_is("NoSuchKey") || code_is("NotFound") => Error::NotFound { key: key_s },
-        _ if code_is("KeyTooLongError") => Error::InvalidKey {
+        Class::ChecksumMismatch => Error::ChecksumMismatch {
+            key: key_s,
+            expected: "the SHA-256 sent with the request".into(),
+            actual: describe(),
+        },
+        Class::InvalidKey => Error::InvalidKey {
             key: key_s,
             reason: "the server rejects the name as too long",
         },
-        _ if code_is("BadDigest") || code_is("XAmzContentSHA256Mismatch") => {
-            Error::ChecksumMismatch {
-                key: key_s,
-                expected: "the SHA-256 sent with the request".into(),
-                actual: describe(),
-            }
-        }
-        (Some(403), _) => Error::PermissionDenied {
-            key: Some(key_s),
-            message: describe(),
-        },
-        (Some(401), _) => Error::Unauthenticated {
-            message: describe(),
-        },
-        (Some(413), _) => Error::TooLarge {
+        Class::TooLarge => Error::TooLarge {
             key: Some(key_s),
             size: 0,
             limit: 0,
         },
-        _ if code_is("EntityTooLarge") => Error::TooLarge {
-            key: Some(key_s),
-            size: 0,
-            limit: 0,
+        Class::Unauthenticated => Error::Unauthenticated {
+            message: describe(),
         },
-        (Some(409), _) if code_is("ConditionalRequestConflict") => {
-            Error::backend(true, describe(), err)
-        }
-        (Some(429 | 500 | 502 | 503 | 504), _) => Error::backend(true, describe(), err),
-        _ if code_is("SlowDown") => Error::backend(true, describe(), err),
-        _ => Error::backend(false, describe(), err),
+        Class::PermissionDenied => Error::PermissionDenied {
+            key: Some(key_s),
+            message: describe(),
+        },
+        Class::Transient => Error::backend(true, describe(), err),
+        Class::Other => Error::backend(false, describe(), err),
     }
+}
+
+/// Converts a failure without a service answer: credentials, transport,
+/// timeouts, unreadable answers, requests that cannot be built.
+fn without_answer<E>(err: SdkError<E, HttpResponse>, op: &str, key: &str) -> Error
+where
+    E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
+{
+    if let Some(credentials) = credentials_failure(&err) {
+        let message = format!(
+            "S3 {op} of {key}: the credentials: {}",
+            DisplayErrorContext(credentials)
+        );
+        return match credentials {
+            CredentialsError::ProviderTimedOut(_) => Error::backend(true, message, err),
+            _ => Error::Unauthenticated { message },
+        };
+    }
+    let transient = match &err {
+        SdkError::TimeoutError(_) | SdkError::ResponseError(_) => true,
+        SdkError::DispatchFailure(failure) => !failure.is_user(),
+        _ => false,
+    };
+    let message = format!("S3 {op} of {key}: {}", DisplayErrorContext(&err));
+    Error::backend(transient, message, err)
+}
+
+/// The credentials provider's error in the source chain of `err`, if a
+/// credentials failure is what stopped the request.
+fn credentials_failure<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a CredentialsError> {
+    let mut current = Some(err);
+    while let Some(e) = current {
+        if let Some(credentials) = e.downcast_ref::<CredentialsError>() {
+            return Some(credentials);
+        }
+        current = e.source();
+    }
+    None
 }
 
 /// The error for an S3 answer that lacks a field the protocol requires (an
@@ -126,4 +363,438 @@ pub fn missing(op: &str, key: &str, field: &str) -> Error {
         format!("S3 {op} of {key}: the answer has no {field}"),
         format!("missing {field}"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use aws_credential_types::credential_fn::provide_credentials_fn;
+    use aws_sdk_s3::config::{BehaviorVersion, Region};
+
+    use super::*;
+    use crate::test_server::{Reply, Seen, TestServer, closed_port_url};
+    use crate::{S3Backend, S3Config};
+
+    const BUCKET: &str = "bucket";
+
+    /// An answer that the first match of `row` should be: its status (418,
+    /// which no row names, where it takes any) and its code
+    /// (`UnlistedCode` where it takes any).
+    fn sample(row: &Row) -> (u16, &'static str) {
+        (
+            row.status.unwrap_or(418),
+            row.code.unwrap_or("UnlistedCode"),
+        )
+    }
+
+    /// An S3 error answer (`<Error><Code>…`).
+    fn s3_error(status: u16, code: &str) -> Reply {
+        Reply::status(status)
+            .header("content-type", "application/xml")
+            .body(format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>scripted {code}</Message><RequestId>r1</RequestId></Error>"
+            ))
+    }
+
+    async fn store(endpoint: &str) -> S3Backend {
+        S3Config::new(BUCKET)
+            .endpoint(endpoint)
+            .path_style(true)
+            .region("us-east-1")
+            .credentials("id", "secret", None)
+            .request_timeout(Duration::from_millis(500))
+            .build()
+            .await
+            .expect("config")
+    }
+
+    /// Whether `err` is what an unconditional request on a key gets for
+    /// `class`.
+    fn is_expected(class: Class, err: &Error) -> bool {
+        match class {
+            Class::BucketNotFound => {
+                matches!(err, Error::BucketNotFound { bucket } if bucket == BUCKET)
+            }
+            Class::KeyNotFound | Class::KeyOrBucketNotFound => {
+                matches!(err, Error::NotFound { .. })
+            }
+            Class::ConditionFailed => matches!(err, Error::PreconditionFailed { .. }),
+            Class::InvalidRange => matches!(err, Error::InvalidRange { .. }),
+            Class::ChecksumMismatch => matches!(err, Error::ChecksumMismatch { .. }),
+            Class::InvalidKey => matches!(err, Error::InvalidKey { .. }),
+            Class::TooLarge => matches!(err, Error::TooLarge { .. }),
+            Class::Unauthenticated => matches!(err, Error::Unauthenticated { .. }),
+            Class::PermissionDenied => matches!(err, Error::PermissionDenied { .. }),
+            Class::Transient => matches!(
+                err,
+                Error::Backend {
+                    transient: true,
+                    ..
+                }
+            ),
+            Class::Other => matches!(
+                err,
+                Error::Backend {
+                    transient: false,
+                    ..
+                }
+            ),
+        }
+    }
+
+    /// Whether the variant of `class` carries a message (which must then
+    /// name the operation, the key, the code and the status).
+    fn has_message(class: Class) -> bool {
+        matches!(
+            class,
+            Class::InvalidRange
+                | Class::ChecksumMismatch
+                | Class::Unauthenticated
+                | Class::PermissionDenied
+                | Class::Transient
+                | Class::Other
+        )
+    }
+
+    /// The rows of the table in the module documentation, as cells.
+    fn documented_rows() -> Vec<Vec<String>> {
+        let header =
+            "//! | status | code | class | error, unconditional request on a key | transient |";
+        include_str!("error.rs")
+            .lines()
+            .skip_while(|line| *line != header)
+            .skip(2)
+            .take_while(|line| line.starts_with("//! |"))
+            .map(|line| {
+                line.trim_start_matches("//!")
+                    .trim()
+                    .trim_matches('|')
+                    .split('|')
+                    .map(|cell| cell.trim().to_owned())
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_documented_table_is_the_table() {
+        let documented = documented_rows();
+        assert_eq!(documented.len(), TABLE.len(), "{documented:#?}");
+        for (row, cells) in TABLE.iter().zip(&documented) {
+            let status = row.status.map_or("any".to_owned(), |s| s.to_string());
+            let code = row.code.map_or("any".to_owned(), |c| format!("`{c}`"));
+            let transient = if row.class.is_transient() {
+                "yes"
+            } else {
+                "no"
+            };
+            assert_eq!(
+                [&cells[0], &cells[1], &cells[2], &cells[4]],
+                [
+                    &status,
+                    &code,
+                    &format!("{:?}", row.class),
+                    &transient.to_owned()
+                ],
+                "{row:?}"
+            );
+        }
+    }
+
+    /// The cases DESIGN section 5 and issue 10 name, pinned independently
+    /// of the table's own rows.
+    #[test]
+    fn the_specified_cases_are_classified_as_specified() {
+        let cases = [
+            (400, Some("RequestTimeout"), Class::Transient),
+            (408, None, Class::Transient),
+            (429, None, Class::Transient),
+            (500, Some("InternalError"), Class::Transient),
+            (502, None, Class::Transient),
+            (503, Some("SlowDown"), Class::Transient),
+            (504, None, Class::Transient),
+            (409, Some("ConditionalRequestConflict"), Class::Transient),
+            (200, Some("InternalError"), Class::Transient),
+            (404, Some("NoSuchBucket"), Class::BucketNotFound),
+            (404, Some("NoSuchKey"), Class::KeyNotFound),
+            (404, Some("NotFound"), Class::KeyOrBucketNotFound),
+            (403, Some("InvalidAccessKeyId"), Class::Unauthenticated),
+            (403, Some("SignatureDoesNotMatch"), Class::Unauthenticated),
+            (403, Some("AccessDenied"), Class::PermissionDenied),
+            (403, None, Class::PermissionDenied),
+            (412, Some("PreconditionFailed"), Class::ConditionFailed),
+            (409, Some("BucketAlreadyExists"), Class::Other),
+            (501, Some("NotImplemented"), Class::Other),
+        ];
+        for (status, code, class) in cases {
+            assert_eq!(classify(status, code), class, "{status} {code:?}");
+        }
+    }
+
+    #[test]
+    fn every_row_is_the_first_match_of_its_sample() {
+        for row in TABLE {
+            let (status, code) = sample(row);
+            assert_eq!(lookup(status, Some(code)), Some(row), "{row:?} is shadowed");
+        }
+        assert_eq!(classify(418, Some("UnlistedCode")), Class::Other);
+        assert_eq!(classify(501, Some("NotImplemented")), Class::Other);
+    }
+
+    /// Every row, as a real S3 answer read by the SDK and converted here: a
+    /// GetObject for answers that are errors by status, CopyObject and
+    /// CompleteMultipartUpload for the 200 answers that carry an error.
+    #[tokio::test]
+    async fn every_row_fed_through_the_sdk_gives_its_error() {
+        let server = TestServer::start(|seen: &Seen| {
+            let index = seen
+                .path()
+                .rsplit("row-")
+                .next()
+                .and_then(|i| i.parse::<usize>().ok())
+                .unwrap_or(0);
+            let (status, code) = sample(&TABLE[index]);
+            s3_error(status, code)
+        });
+        let store = store(&server.url()).await;
+        let client = store.client();
+        for (index, row) in TABLE.iter().enumerate() {
+            let key = format!("row-{index}");
+            let (status, code) = sample(row);
+            let errors = if status == 200 {
+                let copy = client
+                    .copy_object()
+                    .bucket(BUCKET)
+                    .key(&key)
+                    .copy_source(format!("{BUCKET}/source"))
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| from_sdk(e, "CopyObject", BUCKET, &key, Context::Plain));
+                let complete = client
+                    .complete_multipart_upload()
+                    .bucket(BUCKET)
+                    .key(&key)
+                    .upload_id("u1")
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| {
+                        from_sdk(e, "CompleteMultipartUpload", BUCKET, &key, Context::Plain)
+                    });
+                vec![("CopyObject", copy), ("CompleteMultipartUpload", complete)]
+            } else {
+                let get = client
+                    .get_object()
+                    .bucket(BUCKET)
+                    .key(&key)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| from_sdk(e, "GetObject", BUCKET, &key, Context::Plain));
+                vec![("GetObject", get)]
+            };
+            for (op, result) in errors {
+                let Err(err) = result else {
+                    panic!("{op} of {row:?} succeeded");
+                };
+                assert!(is_expected(row.class, &err), "{op} of {row:?}: {err:?}");
+                assert_eq!(
+                    err.is_transient(),
+                    row.class.is_transient(),
+                    "{op} of {row:?}: {err}"
+                );
+                if has_message(row.class) {
+                    let text = err.to_string();
+                    for part in [op, key.as_str(), code, &status.to_string()] {
+                        assert!(text.contains(part), "{op} of {row:?}: {text}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// HEAD answers have no body: the SDK reads a 404 as code `NotFound`,
+    /// the row that asks the bucket; a 403 has no code at all.
+    #[tokio::test]
+    async fn head_answers_without_a_body_are_classified_by_status() {
+        let server = TestServer::start(|seen: &Seen| {
+            Reply::status(if seen.path().ends_with("/denied") {
+                403
+            } else {
+                404
+            })
+        });
+        let store = store(&server.url()).await;
+        let head = |key: &'static str| store.client().head_object().bucket(BUCKET).key(key).send();
+        let missing = head("k").await.expect_err("404");
+        assert_eq!(classify_sdk(&missing), Some(Class::KeyOrBucketNotFound));
+        let err = from_sdk(missing, "HeadObject", BUCKET, "k", Context::Plain);
+        assert!(matches!(err, Error::NotFound { .. }), "{err:?}");
+        let denied = head("denied").await.expect_err("403");
+        let err = from_sdk(denied, "HeadObject", BUCKET, "denied", Context::Plain);
+        assert!(matches!(err, Error::PermissionDenied { .. }), "{err:?}");
+        assert!(err.to_string().contains("403"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn the_context_decides_how_a_missing_key_and_a_failed_condition_read() {
+        let server = TestServer::start(|seen: &Seen| match seen.path() {
+            "/bucket/missing" => s3_error(404, "NoSuchKey"),
+            "/bucket/no-bucket" => s3_error(404, "NoSuchBucket"),
+            _ => s3_error(412, "PreconditionFailed"),
+        });
+        let store = store(&server.url()).await;
+        let convert = |key: &'static str, context: Context| {
+            let client = store.client().clone();
+            async move {
+                let err = client
+                    .get_object()
+                    .bucket(BUCKET)
+                    .key(key)
+                    .send()
+                    .await
+                    .expect_err("an error answer");
+                from_sdk(err, "GetObject", BUCKET, key, context)
+            }
+        };
+        let stale = ETag::new("e1");
+        let cases = [
+            ("failed", Context::Create, "AlreadyExists"),
+            (
+                "failed",
+                Context::IfMatch(stale.clone()),
+                "PreconditionFailed",
+            ),
+            (
+                "missing",
+                Context::IfMatch(stale.clone()),
+                "PreconditionFailed",
+            ),
+            ("missing", Context::Create, "NotFound"),
+            ("missing", Context::Bucket, "BucketNotFound"),
+            ("no-bucket", Context::IfMatch(stale), "BucketNotFound"),
+            ("no-bucket", Context::Create, "BucketNotFound"),
+        ];
+        for (key, context, expected) in cases {
+            let err = convert(key, context.clone()).await;
+            let variant = format!("{err:?}");
+            assert!(
+                variant.starts_with(expected),
+                "{key} under {context:?}: {variant}"
+            );
+        }
+    }
+
+    /// Credentials the provider cannot give stop the request before it is
+    /// sent; the SDK reports a dispatch failure carrying the provider's
+    /// error.
+    type MakeError = fn() -> CredentialsError;
+
+    #[tokio::test]
+    async fn credentials_failures_are_unauthenticated_unless_the_provider_timed_out() {
+        let server = TestServer::start(|_: &Seen| Reply::status(200));
+        let kinds: [(&str, MakeError, bool); 5] = [
+            (
+                "not loaded",
+                || CredentialsError::not_loaded("no credentials in the chain"),
+                false,
+            ),
+            (
+                "provider error",
+                || CredentialsError::provider_error("refused by STS"),
+                false,
+            ),
+            (
+                "invalid configuration",
+                || CredentialsError::invalid_configuration("bad profile"),
+                false,
+            ),
+            (
+                "unhandled",
+                || CredentialsError::unhandled("not UTF-8"),
+                false,
+            ),
+            (
+                "timed out",
+                || CredentialsError::provider_timed_out(Duration::from_secs(5)),
+                true,
+            ),
+        ];
+        for (name, make, transient) in kinds {
+            let config = aws_sdk_s3::Config::builder()
+                .behavior_version(BehaviorVersion::latest())
+                .region(Region::new("us-east-1"))
+                .endpoint_url(server.url())
+                .force_path_style(true)
+                .credentials_provider(provide_credentials_fn(move || async move { Err(make()) }))
+                .build();
+            let client = aws_sdk_s3::Client::from_conf(config);
+            let sdk_err = client
+                .get_object()
+                .bucket(BUCKET)
+                .key("k")
+                .send()
+                .await
+                .expect_err("no credentials");
+            let err = from_sdk(sdk_err, "GetObject", BUCKET, "k", Context::Plain);
+            if transient {
+                assert!(err.is_transient(), "{name}: {err:?}");
+            } else {
+                assert!(
+                    matches!(err, Error::Unauthenticated { .. }),
+                    "{name}: {err:?}"
+                );
+            }
+            let text = err.to_string();
+            assert!(
+                text.contains("GetObject") && text.contains("credentials"),
+                "{name}: {text}"
+            );
+        }
+        assert!(
+            server.seen().is_empty(),
+            "a request was sent without credentials"
+        );
+    }
+
+    #[tokio::test]
+    async fn lost_connections_and_timeouts_are_transient() {
+        let refused = store(&closed_port_url()).await;
+        let err = refused
+            .client()
+            .get_object()
+            .bucket(BUCKET)
+            .key("k")
+            .send()
+            .await;
+        let err = from_sdk(
+            err.expect_err("refused"),
+            "GetObject",
+            BUCKET,
+            "k",
+            Context::Plain,
+        );
+        assert!(err.is_transient(), "{err:?}");
+
+        let server = TestServer::start(|_: &Seen| Reply::status(200).after(Duration::from_secs(2)));
+        let slow = store(&server.url()).await;
+        let err = slow
+            .client()
+            .get_object()
+            .bucket(BUCKET)
+            .key("k")
+            .send()
+            .await;
+        let err = from_sdk(
+            err.expect_err("timed out"),
+            "GetObject",
+            BUCKET,
+            "k",
+            Context::Plain,
+        );
+        assert!(err.is_transient(), "{err:?}");
+        assert!(err.to_string().contains("GetObject"), "{err}");
+    }
 }

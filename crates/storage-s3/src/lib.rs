@@ -28,6 +28,8 @@ mod backend;
 mod config;
 pub mod error;
 mod multipart;
+#[cfg(test)]
+use storage_conformance::scripted_server as test_server;
 
 pub use backend::{DEFAULT_CONTENT_TYPE, S3Backend};
 pub use config::{DEFAULT_MULTIPART_THRESHOLD, DEFAULT_PART_SIZE, MIN_PART_SIZE, S3Config};

@@ -86,10 +86,13 @@ impl S3Backend {
         for (k, v) in &options.metadata {
             create = create.metadata(k, v);
         }
-        let created = create
-            .send()
-            .await
-            .map_err(|e| from_sdk(e, "CreateMultipartUpload", key.as_str(), Context::Plain))?;
+        let created = match create.send().await {
+            Ok(created) => created,
+            Err(e) => {
+                let op = "CreateMultipartUpload";
+                return Err(self.error(e, op, key.as_str(), Context::Plain).await);
+            }
+        };
         let upload_id = created
             .upload_id()
             .ok_or_else(|| missing("CreateMultipartUpload", key.as_str(), "upload id"))?
@@ -185,10 +188,13 @@ impl S3Backend {
                 Context::IfMatch(etag.clone())
             }
         };
-        let output = complete
-            .send()
-            .await
-            .map_err(|e| from_sdk(e, "CompleteMultipartUpload", key.as_str(), context))?;
+        let output = match complete.send().await {
+            Ok(output) => output,
+            Err(e) => {
+                let op = "CompleteMultipartUpload";
+                return Err(self.error(e, op, key.as_str(), context).await);
+            }
+        };
         let etag = output
             .e_tag()
             .map(ETag::new)
@@ -236,7 +242,15 @@ impl PartUpload {
             .body(ByteStream::from(part))
             .send()
             .await
-            .map_err(|e| from_sdk(e, "UploadPart", self.key.as_str(), Context::Plain))?;
+            .map_err(|e| {
+                from_sdk(
+                    e,
+                    "UploadPart",
+                    &self.bucket,
+                    self.key.as_str(),
+                    Context::Plain,
+                )
+            })?;
         Ok(CompletedPart::builder()
             .part_number(number)
             .set_e_tag(output.e_tag().map(str::to_owned))
