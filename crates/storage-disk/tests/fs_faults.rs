@@ -289,6 +289,19 @@ async fn symlinked_directory_is_not_followed() {
             .expect("outside exists"),
         "a put wrote through a linked directory"
     );
+    let _ = store.put_bytes("dir/sub/new", "x").await;
+    assert!(
+        !outside.path().join("objects/dir~d/sub~d").exists(),
+        "a put created a directory through a linked directory"
+    );
+    let _ = store
+        .delete(&Key::new("dir/evil").expect("key"), Default::default())
+        .await;
+    assert_eq!(
+        outside_store.get_bytes("dir/evil").await.expect("outside get"),
+        "secret",
+        "a delete removed an object through a linked directory"
+    );
 }
 
 #[tokio::test]

@@ -146,11 +146,16 @@ fn new_etag() -> ETag {
 /// # Errors
 /// [`Error::Backend`] (not transient) naming the link, or the I/O error.
 fn create_object_dir(location: &Location) -> Result<()> {
-    fs::create_dir_all(&location.dir)
-        .map_err(|e| Error::io(format!("creating {}", location.dir.display()), e))?;
     let depth = location.rel_dir.components().count();
     let objects = location.dir.ancestors().nth(depth).unwrap_or(&location.dir);
-    if linked_below(objects, &location.dir)? {
+    // Checked before creating anything (no directory is made through a
+    // link), and after (a link made meanwhile is still refused).
+    let linked = linked_below(objects, &location.dir)? || {
+        fs::create_dir_all(&location.dir)
+            .map_err(|e| Error::io(format!("creating {}", location.dir.display()), e))?;
+        linked_below(objects, &location.dir)?
+    };
+    if linked {
         return Err(Error::Backend {
             transient: false,
             message: format!(
@@ -484,6 +489,13 @@ fn delete_blocking(
     key: &Key,
     options: &DeleteOptions,
 ) -> Result<()> {
+    if linked_below(&inner.objects, &location.dir)? {
+        // Nothing below a link is ours: the key holds no object here.
+        return match &options.if_match {
+            Some(expected) => check_if_match(key, expected, None),
+            None => Ok(()),
+        };
+    }
     let removed = {
         let _lock = StripeLock::acquire(&inner.locks, layout::stripe(key))?;
         let current = read_sidecar(&location.meta())?;
@@ -530,25 +542,10 @@ fn walk(dir: &Path, out: &mut Vec<ObjectMeta>) -> Result<()> {
 }
 
 /// Whether a directory between `objects` and `dir` (inclusive) is a symbolic
-/// link. `walk` never descends into links (it looks at each entry's own
-/// type), but the directory a listing starts from is reached by path, whose
-/// components would be followed: a link there leads outside the root, so the
-/// listing shows nothing below it. A missing component is not a link.
+/// link: see [`io::linked_below`](super::io::linked_below).
 fn linked_below(objects: &Path, dir: &Path) -> Result<bool> {
-    let Ok(relative) = dir.strip_prefix(objects) else {
-        return Ok(false);
-    };
-    let mut current = objects.to_path_buf();
-    for component in relative.components() {
-        current.push(component);
-        match fs::symlink_metadata(&current) {
-            Ok(meta) if meta.file_type().is_symlink() => return Ok(true),
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(Error::io(format!("listing {}", current.display()), e)),
-        }
-    }
-    Ok(false)
+    super::io::linked_below(objects, dir)
+        .map_err(|e| Error::io(format!("checking {} for links", dir.display()), e))
 }
 
 fn list_blocking(objects: &Path, options: &ListOptions) -> Result<ListPage> {

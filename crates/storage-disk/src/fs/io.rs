@@ -10,6 +10,31 @@ use storage_core::{Error, Key, ObjectMeta, Result};
 
 use super::sidecar::Sidecar;
 
+/// Whether a directory between `base` and `dir` (inclusive) is a symbolic
+/// link. Directories reached by path have every component followed, so a
+/// link there would lead outside the root; a missing component is not a
+/// link. (Entries found while listing are judged by their own type, and
+/// reads use `openat2` with `RESOLVE_NO_SYMLINKS` where the kernel has it.)
+///
+/// # Errors
+/// The I/O error of a component that cannot be inspected.
+pub fn linked_below(base: &Path, dir: &Path) -> io::Result<bool> {
+    let Ok(relative) = dir.strip_prefix(base) else {
+        return Ok(false);
+    };
+    let mut current = base.to_path_buf();
+    for component in relative.components() {
+        current.push(component);
+        match std::fs::symlink_metadata(&current) {
+            Ok(meta) if meta.file_type().is_symlink() => return Ok(true),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(false)
+}
+
 /// Opens an existing file for reading, refusing to follow a symlink.
 pub fn open_read(path: &Path) -> io::Result<File> {
     OpenOptions::new()
@@ -160,7 +185,20 @@ impl ObjectDir {
             Err(rustix::io::Errno::AGAIN) => Err(io::ErrorKind::WouldBlock.into()),
             Err(rustix::io::Errno::NOSYS | rustix::io::Errno::PERM) => match mode {
                 ReadMode::Cached => Err(io::ErrorKind::WouldBlock.into()),
-                ReadMode::Blocking => open_read(&self.path.join(rel)),
+                // Without openat2 (Linux before 5.6, or refused by a
+                // seccomp filter), `O_NOFOLLOW` guards only the last
+                // component: refuse links in the directories first.
+                ReadMode::Blocking => {
+                    let path = self.path.join(rel);
+                    let dir = path.parent().unwrap_or(&self.path);
+                    if linked_below(&self.path, dir)? {
+                        return Err(io::Error::new(
+                            io::ErrorKind::NotFound,
+                            "a directory on the path is a symbolic link",
+                        ));
+                    }
+                    open_read(&path)
+                }
             },
             Err(e) => Err(e.into()),
         }
