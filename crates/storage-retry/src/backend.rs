@@ -249,6 +249,15 @@ impl<B: Backend + ?Sized> Retry<B> {
             (Err(Error::NotFound { .. }), Some(_)) => {
                 Settled::Unknown("the object is gone, and another write to the key overlapped")
             }
+            // Where ETags derive from the content (S3), the same ETag may be
+            // a competitor's rewrite of the same bytes after this delete.
+            (Ok(meta), Some(expected))
+                if meta.etag == *expected && !alone && !self.inner.capabilities().unique_etags =>
+            {
+                Settled::Unknown(
+                    "the version is there again, and its ETag may be another write's of the same bytes",
+                )
+            }
             (Ok(meta), Some(expected)) if meta.etag == *expected => Settled::NotApplied,
             (Ok(_), None) if alone => Settled::NotApplied,
             (Ok(meta), Some(expected)) if alone => Settled::Refused(Error::PreconditionFailed {
@@ -380,6 +389,16 @@ impl<B: Backend + ?Sized> Backend for Retry<B> {
                 PutOutcome::Applied(meta) => return Ok(meta),
                 PutOutcome::Unknown(why) => {
                     return Err(unknown_outcome_error("put", key, error, why));
+                }
+                // Without a write id the refusal may be by this call's own
+                // write (object_store #464): the outcome is unknown.
+                PutOutcome::NotApplied if refused && id.is_none() => {
+                    return Err(unknown_outcome_error(
+                        "put",
+                        key,
+                        error,
+                        "the retry was refused, and no write id fitted in the metadata to tell whose write refused it",
+                    ));
                 }
                 PutOutcome::NotApplied if refused => return Err(error),
                 PutOutcome::NotApplied => {}

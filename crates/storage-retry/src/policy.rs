@@ -389,7 +389,7 @@ impl Attempts {
         let Some(delay) = backoff.next() else {
             return Err(error);
         };
-        if Instant::now() + delay > self.started + policy.deadline {
+        if self.started.elapsed().saturating_add(delay) > policy.deadline {
             return Err(error);
         }
         policy.notify(&RetryEvent {

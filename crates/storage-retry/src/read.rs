@@ -54,7 +54,7 @@ pub(crate) enum Fetched {
 /// # Errors
 /// Whatever the body fails with.
 pub(crate) async fn fetch(got: GetResult, limit: u64) -> Result<Fetched> {
-    if got.range.end - got.range.start > limit {
+    if got.range.end.saturating_sub(got.range.start) > limit {
         return Ok(Fetched::Streaming(got));
     }
     let (meta, range) = (got.meta.clone(), got.range.clone());

@@ -27,8 +27,15 @@
 //!    has shown since (a get, head, list or copy, by any task), carries the
 //!    call's id, the write was applied: the put succeeds with that version's
 //!    metadata. A competitor that replaced the version by compare-and-swap
-//!    had to read its ETag first, which shows it.
-//! 2. Otherwise the write was not applied, and is sent again (or its
+//!    had to read its ETag first, which shows it — through this layer. A
+//!    competitor that took the ETag from elsewhere (another process, the
+//!    `actual` ETag of a refusal, a change feed) is not seen: then a
+//!    conditional put that was applied can be reported as refused. Callers
+//!    that need certainty there re-read the object and compare its content.
+//! 2. With no id (the metadata had no room), a refusal after an attempt of
+//!    unknown outcome is reported as an unknown outcome, since it may be the
+//!    call's own write that refused it (object_store #464).
+//! 3. Otherwise the write was not applied, and is sent again (or its
 //!    refusal reported), unless another write to the key through this layer
 //!    that could hide it overlapped the call: for a conditional put, a blind
 //!    write (an overwrite or unconditional delete, which can replace a
@@ -248,6 +255,10 @@ pub(crate) struct Writers {
 
 #[derive(Debug, Default)]
 struct Stripe {
+    /// Held while a write call registers, so that its snapshot of
+    /// `started` and `active` is one moment's (two calls registering at
+    /// once would otherwise each miss the other).
+    registering: Mutex<()>,
     started: [AtomicU64; 3],
     active: [AtomicU64; 3],
 }
@@ -280,6 +291,10 @@ impl Writers {
         let mine = |slot: usize| u64::from(slot == ANY || slot == kind.slot());
         let mut started = [0; 3];
         let mut alone = [true; 3];
+        let _registering = stripe
+            .registering
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         for slot in 0..3 {
             let active = stripe.active[slot].fetch_add(mine(slot), Ordering::SeqCst) + mine(slot);
             started[slot] =
