@@ -287,7 +287,8 @@ impl BackendFactory for S3 {
             servers::S3_SECRET_KEY,
         );
         Hooks {
-            // No tamper hook: see `hooks`.
+            // No tamper hook: the server verifies x-amz-checksum-sha256 on
+            // write (see `crate::hooks`), so the check is unsupported.
             tamper: None,
             missing_bucket: Some(hooks::make_backend(move || {
                 let missing = missing.clone();

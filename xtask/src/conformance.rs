@@ -145,14 +145,30 @@ fn run_in_child(name: &str, args: &Args) -> anyhow::Result<BackendReport> {
     if args.retry {
         command.arg("--retry");
     }
-    let status = command.status()?;
+    let status = command.status();
     let parsed: Option<OwnedJsonReport> = std::fs::read(report.path())
         .ok()
         .and_then(|bytes| serde_json::from_slice(&bytes).ok());
-    match parsed.and_then(|mut r| r.backends.pop()) {
-        Some(report) => Ok(report),
-        None => anyhow::bail!("the run against {name} ended with {status} and wrote no report"),
-    }
+    let failure = match (&status, parsed.and_then(|mut r| r.backends.pop())) {
+        (Ok(status), Some(report)) if status.success() => return Ok(report),
+        (Ok(status), Some(_)) => format!("the run wrote its report, then ended with {status}"),
+        (Ok(status), None) => format!("the run ended with {status} and wrote no report"),
+        (Err(e), _) => format!("the run could not start: {e}"),
+    };
+    // A run that broke down is a failure of that backend's row; the other
+    // backends still run.
+    Ok(BackendReport {
+        name: name.to_owned(),
+        server: None,
+        notes: Vec::new(),
+        checks: vec![storage_conformance::CheckReport {
+            suite: "harness".to_owned(),
+            name: "the_suite_ran_to_its_end".to_owned(),
+            status: Status::Failed,
+            ms: 0,
+            message: Some(failure),
+        }],
+    })
 }
 
 fn cell(t: &Tally) -> String {

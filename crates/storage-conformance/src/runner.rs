@@ -51,6 +51,9 @@ pub trait BackendFactory: Send + Sync {
 pub struct Declared {
     /// What the server does instead, naming the server.
     pub reason: String,
+    /// A phrase the check's failure message holds when it fails for the
+    /// declared reason; any other failure is reported as a failure.
+    pub fails_with: String,
     /// Why the check may pass on this server all the same (the server
     /// breaks the rule only under some interleavings, or a layer under test
     /// hides it): a pass is then reported as a limitation, with this reason,
@@ -219,15 +222,37 @@ async fn run_one(
         .limitation(check)
         .filter(|_| !filter.ignore_limitations);
     let (status, message) = run_fresh(factory, check).await;
-    let Some(Declared { reason, may_pass }) = limitation else {
+    let Some(Declared {
+        reason,
+        fails_with,
+        may_pass,
+    }) = limitation
+    else {
         return (status, message);
     };
+    let declared_failure = message
+        .as_deref()
+        .is_some_and(|m| m.contains(fails_with.as_str()));
     // A declared limitation is re-proved on every run: the check must still
     // fail on this server, or the declaration is stale.
     match (status, may_pass) {
         (Status::Passed, Some(why)) => (
             Status::Limitation,
             Some(format!("{reason} (not seen this run: {why})")),
+        ),
+        (Status::Failed, _) if !declared_failure => (
+            Status::Failed,
+            Some(format!(
+                "{} (declared as a server limitation ({reason}), but this failure does not say {fails_with:?})",
+                message.as_deref().unwrap_or("failed")
+            )),
+        ),
+        (Status::Unsupported, _) => (
+            Status::Failed,
+            Some(format!(
+                "declared as a server limitation ({reason}) but not run: {}; remove the declaration",
+                message.as_deref().unwrap_or("unsupported")
+            )),
         ),
         (Status::Failed, _) => (
             Status::Limitation,

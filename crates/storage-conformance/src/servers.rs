@@ -512,6 +512,9 @@ pub struct Limitation {
     pub check: &'static str,
     /// What the server does instead.
     pub reason: &'static str,
+    /// A phrase the check's failure message holds when it fails for the
+    /// declared reason: a failure without it is reported as a failure.
+    pub fails_with: &'static str,
     /// The server breaks the rule only under some interleavings of
     /// concurrent requests, so a run may pass: reported as a limitation
     /// either way, with what this run saw.
@@ -532,6 +535,7 @@ pub const LIMITATIONS: &[Limitation] = &[
         suite: "list",
         check: "keys_come_back_in_byte_order",
         reason: SEAWEEDFS_ORDER,
+        fails_with: "got [",
         intermittent: false,
     },
     Limitation {
@@ -539,6 +543,7 @@ pub const LIMITATIONS: &[Limitation] = &[
         suite: "list",
         check: "pages_of_1_2_and_1000_return_the_same_keys",
         reason: SEAWEEDFS_ORDER,
+        fails_with: "got [",
         intermittent: false,
     },
     Limitation {
@@ -546,6 +551,7 @@ pub const LIMITATIONS: &[Limitation] = &[
         suite: "list",
         check: "prefix_selects_only_matching_keys",
         reason: SEAWEEDFS_ORDER,
+        fails_with: "got [",
         intermittent: false,
     },
     Limitation {
@@ -553,6 +559,7 @@ pub const LIMITATIONS: &[Limitation] = &[
         suite: "list",
         check: "start_after_is_exclusive",
         reason: SEAWEEDFS_ORDER,
+        fails_with: "got [",
         intermittent: false,
     },
     Limitation {
@@ -560,6 +567,7 @@ pub const LIMITATIONS: &[Limitation] = &[
         suite: "list",
         check: "start_after_with_prefix",
         reason: SEAWEEDFS_ORDER,
+        fails_with: "got [",
         intermittent: false,
     },
     Limitation {
@@ -567,6 +575,7 @@ pub const LIMITATIONS: &[Limitation] = &[
         suite: "core",
         check: "copy_if_not_exists_keeps_the_destination",
         reason: MOTO_COPY,
+        fails_with: "got success",
         intermittent: false,
     },
     Limitation {
@@ -574,6 +583,7 @@ pub const LIMITATIONS: &[Limitation] = &[
         suite: "cas",
         check: "copy_if_match_with_a_stale_destination_etag_fails",
         reason: MOTO_COPY,
+        fails_with: "got success",
         intermittent: false,
     },
     Limitation {
@@ -581,13 +591,7 @@ pub const LIMITATIONS: &[Limitation] = &[
         suite: "core",
         check: "sha256_of_the_content_is_recorded",
         reason: "does not store x-amz-checksum-sha256, so HEAD cannot return it",
-        intermittent: false,
-    },
-    Limitation {
-        server: "moto",
-        suite: "core",
-        check: "corrupted_content_is_checksum_mismatch",
-        reason: "does not store x-amz-checksum-sha256, so there is no recorded checksum to keep while corrupting",
+        fails_with: "got None",
         intermittent: false,
     },
     Limitation {
@@ -595,6 +599,7 @@ pub const LIMITATIONS: &[Limitation] = &[
         suite: "errors",
         check: "wrong_credentials_are_refused_as_such",
         reason: "checks no signatures: any access key and secret are served",
+        fails_with: "succeeded",
         intermittent: false,
     },
     Limitation {
@@ -602,6 +607,7 @@ pub const LIMITATIONS: &[Limitation] = &[
         suite: "core",
         check: "copy_if_not_exists_keeps_the_destination",
         reason: FAKE_GCS_COPY,
+        fails_with: "got success",
         intermittent: false,
     },
     Limitation {
@@ -609,6 +615,7 @@ pub const LIMITATIONS: &[Limitation] = &[
         suite: "cas",
         check: "copy_if_match_with_a_stale_destination_etag_fails",
         reason: FAKE_GCS_COPY,
+        fails_with: "got success",
         intermittent: false,
     },
     Limitation {
@@ -616,6 +623,7 @@ pub const LIMITATIONS: &[Limitation] = &[
         suite: "cas",
         check: "delete_if_match_with_a_stale_etag_keeps_the_object",
         reason: FAKE_GCS_DELETE,
+        fails_with: "got success",
         intermittent: false,
     },
     Limitation {
@@ -623,6 +631,7 @@ pub const LIMITATIONS: &[Limitation] = &[
         suite: "concurrency",
         check: "linearizability",
         reason: FAKE_GCS_DELETE,
+        fails_with: "not linearizable",
         intermittent: true,
     },
     Limitation {
@@ -630,6 +639,7 @@ pub const LIMITATIONS: &[Limitation] = &[
         suite: "errors",
         check: "wrong_credentials_are_refused_as_such",
         reason: "checks no credentials: requests without any are served",
+        fails_with: "succeeded",
         intermittent: false,
     },
 ];
@@ -642,6 +652,7 @@ pub fn declared_limitation(server: &str, check: &crate::Check) -> Option<crate::
         .find(|l| l.server == server && l.suite == check.suite && l.check == check.name)
         .map(|l| crate::Declared {
             reason: format!("{server}: {}", l.reason),
+            fails_with: l.fails_with.to_owned(),
             may_pass: l
                 .intermittent
                 .then(|| "the server breaks the rule only under some interleavings".to_owned()),

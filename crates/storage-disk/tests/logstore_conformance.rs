@@ -1,6 +1,8 @@
 //! The whole contract suite against `LogStore`, each check in a fresh
 //! directory, with small segments so that reads hit sealed, memory-mapped
-//! segments and large values go to blob files.
+//! segments and large values go to blob files. The suite with default
+//! options is in `logstore_conformance_defaults.rs`: one suite per test
+//! binary, since the bounded-memory check measures the whole process.
 
 use std::sync::Arc;
 
@@ -23,20 +25,6 @@ async fn logstore_passes_the_contract_suite() {
             let store = LogStore::open_with(dir, options)
                 .await
                 .map_err(|e| e.to_string())?;
-            Ok(Arc::new(store) as Arc<dyn Backend>)
-        }
-    });
-    assert_no_failures(&run(&factory, &suites::all(), &Filter::default()).await);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn logstore_with_default_options_passes_the_contract_suite() {
-    let root = tempfile::tempdir().expect("temporary directory");
-    let base = root.path().to_path_buf();
-    let factory = FnFactory::new("logstore", move |check: String| {
-        let dir = base.join(check.replace('/', "-"));
-        async move {
-            let store = LogStore::open(dir).await.map_err(|e| e.to_string())?;
             Ok(Arc::new(store) as Arc<dyn Backend>)
         }
     });
