@@ -298,7 +298,10 @@ async fn symlinked_directory_is_not_followed() {
         .delete(&Key::new("dir/evil").expect("key"), Default::default())
         .await;
     assert_eq!(
-        outside_store.get_bytes("dir/evil").await.expect("outside get"),
+        outside_store
+            .get_bytes("dir/evil")
+            .await
+            .expect("outside get"),
         "secret",
         "a delete removed an object through a linked directory"
     );
