@@ -126,48 +126,9 @@ impl Class {
     }
 }
 
-/// One row of [`TABLE`]: an answer's HTTP status and Azure error code
-/// (`None`: any), and what it means.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Row {
-    /// The HTTP status, or `None` for any.
-    pub status: Option<u16>,
-    /// The Azure error code, or `None` for any (or none).
-    pub code: Option<&'static str>,
-    /// What the answer means.
-    pub class: Class,
-}
-
-impl Row {
-    const fn exact(status: u16, code: &'static str, class: Class) -> Row {
-        Row {
-            status: Some(status),
-            code: Some(code),
-            class,
-        }
-    }
-
-    const fn status(status: u16, class: Class) -> Row {
-        Row {
-            status: Some(status),
-            code: None,
-            class,
-        }
-    }
-
-    const fn code(code: &'static str, class: Class) -> Row {
-        Row {
-            status: None,
-            code: Some(code),
-            class,
-        }
-    }
-
-    /// Whether an answer with `status` and `code` matches this row.
-    pub fn matches(&self, status: u16, code: Option<&str>) -> bool {
-        self.status.is_none_or(|s| s == status) && self.code.is_none_or(|c| code == Some(c))
-    }
-}
+/// One row of [`TABLE`]: an answer's HTTP status and service error code
+/// (`None`: any), and its [`Class`].
+pub type Row = storage_core::raw::StatusRow<Class>;
 
 /// The classification of Azure answers, by status and error code; the first
 /// matching row wins. The module documentation shows it as a table.
@@ -210,7 +171,7 @@ pub const TABLE: &[Row] = &[
 /// The first row of [`TABLE`] that an answer with `status` and `code`
 /// matches, if any.
 pub fn lookup(status: u16, code: Option<&str>) -> Option<&'static Row> {
-    TABLE.iter().find(|row| row.matches(status, code))
+    storage_core::raw::lookup(TABLE, status, code)
 }
 
 /// The class of an answer with `status` and `code` ([`Class::Other`] when no

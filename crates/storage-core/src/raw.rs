@@ -29,10 +29,88 @@ pub(crate) fn note_client_copy() {
     let _ = CLIENT_COPIES.try_with(|count| count.set(count.get() + 1));
 }
 
+/// One row of a backend's error table (the `TABLE` of each cloud crate's
+/// `error.rs`): an answer's HTTP status and service error code (`None`:
+/// any), and what the answer means, in the backend's own classes `C`. A
+/// table is read top-down: the first matching row wins ([`lookup`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusRow<C> {
+    /// The HTTP status, or `None` for any.
+    pub status: Option<u16>,
+    /// The service's error code (S3 `<Code>`, Azure `x-ms-error-code`, GCS
+    /// `errors[0].reason`), or `None` for any (or none).
+    pub code: Option<&'static str>,
+    /// What the answer means.
+    pub class: C,
+}
+
+impl<C> StatusRow<C> {
+    /// A row for this status and code.
+    pub const fn exact(status: u16, code: &'static str, class: C) -> Self {
+        StatusRow {
+            status: Some(status),
+            code: Some(code),
+            class,
+        }
+    }
+
+    /// A row for this status, whatever the code.
+    pub const fn status(status: u16, class: C) -> Self {
+        StatusRow {
+            status: Some(status),
+            code: None,
+            class,
+        }
+    }
+
+    /// A row for this code, whatever the status.
+    pub const fn code(code: &'static str, class: C) -> Self {
+        StatusRow {
+            status: None,
+            code: Some(code),
+            class,
+        }
+    }
+
+    /// Whether an answer with `status` and `code` matches this row.
+    pub fn matches(&self, status: u16, code: Option<&str>) -> bool {
+        self.status.is_none_or(|s| s == status) && self.code.is_none_or(|c| code == Some(c))
+    }
+}
+
+/// The first row of `table` that an answer with `status` and `code`
+/// matches, if any.
+pub fn lookup<C>(
+    table: &'static [StatusRow<C>],
+    status: u16,
+    code: Option<&str>,
+) -> Option<&'static StatusRow<C>> {
+    table.iter().find(|row| row.matches(status, code))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::{Backend, BackendExt, Key, MemoryBackend, PutMode};
+
+    #[test]
+    fn the_first_matching_row_wins() {
+        const TABLE: &[StatusRow<u8>] = &[
+            StatusRow::exact(404, "NoSuchBucket", 1),
+            StatusRow::code("SlowDown", 2),
+            StatusRow::status(404, 3),
+        ];
+        assert_eq!(
+            lookup(TABLE, 404, Some("NoSuchBucket")).map(|r| r.class),
+            Some(1)
+        );
+        assert_eq!(
+            lookup(TABLE, 503, Some("SlowDown")).map(|r| r.class),
+            Some(2)
+        );
+        assert_eq!(lookup(TABLE, 404, None).map(|r| r.class), Some(3));
+        assert_eq!(lookup(TABLE, 500, None), None);
+    }
 
     #[tokio::test]
     async fn copies_through_the_client_are_counted_and_memory_copies_are_not() {

@@ -103,32 +103,9 @@ impl Class {
     }
 }
 
-/// One row of [`TABLE`]: an answer's HTTP status and GCS reason (`None`:
-/// any), and what it means.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Row {
-    /// The HTTP status, or `None` for any.
-    pub status: Option<u16>,
-    /// The reason (`errors[0].reason`), or `None` for any (or none).
-    pub reason: Option<&'static str>,
-    /// What the answer means.
-    pub class: Class,
-}
-
-impl Row {
-    const fn status(status: u16, class: Class) -> Row {
-        Row {
-            status: Some(status),
-            reason: None,
-            class,
-        }
-    }
-
-    /// Whether an answer with `status` and `reason` matches this row.
-    pub fn matches(&self, status: u16, reason: Option<&str>) -> bool {
-        self.status.is_none_or(|s| s == status) && self.reason.is_none_or(|r| reason == Some(r))
-    }
-}
+/// One row of [`TABLE`]: an answer's HTTP status and service error code
+/// (`None`: any), and its [`Class`].
+pub type Row = storage_core::raw::StatusRow<Class>;
 
 /// The classification of GCS answers, by status and reason; the first
 /// matching row wins. The module documentation shows it as a table.
@@ -151,7 +128,7 @@ pub const TABLE: &[Row] = &[
 /// The first row of [`TABLE`] that an answer with `status` and `reason`
 /// matches, if any.
 pub fn lookup(status: u16, reason: Option<&str>) -> Option<&'static Row> {
-    TABLE.iter().find(|row| row.matches(status, reason))
+    storage_core::raw::lookup(TABLE, status, reason)
 }
 
 /// The class of an answer with `status` and `reason` ([`Class::Other`] when
@@ -381,7 +358,7 @@ mod tests {
     fn sample(row: &Row) -> (u16, &'static str) {
         (
             row.status.unwrap_or(418),
-            row.reason.unwrap_or("unlistedReason"),
+            row.code.unwrap_or("unlistedReason"),
         )
     }
 
@@ -459,7 +436,7 @@ mod tests {
         assert_eq!(documented.len(), TABLE.len(), "{documented:#?}");
         for (row, cells) in TABLE.iter().zip(&documented) {
             let status = row.status.map_or("any".to_owned(), |s| s.to_string());
-            let reason = row.reason.map_or("any".to_owned(), |r| format!("`{r}`"));
+            let reason = row.code.map_or("any".to_owned(), |r| format!("`{r}`"));
             let transient = if row.class.is_transient() {
                 "yes"
             } else {
