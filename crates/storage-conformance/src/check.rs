@@ -138,6 +138,16 @@ impl fmt::Debug for Check {
 }
 
 impl Check {
+    /// Whether the check needs one of the factory's [`Hooks`].
+    pub fn needs_a_hook(&self) -> bool {
+        self.requires.iter().any(|r| {
+            matches!(
+                r,
+                Requires::TamperHook | Requires::WrongCredentialsHook | Requires::MissingBucketHook
+            )
+        })
+    }
+
     /// Why a backend with `caps`, made by a factory offering `hooks`, cannot
     /// run this check, if it cannot.
     pub fn unsupported_reason(&self, caps: &Capabilities, hooks: &Hooks) -> Option<&'static str> {

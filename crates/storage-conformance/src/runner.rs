@@ -247,6 +247,15 @@ async fn run_one(
                 message.as_deref().unwrap_or("failed")
             )),
         ),
+        // A factory without the hook the check needs cannot re-prove the
+        // declaration; that is the factory's gap, not the server's.
+        (Status::Unsupported, _) if check.needs_a_hook() => (
+            Status::Unsupported,
+            Some(format!(
+                "{} (declared as a server limitation: {reason}; not re-proved here)",
+                message.as_deref().unwrap_or("unsupported")
+            )),
+        ),
         (Status::Unsupported, _) => (
             Status::Failed,
             Some(format!(
