@@ -177,7 +177,11 @@ impl<B: Backend + ?Sized> Resume<B> {
             range: Some(ByteRange::from(self.next..self.end)),
             if_match: Some(self.etag.clone()),
         };
-        let limit = Some(self.policy.attempt_timeout());
+        // Some servers read the whole remainder before they answer (moto):
+        // the limit grows with it, as a put's does with its body.
+        let limit = self
+            .policy
+            .attempt_timeout_for(Some(self.end.saturating_sub(self.next)));
         let attempt = self.inner.get(&self.key, options);
         match within(
             limit,
