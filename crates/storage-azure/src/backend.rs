@@ -458,7 +458,7 @@ impl AzureBackend {
     /// Built here rather than with the SDK's `upload`, whose result reads
     /// eight optional headers through error-building lookups (see
     /// [`header`]).
-    async fn put_single(
+    pub(crate) async fn put_single(
         &self,
         key: &Key,
         data: bytes::Bytes,

@@ -2,13 +2,15 @@
 //! flight, then one Put Block List that carries the condition, the content
 //! type, the metadata and the SHA-256 of the whole body.
 //!
-//! Memory is bounded by `block_size × (blocks_in_flight + 1)`: the body is
-//! read one block at a time and a new block is read only when fewer than
-//! `blocks_in_flight` are being sent. Nothing is visible until Put Block
-//! List commits, so readers see the old object or the whole new one. Blocks
+//! The blocks go through the upload engine of `storage_core::raw`, so
+//! memory is bounded by `block_size × (blocks_in_flight + 2)`, a failed
+//! Put Block is sent again with the policy in force, and a body that turns
+//! out to fit in one block goes as one Put Blob. Nothing is visible until
+//! Put Block List commits, so readers see the old object or the whole new one. Blocks
 //! of an upload that fails or is dropped are never committed and Azure
-//! discards them after 7 days (Azure: "Put Block", remarks); a dropped
-//! upload aborts its in-flight requests.
+//! discards them after 7 days (Azure: "Put Block", remarks), so aborting
+//! an upload needs no request; a dropped upload cancels its in-flight
+//! requests.
 //!
 //! Block ids are 20 bytes, the same length for every block of a blob as
 //! Azure requires: 16 random bytes naming the upload, then the block
@@ -17,13 +19,14 @@
 use std::time::SystemTime;
 
 use azure_core::http::RequestContent;
-use azure_storage_blob::models::{BlockBlobClientCommitBlockListOptions, BlockLookupList};
-use bytes::{Bytes, BytesMut};
-use futures::StreamExt;
+use azure_storage_blob::models::{
+    BlockBlobClientCommitBlockListOptions, BlockBlobClientCommitBlockListResultHeaders,
+    BlockLookupList,
+};
+use bytes::Bytes;
 use ring::rand::{SecureRandom, SystemRandom};
-use sha2::{Digest, Sha256};
+use storage_core::raw::{self, ChunkedUpload, Part, UploadPlan, Uploaded};
 use storage_core::{Body, ETag, Error, Key, ObjectMeta, PutOptions, Result};
-use tokio::task::JoinSet;
 
 use crate::AzureBackend;
 use crate::backend::{conditions, context};
@@ -42,88 +45,81 @@ impl AzureBackend {
         options: PutOptions,
     ) -> Result<ObjectMeta> {
         let config = self.config();
-        let block_size = usize::try_from(config.block_size)
-            .map_err(|_| Error::invalid_argument("the block size does not fit in memory"))?;
-        if let Some(len) = body.len()
-            && len.div_ceil(config.block_size) > MAX_BLOCKS
-        {
-            return Err(Error::TooLarge {
-                key: Some(key.to_string()),
-                size: len,
-                limit: config.block_size.saturating_mul(MAX_BLOCKS),
-            });
-        }
+        let plan = UploadPlan {
+            part_size: config.block_size,
+            parts_in_flight: config.blocks_in_flight,
+            max_parts: MAX_BLOCKS,
+        };
+        let upload = BlockUpload {
+            backend: self.clone(),
+            key: key.clone(),
+            options,
+        };
+        raw::upload(upload, key, body, plan).await
+    }
+}
+
+/// One block upload's calls.
+#[derive(Clone)]
+struct BlockUpload {
+    backend: AzureBackend,
+    key: Key,
+    options: PutOptions,
+}
+
+impl BlockUpload {
+    /// Block `index`'s id: the upload's 16 random bytes, then the index.
+    fn block_id(upload_id: &[u8; 16], index: u32) -> Vec<u8> {
+        let mut id = upload_id.to_vec();
+        id.extend_from_slice(&index.to_be_bytes());
+        id
+    }
+}
+
+#[async_trait::async_trait]
+impl ChunkedUpload for BlockUpload {
+    type Session = [u8; 16];
+    type Receipt = Vec<u8>;
+
+    /// Draws the upload's id; Azure needs no request to start staging.
+    async fn initiate(&self) -> Result<[u8; 16]> {
         let mut upload_id = [0u8; 16];
         SystemRandom::new()
             .fill(&mut upload_id)
             .map_err(|_| Error::backend(false, "no system randomness for a block id", "ring"))?;
-        let blob = self.blob_client(key).block_blob_client();
-        let mut stream = body.into_stream();
-        let mut hasher = Sha256::new();
-        let mut size = 0u64;
-        let mut ids: Vec<Vec<u8>> = Vec::new();
-        let mut in_flight: JoinSet<Result<()>> = JoinSet::new();
-        let mut buffer = BytesMut::with_capacity(block_size);
-        let mut finished = false;
-        while !finished {
-            // Fill one block from the body.
-            while buffer.len() < block_size {
-                match stream.next().await {
-                    Some(Ok(chunk)) => {
-                        hasher.update(&chunk);
-                        size += chunk.len() as u64;
-                        buffer.extend_from_slice(&chunk);
-                    }
-                    Some(Err(e)) => return Err(e),
-                    None => {
-                        finished = true;
-                        break;
-                    }
-                }
-            }
-            while buffer.len() >= block_size || (finished && !buffer.is_empty()) {
-                let take = buffer.len().min(block_size);
-                let block: Bytes = buffer.split_to(take).freeze();
-                if ids.len() as u64 >= MAX_BLOCKS {
-                    return Err(Error::TooLarge {
-                        key: Some(key.to_string()),
-                        size,
-                        limit: config.block_size.saturating_mul(MAX_BLOCKS),
-                    });
-                }
-                let mut id = upload_id.to_vec();
-                id.extend_from_slice(&(ids.len() as u32).to_be_bytes());
-                ids.push(id.clone());
-                while in_flight.len() >= config.blocks_in_flight {
-                    join_one(&mut in_flight).await?;
-                }
-                let this = self.clone();
-                let (key, key_s) = (key.clone(), key.to_string());
-                in_flight.spawn(async move {
-                    let blob = this.blob_client(&key).block_blob_client();
-                    let len = block.len() as u64;
-                    let staged = this
-                        .timed("Put Block", blob.stage_block(&id, len, block.into(), None))
-                        .await?;
-                    match staged {
-                        Ok(_) => Ok(()),
-                        Err(e) => Err(this.error(e, "Put Block", &key_s, Context::Plain).await),
-                    }
-                });
-            }
-            if buffer.capacity() < block_size {
-                buffer.reserve(block_size - buffer.len());
-            }
-        }
-        while !in_flight.is_empty() {
-            join_one(&mut in_flight).await?;
-        }
+        Ok(upload_id)
+    }
 
-        let sha256: [u8; 32] = hasher.finalize().into();
+    async fn upload_part(&self, upload_id: &[u8; 16], part: &Part) -> Result<Vec<u8>> {
+        let b = &self.backend;
+        let id = Self::block_id(upload_id, part.index);
+        let blob = b.blob_client(&self.key).block_blob_client();
+        let len = part.bytes.len() as u64;
+        let staged = b
+            .timed(
+                "Put Block",
+                blob.stage_block(&id, len, part.bytes.clone().into(), None),
+            )
+            .await?;
+        match staged {
+            Ok(_) => Ok(id),
+            Err(e) => Err(b
+                .error(e, "Put Block", self.key.as_str(), Context::Plain)
+                .await),
+        }
+    }
+
+    async fn complete(
+        &self,
+        _upload_id: &[u8; 16],
+        ids: Vec<Vec<u8>>,
+        whole: &Uploaded,
+    ) -> Result<ObjectMeta> {
+        let (b, key, options) = (&self.backend, &self.key, &self.options);
         let (if_match, if_none_match) = conditions(&options.mode);
         let commit = BlockBlobClientCommitBlockListOptions {
             blob_content_type: options.content_type.clone(),
-            metadata: Some(metadata::to_azure(&options.metadata, Some(&sha256))),
+            metadata: Some(metadata::to_azure(&options.metadata, Some(&whole.sha256))),
             if_match,
             if_none_match,
             ..Default::default()
@@ -136,7 +132,8 @@ impl AzureBackend {
         let content: RequestContent<BlockLookupList, _> = list.try_into().map_err(|e| {
             Error::backend(false, format!("Azure Put Block List of {key}: encoding"), e)
         })?;
-        let committed = self
+        let blob = b.blob_client(key).block_blob_client();
+        let committed = b
             .timed(
                 "Put Block List",
                 blob.commit_block_list(content, Some(commit)),
@@ -146,10 +143,9 @@ impl AzureBackend {
             Ok(response) => response,
             Err(e) => {
                 let context = context(&options.mode);
-                return Err(self.error(e, "Put Block List", key.as_str(), context).await);
+                return Err(b.error(e, "Put Block List", key.as_str(), context).await);
             }
         };
-        use azure_storage_blob::models::BlockBlobClientCommitBlockListResultHeaders;
         let etag = response
             .etag()
             .ok()
@@ -164,26 +160,23 @@ impl AzureBackend {
             .unwrap_or_else(SystemTime::now);
         Ok(ObjectMeta {
             key: key.clone(),
-            size,
+            size: whole.size,
             etag,
             last_modified,
-            content_type: options.content_type,
-            metadata: options.metadata,
-            sha256: Some(sha256),
+            content_type: options.content_type.clone(),
+            metadata: options.metadata.clone(),
+            sha256: Some(whole.sha256),
         })
     }
-}
 
-/// Waits for one block upload; its failure fails the put (the rest are
-/// aborted when the set drops).
-async fn join_one(set: &mut JoinSet<Result<()>>) -> Result<()> {
-    match set.join_next().await {
-        Some(Ok(result)) => result,
-        Some(Err(join)) => Err(Error::backend(
-            false,
-            "Azure Put Block: the upload task failed",
-            join,
-        )),
-        None => Ok(()),
+    /// Nothing to do: uncommitted blocks are discarded by Azure.
+    async fn abort(&self, _upload_id: &[u8; 16]) -> Result<()> {
+        Ok(())
+    }
+
+    async fn put_whole(&self, bytes: Bytes, _whole: &Uploaded) -> Result<ObjectMeta> {
+        self.backend
+            .put_single(&self.key, bytes, self.options.clone())
+            .await
     }
 }

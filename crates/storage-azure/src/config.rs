@@ -193,7 +193,7 @@ impl AzureConfig {
 
     /// Staged blocks from `threshold` bytes, in blocks of `block_size` bytes
     /// (at most 4,000 MiB), `in_flight` blocks at a time. Memory held by an
-    /// upload is about `block_size × (in_flight + 1)` (20 MiB by default); a
+    /// upload is about `block_size × (in_flight + 2)` (24 MiB by default); a
     /// blob holds at most 50,000 blocks (195 GiB with 4 MiB blocks: raise
     /// the block size for larger objects).
     pub fn blocks(mut self, threshold: u64, block_size: u64, in_flight: usize) -> Self {

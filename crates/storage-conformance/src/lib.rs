@@ -33,6 +33,7 @@
 #![warn(missing_docs)]
 
 mod check;
+pub mod fault_proxy;
 pub mod faults;
 pub mod hooks;
 pub mod linearizability;

@@ -155,6 +155,17 @@ fn serve(stream: TcpStream, answer: &Answer, seen: &Mutex<Vec<Seen>>) {
         seen.push(request.clone());
     }
     let reply = answer(&request);
+    let _ = write_reply(&mut writer, &reply, &request.method);
+}
+
+/// Waits `reply`'s delay, then writes it as the whole answer to a `method`
+/// request: `connection: close`, `content-length`, the reply's headers, and
+/// its body unless `method` is `HEAD`.
+pub(crate) fn write_reply(
+    writer: &mut impl Write,
+    reply: &Reply,
+    method: &str,
+) -> std::io::Result<()> {
     std::thread::sleep(reply.delay);
     let mut head = format!(
         "HTTP/1.1 {} Scripted\r\nconnection: close\r\ncontent-length: {}\r\n",
@@ -165,11 +176,11 @@ fn serve(stream: TcpStream, answer: &Answer, seen: &Mutex<Vec<Seen>>) {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
     head.push_str("\r\n");
-    let _ = writer.write_all(head.as_bytes());
-    if request.method != "HEAD" {
-        let _ = writer.write_all(&reply.body);
+    writer.write_all(head.as_bytes())?;
+    if method != "HEAD" {
+        writer.write_all(&reply.body)?;
     }
-    let _ = writer.flush();
+    writer.flush()
 }
 
 fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Seen> {

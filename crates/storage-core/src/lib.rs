@@ -49,6 +49,7 @@ mod meta;
 mod options;
 pub mod raw;
 pub mod timeout;
+mod upload;
 mod watch;
 
 pub use backend::{Backend, GetResult, copy_through_client, unsupported};

@@ -1,5 +1,17 @@
 //! Helpers for backend authors and the conformance suite, not for users of a
 //! backend.
+//!
+//! - [`upload`]: the upload engine every chunked upload goes through (S3
+//!   multipart uploads, Azure staged blocks, GCS resumable uploads), with
+//!   [`ChunkedUpload`] for a service's calls and [`PartRetry`] for the
+//!   schedule of part retries;
+//! - [`StatusRow`] and [`lookup`]: the rows of a backend's error table;
+//! - [`count_client_copies`]: how the suite checks server-side copies.
+
+pub use crate::upload::{
+    ChunkedUpload, Part, PartBackoff, PartFailure, PartRetry, UploadPlan, Uploaded, part_retry,
+    upload, with_part_retry,
+};
 
 use std::cell::Cell;
 use std::future::Future;

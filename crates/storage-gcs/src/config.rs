@@ -134,7 +134,8 @@ impl GcsConfig {
 
     /// Resumable uploads from `threshold` bytes, in chunks of `chunk_size`
     /// bytes (a positive multiple of 256 KiB). Memory held by an upload is
-    /// about two chunks.
+    /// about three chunks (the one being sent, the next, and the one being
+    /// read).
     pub fn resumable(mut self, threshold: u64, chunk_size: u64) -> Self {
         self.resumable_threshold = threshold;
         self.chunk_size = chunk_size;

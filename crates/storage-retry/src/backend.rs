@@ -10,6 +10,8 @@ use storage_core::{
     ListOptions, ListPage, ObjectMeta, PutMode, PutOptions, Result,
 };
 
+use storage_core::raw::{PartRetry, with_part_retry};
+
 use crate::policy::{Attempts, Operation, RetryPolicy, within};
 use crate::read::{Fetched, fetch, resumable};
 use crate::replay::Replay;
@@ -370,7 +372,10 @@ impl<B: Backend + ?Sized> Backend for Retry<B> {
                     source: None,
                 });
             };
-            let attempt = self.inner.put(key, body, options.clone());
+            // The parts of a chunked upload below are retried with this
+            // layer's policy.
+            let part_retry: Arc<dyn PartRetry> = self.policy.clone();
+            let attempt = with_part_retry(part_retry, self.inner.put(key, body, options.clone()));
             let error = match within(limit, attempt, Operation::Put, Some(key.as_str())).await {
                 // This call's own version: nobody else needs it remembered.
                 Ok(meta) => return Ok(hide_write_id(meta)),

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use rand::Rng;
+use storage_core::raw::{PartFailure, PartRetry};
 use storage_core::{Error, Result};
 use tokio::time::Instant;
 
@@ -55,6 +56,11 @@ pub enum Operation {
     List,
     /// [`Backend::copy`](storage_core::Backend::copy).
     Copy,
+    /// One call of a chunked upload inside a put (a part, block or chunk,
+    /// or the upload's initiation or abort), retried by the upload engine
+    /// of the backend below with this policy
+    /// ([`storage_core::raw::upload`]).
+    UploadPart,
 }
 
 impl fmt::Display for Operation {
@@ -67,6 +73,7 @@ impl fmt::Display for Operation {
             Operation::Delete => "delete",
             Operation::List => "list",
             Operation::Copy => "copy",
+            Operation::UploadPart => "upload of a part",
         })
     }
 }
@@ -324,6 +331,36 @@ impl RetryPolicy {
     }
 }
 
+/// Parts, blocks and chunks of the uploads made under a [`Retry`] layer are
+/// retried with its policy: the same attempts, deadline (from the call's
+/// first attempt), delays, time limit per attempt (by the part's size) and
+/// observer ([`Operation::UploadPart`]).
+///
+/// [`Retry`]: crate::Retry
+impl PartRetry for RetryPolicy {
+    fn delay(&self, failure: &PartFailure<'_>) -> Option<Duration> {
+        if failure.retry.saturating_add(1) >= self.max_attempts {
+            return None;
+        }
+        let delay = full_jitter(self.delay_ceiling(failure.retry));
+        if failure.elapsed.saturating_add(delay) > self.deadline {
+            return None;
+        }
+        self.notify(&RetryEvent {
+            operation: Operation::UploadPart,
+            key: Some(failure.key),
+            attempt: failure.retry.saturating_add(1),
+            delay,
+            error: failure.error,
+        });
+        Some(delay)
+    }
+
+    fn attempt_timeout(&self, len: u64) -> Option<Duration> {
+        self.attempt_timeout_for(Some(len))
+    }
+}
+
 /// The jittered delays of one operation's retries; see
 /// [`RetryPolicy::backoff`].
 #[derive(Debug)]
@@ -488,5 +525,22 @@ mod tests {
             Some(Duration::from_secs(94))
         );
         assert_eq!(p.attempt_timeout_for(None), None);
+    }
+
+    #[test]
+    fn part_retries_follow_the_policy_and_tell_the_observer() {
+        let told = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let counter = Arc::clone(&told);
+        let policy = policy().with_max_attempts(3).with_observer(move |event| {
+            assert_eq!(event.operation, Operation::UploadPart);
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        });
+        let error = Error::backend(true, "503", "test");
+        let failure = |retry| PartFailure::new("k", Some(4), retry, Duration::ZERO, &error);
+        let delays: Vec<_> = (0..3).map(|retry| policy.delay(&failure(retry))).collect();
+        assert!(delays[0].is_some_and(|d| d <= policy.delay_ceiling(0)));
+        assert!(delays[1].is_some_and(|d| d <= policy.delay_ceiling(1)));
+        assert_eq!(delays[2], None);
+        assert_eq!(told.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 }

@@ -254,7 +254,12 @@ impl S3Backend {
     }
 
     /// One `PutObject` of a body held in memory, with its SHA-256.
-    async fn put_single(&self, key: &Key, data: Bytes, options: PutOptions) -> Result<ObjectMeta> {
+    pub(crate) async fn put_single(
+        &self,
+        key: &Key,
+        data: Bytes,
+        options: PutOptions,
+    ) -> Result<ObjectMeta> {
         let sha256: [u8; 32] = Sha256::digest(&data).into();
         let size = data.len() as u64;
         let mut request = self

@@ -130,7 +130,8 @@ impl S3Config {
 
     /// Multipart upload from `threshold` bytes, in parts of `part_size`
     /// bytes (at least 5 MiB), `in_flight` parts at a time. Memory held by
-    /// an upload is about `part_size × (in_flight + 1)`.
+    /// an upload is about `part_size × (in_flight + 2)`: the parts being sent,
+    /// the next, and the one being read.
     pub fn multipart(mut self, threshold: u64, part_size: u64, in_flight: usize) -> Self {
         self.multipart_threshold = threshold;
         self.part_size = part_size;

@@ -1,70 +1,41 @@
-//! Multipart upload: the body is cut into parts as it streams in, several
-//! parts are in flight at once, and the upload is aborted on every failure
-//! path, a dropped future included.
-
-use std::pin::pin;
+//! Multipart upload through the upload engine of `storage_core::raw`: the
+//! body is cut into parts as it streams in, several parts are in flight,
+//! each failed part is sent again, and the upload is aborted on every
+//! failure path, a dropped future included (S3 API: CreateMultipartUpload,
+//! UploadPart, CompleteMultipartUpload, AbortMultipartUpload).
+//!
+//! Each part carries its SHA-256, which the server verifies. The part size
+//! grows with a known length so that the body fits in S3's 10,000 parts,
+//! in whole MiB; a body over 5 TiB (S3's largest object) fails before any
+//! request. A body that turns out to fit in one part goes as one
+//! PutObject.
 
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use bytes::{Bytes, BytesMut};
-use futures::stream::TryStreamExt;
+use bytes::Bytes;
 use sha2::{Digest, Sha256};
+use storage_core::raw::{self, ChunkedUpload, Part, UploadPlan, Uploaded};
 use storage_core::{Body, ETag, Error, Key, ObjectMeta, PutMode, PutOptions, Result};
-use tokio::task::JoinSet;
 
 use crate::S3Backend;
-use crate::error::{Context, from_sdk, missing};
+use crate::error::{Context, missing};
 
-/// Aborts the upload when dropped unless disarmed, so that a failed or
-/// cancelled put leaves no parts behind. The abort of a dropped upload runs
-/// as a task on the current tokio runtime.
-struct AbortOnDrop {
-    client: aws_sdk_s3::Client,
-    bucket: String,
-    name: String,
-    upload_id: Option<String>,
-}
+/// Most parts in one multipart upload.
+pub const MAX_PARTS: u64 = 10_000;
 
-impl AbortOnDrop {
-    async fn abort_now(&mut self) {
-        if let Some(id) = self.upload_id.take() {
-            let _ = self
-                .client
-                .abort_multipart_upload()
-                .bucket(&self.bucket)
-                .key(&self.name)
-                .upload_id(id)
-                .send()
-                .await;
-        }
-    }
+/// Largest object S3 stores: 5 TiB.
+pub const MAX_OBJECT_SIZE: u64 = 5 << 40;
 
-    fn disarm(&mut self) {
-        self.upload_id = None;
-    }
-}
+const MIB: u64 = 1024 * 1024;
 
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        let Some(id) = self.upload_id.take() else {
-            return;
-        };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let (client, bucket, name) = (self.client.clone(), self.bucket.clone(), self.name.clone());
-        runtime.spawn(async move {
-            let _ = client
-                .abort_multipart_upload()
-                .bucket(bucket)
-                .key(name)
-                .upload_id(id)
-                .send()
-                .await;
-        });
-    }
+/// The part size for a body of `len` bytes (unknown: `None`): the
+/// configured size, or the smallest whole number of MiB that fits the body
+/// in [`MAX_PARTS`] parts when that is larger.
+pub(crate) fn part_size_for(configured: u64, len: Option<u64>) -> u64 {
+    let needed = len.map_or(0, |len| len.div_ceil(MAX_PARTS).div_ceil(MIB) * MIB);
+    configured.max(needed)
 }
 
 impl S3Backend {
@@ -75,109 +46,118 @@ impl S3Backend {
         body: Body,
         options: PutOptions,
     ) -> Result<ObjectMeta> {
-        let name = self.full_key(key);
-        let mut create = self
+        if let Some(len) = body.len()
+            && len > MAX_OBJECT_SIZE
+        {
+            return Err(Error::TooLarge {
+                key: Some(key.to_string()),
+                size: len,
+                limit: MAX_OBJECT_SIZE,
+            });
+        }
+        let plan = UploadPlan {
+            part_size: part_size_for(self.config.part_size, body.len()),
+            parts_in_flight: self.config.parts_in_flight,
+            max_parts: MAX_PARTS,
+        };
+        let upload = S3Upload {
+            backend: self.clone(),
+            key: key.clone(),
+            name: self.full_key(key),
+            options,
+        };
+        raw::upload(upload, key, body, plan).await
+    }
+}
+
+/// One multipart upload's calls.
+#[derive(Clone)]
+struct S3Upload {
+    backend: S3Backend,
+    key: Key,
+    name: String,
+    options: PutOptions,
+}
+
+#[async_trait::async_trait]
+impl ChunkedUpload for S3Upload {
+    type Session = String;
+    type Receipt = CompletedPart;
+
+    async fn initiate(&self) -> Result<String> {
+        let b = &self.backend;
+        let mut create = b
             .client
             .create_multipart_upload()
-            .bucket(&self.config.bucket)
-            .key(&name)
+            .bucket(&b.config.bucket)
+            .key(&self.name)
             .checksum_algorithm(ChecksumAlgorithm::Sha256)
-            .set_content_type(options.content_type.clone());
-        for (k, v) in &options.metadata {
+            .set_content_type(self.options.content_type.clone());
+        for (k, v) in &self.options.metadata {
             create = create.metadata(k, v);
         }
-        let created = match create.send().await {
-            Ok(created) => created,
-            Err(e) => {
-                let op = "CreateMultipartUpload";
-                return Err(self.error(e, op, key.as_str(), Context::Plain).await);
-            }
-        };
-        let upload_id = created
-            .upload_id()
-            .ok_or_else(|| missing("CreateMultipartUpload", key.as_str(), "upload id"))?
-            .to_owned();
-        let mut guard = AbortOnDrop {
-            client: self.client.clone(),
-            bucket: self.config.bucket.clone(),
-            name: name.clone(),
-            upload_id: Some(upload_id.clone()),
-        };
-        match self
-            .upload_and_complete(key, &name, &upload_id, body, &options)
-            .await
-        {
-            Ok(meta) => {
-                guard.disarm();
-                Ok(meta)
-            }
-            Err(e) => {
-                guard.abort_now().await;
-                Err(e)
-            }
+        let op = "CreateMultipartUpload";
+        match create.send().await {
+            Ok(created) => created
+                .upload_id()
+                .map(str::to_owned)
+                .ok_or_else(|| missing(op, self.key.as_str(), "upload id")),
+            Err(e) => Err(b.error(e, op, self.key.as_str(), Context::Plain).await),
         }
     }
 
-    async fn upload_and_complete(
+    /// Uploads part `index + 1` with its SHA-256, which the server verifies.
+    async fn upload_part(&self, upload_id: &String, part: &Part) -> Result<CompletedPart> {
+        let b = &self.backend;
+        let number = i32::try_from(part.index + 1)
+            .map_err(|_| Error::invalid_argument("more parts than S3 numbers"))?;
+        let checksum = BASE64.encode(Sha256::digest(&part.bytes));
+        let sent = b
+            .client
+            .upload_part()
+            .bucket(&b.config.bucket)
+            .key(&self.name)
+            .upload_id(upload_id)
+            .part_number(number)
+            .content_length(part.bytes.len() as i64)
+            .checksum_sha256(checksum.clone())
+            .body(ByteStream::from(part.bytes.clone()))
+            .send()
+            .await;
+        let output = match sent {
+            Ok(output) => output,
+            Err(e) => {
+                return Err(b
+                    .error(e, "UploadPart", self.key.as_str(), Context::Plain)
+                    .await);
+            }
+        };
+        Ok(CompletedPart::builder()
+            .part_number(number)
+            .set_e_tag(output.e_tag().map(str::to_owned))
+            .checksum_sha256(checksum)
+            .build())
+    }
+
+    async fn complete(
         &self,
-        key: &Key,
-        name: &str,
-        upload_id: &str,
-        body: Body,
-        options: &PutOptions,
+        upload_id: &String,
+        parts: Vec<CompletedPart>,
+        whole: &Uploaded,
     ) -> Result<ObjectMeta> {
-        let part_size = self.config.part_size as usize;
-        let mut chunks = pin!(body.into_stream());
-        // Parts upload on their own tasks while the body is read; dropping
-        // the set (a failed or cancelled put) cancels them.
-        let mut in_flight = JoinSet::new();
-        let mut completed = Vec::new();
-        let mut buffer = BytesMut::new();
-        let mut number = 0i32;
-        let mut size = 0u64;
-        let mut ended = false;
-        while !ended || !buffer.is_empty() || number == 0 {
-            // Fill one part (or take the rest at the end of the body).
-            while buffer.len() < part_size && !ended {
-                match chunks.try_next().await? {
-                    Some(chunk) => buffer.extend_from_slice(&chunk),
-                    None => ended = true,
-                }
-            }
-            let take = buffer.len().min(part_size);
-            let part = buffer.split_to(take).freeze();
-            number += 1;
-            size += part.len() as u64;
-            let upload = PartUpload {
-                client: self.client.clone(),
-                bucket: self.config.bucket.clone(),
-                name: name.to_owned(),
-                upload_id: upload_id.to_owned(),
-                key: key.clone(),
-            };
-            in_flight.spawn(upload.send(number, part));
-            if in_flight.len() >= self.config.parts_in_flight
-                && let Some(done) = in_flight.join_next().await
-            {
-                completed.push(joined(done)?);
-            }
-        }
-        while let Some(done) = in_flight.join_next().await {
-            completed.push(joined(done)?);
-        }
-        completed.sort_by_key(|p: &CompletedPart| p.part_number());
-        let mut complete = self
+        let b = &self.backend;
+        let mut complete = b
             .client
             .complete_multipart_upload()
-            .bucket(&self.config.bucket)
-            .key(name)
+            .bucket(&b.config.bucket)
+            .key(&self.name)
             .upload_id(upload_id)
             .multipart_upload(
                 CompletedMultipartUpload::builder()
-                    .set_parts(Some(completed))
+                    .set_parts(Some(parts))
                     .build(),
             );
-        let context = match &options.mode {
+        let context = match &self.options.mode {
             PutMode::Overwrite => Context::Plain,
             PutMode::IfNotExists => {
                 complete = complete.if_none_match("*");
@@ -188,73 +168,70 @@ impl S3Backend {
                 Context::IfMatch(etag.clone())
             }
         };
+        let op = "CompleteMultipartUpload";
         let output = match complete.send().await {
             Ok(output) => output,
-            Err(e) => {
-                let op = "CompleteMultipartUpload";
-                return Err(self.error(e, op, key.as_str(), context).await);
-            }
+            Err(e) => return Err(b.error(e, op, self.key.as_str(), context).await),
         };
         let etag = output
             .e_tag()
             .map(ETag::new)
-            .ok_or_else(|| missing("CompleteMultipartUpload", key.as_str(), "ETag"))?;
+            .ok_or_else(|| missing(op, self.key.as_str(), "ETag"))?;
         Ok(ObjectMeta {
-            key: key.clone(),
-            size,
+            key: self.key.clone(),
+            size: whole.size,
             etag,
             last_modified: std::time::SystemTime::now(),
-            content_type: options.content_type.clone(),
-            metadata: options.metadata.clone(),
+            content_type: self.options.content_type.clone(),
+            metadata: self.options.metadata.clone(),
+            // A multipart object's metadata was sent before its content:
+            // it does not record the SHA-256, so neither does this answer.
             sha256: None,
         })
     }
-}
 
-fn joined(
-    done: std::result::Result<Result<CompletedPart>, tokio::task::JoinError>,
-) -> Result<CompletedPart> {
-    done.map_err(|e| Error::backend(false, "a part upload task failed", e))?
-}
-
-/// What a part upload task needs.
-struct PartUpload {
-    client: aws_sdk_s3::Client,
-    bucket: String,
-    name: String,
-    upload_id: String,
-    key: Key,
-}
-
-impl PartUpload {
-    /// Uploads part `number` with its SHA-256, which the server verifies.
-    async fn send(self, number: i32, part: Bytes) -> Result<CompletedPart> {
-        let checksum = BASE64.encode(Sha256::digest(&part));
-        let output = self
+    async fn abort(&self, upload_id: &String) -> Result<()> {
+        let b = &self.backend;
+        let aborted = b
             .client
-            .upload_part()
-            .bucket(&self.bucket)
+            .abort_multipart_upload()
+            .bucket(&b.config.bucket)
             .key(&self.name)
-            .upload_id(&self.upload_id)
-            .part_number(number)
-            .content_length(part.len() as i64)
-            .checksum_sha256(checksum.clone())
-            .body(ByteStream::from(part))
+            .upload_id(upload_id)
             .send()
+            .await;
+        match aborted {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let op = "AbortMultipartUpload";
+                match b.error(e, op, self.key.as_str(), Context::Plain).await {
+                    // Already completed or aborted: nothing is left.
+                    Error::NotFound { .. } => Ok(()),
+                    other => Err(other),
+                }
+            }
+        }
+    }
+
+    async fn put_whole(&self, bytes: Bytes, _whole: &Uploaded) -> Result<ObjectMeta> {
+        self.backend
+            .put_single(&self.key, bytes, self.options.clone())
             .await
-            .map_err(|e| {
-                from_sdk(
-                    e,
-                    "UploadPart",
-                    &self.bucket,
-                    self.key.as_str(),
-                    Context::Plain,
-                )
-            })?;
-        Ok(CompletedPart::builder()
-            .part_number(number)
-            .set_e_tag(output.e_tag().map(str::to_owned))
-            .checksum_sha256(checksum)
-            .build())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_part_size_grows_to_fit_ten_thousand_parts_in_whole_mib() {
+        let configured = 8 * MIB;
+        assert_eq!(part_size_for(configured, None), configured);
+        assert_eq!(part_size_for(configured, Some(80_000 * MIB)), configured);
+        let len = 80_000 * MIB + 1;
+        let size = part_size_for(configured, Some(len));
+        assert_eq!((size, size % MIB), (9 * MIB, 0));
+        assert!(len.div_ceil(size) <= MAX_PARTS);
     }
 }
