@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use futures::TryStreamExt;
 use futures::future::BoxFuture;
+use futures::{StreamExt, TryStreamExt};
 
 use crate::{
     Body, ByteStream, Capabilities, ChangeStream, DeleteOptions, Error, GetOptions, Key,
@@ -57,25 +57,50 @@ impl GetResult {
     /// Whatever the body stream fails with, for example
     /// [`Error::ChecksumMismatch`].
     pub async fn bytes(self) -> Result<Bytes> {
-        if let Some(collect) = self.collect {
-            return collect.await;
+        match self.collect {
+            Some(collect) => collect.await,
+            None => collect_stream(self.body, self.range.end - self.range.start).await,
         }
-        let mut body = self.body;
-        let len = (self.range.end - self.range.start).min(1 << 30) as usize;
-        let Some(first) = body.try_next().await? else {
-            return Ok(Bytes::new());
-        };
-        let Some(second) = body.try_next().await? else {
-            return Ok(first);
-        };
-        let mut out = BytesMut::with_capacity(len);
-        out.extend_from_slice(&first);
-        out.extend_from_slice(&second);
-        while let Some(chunk) = body.try_next().await? {
-            out.extend_from_slice(&chunk);
-        }
-        Ok(out.freeze())
     }
+
+    /// Reads the whole body into one buffer and returns the same result
+    /// served from it: a layer that must see every byte before it answers
+    /// (to retry a failed read whole, for example) keeps the metadata
+    /// without copying it, and [`GetResult::bytes`] of the result costs no
+    /// copy either.
+    ///
+    /// # Errors
+    /// Those of [`GetResult::bytes`].
+    pub async fn buffered(mut self) -> Result<GetResult> {
+        let data = match self.collect.take() {
+            Some(collect) => collect.await?,
+            None => {
+                let body = std::mem::replace(&mut self.body, futures::stream::empty().boxed());
+                collect_stream(body, self.range.end - self.range.start).await?
+            }
+        };
+        self.body = futures::stream::iter((!data.is_empty()).then_some(Ok(data))).boxed();
+        Ok(self)
+    }
+}
+
+/// Collects `body`, `len` bytes long, into one buffer; a body of one chunk
+/// is returned without a copy.
+async fn collect_stream(mut body: ByteStream, len: u64) -> Result<Bytes> {
+    let len = len.min(1 << 30) as usize;
+    let Some(first) = body.try_next().await? else {
+        return Ok(Bytes::new());
+    };
+    let Some(second) = body.try_next().await? else {
+        return Ok(first);
+    };
+    let mut out = BytesMut::with_capacity(len);
+    out.extend_from_slice(&first);
+    out.extend_from_slice(&second);
+    while let Some(chunk) = body.try_next().await? {
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out.freeze())
 }
 
 impl fmt::Debug for GetResult {

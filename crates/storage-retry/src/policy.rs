@@ -455,15 +455,13 @@ pub(crate) async fn within<T>(
     let Some(limit) = limit else {
         return attempt.await;
     };
-    let started = tokio::time::Instant::now();
     let mut attempt = std::pin::pin!(attempt);
     // An answer ready at the first poll (memory, cached reads) needs no
-    // timer: arm one only when the attempt has to wait.
+    // timer, nor a clock reading: the limit runs from the first poll's end.
     if let std::task::Poll::Ready(out) = futures::poll!(attempt.as_mut()) {
         return out;
     }
-    let remaining = limit.saturating_sub(started.elapsed());
-    storage_core::timeout::within(remaining, attempt, || match key {
+    storage_core::timeout::within(limit, attempt, || match key {
         Some(key) => format!("{operation} of {key}"),
         None => operation.to_string(),
     })

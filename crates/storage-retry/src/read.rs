@@ -57,13 +57,7 @@ pub(crate) async fn fetch(got: GetResult, limit: u64) -> Result<Fetched> {
     if got.range.end.saturating_sub(got.range.start) > limit {
         return Ok(Fetched::Streaming(got));
     }
-    let (meta, range) = (got.meta.clone(), got.range.clone());
-    let data = got.bytes().await?;
-    let collected = data.clone();
-    let body = stream::iter((!data.is_empty()).then_some(Ok(data))).boxed();
-    Ok(Fetched::Whole(
-        GetResult::new(meta, range, body).with_collect(Box::pin(async move { Ok(collected) })),
-    ))
+    Ok(Fetched::Whole(got.buffered().await?))
 }
 
 /// Makes `first`'s body resume after transient failures; `full` says
