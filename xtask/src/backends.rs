@@ -137,12 +137,19 @@ impl BackendFactory for Fs {
     fn hooks(&self, check: &str, _backend: &Arc<dyn Backend>) -> Hooks {
         let dir = self.root.join(check.replace('/', "-"));
         Hooks {
-            tamper: Some(Arc::new(move |key| {
+            tamper: Some(Arc::new({
                 let dir = dir.clone();
-                Box::pin(async move {
-                    flip_stored_content(&dir, &key).await?;
-                    Ok(None)
-                })
+                move |key| {
+                    let dir = dir.clone();
+                    Box::pin(async move {
+                        flip_stored_content(&dir, &key).await?;
+                        Ok(None)
+                    })
+                }
+            })),
+            reopen: Some(hooks::make_backend(move || {
+                let dir = dir.clone();
+                async move { Ok(Arc::new(FsBackend::new(dir)?) as Arc<dyn Backend>) }
             })),
             ..Hooks::default()
         }
@@ -191,7 +198,19 @@ impl BackendFactory for Log {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(check);
+        let reopen = store.clone().map(|store| {
+            let dir = dir.clone();
+            hooks::make_backend(move || {
+                let (dir, store) = (dir.clone(), store.clone());
+                async move {
+                    store.compact().await?;
+                    store.close().await?;
+                    Ok(Arc::new(LogStore::open(&dir).await?) as Arc<dyn Backend>)
+                }
+            })
+        });
         Hooks {
+            reopen,
             // The active segment's records are served from memory: close the
             // store, corrupt the segment file, and read through a reopened one.
             tamper: store.map(|store| -> storage_conformance::hooks::TamperFn {
@@ -298,6 +317,8 @@ impl BackendFactory for S3 {
                 let config = config.clone();
                 async move { Ok(Arc::new(config.build().await?) as Arc<dyn Backend>) }
             })),
+            // Cloud clients keep no state of their own to reopen.
+            reopen: None,
         }
     }
 
@@ -363,6 +384,8 @@ impl BackendFactory for Azure {
                 let config = config.clone();
                 async move { Ok(Arc::new(config.build()?) as Arc<dyn Backend>) }
             })),
+            // Cloud clients keep no state of their own to reopen.
+            reopen: None,
         }
     }
 
@@ -426,6 +449,8 @@ impl BackendFactory for Gcs {
                 let config = config.clone();
                 async move { Ok(Arc::new(config.build().await?) as Arc<dyn Backend>) }
             })),
+            // Cloud clients keep no state of their own to reopen.
+            reopen: None,
         }
     }
 

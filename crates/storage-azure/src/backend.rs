@@ -897,9 +897,16 @@ impl Backend for AzureBackend {
                 if after.as_deref().is_some_and(|a| blob.name.as_str() <= a) {
                     continue;
                 }
-                let Some(key) = strip(&blob.name).and_then(|k| Key::new(k).ok()) else {
+                // Staged state and transaction records have their own
+                // listing.
+                let Some(key) =
+                    strip(&blob.name).and_then(|k| storage_core::raw::stored_key(&k).ok())
+                else {
                     continue;
                 };
+                if key.is_reserved() {
+                    continue;
+                }
                 page.objects.push(ObjectMeta {
                     key,
                     size: blob.size,
@@ -917,7 +924,10 @@ impl Backend for AzureBackend {
                     Some(a) if a.starts_with(group.as_str()) => self.any_after(&group, a).await?,
                     Some(_) => false,
                 };
-                if keep && let Some(stripped) = strip(&group) {
+                if keep
+                    && let Some(stripped) = strip(&group)
+                    && !storage_core::raw::is_reserved_name(&stripped)
+                {
                     page.common_prefixes.push(stripped);
                 }
             }

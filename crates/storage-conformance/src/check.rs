@@ -65,6 +65,8 @@ pub enum Requires {
     WrongCredentialsHook,
     /// The factory's [`Hooks::missing_bucket`].
     MissingBucketHook,
+    /// The factory's [`Hooks::reopen`].
+    ReopenHook,
 }
 
 impl Requires {
@@ -75,6 +77,10 @@ impl Requires {
             Requires::TamperHook => (
                 hooks.tamper.is_some(),
                 "has no test hook to corrupt stored bytes behind its back",
+            ),
+            Requires::ReopenHook => (
+                hooks.reopen.is_some(),
+                "keeps no state of its own to close and reopen (no test hook to reopen it)",
             ),
             Requires::MissingBucketHook => (
                 hooks.missing_bucket.is_some(),
@@ -143,7 +149,10 @@ impl Check {
         self.requires.iter().any(|r| {
             matches!(
                 r,
-                Requires::TamperHook | Requires::WrongCredentialsHook | Requires::MissingBucketHook
+                Requires::TamperHook
+                    | Requires::WrongCredentialsHook
+                    | Requires::MissingBucketHook
+                    | Requires::ReopenHook
             )
         })
     }

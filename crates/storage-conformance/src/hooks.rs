@@ -1,7 +1,7 @@
 //! What a check may ask of the test harness besides a fresh backend: to
 //! corrupt stored bytes behind the backend's back, a backend on the same
-//! store whose credentials the service refuses, or one on a bucket that does
-//! not exist.
+//! store whose credentials the service refuses, one on a bucket that does
+//! not exist, or the same storage closed and reopened.
 //!
 //! A [`BackendFactory`](crate::BackendFactory) offers them through
 //! [`BackendFactory::hooks`](crate::BackendFactory::hooks); a check that
@@ -38,6 +38,10 @@ pub struct Hooks {
     /// A backend, with valid credentials, on a bucket or container that
     /// does not exist.
     pub missing_bucket: Option<MakeBackendFn>,
+    /// Closes the check's backend (compacting it first, where the backend
+    /// compacts) and opens a new one on the same storage: how the suite
+    /// proves that what a backend wrote survives recovery and compaction.
+    pub reopen: Option<MakeBackendFn>,
 }
 
 impl fmt::Debug for Hooks {
@@ -46,6 +50,7 @@ impl fmt::Debug for Hooks {
             .field("tamper", &self.tamper.is_some())
             .field("wrong_credentials", &self.wrong_credentials.is_some())
             .field("missing_bucket", &self.missing_bucket.is_some())
+            .field("reopen", &self.reopen.is_some())
             .finish()
     }
 }

@@ -42,12 +42,29 @@ impl Key {
     /// # Errors
     /// [`Error::InvalidKey`] naming the broken rule.
     pub fn new(key: impl AsRef<str>) -> Result<Self> {
-        let key = key.as_ref();
-        validate(key).map_err(|reason| Error::InvalidKey {
+        Self::checked(key.as_ref(), Reserved::Refused)
+    }
+
+    /// Validates a name read back from a store, where the reserved segments
+    /// are allowed: the staging and transaction layer writes them. For
+    /// backend authors; see [`raw::stored_key`](crate::raw::stored_key).
+    pub(crate) fn stored(key: &str) -> Result<Self> {
+        Self::checked(key, Reserved::Allowed)
+    }
+
+    fn checked(key: &str, reserved: Reserved) -> Result<Self> {
+        validate(key, reserved).map_err(|reason| Error::InvalidKey {
             key: key.to_owned(),
             reason,
         })?;
         Ok(Key(Arc::from(key)))
+    }
+
+    /// Whether a segment of the key is reserved (`.staging` or `.txn`): the
+    /// key names staged state or a transaction record, which ordinary
+    /// listings and change feeds never show.
+    pub fn is_reserved(&self) -> bool {
+        is_reserved_name(&self.0)
     }
 
     /// The key as a string slice.
@@ -61,7 +78,20 @@ impl Key {
     }
 }
 
-fn validate(key: &str) -> std::result::Result<(), &'static str> {
+/// Whether the reserved segments pass validation.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reserved {
+    Refused,
+    Allowed,
+}
+
+/// Whether a segment of `name` (a key or a listing's common prefix) is
+/// reserved.
+pub(crate) fn is_reserved_name(name: &str) -> bool {
+    name.split('/').any(|s| RESERVED_SEGMENTS.contains(&s))
+}
+
+fn validate(key: &str, reserved: Reserved) -> std::result::Result<(), &'static str> {
     if key.is_empty() {
         return Err("a key must not be empty");
     }
@@ -78,7 +108,7 @@ fn validate(key: &str) -> std::result::Result<(), &'static str> {
         match segment {
             "" => return Err("a key must not contain an empty segment ('//' or a trailing '/')"),
             "." | ".." => return Err("a key must not contain a '.' or '..' segment"),
-            s if RESERVED_SEGMENTS.contains(&s) => {
+            s if reserved == Reserved::Refused && RESERVED_SEGMENTS.contains(&s) => {
                 return Err("the segments '.staging' and '.txn' are reserved");
             }
             _ => {}

@@ -48,6 +48,7 @@ mod memory;
 mod meta;
 mod options;
 pub mod raw;
+mod staging;
 pub mod timeout;
 mod upload;
 mod watch;
@@ -67,4 +68,5 @@ pub use options::{
     ByteRange, DeleteOptions, GetOptions, ListOptions, ListPage, MAX_PAGE_SIZE, PutMode,
     PutOptions, parse_content_range,
 };
+pub use staging::{MAX_TXN_ID_BYTES, TxnId};
 pub use watch::{CHANGE_FEED_CAPACITY, Change, ChangeFeed, ChangeKind, ChangeStream};

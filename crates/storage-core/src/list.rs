@@ -1,6 +1,8 @@
 //! Paging a sorted sequence of objects by the listing rules (DESIGN section 2,
 //! rule 7), shared by the backends that keep their own ordered index.
 
+#[cfg(doc)]
+use crate::Key;
 use crate::{ListOptions, ListPage, ObjectMeta, Result};
 
 /// The delimiter of delimiter listings.
@@ -22,7 +24,9 @@ pub fn scan_start(options: &ListOptions) -> &str {
 /// Builds one page from objects in ascending key order, starting at or before
 /// [`scan_start`].
 ///
-/// Applies the prefix (stopping at the first key past it), `start_after` and
+/// Leaves out keys with a reserved segment ([`Key::is_reserved`]), so a
+/// common prefix is shown only when an ordinary key lies under it. Applies
+/// the prefix (stopping at the first key past it), `start_after` and
 /// the continuation (both exclusive), the delimiter (each common prefix once,
 /// counted as one entry) and the page size. A continuation that ends with `/`
 /// is a common prefix already returned: every key under it is skipped. The
@@ -59,6 +63,10 @@ where
             if key > prefix {
                 break;
             }
+            continue;
+        }
+        // Staged state and transaction records have their own listing.
+        if object.key.is_reserved() {
             continue;
         }
         if after.is_some_and(|a| key <= a) || skipped_group.is_some_and(|g| key.starts_with(g)) {

@@ -6,7 +6,9 @@
 //!   [`ChunkedUpload`] for a service's calls and [`PartRetry`] for the
 //!   schedule of part retries;
 //! - [`StatusRow`] and [`lookup`]: the rows of a backend's error table;
-//! - [`count_client_copies`]: how the suite checks server-side copies.
+//! - [`count_client_copies`]: how the suite checks server-side copies;
+//! - [`stored_key`] and [`is_reserved_name`]: reading back names a store
+//!   holds, the staging layer's reserved ones included.
 
 pub use crate::upload::{
     ChunkedUpload, Part, PartBackoff, PartFailure, PartRetry, UploadPlan, Uploaded, part_retry,
@@ -14,6 +16,28 @@ pub use crate::upload::{
 };
 
 use std::cell::Cell;
+
+use crate::{Key, Result};
+
+/// Validates a name read back from a store (a listing entry, a sidecar, a
+/// log record) as a [`Key`]: every rule of [`Key::new`] but the reserved
+/// segments, which the staging and transaction layer writes (DESIGN section
+/// 2, "Staging and transactions"). Backends use it wherever they parse a
+/// stored name, so that staged objects survive listings, reopening and
+/// compaction; ordinary listings then leave out keys for which
+/// [`Key::is_reserved`] holds.
+///
+/// # Errors
+/// [`Error::InvalidKey`](crate::Error::InvalidKey) naming the broken rule.
+pub fn stored_key(name: &str) -> Result<Key> {
+    Key::stored(name)
+}
+
+/// Whether a segment of `name` (a stored name or a listing's common prefix)
+/// is `.staging` or `.txn`: what an ordinary listing must leave out.
+pub fn is_reserved_name(name: &str) -> bool {
+    crate::key::is_reserved_name(name)
+}
 use std::future::Future;
 
 tokio::task_local! {

@@ -60,8 +60,13 @@ impl ChangeFeed {
         self.sender.receiver_count() > 0
     }
 
-    /// Announces a committed change to every subscriber.
+    /// Announces a committed change to every subscriber; changes of
+    /// reserved keys ([`Key::is_reserved`](crate::Key::is_reserved): staged
+    /// state, transaction records) are never streamed.
     pub fn publish(&self, change: Change) {
+        if change.key.is_reserved() {
+            return;
+        }
         // No subscriber is not an error.
         let _ = self.sender.send(change);
     }

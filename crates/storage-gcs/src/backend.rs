@@ -950,6 +950,14 @@ impl Backend for GcsBackend {
                 if bound.as_deref().is_some_and(|b| name.as_str() > b) {
                     break;
                 }
+                // Staged state and transaction records have their own
+                // listing.
+                if name
+                    .strip_prefix(base)
+                    .is_some_and(storage_core::raw::is_reserved_name)
+                {
+                    continue;
+                }
                 if let Some(a) = after.as_deref() {
                     let inside_group =
                         object.is_none() && a.starts_with(name.as_str()) && a != name;
@@ -970,7 +978,7 @@ impl Backend for GcsBackend {
                 };
                 match object {
                     Some(object) => {
-                        let Ok(key) = Key::new(stripped) else {
+                        let Ok(key) = storage_core::raw::stored_key(stripped) else {
                             continue;
                         };
                         let mut meta = Self::meta_from_object(&key, object);

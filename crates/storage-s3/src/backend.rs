@@ -15,6 +15,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
+use storage_core::raw;
 use storage_core::{
     Backend, Body, ByteRange, ByteStream as BodyStream, Capabilities, DeleteOptions, ETag, Error,
     GetOptions, GetResult, Key, ListOptions, ListPage, Locality, Metadata, ObjectMeta, PutMode,
@@ -555,7 +556,12 @@ impl Backend for S3Backend {
             .contents()
             .iter()
             .filter_map(|o| {
-                let key = Key::new(strip(o.key()?)?).ok()?;
+                // Staged state and transaction records have their own
+                // listing.
+                let key = raw::stored_key(&strip(o.key()?)?).ok()?;
+                if key.is_reserved() {
+                    return None;
+                }
                 Some(ObjectMeta {
                     key,
                     size: o.size().unwrap_or(0).max(0) as u64,
@@ -571,6 +577,7 @@ impl Backend for S3Backend {
             .common_prefixes()
             .iter()
             .filter_map(|p| strip(p.prefix()?))
+            .filter(|p| !raw::is_reserved_name(p))
             .collect();
         let continuation = output
             .is_truncated()

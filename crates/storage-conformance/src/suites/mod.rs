@@ -7,12 +7,13 @@ pub mod errors;
 pub mod list;
 pub mod metadata;
 pub mod range;
+pub mod staging;
 pub mod watch;
 
 use crate::Check;
 
 /// The names of every suite, in the order they run.
-pub const SUITES: [&str; 8] = [
+pub const SUITES: [&str; 9] = [
     "core",
     "cas",
     "list",
@@ -21,6 +22,7 @@ pub const SUITES: [&str; 8] = [
     "concurrency",
     "errors",
     "watch",
+    "staging",
 ];
 
 /// Every check of every suite, in suite order.
@@ -34,6 +36,7 @@ pub fn all() -> Vec<Check> {
         concurrency::checks(),
         errors::checks(),
         watch::checks(),
+        staging::checks(),
     ]
     .concat()
 }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use storage_core::{ETag, Error, Key, ObjectMeta, Result};
+use storage_core::{ETag, Error, ObjectMeta, Result};
 
 /// The sidecar's JSON form. Field names are part of the on-disk format.
 #[derive(Debug, Serialize, Deserialize)]
@@ -70,7 +70,8 @@ impl Sidecar {
         if sidecar.version != 1 {
             return Err(corrupt("unknown version"));
         }
-        let key = Key::new(&sidecar.key).map_err(|_| corrupt("invalid key"))?;
+        let key =
+            storage_core::raw::stored_key(&sidecar.key).map_err(|_| corrupt("invalid key"))?;
         let mut sha256 = [0u8; 32];
         hex::decode_to_slice(&sidecar.sha256, &mut sha256)
             .map_err(|_| corrupt("invalid sha256"))?;

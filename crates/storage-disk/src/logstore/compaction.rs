@@ -14,7 +14,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use storage_core::{Error, Key, Result};
+use storage_core::{Error, Result};
 
 use super::record::{self, RecordType};
 use super::segment::{SEGMENT_HEADER_LEN, Segment};
@@ -137,7 +137,7 @@ fn copy_live(
             source: None,
         })?;
         let len = record.header.record_len() as usize;
-        let key = Key::new(record.key)?;
+        let key = storage_core::raw::stored_key(record.key)?;
         let live = match record.header.kind {
             RecordType::Delete => !drop_tombstones,
             _ => shared

@@ -194,7 +194,8 @@ fn apply(
     offset: u64,
     record: &record::Record<'_>,
 ) -> std::result::Result<(), &'static str> {
-    let key = Key::new(record.key).map_err(|_| "record holds an invalid key")?;
+    let key =
+        storage_core::raw::stored_key(record.key).map_err(|_| "record holds an invalid key")?;
     let seq = record.header.seq;
     let current = index
         .get(&key)

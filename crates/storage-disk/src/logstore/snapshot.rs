@@ -142,7 +142,8 @@ fn parse(bytes: &[u8], segments: &HashMap<u64, Arc<Segment>>, index: &Index) -> 
     }
     for _ in 0..count {
         let key_len = r.u16()?;
-        let key = Key::new(std::str::from_utf8(r.take(usize::from(key_len))?).ok()?).ok()?;
+        let name = std::str::from_utf8(r.take(usize::from(key_len))?).ok()?;
+        let key = storage_core::raw::stored_key(name).ok()?;
         let seq = r.u64()?;
         let size = r.u64()?;
         let sha256: [u8; 32] = r.take(32)?.try_into().ok()?;
