@@ -904,7 +904,7 @@ impl Backend for AzureBackend {
                 else {
                     continue;
                 };
-                if key.is_reserved() {
+                if key.is_reserved() && !options.reserved {
                     continue;
                 }
                 page.objects.push(ObjectMeta {
@@ -926,7 +926,7 @@ impl Backend for AzureBackend {
                 };
                 if keep
                     && let Some(stripped) = strip(&group)
-                    && !storage_core::raw::is_reserved_name(&stripped)
+                    && (options.reserved || !storage_core::raw::is_reserved_name(&stripped))
                 {
                     page.common_prefixes.push(stripped);
                 }

@@ -11,7 +11,8 @@ use futures::{StreamExt, TryStreamExt};
 
 use crate::{
     Body, ByteStream, Capabilities, ChangeStream, DeleteOptions, Error, GetOptions, Key,
-    ListOptions, ListPage, ObjectMeta, PutMode, PutOptions, Result,
+    ListOptions, ListPage, ObjectMeta, PutMode, PutOptions, Result, StagedListOptions, StagedPage,
+    TxnId,
 };
 
 /// The result of [`Backend::get`]: the object's metadata, the bytes served and
@@ -191,6 +192,67 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
         let _ = prefix;
         Err(unsupported(self, "watch"))
     }
+
+    /// Stages `body` as the write of `key` in transaction `txn`: stores it
+    /// at `K/.staging/T` (the layout in [`TxnId`]'s docs), where
+    /// ordinary reads of `key` and listings do not see it, replacing what
+    /// was staged there before. `options.mode` is ignored: the condition
+    /// applies at [`Backend::promote`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`] when `K/.staging/T` exceeds 1024 bytes, before
+    /// any I/O; the errors of [`Backend::put`].
+    async fn stage(
+        &self,
+        key: &Key,
+        txn: &TxnId,
+        body: Body,
+        options: PutOptions,
+    ) -> Result<ObjectMeta> {
+        crate::staging::stage(self, key, txn, body, options).await
+    }
+
+    /// Makes the write of `key` staged in `txn` the object at `key`, under
+    /// `mode` (checked against `key`'s current version), and removes the
+    /// staged object. Returns the new version of `key`.
+    ///
+    /// Where [`Capabilities::atomic_promote`] is set, this is one atomic
+    /// step. Otherwise (the default) it is a copy of the staged object to
+    /// `key` under `mode` (server-side where the backend can), then a delete
+    /// of the staged object conditional on the version copied: a reader sees
+    /// the old or the new object at `key` (the copy is atomic), but a crash
+    /// between the two steps leaves the staged object behind. A failed
+    /// removal is logged (`tracing`, target `storage_core::staging`), not
+    /// returned: the promotion happened, and [`Backend::discard`] or
+    /// [`Backend::list_staged`] find the leftover.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when nothing is staged; [`Error::AlreadyExists`]
+    /// or [`Error::PreconditionFailed`] when `mode` refuses the write (the
+    /// staged object is kept); the errors of [`Backend::copy`].
+    async fn promote(&self, key: &Key, txn: &TxnId, mode: PutMode) -> Result<ObjectMeta> {
+        crate::staging::promote(self, key, txn, mode).await
+    }
+
+    /// Removes the write of `key` staged in `txn` and its staged
+    /// attachments. Idempotent: nothing staged is not an error.
+    ///
+    /// # Errors
+    /// The errors of [`Backend::list`] and [`Backend::delete`].
+    async fn discard(&self, key: &Key, txn: &TxnId) -> Result<()> {
+        crate::staging::discard(self, key, txn).await
+    }
+
+    /// Lists staged writes, nested (`K/.staging/T`) and root
+    /// (`.staging/T`) forms, in ascending order of stored name, without
+    /// attachments, filtered by prefix and transaction-id prefix, in pages.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a bad prefix or page size, before any
+    /// I/O; the errors of [`Backend::list`].
+    async fn list_staged(&self, options: &StagedListOptions) -> Result<StagedPage> {
+        crate::staging::list_staged(self, options).await
+    }
 }
 
 /// Copies an object by reading it and writing it back: the default of
@@ -251,6 +313,24 @@ macro_rules! forward_backend {
             }
             async fn watch(&self, prefix: &str) -> Result<ChangeStream> {
                 (**self).watch(prefix).await
+            }
+            async fn stage(
+                &self,
+                key: &Key,
+                txn: &TxnId,
+                body: Body,
+                options: PutOptions,
+            ) -> Result<ObjectMeta> {
+                (**self).stage(key, txn, body, options).await
+            }
+            async fn promote(&self, key: &Key, txn: &TxnId, mode: PutMode) -> Result<ObjectMeta> {
+                (**self).promote(key, txn, mode).await
+            }
+            async fn discard(&self, key: &Key, txn: &TxnId) -> Result<()> {
+                (**self).discard(key, txn).await
+            }
+            async fn list_staged(&self, options: &StagedListOptions) -> Result<StagedPage> {
+                (**self).list_staged(options).await
             }
         }
     )*};

@@ -68,5 +68,5 @@ pub use options::{
     ByteRange, DeleteOptions, GetOptions, ListOptions, ListPage, MAX_PAGE_SIZE, PutMode,
     PutOptions, parse_content_range,
 };
-pub use staging::{MAX_TXN_ID_BYTES, TxnId};
+pub use staging::{MAX_TXN_ID_BYTES, StagedListOptions, StagedObject, StagedPage, TxnId};
 pub use watch::{CHANGE_FEED_CAPACITY, Change, ChangeFeed, ChangeKind, ChangeStream};

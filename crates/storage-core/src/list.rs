@@ -24,8 +24,9 @@ pub fn scan_start(options: &ListOptions) -> &str {
 /// Builds one page from objects in ascending key order, starting at or before
 /// [`scan_start`].
 ///
-/// Leaves out keys with a reserved segment ([`Key::is_reserved`]), so a
-/// common prefix is shown only when an ordinary key lies under it. Applies
+/// Leaves out keys with a reserved segment ([`Key::is_reserved`]) unless
+/// [`ListOptions::reserved`] is set, so a common prefix is shown only when
+/// a key the listing shows lies under it. Applies
 /// the prefix (stopping at the first key past it), `start_after` and
 /// the continuation (both exclusive), the delimiter (each common prefix once,
 /// counted as one entry) and the page size. A continuation that ends with `/`
@@ -66,7 +67,7 @@ where
             continue;
         }
         // Staged state and transaction records have their own listing.
-        if object.key.is_reserved() {
+        if !options.reserved && object.key.is_reserved() {
             continue;
         }
         if after.is_some_and(|a| key <= a) || skipped_group.is_some_and(|g| key.starts_with(g)) {

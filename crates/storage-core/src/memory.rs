@@ -14,7 +14,7 @@ use crate::list::{page_from_sorted, scan_start};
 use crate::{
     Backend, Body, Capabilities, Change, ChangeFeed, ChangeKind, ChangeStream, DeleteOptions, ETag,
     Error, GetOptions, GetResult, Key, ListOptions, ListPage, Locality, Metadata, ObjectMeta,
-    PutMode, PutOptions, Result,
+    PutMode, PutOptions, Result, TxnId,
 };
 
 /// An object store in this process's memory.
@@ -172,6 +172,7 @@ impl Backend for MemoryBackend {
             change_feed: true,
             server_side_copy: true,
             unique_etags: true,
+            atomic_promote: true,
             ..Capabilities::none(Locality::Memory)
         }
     }
@@ -265,5 +266,33 @@ impl Backend for MemoryBackend {
     async fn watch(&self, prefix: &str) -> Result<ChangeStream> {
         crate::validate_prefix(prefix)?;
         Ok(self.changes.subscribe(prefix))
+    }
+
+    /// One atomic step under the map's lock: the staged version becomes
+    /// `key`'s (with a fresh ETag) and the staged name disappears, or
+    /// nothing changes.
+    async fn promote(&self, key: &Key, txn: &TxnId, mode: PutMode) -> Result<ObjectMeta> {
+        let staged = key.staged(txn)?;
+        let etag = self.next_etag();
+        let mut objects = self.objects.write().unwrap_or_else(PoisonError::into_inner);
+        let source = objects
+            .get(&staged)
+            .cloned()
+            .ok_or_else(|| Error::NotFound {
+                key: staged.to_string(),
+            })?;
+        check_put_mode(key, &mode, objects.get(key).map(|e| &e.etag))?;
+        let (content_type, metadata) = source.attributes.as_deref().cloned().unwrap_or_default();
+        let entry = Arc::new(Entry::new(
+            source.data.clone(),
+            etag,
+            content_type,
+            metadata,
+        ));
+        let meta = entry.meta(key);
+        objects.remove(&staged);
+        objects.insert(key.clone(), entry);
+        self.publish(key, ChangeKind::Put, Some(&meta.etag));
+        Ok(meta)
     }
 }

@@ -192,6 +192,12 @@ pub struct ListOptions {
     pub page_size: Option<usize>,
     /// The [`ListPage::continuation`] of the previous page.
     pub continuation: Option<String>,
+    /// Include keys with a reserved segment (staged writes, attachments,
+    /// transaction records; [`Key::is_reserved`](crate::Key::is_reserved)),
+    /// which ordinary listings leave out (DESIGN section 2, rule 7): for the
+    /// staging layer's own listings, such as
+    /// [`Backend::list_staged`](crate::Backend::list_staged).
+    pub reserved: bool,
 }
 
 impl ListOptions {

@@ -17,13 +17,27 @@ use std::fmt;
 use std::hash::BuildHasher;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::{Error, Key, MAX_KEY_BYTES, Result};
+use crate::{
+    Backend, Body, DeleteOptions, Error, Key, ListOptions, MAX_KEY_BYTES, MAX_PAGE_SIZE,
+    ObjectMeta, PutMode, PutOptions, Result,
+};
 
 /// Longest transaction id, in bytes.
 pub const MAX_TXN_ID_BYTES: usize = 64;
 
 /// A transaction id: one key segment of 1 to [`MAX_TXN_ID_BYTES`] ASCII
 /// letters, digits, `-` and `_`.
+///
+/// Staged state and transaction records live under reserved names (DESIGN
+/// section 2, "Staging and transactions"), which [`Key::new`] refuses and
+/// ordinary listings and change feeds leave out:
+///
+/// | what | key | built by |
+/// |---|---|---|
+/// | `K` staged in transaction `T` | `K/.staging/T` | [`Key::staged`] |
+/// | attachment `NAME` of `K` staged in `T` | `K/.staging/T/attachments/NAME` | [`Key::staged_attachment`] |
+/// | a namespace's own state staged in `T` | `.staging/T` | [`Key::root_staged`] |
+/// | the decision record of `T` | `.txn/T` | [`Key::txn_record`] |
 ///
 /// [`TxnId::generate`] makes ids that sort by creation time, so that
 /// `reconcile` can tell old transactions from young ones by name.
@@ -138,6 +152,190 @@ impl Key {
     }
 }
 
+/// One staged write, as [`Backend::list_staged`] finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StagedObject {
+    /// The key the write is staged for; `None` for a namespace's own staged
+    /// state (the root form `.staging/T`).
+    pub key: Option<Key>,
+    /// The transaction it belongs to.
+    pub txn: TxnId,
+    /// The staged object itself (its key is the reserved name).
+    pub meta: ObjectMeta,
+}
+
+/// What [`Backend::list_staged`] lists.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StagedListOptions {
+    /// Only staged writes for keys starting with this string, byte-wise, as
+    /// in an ordinary listing; root forms (no key) only with `""`.
+    pub prefix: String,
+    /// Only transactions whose id starts with this string.
+    pub txn_prefix: String,
+    /// Only stored names greater than this, byte-wise: the
+    /// [`StagedPage::continuation`] of the previous page.
+    pub start_after: Option<String>,
+    /// Most staged writes per page: 1 to [`MAX_PAGE_SIZE`]; `None` means
+    /// [`MAX_PAGE_SIZE`].
+    pub page_size: Option<usize>,
+}
+
+/// One page of [`Backend::list_staged`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StagedPage {
+    /// Staged writes in ascending order of stored name.
+    pub staged: Vec<StagedObject>,
+    /// Where the next page starts ([`StagedListOptions::start_after`]), or
+    /// `None` when this was the last.
+    pub continuation: Option<String>,
+}
+
+/// The target and transaction of a stored name of a staged write
+/// (`K/.staging/T` or `.staging/T`); `None` for any other name, attachments
+/// included.
+pub(crate) fn parse_staged(name: &str) -> Option<(Option<Key>, TxnId)> {
+    const SEGMENT: &str = "/.staging/";
+    let (target, txn) = match name.strip_prefix(".staging/") {
+        Some(txn) => (None, txn),
+        None => {
+            let at = name.find(SEGMENT)?;
+            (
+                Some(Key::new(&name[..at]).ok()?),
+                &name[at + SEGMENT.len()..],
+            )
+        }
+    };
+    Some((target, TxnId::new(txn).ok()?))
+}
+
+/// [`Backend::stage`]'s default: a put of `body` at `K/.staging/T`.
+pub(crate) async fn stage<B: Backend + ?Sized>(
+    backend: &B,
+    key: &Key,
+    txn: &TxnId,
+    body: Body,
+    options: PutOptions,
+) -> Result<ObjectMeta> {
+    let staged = key.staged(txn)?;
+    let options = PutOptions {
+        mode: PutMode::Overwrite,
+        ..options
+    };
+    backend.put(&staged, body, options).await
+}
+
+/// [`Backend::promote`]'s default: a copy of the staged object to `key`
+/// under `mode`, then a delete of the staged object, conditional on the
+/// version copied where the backend has conditional deletes.
+pub(crate) async fn promote<B: Backend + ?Sized>(
+    backend: &B,
+    key: &Key,
+    txn: &TxnId,
+    mode: PutMode,
+) -> Result<ObjectMeta> {
+    let staged = key.staged(txn)?;
+    let source = backend.head(&staged).await?;
+    let promoted = backend.copy(&staged, key, mode).await?;
+    let if_match = backend
+        .capabilities()
+        .conditional_delete
+        .then_some(source.etag);
+    if let Err(e) = backend.delete(&staged, DeleteOptions { if_match }).await {
+        tracing::warn!(
+            target: "storage_core::staging",
+            key = %key,
+            txn = %txn,
+            error = %e,
+            "promoted, but the staged object could not be removed; discard or reconcile removes it"
+        );
+    }
+    Ok(promoted)
+}
+
+/// [`Backend::discard`]'s default: deletes the staged write and every
+/// staged attachment of `key` in `txn`.
+pub(crate) async fn discard<B: Backend + ?Sized>(
+    backend: &B,
+    key: &Key,
+    txn: &TxnId,
+) -> Result<()> {
+    let staged = key.staged(txn)?;
+    let mut options = ListOptions {
+        prefix: format!("{staged}/attachments/"),
+        reserved: true,
+        ..ListOptions::default()
+    };
+    loop {
+        let page = backend.list(&options).await?;
+        for attachment in &page.objects {
+            backend
+                .delete(&attachment.key, DeleteOptions::default())
+                .await?;
+        }
+        match page.continuation {
+            Some(next) => options.continuation = Some(next),
+            None => break,
+        }
+    }
+    backend.delete(&staged, DeleteOptions::default()).await
+}
+
+/// [`Backend::list_staged`]'s default: scans the listing of every stored
+/// name under the prefix, reserved ones included, and keeps the staged
+/// writes.
+pub(crate) async fn list_staged<B: Backend + ?Sized>(
+    backend: &B,
+    options: &StagedListOptions,
+) -> Result<StagedPage> {
+    let page_size = ListOptions {
+        page_size: options.page_size,
+        ..ListOptions::default()
+    }
+    .effective_page_size()?;
+    // Pages of the underlying listing: twice the staged page (attachments
+    // and ordinary keys lie between staged writes), at least 100, so that a
+    // small page is a small request.
+    let mut listing = ListOptions {
+        prefix: options.prefix.clone(),
+        start_after: options.start_after.clone(),
+        reserved: true,
+        page_size: Some(page_size.saturating_mul(2).clamp(100, MAX_PAGE_SIZE)),
+        ..ListOptions::default()
+    };
+    let mut page = StagedPage::default();
+    loop {
+        let listed = backend.list(&listing).await?;
+        let mut objects = listed.objects.into_iter();
+        for meta in objects.by_ref() {
+            let Some((key, txn)) = parse_staged(meta.key.as_str()) else {
+                continue;
+            };
+            let in_prefix = match &key {
+                Some(key) => key.as_str().starts_with(&options.prefix),
+                None => options.prefix.is_empty(),
+            };
+            if !in_prefix || !txn.as_str().starts_with(&options.txn_prefix) {
+                continue;
+            }
+            page.staged.push(StagedObject { key, txn, meta });
+            if page.staged.len() == page_size {
+                break;
+            }
+        }
+        let more = objects.len() > 0 || listed.continuation.is_some();
+        if page.staged.len() == page_size {
+            page.continuation = more
+                .then(|| page.staged.last().map(|s| s.meta.key.to_string()))
+                .flatten();
+            return Ok(page);
+        }
+        match listed.continuation {
+            Some(next) => listing.continuation = Some(next),
+            None => return Ok(page),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,6 +382,20 @@ mod tests {
     fn generated_ids_are_valid_and_distinct() {
         let (a, b) = (TxnId::generate(), TxnId::generate());
         assert!(TxnId::new(a.as_str()).is_ok() && a != b, "{a} {b}");
+    }
+
+    #[test]
+    fn staged_names_parse_back_and_attachments_do_not() {
+        let key = Key::new("a/b").expect("key");
+        let staged = key.staged(&txn()).expect("staged");
+        assert_eq!(
+            parse_staged(staged.as_str()),
+            Some((Some(key.clone()), txn()))
+        );
+        assert_eq!(parse_staged(".staging/t1"), Some((None, txn())));
+        let attachment = key.staged_attachment(&txn(), "x").expect("attachment");
+        assert_eq!(parse_staged(attachment.as_str()), None);
+        assert_eq!(parse_staged(".txn/t1"), None);
     }
 
     #[test]

@@ -952,9 +952,10 @@ impl Backend for GcsBackend {
                 }
                 // Staged state and transaction records have their own
                 // listing.
-                if name
-                    .strip_prefix(base)
-                    .is_some_and(storage_core::raw::is_reserved_name)
+                if !options.reserved
+                    && name
+                        .strip_prefix(base)
+                        .is_some_and(storage_core::raw::is_reserved_name)
                 {
                     continue;
                 }

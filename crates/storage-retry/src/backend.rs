@@ -16,7 +16,8 @@ use crate::policy::{Attempts, Operation, RetryPolicy, within};
 use crate::read::{Fetched, fetch, resumable};
 use crate::replay::Replay;
 use crate::write_id::{
-    Seen, WriteId, WriteKind, Writers, Writing, adopted_write_id, hide_write_id, tag,
+    Seen, WRITE_ID_METADATA, WriteId, WriteKind, Writers, Writing, adopted_write_id, hide_write_id,
+    tag,
 };
 
 /// Wraps a backend and retries its transient failures (DESIGN section 5).
@@ -133,6 +134,26 @@ impl<B: Backend + ?Sized> Retry<B> {
                 done => return done,
             }
         }
+    }
+
+    /// The destination's version when it carries the write id of the
+    /// source's current version: a copy of unknown outcome was applied.
+    async fn copied_already(&self, from: &Key, to: &Key) -> Option<ObjectMeta> {
+        let limit = Some(self.policy.attempt_timeout());
+        let head = |key: &Key| {
+            let key = key.clone();
+            async move {
+                self.whole(Operation::Head, Some(key.as_str()), limit, || {
+                    self.inner.head(&key)
+                })
+                .await
+                .ok()
+            }
+        };
+        let destination = head(to).await?;
+        let source = head(from).await?;
+        let id = destination.metadata.get(WRITE_ID_METADATA)?;
+        (source.metadata.get(WRITE_ID_METADATA) == Some(id)).then(|| hide_write_id(destination))
     }
 
     /// `head` retried whole, its write id stripped.
@@ -490,21 +511,40 @@ impl<B: Backend + ?Sized> Backend for Retry<B> {
     }
 
     /// Copies `from` to `to`, retried whole. No time limit applies to an
-    /// attempt, whose length depends on the object's size; a conditional
-    /// copy refused after an attempt of unknown outcome is reported as
-    /// refused (the copy carries the source's metadata, so no write id of
-    /// this call marks it).
+    /// attempt, whose length depends on the object's size.
+    ///
+    /// A conditional copy refused after an attempt of unknown outcome may
+    /// have been refused by its own copy: the copy carries the source's
+    /// metadata, so when the source version has a write id (it was written
+    /// through this layer) and the destination now carries the same one,
+    /// the copy is reported as applied, with the destination's version.
+    /// Otherwise the refusal is returned.
     ///
     /// # Errors
     /// Those of the inner backend's [`Backend::copy`].
     async fn copy(&self, from: &Key, to: &Key, mode: PutMode) -> Result<ObjectMeta> {
         let _writing = self.writers.begin(to, write_kind(&mode));
-        let meta = self
-            .whole(Operation::Copy, Some(to.as_str()), None, || {
-                self.inner.copy(from, to, mode.clone())
-            })
-            .await?;
-        Ok(self.seen.strip(meta, &self.writers))
+        let mut attempts = Attempts::start(Operation::Copy);
+        let mut unknown_outcome = false;
+        loop {
+            let error = match self.inner.copy(from, to, mode.clone()).await {
+                Ok(meta) => return Ok(self.seen.strip(meta, &self.writers)),
+                Err(e) => e,
+            };
+            if unknown_outcome && is_conflict(&error) {
+                return match self.copied_already(from, to).await {
+                    Some(meta) => Ok(meta),
+                    None => Err(error),
+                };
+            }
+            if !error.is_transient() {
+                return Err(error);
+            }
+            unknown_outcome = true;
+            attempts
+                .wait(&self.policy, Some(to.as_str()), error)
+                .await?;
+        }
     }
 
     async fn watch(&self, prefix: &str) -> Result<ChangeStream> {

@@ -170,3 +170,23 @@ async fn the_write_id_never_shows_in_results() {
         assert!(!meta.metadata.contains_key(WRITE_ID_METADATA), "{meta:?}");
     }
 }
+
+#[tokio::test]
+async fn an_applied_conditional_copy_whose_answer_was_lost_succeeds() {
+    let store = scripted(Script::Pass);
+    let (source, target) = (key("staged"), key("target"));
+    store
+        .put(&source, Body::from("new"), PutOptions::default())
+        .await
+        .expect("source");
+    let old = store
+        .put(&target, Body::from("old"), PutOptions::default())
+        .await
+        .expect("target");
+    store.inner().set(Script::LoseAnswers(1));
+    let copied = store
+        .copy(&source, &target, PutMode::IfMatch(old.etag))
+        .await;
+    let stored = store.inner().inner.head(&target).await.expect("head");
+    assert_eq!(copied.expect("reported as applied").etag, stored.etag);
+}

@@ -559,7 +559,7 @@ impl Backend for S3Backend {
                 // Staged state and transaction records have their own
                 // listing.
                 let key = raw::stored_key(&strip(o.key()?)?).ok()?;
-                if key.is_reserved() {
+                if key.is_reserved() && !options.reserved {
                     return None;
                 }
                 Some(ObjectMeta {
@@ -577,7 +577,7 @@ impl Backend for S3Backend {
             .common_prefixes()
             .iter()
             .filter_map(|p| strip(p.prefix()?))
-            .filter(|p| !raw::is_reserved_name(p))
+            .filter(|p| options.reserved || !raw::is_reserved_name(p))
             .collect();
         let continuation = output
             .is_truncated()
