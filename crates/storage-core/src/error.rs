@@ -150,7 +150,9 @@ pub enum Error {
         #[source]
         source: Option<BoxError>,
     },
-    /// Another process or instance holds the exclusive lock on the store.
+    /// Another writer holds a lock: another process or instance holds the
+    /// exclusive lock on the store, or another transaction holds a key's
+    /// lock (`K/.staging/.lock`, see [`Txn`](crate::Txn)).
     #[error("locked: {path} is held by another writer")]
     Locked {
         /// The lock file or directory.

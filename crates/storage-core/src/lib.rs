@@ -50,6 +50,7 @@ mod options;
 pub mod raw;
 mod staging;
 pub mod timeout;
+mod txn;
 mod upload;
 mod watch;
 
@@ -69,4 +70,5 @@ pub use options::{
     PutOptions, parse_content_range,
 };
 pub use staging::{MAX_TXN_ID_BYTES, StagedListOptions, StagedObject, StagedPage, TxnId};
+pub use txn::{CommitReport, LOCK_TTL, ReconcileReport, Txn, reconcile};
 pub use watch::{CHANGE_FEED_CAPACITY, Change, ChangeFeed, ChangeKind, ChangeStream};

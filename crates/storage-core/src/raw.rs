@@ -8,8 +8,11 @@
 //! - [`StatusRow`] and [`lookup`]: the rows of a backend's error table;
 //! - [`count_client_copies`]: how the suite checks server-side copies;
 //! - [`stored_key`] and [`is_reserved_name`]: reading back names a store
-//!   holds, the staging layer's reserved ones included.
+//!   holds, the staging layer's reserved ones included;
+//! - [`promote_by_copy`]: the default of `Backend::promote`, for wrappers
+//!   that override it.
 
+pub use crate::staging::promote as promote_by_copy;
 pub use crate::upload::{
     ChunkedUpload, Part, PartBackoff, PartFailure, PartRetry, UploadPlan, Uploaded, part_retry,
     upload, with_part_retry,

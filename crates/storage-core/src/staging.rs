@@ -226,8 +226,13 @@ pub(crate) async fn stage<B: Backend + ?Sized>(
 
 /// [`Backend::promote`]'s default: a copy of the staged object to `key`
 /// under `mode`, then a delete of the staged object, conditional on the
-/// version copied where the backend has conditional deletes.
-pub(crate) async fn promote<B: Backend + ?Sized>(
+/// version copied where the backend has conditional deletes. Public (as
+/// `storage_core::raw::promote_by_copy`) for wrappers that override
+/// `promote` and fall back to it.
+///
+/// # Errors
+/// As [`Backend::promote`].
+pub async fn promote<B: Backend + ?Sized>(
     backend: &B,
     key: &Key,
     txn: &TxnId,

@@ -17,10 +17,13 @@
 //! fake-gcs-server commits the partial object on that query. So a chunk
 //! whose request reached the server but whose answer was lost is sent
 //! again whole, which real GCS documents recovering from with that query
-//! instead.
+//! instead. A last chunk sent again after the upload finished meets a
+//! finished session (200 with the object on GCS, 404 on emulators): the
+//! object then stored is taken, and its CRC32C must match the body's.
 
 use bytes::Bytes;
 use gcloud_storage::http::objects::Object;
+use gcloud_storage::http::objects::get::GetObjectRequest;
 use gcloud_storage::http::objects::upload::{UploadObjectRequest, UploadType};
 use gcloud_storage::http::resumable_upload_client::{
     ChunkSize, ResumableUploadClient, UploadStatus,
@@ -70,6 +73,22 @@ struct Chunk {
     crc32c: u32,
     len: usize,
     object: Option<Object>,
+}
+
+impl ResumableUpload {
+    /// The object stored under the key now.
+    async fn stored_object(&self) -> Result<Object> {
+        let b = &self.backend;
+        let request = GetObjectRequest {
+            bucket: b.bucket().to_owned(),
+            object: b.full_name(&self.key),
+            ..Default::default()
+        };
+        match b.timed("get", b.client().get_object(&request)).await? {
+            Ok(object) => Ok(object),
+            Err(e) => Err(b.error(e, "get", self.key.as_str(), Context::Plain).await),
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -122,7 +141,23 @@ impl ChunkedUpload for ResumableUpload {
             Ok(status) => status,
             Err(e) => {
                 let (op, context) = ("resumable upload chunk", context(&self.options.mode));
-                return Err(b.error(e, op, key.as_str(), context).await);
+                let error = b.error(e, op, key.as_str(), context).await;
+                // The last chunk sent again after an attempt whose answer
+                // was lost (a time limit while the server finalized): real
+                // GCS answers 200 with the object, emulators 404 for the
+                // finished session. Take the stored object; `complete`
+                // checks it against the body's CRC32C.
+                if part.last
+                    && matches!(error, Error::NotFound { .. })
+                    && let Ok(object) = self.stored_object().await
+                {
+                    return Ok(Chunk {
+                        crc32c: crc32c::crc32c(&part.bytes),
+                        len: part.bytes.len(),
+                        object: Some(object),
+                    });
+                }
+                return Err(error);
             }
         };
         let object = match (status, part.last) {

@@ -8,12 +8,13 @@ pub mod list;
 pub mod metadata;
 pub mod range;
 pub mod staging;
+pub mod txn;
 pub mod watch;
 
 use crate::Check;
 
 /// The names of every suite, in the order they run.
-pub const SUITES: [&str; 9] = [
+pub const SUITES: [&str; 10] = [
     "core",
     "cas",
     "list",
@@ -23,6 +24,7 @@ pub const SUITES: [&str; 9] = [
     "errors",
     "watch",
     "staging",
+    "txn",
 ];
 
 /// Every check of every suite, in suite order.
@@ -37,6 +39,7 @@ pub fn all() -> Vec<Check> {
         errors::checks(),
         watch::checks(),
         staging::checks(),
+        txn::checks(),
     ]
     .concat()
 }

@@ -1,0 +1,559 @@
+//! Multi-key transactions over any backend with conditional puts (DESIGN
+//! section 2, "Staging and transactions").
+//!
+//! See [`Txn`] for the protocol and [`reconcile`] for crash recovery.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::staging::parse_staged;
+use crate::{
+    Backend, BackendExt, Body, DeleteOptions, ETag, Error, Key, ListOptions, PutMode, PutOptions,
+    Result, StagedListOptions, TxnId,
+};
+
+/// Age past which a lock whose transaction has no decision is taken over,
+/// and past which [`reconcile`] may discard an undecided transaction: 5
+/// minutes.
+pub const LOCK_TTL: Duration = Duration::from_secs(300);
+
+/// First line of a decision record.
+const RECORD_HEADER: &str = "storage-txn 1";
+
+/// The lock of `key`: `K/.staging/.lock`.
+fn lock_key(key: &Key) -> Result<Key> {
+    crate::raw::stored_key(&format!("{key}/.staging/.lock")).map_err(|_| Error::InvalidKey {
+        key: key.to_string(),
+        reason: "the key and its lock suffix must fit in 1024 bytes",
+    })
+}
+
+/// The key a lock name locks, for names ending `/.staging/.lock`.
+fn locked_key(name: &str) -> Option<Key> {
+    Key::new(name.strip_suffix("/.staging/.lock")?).ok()
+}
+
+/// The creation time a [`TxnId::generate`]d id carries, if it has one.
+fn txn_time(txn: &TxnId) -> Option<SystemTime> {
+    let (millis, _) = txn.as_str().split_once('-')?;
+    let millis = u64::from_str_radix(millis, 16).ok()?;
+    UNIX_EPOCH.checked_add(Duration::from_millis(millis))
+}
+
+/// How old `txn` is; ids without a time count as infinitely old.
+fn txn_age(txn: &TxnId) -> Duration {
+    txn_time(txn)
+        .and_then(|t| SystemTime::now().duration_since(t).ok())
+        .unwrap_or(Duration::MAX)
+}
+
+/// A multi-key transaction.
+///
+/// A [`Txn`] stages its writes (`K/.staging/T`), then [`Txn::commit`]:
+///
+/// 1. locks every key, in byte order, by creating `K/.staging/.lock`
+///    (holding the transaction id) with `IfNotExists`; a key locked by
+///    another live transaction fails the commit with [`Error::Locked`]
+///    before anything is decided;
+/// 2. checks every write's condition against the key's current version;
+///    a failed condition aborts the transaction cleanly (locks released,
+///    staged writes discarded);
+/// 3. writes the decision record `.txn/T` with `IfNotExists`, listing the
+///    keys: from here on the transaction happens, whatever fails;
+/// 4. promotes every staged write ([`Backend::promote`]) with its
+///    condition, rolling forward (overwriting) where a writer outside the
+///    transactions changed the key after step 2;
+/// 5. releases the locks, then deletes the decision record.
+///
+/// A process that dies at any step leaves either no decision (nothing
+/// happened: [`reconcile`] discards the staged writes and stale locks once
+/// they are older than its TTL) or a decision (everything happens:
+/// [`reconcile`] promotes what is still staged and cleans up). Transactions
+/// are serialized by the locks: of two transactions racing on a key, one
+/// fails with [`Error::Locked`] or with the failed condition, never both
+/// commit. Conditions are checked against writers outside the
+/// transactions only up to the decision.
+///
+/// A lock older than [`LOCK_TTL`] whose transaction has no decision is
+/// taken over: a commit therefore refuses to write its decision when its
+/// own transaction is older than half of that.
+#[derive(Debug)]
+pub struct Txn<'a, B: Backend + ?Sized> {
+    backend: &'a B,
+    id: TxnId,
+    /// Staged keys and the condition each promote carries.
+    writes: Vec<(Key, PutMode)>,
+}
+
+/// What a finished [`Txn::commit`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommitReport {
+    /// The keys written, in byte order.
+    pub promoted: Vec<Key>,
+    /// Keys whose condition no longer held when they were promoted (a
+    /// writer outside the transactions changed them after the decision);
+    /// they were overwritten, since the decision is final.
+    pub rolled_forward: Vec<Key>,
+    /// Cleanup steps that failed and are left to [`reconcile`] (the
+    /// decision record stays, naming them).
+    pub cleanup_failures: Vec<String>,
+}
+
+impl<'a, B: Backend + ?Sized> Txn<'a, B> {
+    /// A new transaction on `backend` with a fresh id.
+    pub fn begin(backend: &'a B) -> Self {
+        Self::with_id(backend, TxnId::generate())
+    }
+
+    /// A new transaction with the given id (ids should sort by creation
+    /// time, as [`TxnId::generate`]'s do: stale-lock takeover and
+    /// [`reconcile`] read the time from it).
+    pub fn with_id(backend: &'a B, id: TxnId) -> Self {
+        Txn {
+            backend,
+            id,
+            writes: Vec::new(),
+        }
+    }
+
+    /// The transaction's id.
+    pub fn id(&self) -> &TxnId {
+        &self.id
+    }
+
+    /// Stages `body` as the write of `key`; `options.mode` is the condition
+    /// the commit checks and promotes with. Staging a key again replaces
+    /// the earlier write.
+    ///
+    /// # Errors
+    /// Those of [`Backend::stage`].
+    pub async fn stage(&mut self, key: &Key, body: Body, options: PutOptions) -> Result<()> {
+        let mode = options.mode.clone();
+        self.backend.stage(key, &self.id, body, options).await?;
+        self.writes.retain(|(k, _)| k != key);
+        self.writes.push((key.clone(), mode));
+        Ok(())
+    }
+
+    /// Commits: every staged write happens, or none does; see [`Txn`] for
+    /// the steps.
+    ///
+    /// # Errors
+    /// Before the decision (nothing happened, the staged writes are
+    /// discarded): [`Error::Locked`] for a key another transaction holds,
+    /// [`Error::AlreadyExists`] or [`Error::PreconditionFailed`] for a
+    /// failed condition, [`Error::InvalidArgument`] for a transaction too
+    /// old to commit safely, and the backend's errors. After the decision
+    /// the commit returns `Ok`: failures to promote or clean up are
+    /// reported in [`CommitReport`] or, when a promote fails, returned as
+    /// the backend's error with the decision in place, so that
+    /// [`reconcile`] finishes the transaction.
+    pub async fn commit(mut self) -> Result<CommitReport> {
+        self.writes.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut locked = Vec::new();
+        if let Err(e) = self.prepare(&mut locked).await {
+            self.abort(&locked).await;
+            return Err(e);
+        }
+        let record = Key::txn_record(&self.id);
+        let decision = decision_text(self.writes.iter().map(|(k, _)| k));
+        let decided = self
+            .backend
+            .put(
+                &record,
+                Body::from(decision.clone()),
+                PutOptions::mode(PutMode::IfNotExists),
+            )
+            .await;
+        let record_etag = match decided {
+            Ok(meta) => meta.etag,
+            Err(e) => {
+                // The record may have been written with its answer lost:
+                // then reconcile rolls it forward; otherwise nothing
+                // happened and the locks go.
+                if !e.is_transient() {
+                    self.abort(&locked).await;
+                }
+                return Err(e);
+            }
+        };
+        let mut report = CommitReport::default();
+        for (key, mode) in &self.writes {
+            match self.backend.promote(key, &self.id, mode.clone()).await {
+                // Gone: a concurrent reconcile promoted it.
+                Ok(_) | Err(Error::NotFound { .. }) => {}
+                Err(Error::AlreadyExists { .. } | Error::PreconditionFailed { .. }) => {
+                    match self
+                        .backend
+                        .promote(key, &self.id, PutMode::Overwrite)
+                        .await
+                    {
+                        Ok(_) => report.rolled_forward.push(key.clone()),
+                        Err(Error::NotFound { .. }) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+            report.promoted.push(key.clone());
+        }
+        report.cleanup_failures = finish(self.backend, &self.id, &locked, &record_etag).await;
+        Ok(report)
+    }
+
+    /// Steps 1 and 2: locks every key (filling `locked`) and checks every
+    /// condition.
+    async fn prepare(&self, locked: &mut Vec<(Key, ETag)>) -> Result<()> {
+        if txn_age(&self.id) > LOCK_TTL / 2 {
+            return Err(Error::invalid_argument(format!(
+                "transaction {} is older than half the lock TTL and may have lost its locks",
+                self.id
+            )));
+        }
+        for (key, _) in &self.writes {
+            let etag = lock(self.backend, key, &self.id).await?;
+            locked.push((key.clone(), etag));
+        }
+        for (key, mode) in &self.writes {
+            let current = match self.backend.head(key).await {
+                Ok(meta) => Some(meta.etag),
+                Err(Error::NotFound { .. }) => None,
+                Err(e) => return Err(e),
+            };
+            crate::check_put_mode(key, mode, current.as_ref())?;
+        }
+        Ok(())
+    }
+
+    /// Undoes a commit that decided nothing: releases `locked` and
+    /// discards the staged writes. Failures are left to [`reconcile`].
+    async fn abort(&self, locked: &[(Key, ETag)]) {
+        release(self.backend, locked).await;
+        for (key, _) in &self.writes {
+            let _ = self.backend.discard(key, &self.id).await;
+        }
+    }
+
+    /// Discards every staged write; nothing is decided.
+    ///
+    /// # Errors
+    /// Those of [`Backend::discard`]; what is left, [`reconcile`] removes.
+    pub async fn rollback(self) -> Result<()> {
+        for (key, _) in &self.writes {
+            self.backend.discard(key, &self.id).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The decision record's text: a header, the state, one key per line (keys
+/// hold no control characters).
+fn decision_text<'k>(keys: impl Iterator<Item = &'k Key>) -> String {
+    let mut text = format!("{RECORD_HEADER}\ncommitted\n");
+    for key in keys {
+        text.push_str(key.as_str());
+        text.push('\n');
+    }
+    text
+}
+
+/// The keys a decision record names.
+fn decision_keys(text: &[u8]) -> Result<Vec<Key>> {
+    let text = std::str::from_utf8(text)
+        .map_err(|_| Error::backend(false, "a decision record is not UTF-8", "txn"))?;
+    let mut lines = text.lines();
+    if lines.next() != Some(RECORD_HEADER) || lines.next() != Some("committed") {
+        return Err(Error::backend(
+            false,
+            "a decision record has an unknown format",
+            "txn",
+        ));
+    }
+    lines.map(Key::new).collect()
+}
+
+/// Takes the lock of `key` for `txn`, taking over a stale one.
+async fn lock<B: Backend + ?Sized>(backend: &B, key: &Key, txn: &TxnId) -> Result<ETag> {
+    let name = lock_key(key)?;
+    for _ in 0..3 {
+        let created = backend
+            .put(
+                &name,
+                Body::from(txn.to_string()),
+                PutOptions::mode(PutMode::IfNotExists),
+            )
+            .await;
+        match created {
+            Ok(meta) => return Ok(meta.etag),
+            Err(Error::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        let held = match backend.get(&name, Default::default()).await {
+            Ok(held) => held,
+            Err(Error::NotFound { .. }) => continue,
+            Err(e) => return Err(e),
+        };
+        let etag = held.meta.etag.clone();
+        let holder = held.bytes().await?;
+        let holder = std::str::from_utf8(&holder)
+            .ok()
+            .and_then(|h| TxnId::new(h).ok());
+        let stale = match &holder {
+            Some(holder) if holder == txn => return Ok(etag),
+            Some(holder) => {
+                txn_age(holder) > LOCK_TTL && !backend.exists(Key::txn_record(holder)).await?
+            }
+            None => true,
+        };
+        if !stale {
+            return Err(Error::Locked {
+                path: name.to_string(),
+            });
+        }
+        match backend
+            .delete(
+                &name,
+                DeleteOptions {
+                    if_match: Some(etag),
+                },
+            )
+            .await
+        {
+            Ok(()) | Err(Error::PreconditionFailed { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Error::Locked {
+        path: name.to_string(),
+    })
+}
+
+/// Releases `locked`, each only if it is still this version; failures are
+/// returned as descriptions.
+async fn release<B: Backend + ?Sized>(backend: &B, locked: &[(Key, ETag)]) -> Vec<String> {
+    let mut failures = Vec::new();
+    for (key, etag) in locked {
+        let released = match lock_key(key) {
+            Ok(name) => {
+                let if_match = backend
+                    .capabilities()
+                    .conditional_delete
+                    .then(|| etag.clone());
+                backend.delete(&name, DeleteOptions { if_match }).await
+            }
+            Err(e) => Err(e),
+        };
+        match released {
+            Ok(()) | Err(Error::PreconditionFailed { .. }) => {}
+            Err(e) => failures.push(format!("releasing the lock of {key}: {e}")),
+        }
+    }
+    failures
+}
+
+/// Step 5: releases the locks, then deletes the decision record; when a
+/// step fails, the record stays (for [`reconcile`]) and the failures are
+/// returned.
+async fn finish<B: Backend + ?Sized>(
+    backend: &B,
+    txn: &TxnId,
+    locked: &[(Key, ETag)],
+    record_etag: &ETag,
+) -> Vec<String> {
+    let failures = release(backend, locked).await;
+    if !failures.is_empty() {
+        return failures;
+    }
+    let record = Key::txn_record(txn);
+    let if_match = backend
+        .capabilities()
+        .conditional_delete
+        .then(|| record_etag.clone());
+    match backend.delete(&record, DeleteOptions { if_match }).await {
+        Ok(()) => Vec::new(),
+        Err(e) => vec![format!("deleting the decision record of {txn}: {e}")],
+    }
+}
+
+/// What [`reconcile`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReconcileReport {
+    /// Committed transactions it finished.
+    pub finished: Vec<TxnId>,
+    /// Keys it promoted for them.
+    pub promoted: Vec<Key>,
+    /// Staged writes of undecided transactions it discarded (their staged
+    /// names).
+    pub discarded: Vec<Key>,
+    /// Stale locks it removed.
+    pub unlocked: Vec<Key>,
+    /// What failed; a later reconcile tries again.
+    pub failures: Vec<String>,
+}
+
+/// Finishes what crashed transactions left: promotes the staged writes of
+/// every transaction with a decision and removes its locks and record;
+/// discards the staged writes of transactions without a decision that are
+/// older than `older_than`, and locks older than that whose transaction
+/// has no decision. Safe to run beside live transactions (pass at least
+/// [`LOCK_TTL`] to leave undecided ones alone) and beside itself.
+///
+/// # Errors
+/// The backend's errors while listing; failures on single objects are
+/// reported in [`ReconcileReport::failures`].
+pub async fn reconcile<B: Backend + ?Sized>(
+    backend: &B,
+    older_than: Duration,
+) -> Result<ReconcileReport> {
+    let mut report = ReconcileReport::default();
+    // Decided transactions: roll forward.
+    let records: Vec<Key> = reserved_names(backend, ".txn/").await?;
+    let mut decided = BTreeSet::new();
+    for record in records {
+        let Some(txn) = record
+            .as_str()
+            .strip_prefix(".txn/")
+            .and_then(|t| TxnId::new(t).ok())
+        else {
+            continue;
+        };
+        decided.insert(txn.clone());
+        if let Err(e) = roll_forward(backend, &record, &txn, &mut report).await {
+            report.failures.push(format!("finishing {txn}: {e}"));
+        }
+    }
+    // Undecided transactions: discard what is old enough.
+    let mut options = StagedListOptions::default();
+    loop {
+        let page = backend.list_staged(&options).await?;
+        for staged in &page.staged {
+            let old = txn_age(&staged.txn) > older_than;
+            if decided.contains(&staged.txn) || !old {
+                continue;
+            }
+            if backend.exists(Key::txn_record(&staged.txn)).await? {
+                continue;
+            }
+            let discarded = match &staged.key {
+                Some(key) => backend.discard(key, &staged.txn).await,
+                None => {
+                    backend
+                        .delete(&staged.meta.key, DeleteOptions::default())
+                        .await
+                }
+            };
+            match discarded {
+                Ok(()) => report.discarded.push(staged.meta.key.clone()),
+                Err(e) => report
+                    .failures
+                    .push(format!("discarding {}: {e}", staged.meta.key)),
+            }
+        }
+        match page.continuation {
+            Some(next) => options.start_after = Some(next),
+            None => break,
+        }
+    }
+    // Stale locks.
+    for name in reserved_names(backend, "").await? {
+        let Some(key) = locked_key(name.as_str()) else {
+            continue;
+        };
+        if let Err(e) = unlock_if_stale(backend, &key, &name, older_than, &mut report).await {
+            report.failures.push(format!("unlocking {key}: {e}"));
+        }
+    }
+    Ok(report)
+}
+
+/// Promotes what `txn` still has staged, then removes its locks and its
+/// decision record.
+async fn roll_forward<B: Backend + ?Sized>(
+    backend: &B,
+    record: &Key,
+    txn: &TxnId,
+    report: &mut ReconcileReport,
+) -> Result<()> {
+    let text = match backend.get_bytes(record).await {
+        Ok(text) => text,
+        // Finished meanwhile.
+        Err(Error::NotFound { .. }) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for key in decision_keys(&text)? {
+        match backend.promote(&key, txn, PutMode::Overwrite).await {
+            Ok(_) => report.promoted.push(key.clone()),
+            // Promoted before the crash.
+            Err(Error::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        let name = lock_key(&key)?;
+        if let Ok(held) = backend.get_bytes(&name).await
+            && held == txn.as_str().as_bytes()
+        {
+            backend.delete(&name, DeleteOptions::default()).await?;
+        }
+    }
+    backend.delete(record, DeleteOptions::default()).await?;
+    report.finished.push(txn.clone());
+    Ok(())
+}
+
+/// Removes the lock `name` of `key` when its transaction has no decision
+/// and is older than `older_than` (or the lock names none).
+async fn unlock_if_stale<B: Backend + ?Sized>(
+    backend: &B,
+    key: &Key,
+    name: &Key,
+    older_than: Duration,
+    report: &mut ReconcileReport,
+) -> Result<()> {
+    let held = match backend.get(name, Default::default()).await {
+        Ok(held) => held,
+        Err(Error::NotFound { .. }) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let etag = held.meta.etag.clone();
+    let holder = held.bytes().await?;
+    let holder = std::str::from_utf8(&holder)
+        .ok()
+        .and_then(|h| TxnId::new(h).ok());
+    let stale = match &holder {
+        Some(holder) => {
+            txn_age(holder) > older_than && !backend.exists(Key::txn_record(holder)).await?
+        }
+        None => true,
+    };
+    if stale {
+        let if_match = backend.capabilities().conditional_delete.then_some(etag);
+        match backend.delete(name, DeleteOptions { if_match }).await {
+            Ok(()) => report.unlocked.push(key.clone()),
+            Err(Error::PreconditionFailed { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Every stored name under `prefix` with a reserved segment.
+async fn reserved_names<B: Backend + ?Sized>(backend: &B, prefix: &str) -> Result<Vec<Key>> {
+    let mut options = ListOptions {
+        prefix: prefix.to_owned(),
+        reserved: true,
+        ..ListOptions::default()
+    };
+    let mut names = Vec::new();
+    loop {
+        let page = backend.list(&options).await?;
+        names.extend(
+            page.objects
+                .into_iter()
+                .map(|m| m.key)
+                .filter(|k| k.is_reserved() && parse_staged(k.as_str()).is_none()),
+        );
+        match page.continuation {
+            Some(next) => options.continuation = Some(next),
+            None => return Ok(names),
+        }
+    }
+}
