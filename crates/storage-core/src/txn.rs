@@ -288,16 +288,9 @@ async fn lock<B: Backend + ?Sized>(backend: &B, key: &Key, txn: &TxnId) -> Resul
             Err(Error::AlreadyExists { .. }) => {}
             Err(e) => return Err(e),
         }
-        let held = match backend.get(&name, Default::default()).await {
-            Ok(held) => held,
-            Err(Error::NotFound { .. }) => continue,
-            Err(e) => return Err(e),
+        let Some((etag, holder)) = read_lock(backend, &name).await? else {
+            continue;
         };
-        let etag = held.meta.etag.clone();
-        let holder = held.bytes().await?;
-        let holder = std::str::from_utf8(&holder)
-            .ok()
-            .and_then(|h| TxnId::new(h).ok());
         let stale = match &holder {
             Some(holder) if holder == txn => return Ok(etag),
             Some(holder) => {
@@ -326,6 +319,25 @@ async fn lock<B: Backend + ?Sized>(backend: &B, key: &Key, txn: &TxnId) -> Resul
     Err(Error::Locked {
         path: name.to_string(),
     })
+}
+
+/// The version of lock `name` and the transaction it names (`None` for a
+/// lock that names none), or `None` when there is no lock.
+async fn read_lock<B: Backend + ?Sized>(
+    backend: &B,
+    name: &Key,
+) -> Result<Option<(ETag, Option<TxnId>)>> {
+    let held = match backend.get(name, Default::default()).await {
+        Ok(held) => held,
+        Err(Error::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let etag = held.meta.etag.clone();
+    let holder = held.bytes().await?;
+    let holder = std::str::from_utf8(&holder)
+        .ok()
+        .and_then(|h| TxnId::new(h).ok());
+    Ok(Some((etag, holder)))
 }
 
 /// Releases `locked`, each only if it is still this version; failures are
@@ -508,16 +520,9 @@ async fn unlock_if_stale<B: Backend + ?Sized>(
     older_than: Duration,
     report: &mut ReconcileReport,
 ) -> Result<()> {
-    let held = match backend.get(name, Default::default()).await {
-        Ok(held) => held,
-        Err(Error::NotFound { .. }) => return Ok(()),
-        Err(e) => return Err(e),
+    let Some((etag, holder)) = read_lock(backend, name).await? else {
+        return Ok(());
     };
-    let etag = held.meta.etag.clone();
-    let holder = held.bytes().await?;
-    let holder = std::str::from_utf8(&holder)
-        .ok()
-        .and_then(|h| TxnId::new(h).ok());
     let stale = match &holder {
         Some(holder) => {
             txn_age(holder) > older_than && !backend.exists(Key::txn_record(holder)).await?
