@@ -238,23 +238,44 @@ pub async fn promote<B: Backend + ?Sized>(
     txn: &TxnId,
     mode: PutMode,
 ) -> Result<ObjectMeta> {
-    let staged = key.staged(txn)?;
-    let source = backend.head(&staged).await?;
-    let promoted = backend.copy(&staged, key, mode).await?;
+    promote_name(backend, &key.staged(txn)?, key, mode).await
+}
+
+/// Copies the staged object `staged` to `target` under `mode`, then
+/// deletes it, conditional on the version copied where the backend has
+/// conditional deletes; a failed delete is logged, not returned.
+pub(crate) async fn promote_name<B: Backend + ?Sized>(
+    backend: &B,
+    staged: &Key,
+    target: &Key,
+    mode: PutMode,
+) -> Result<ObjectMeta> {
+    let source = backend.head(staged).await?;
+    let promoted = backend.copy(staged, target, mode).await?;
     let if_match = backend
         .capabilities()
         .conditional_delete
         .then_some(source.etag);
-    if let Err(e) = backend.delete(&staged, DeleteOptions { if_match }).await {
+    if let Err(e) = backend.delete(staged, DeleteOptions { if_match }).await {
         tracing::warn!(
             target: "storage_core::staging",
-            key = %key,
-            txn = %txn,
+            staged = %staged,
+            target_key = %target,
             error = %e,
             "promoted, but the staged object could not be removed; discard or reconcile removes it"
         );
     }
     Ok(promoted)
+}
+
+/// The key, transaction and name of a staged attachment's stored name
+/// (`K/.staging/T/attachments/NAME`); `None` for any other name.
+pub(crate) fn parse_attachment(name: &str) -> Option<(Key, TxnId, &str)> {
+    const SEGMENT: &str = "/.staging/";
+    let at = name.find(SEGMENT)?;
+    let key = Key::new(&name[..at]).ok()?;
+    let (txn, attachment) = name[at + SEGMENT.len()..].split_once("/attachments/")?;
+    Some((key, TxnId::new(txn).ok()?, attachment))
 }
 
 /// [`Backend::discard`]'s default: deletes the staged write and every
@@ -401,6 +422,18 @@ mod tests {
         let attachment = key.staged_attachment(&txn(), "x").expect("attachment");
         assert_eq!(parse_staged(attachment.as_str()), None);
         assert_eq!(parse_staged(".txn/t1"), None);
+    }
+
+    #[test]
+    fn attachment_names_parse_back() {
+        let key = Key::new("a/b").expect("key");
+        let attachment = key.staged_attachment(&txn(), "log/0").expect("attachment");
+        assert_eq!(
+            parse_attachment(attachment.as_str()),
+            Some((key.clone(), txn(), "log/0"))
+        );
+        let staged = key.staged(&txn()).expect("staged");
+        assert_eq!(parse_attachment(staged.as_str()), None);
     }
 
     #[test]

@@ -6,10 +6,12 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::staging::parse_staged;
+use futures::StreamExt;
+
+use crate::staging::{parse_attachment, parse_staged, promote_name};
 use crate::{
-    Backend, BackendExt, Body, DeleteOptions, ETag, Error, Key, ListOptions, PutMode, PutOptions,
-    Result, StagedListOptions, TxnId,
+    Backend, BackendExt, Body, DeleteOptions, ETag, Error, Key, ListOptions, ObjectMeta, PutMode,
+    PutOptions, Result, StagedListOptions, TxnId,
 };
 
 /// Age past which a lock whose transaction has no decision is taken over,
@@ -81,8 +83,71 @@ fn txn_age(txn: &TxnId) -> Duration {
 pub struct Txn<'a, B: Backend + ?Sized> {
     backend: &'a B,
     id: TxnId,
-    /// Staged keys and the condition each promote carries.
-    writes: Vec<(Key, PutMode)>,
+    /// What is staged, and the condition each promote carries.
+    writes: Vec<(Entry, PutMode)>,
+}
+
+/// One thing a transaction writes.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Entry {
+    /// The write of a key, staged at `K/.staging/T`.
+    Write(Key),
+    /// Attachment `NAME` of key `K`, staged at
+    /// `K/.staging/T/attachments/NAME` and promoted to `K/NAME`.
+    Attachment(Key, String),
+}
+
+impl Entry {
+    /// The key the entry writes when the transaction commits.
+    fn target(&self) -> Result<Key> {
+        match self {
+            Entry::Write(key) => Ok(key.clone()),
+            Entry::Attachment(key, name) => Key::new(format!("{key}/{name}")),
+        }
+    }
+
+    /// The key whose staged state holds the entry.
+    fn owner(&self) -> &Key {
+        match self {
+            Entry::Write(key) | Entry::Attachment(key, _) => key,
+        }
+    }
+
+    /// Its line in the decision record: the key, or the key, a tab and
+    /// the attachment's name (neither holds control characters).
+    fn line(&self) -> String {
+        match self {
+            Entry::Write(key) => key.to_string(),
+            Entry::Attachment(key, name) => format!("{key}\t{name}"),
+        }
+    }
+
+    fn parse(line: &str) -> Result<Entry> {
+        match line.split_once('\t') {
+            Some((key, name)) => {
+                let key = Key::new(key)?;
+                Key::new(name)?;
+                Ok(Entry::Attachment(key, name.to_owned()))
+            }
+            None => Ok(Entry::Write(Key::new(line)?)),
+        }
+    }
+
+    /// Promotes the staged entry to its target under `mode`.
+    async fn promote<B: Backend + ?Sized>(
+        &self,
+        backend: &B,
+        txn: &TxnId,
+        mode: PutMode,
+    ) -> Result<ObjectMeta> {
+        match self {
+            Entry::Write(key) => backend.promote(key, txn, mode).await,
+            Entry::Attachment(key, name) => {
+                let staged = key.staged_attachment(txn, name)?;
+                promote_name(backend, &staged, &self.target()?, mode).await
+            }
+        }
+    }
 }
 
 /// What a finished [`Txn::commit`] did.
@@ -130,8 +195,43 @@ impl<'a, B: Backend + ?Sized> Txn<'a, B> {
     pub async fn stage(&mut self, key: &Key, body: Body, options: PutOptions) -> Result<()> {
         let mode = options.mode.clone();
         self.backend.stage(key, &self.id, body, options).await?;
-        self.writes.retain(|(k, _)| k != key);
-        self.writes.push((key.clone(), mode));
+        let entry = Entry::Write(key.clone());
+        self.writes.retain(|(e, _)| *e != entry);
+        self.writes.push((entry, mode));
+        Ok(())
+    }
+
+    /// Stages `body` as attachment `name` of `key`, stored at
+    /// `K/.staging/T/attachments/NAME` until the commit promotes it to
+    /// `K/NAME` (overwriting what is there); rollback and [`reconcile`]
+    /// discard it. At most `max_bytes` bytes are accepted: a longer body
+    /// fails as soon as it passes the limit, and nothing of it is stored.
+    /// The body is streamed, never held whole (a replayable body within
+    /// the limit is passed on as it is; any other is read through a guard
+    /// and so becomes one-shot). A dropped call leaves at most a whole
+    /// staged attachment, which [`reconcile`] removes.
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`] for an invalid `name` or a staged or final
+    /// name over 1024 bytes, and [`Error::TooLarge`] for a declared
+    /// length over `max_bytes`, both before any I/O; [`Error::TooLarge`]
+    /// when a stream passes `max_bytes`; the errors of [`Backend::put`].
+    pub async fn attach(
+        &mut self,
+        key: &Key,
+        name: &str,
+        body: Body,
+        max_bytes: u64,
+    ) -> Result<()> {
+        let staged = key.staged_attachment(&self.id, name)?;
+        let entry = Entry::Attachment(key.clone(), name.to_owned());
+        entry.target()?;
+        let body = size_guard(body, &staged, max_bytes)?;
+        self.backend
+            .put(&staged, body, PutOptions::default())
+            .await?;
+        self.writes.retain(|(e, _)| *e != entry);
+        self.writes.push((entry, PutMode::Overwrite));
         Ok(())
     }
 
@@ -149,14 +249,14 @@ impl<'a, B: Backend + ?Sized> Txn<'a, B> {
     /// the backend's error with the decision in place, so that
     /// [`reconcile`] finishes the transaction.
     pub async fn commit(mut self) -> Result<CommitReport> {
-        self.writes.sort_by(|a, b| a.0.cmp(&b.0));
+        self.writes.sort_by_key(|(entry, _)| entry.target().ok());
         let mut locked = Vec::new();
         if let Err(e) = self.prepare(&mut locked).await {
             self.abort(&locked).await;
             return Err(e);
         }
         let record = Key::txn_record(&self.id);
-        let decision = decision_text(self.writes.iter().map(|(k, _)| k));
+        let decision = decision_text(self.writes.iter().map(|(e, _)| e));
         let decided = self
             .backend
             .put(
@@ -178,24 +278,24 @@ impl<'a, B: Backend + ?Sized> Txn<'a, B> {
             }
         };
         let mut report = CommitReport::default();
-        for (key, mode) in &self.writes {
-            match self.backend.promote(key, &self.id, mode.clone()).await {
+        for (entry, mode) in &self.writes {
+            let target = entry.target()?;
+            match entry.promote(self.backend, &self.id, mode.clone()).await {
                 // Gone: a concurrent reconcile promoted it.
                 Ok(_) | Err(Error::NotFound { .. }) => {}
                 Err(Error::AlreadyExists { .. } | Error::PreconditionFailed { .. }) => {
-                    match self
-                        .backend
-                        .promote(key, &self.id, PutMode::Overwrite)
+                    match entry
+                        .promote(self.backend, &self.id, PutMode::Overwrite)
                         .await
                     {
-                        Ok(_) => report.rolled_forward.push(key.clone()),
+                        Ok(_) => report.rolled_forward.push(target.clone()),
                         Err(Error::NotFound { .. }) => {}
                         Err(e) => return Err(e),
                     }
                 }
                 Err(e) => return Err(e),
             }
-            report.promoted.push(key.clone());
+            report.promoted.push(target);
         }
         report.cleanup_failures = finish(self.backend, &self.id, &locked, &record_etag).await;
         Ok(report)
@@ -210,17 +310,31 @@ impl<'a, B: Backend + ?Sized> Txn<'a, B> {
                 self.id
             )));
         }
-        for (key, _) in &self.writes {
-            let etag = lock(self.backend, key, &self.id).await?;
-            locked.push((key.clone(), etag));
+        let mut targets = Vec::new();
+        for (entry, _) in &self.writes {
+            let target = entry.target()?;
+            if targets.last() == Some(&target) {
+                return Err(Error::invalid_argument(format!(
+                    "transaction {} writes {target} twice (a write and an attachment)",
+                    self.id
+                )));
+            }
+            targets.push(target);
         }
-        for (key, mode) in &self.writes {
-            let current = match self.backend.head(key).await {
+        for target in &targets {
+            let etag = lock(self.backend, target, &self.id).await?;
+            locked.push((target.clone(), etag));
+        }
+        for ((_, mode), target) in self.writes.iter().zip(&targets) {
+            if *mode == PutMode::Overwrite {
+                continue;
+            }
+            let current = match self.backend.head(target).await {
                 Ok(meta) => Some(meta.etag),
                 Err(Error::NotFound { .. }) => None,
                 Err(e) => return Err(e),
             };
-            crate::check_put_mode(key, mode, current.as_ref())?;
+            crate::check_put_mode(target, mode, current.as_ref())?;
         }
         Ok(())
     }
@@ -229,9 +343,14 @@ impl<'a, B: Backend + ?Sized> Txn<'a, B> {
     /// discards the staged writes. Failures are left to [`reconcile`].
     async fn abort(&self, locked: &[(Key, ETag)]) {
         release(self.backend, locked).await;
-        for (key, _) in &self.writes {
+        for key in self.owners() {
             let _ = self.backend.discard(key, &self.id).await;
         }
+    }
+
+    /// Every key with staged state in this transaction, once each.
+    fn owners(&self) -> BTreeSet<&Key> {
+        self.writes.iter().map(|(e, _)| e.owner()).collect()
     }
 
     /// Discards every staged write; nothing is decided.
@@ -239,26 +358,26 @@ impl<'a, B: Backend + ?Sized> Txn<'a, B> {
     /// # Errors
     /// Those of [`Backend::discard`]; what is left, [`reconcile`] removes.
     pub async fn rollback(self) -> Result<()> {
-        for (key, _) in &self.writes {
+        for key in self.owners() {
             self.backend.discard(key, &self.id).await?;
         }
         Ok(())
     }
 }
 
-/// The decision record's text: a header, the state, one key per line (keys
-/// hold no control characters).
-fn decision_text<'k>(keys: impl Iterator<Item = &'k Key>) -> String {
+/// The decision record's text: a header, the state, one entry per line
+/// ([`Entry::line`]).
+fn decision_text<'e>(entries: impl Iterator<Item = &'e Entry>) -> String {
     let mut text = format!("{RECORD_HEADER}\ncommitted\n");
-    for key in keys {
-        text.push_str(key.as_str());
+    for entry in entries {
+        text.push_str(&entry.line());
         text.push('\n');
     }
     text
 }
 
-/// The keys a decision record names.
-fn decision_keys(text: &[u8]) -> Result<Vec<Key>> {
+/// The entries a decision record names.
+fn decision_entries(text: &[u8]) -> Result<Vec<Entry>> {
     let text = std::str::from_utf8(text)
         .map_err(|_| Error::backend(false, "a decision record is not UTF-8", "txn"))?;
     let mut lines = text.lines();
@@ -269,7 +388,7 @@ fn decision_keys(text: &[u8]) -> Result<Vec<Key>> {
             "txn",
         ));
     }
-    lines.map(Key::new).collect()
+    lines.map(Entry::parse).collect()
 }
 
 /// Takes the lock of `key` for `txn`, taking over a stale one.
@@ -466,13 +585,26 @@ pub async fn reconcile<B: Backend + ?Sized>(
             None => break,
         }
     }
-    // Stale locks.
+    // Stale locks, and attachments of undecided transactions.
     for name in reserved_names(backend, "").await? {
-        let Some(key) = locked_key(name.as_str()) else {
+        if let Some(key) = locked_key(name.as_str()) {
+            if let Err(e) = unlock_if_stale(backend, &key, &name, older_than, &mut report).await {
+                report.failures.push(format!("unlocking {key}: {e}"));
+            }
+            continue;
+        }
+        let Some((_, txn, _)) = parse_attachment(name.as_str()) else {
             continue;
         };
-        if let Err(e) = unlock_if_stale(backend, &key, &name, older_than, &mut report).await {
-            report.failures.push(format!("unlocking {key}: {e}"));
+        if decided.contains(&txn) || txn_age(&txn) <= older_than {
+            continue;
+        }
+        if backend.exists(Key::txn_record(&txn)).await? {
+            continue;
+        }
+        match backend.delete(&name, DeleteOptions::default()).await {
+            Ok(()) => report.discarded.push(name),
+            Err(e) => report.failures.push(format!("discarding {name}: {e}")),
         }
     }
     Ok(report)
@@ -492,14 +624,15 @@ async fn roll_forward<B: Backend + ?Sized>(
         Err(Error::NotFound { .. }) => return Ok(()),
         Err(e) => return Err(e),
     };
-    for key in decision_keys(&text)? {
-        match backend.promote(&key, txn, PutMode::Overwrite).await {
-            Ok(_) => report.promoted.push(key.clone()),
+    for entry in decision_entries(&text)? {
+        let target = entry.target()?;
+        match entry.promote(backend, txn, PutMode::Overwrite).await {
+            Ok(_) => report.promoted.push(target.clone()),
             // Promoted before the crash.
             Err(Error::NotFound { .. }) => {}
             Err(e) => return Err(e),
         }
-        let name = lock_key(&key)?;
+        let name = lock_key(&target)?;
         if let Ok(held) = backend.get_bytes(&name).await
             && held == txn.as_str().as_bytes()
         {
@@ -561,4 +694,52 @@ async fn reserved_names<B: Backend + ?Sized>(backend: &B, prefix: &str) -> Resul
             None => return Ok(names),
         }
     }
+}
+
+/// `body`, failing with [`Error::TooLarge`] once more than `limit` bytes
+/// pass (a replayable body within the limit is returned as it is).
+fn size_guard(body: Body, key: &Key, limit: u64) -> Result<Body> {
+    let too_large = |size| Error::TooLarge {
+        key: Some(key.to_string()),
+        size,
+        limit,
+    };
+    let len = body.len();
+    if let Some(len) = len {
+        if len > limit {
+            return Err(too_large(len));
+        }
+        if body.is_replayable() {
+            return Ok(body);
+        }
+    }
+    let key = key.to_string();
+    // State: bytes seen, and whether the stream already failed (it then
+    // ends).
+    let guarded = body
+        .into_stream()
+        .scan((0u64, false), move |(seen, failed), chunk| {
+            let next = match chunk {
+                _ if *failed => None,
+                Err(e) => {
+                    *failed = true;
+                    Some(Err(e))
+                }
+                Ok(chunk) => {
+                    *seen += chunk.len() as u64;
+                    if *seen > limit {
+                        *failed = true;
+                        Some(Err(Error::TooLarge {
+                            key: Some(key.clone()),
+                            size: *seen,
+                            limit,
+                        }))
+                    } else {
+                        Some(Ok(chunk))
+                    }
+                }
+            };
+            futures::future::ready(next)
+        });
+    Ok(Body::stream(guarded.boxed(), len))
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use storage_core::{
     Backend, BackendExt, Body, Capabilities, ChangeStream, DeleteOptions, Error, GetOptions,
     GetResult, Key, ListOptions, ListPage, ObjectMeta, PutMode, PutOptions, Result,
@@ -43,6 +43,16 @@ pub fn checks() -> Vec<Check> {
             a_stop_at_any_step_of_commit_leaves_all_or_nothing_after_reconcile,
             [ConditionalPut]
         ),
+        check!(
+            SUITE,
+            attachments_are_promoted_by_the_commit,
+            [ConditionalPut]
+        ),
+        check!(
+            SUITE,
+            an_attachment_past_its_limit_is_too_large_and_leaves_nothing
+        ),
+        check!(SUITE, a_cancelled_attachment_leaves_nothing_after_reconcile),
     ]
 }
 
@@ -225,6 +235,7 @@ async fn a_stop_at_any_step_of_commit_leaves_all_or_nothing_after_reconcile(
             txn.stage(k, Body::from("new"), PutOptions::default())
                 .await?;
         }
+        txn.attach(&keys[0], "note", Body::from("new"), 16).await?;
         stopping.writes_left.store(stop, Ordering::SeqCst);
         let committed = txn.commit().await;
         reconcile(&*b, Duration::ZERO).await?;
@@ -232,8 +243,11 @@ async fn a_stop_at_any_step_of_commit_leaves_all_or_nothing_after_reconcile(
         for k in &keys {
             contents.push(String::from_utf8_lossy(&b.get_bytes(k).await?).into_owned());
         }
-        let all_new = contents.iter().all(|c| c == "new");
-        let all_old = contents.iter().all(|c| c == "old");
+        let note = key(&format!("{base}/x/note"))?;
+        let attached = b.exists(&note).await?;
+        let all_new = contents.iter().all(|c| c == "new") && attached;
+        let all_old = contents.iter().all(|c| c == "old") && !attached;
+        contents.push(format!("attachment present: {attached}"));
         ensure!(
             all_new || all_old,
             "stopped after {stop} writes of the commit ({committed:?}), then reconciled: {contents:?}"
@@ -246,7 +260,7 @@ async fn a_stop_at_any_step_of_commit_leaves_all_or_nothing_after_reconcile(
             .await?
             .into_iter()
             .filter(|n| n.starts_with(&base) || n.starts_with(".txn/"))
-            .filter(|n| !keys.iter().any(|k| k.as_str() == n))
+            .filter(|n| !keys.iter().any(|k| k.as_str() == n) && *n != note.as_str())
             .collect();
         ensure_eq!(
             left,
@@ -261,4 +275,85 @@ async fn a_stop_at_any_step_of_commit_leaves_all_or_nothing_after_reconcile(
             return Err(Failure("the commit never finished within 64 writes".into()));
         }
     }
+}
+
+async fn attachments_are_promoted_by_the_commit(b: Arc<dyn Backend>) -> CheckResult {
+    let k = key("doc")?;
+    let mut txn = Txn::begin(&*b);
+    txn.stage(&k, Body::from("state"), PutOptions::default())
+        .await?;
+    let chunks = ["blob ", "in ", "chunks"].map(|c| Ok(bytes::Bytes::from(c)));
+    let stream = Body::stream(futures::stream::iter(chunks).boxed(), None);
+    txn.attach(&k, "files/blob", stream, 1024).await?;
+    ensure_eq!(
+        b.exists("doc/files/blob").await?,
+        false,
+        "the attachment before the commit"
+    );
+    txn.commit().await?;
+    ensure_eq!(
+        &b.get_bytes("doc/files/blob").await?[..],
+        b"blob in chunks",
+        "the attachment after the commit"
+    );
+    ensure_eq!(
+        everything(&*b).await?,
+        ["doc", "doc/files/blob"],
+        "every stored name after the commit"
+    );
+    Ok(())
+}
+
+async fn an_attachment_past_its_limit_is_too_large_and_leaves_nothing(
+    b: Arc<dyn Backend>,
+) -> CheckResult {
+    let k = key("doc")?;
+    let mut txn = Txn::begin(&*b);
+    let chunks = (0..3).map(|_| Ok(bytes::Bytes::from(vec![7u8; 40])));
+    let stream = Body::stream(futures::stream::iter(chunks).boxed(), None);
+    let attached = txn.attach(&k, "big", stream, 100).await;
+    ensure!(
+        matches!(
+            attached,
+            Err(Error::TooLarge {
+                size: 120,
+                limit: 100,
+                ..
+            })
+        ),
+        "expected TooLarge after 120 of 100 bytes, got {attached:?}"
+    );
+    let declared = Body::from(vec![7u8; 101]);
+    let refused = txn.attach(&k, "big", declared, 100).await;
+    ensure!(
+        matches!(refused, Err(Error::TooLarge { size: 101, .. })),
+        "expected TooLarge for a declared 101 bytes, got {refused:?}"
+    );
+    ensure_eq!(
+        everything(&*b).await?,
+        Vec::<String>::new(),
+        "every stored name"
+    );
+    Ok(())
+}
+
+async fn a_cancelled_attachment_leaves_nothing_after_reconcile(b: Arc<dyn Backend>) -> CheckResult {
+    let k = key("doc")?;
+    let mut txn = Txn::begin(&*b);
+    let first = futures::stream::iter([Ok(bytes::Bytes::from(vec![7u8; 4096]))]);
+    let stream = Body::stream(first.chain(futures::stream::pending()).boxed(), None);
+    let attaching = txn.attach(&k, "stalled", stream, 1 << 20);
+    let dropped = tokio::time::timeout(Duration::from_millis(200), attaching).await;
+    ensure!(
+        dropped.is_err(),
+        "the stalled attachment finished: {dropped:?}"
+    );
+    drop(txn);
+    reconcile(&*b, Duration::ZERO).await?;
+    ensure_eq!(
+        everything(&*b).await?,
+        Vec::<String>::new(),
+        "every stored name after reconcile"
+    );
+    Ok(())
 }
