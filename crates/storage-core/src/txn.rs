@@ -42,11 +42,15 @@ fn txn_time(txn: &TxnId) -> Option<SystemTime> {
     UNIX_EPOCH.checked_add(Duration::from_millis(millis))
 }
 
-/// How old `txn` is; ids without a time count as infinitely old.
+/// How old `txn` is. An id without a time counts as infinitely old; one
+/// from the future (another host's clock runs ahead) as new.
 fn txn_age(txn: &TxnId) -> Duration {
-    txn_time(txn)
-        .and_then(|t| SystemTime::now().duration_since(t).ok())
-        .unwrap_or(Duration::MAX)
+    match txn_time(txn) {
+        Some(created) => SystemTime::now()
+            .duration_since(created)
+            .unwrap_or(Duration::ZERO),
+        None => Duration::MAX,
+    }
 }
 
 /// A multi-key transaction.
@@ -103,6 +107,14 @@ impl Entry {
         match self {
             Entry::Write(key) => Ok(key.clone()),
             Entry::Attachment(key, name) => Key::new(format!("{key}/{name}")),
+        }
+    }
+
+    /// Where the entry is staged in `txn`.
+    fn staged(&self, txn: &TxnId) -> Result<Key> {
+        match self {
+            Entry::Write(key) => key.staged(txn),
+            Entry::Attachment(key, name) => key.staged_attachment(txn, name),
         }
     }
 
@@ -167,18 +179,37 @@ pub struct CommitReport {
 impl<'a, B: Backend + ?Sized> Txn<'a, B> {
     /// A new transaction on `backend` with a fresh id.
     pub fn begin(backend: &'a B) -> Self {
-        Self::with_id(backend, TxnId::generate())
+        Txn {
+            backend,
+            id: TxnId::generate(),
+            writes: Vec::new(),
+        }
     }
 
-    /// A new transaction with the given id (ids should sort by creation
-    /// time, as [`TxnId::generate`]'s do: stale-lock takeover and
-    /// [`reconcile`] read the time from it).
-    pub fn with_id(backend: &'a B, id: TxnId) -> Self {
-        Txn {
+    /// A new transaction with the given id, which must carry its creation
+    /// time as [`TxnId::generate`]'s ids do (13 hex digits of milliseconds
+    /// since the Unix epoch, `-`, anything): stale-lock takeover and
+    /// [`reconcile`] read the time from it.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an id without a creation time, or one
+    /// older than half of [`LOCK_TTL`] (it could not commit safely).
+    pub fn with_id(backend: &'a B, id: TxnId) -> Result<Self> {
+        let timed = id
+            .as_str()
+            .split_once('-')
+            .is_some_and(|(millis, _)| millis.len() == 13)
+            && txn_time(&id).is_some();
+        if !timed || txn_age(&id) > LOCK_TTL / 2 {
+            return Err(Error::invalid_argument(format!(
+                "transaction id {id} does not carry a recent creation time (as TxnId::generate makes)"
+            )));
+        }
+        Ok(Txn {
             backend,
             id,
             writes: Vec::new(),
-        }
+        })
     }
 
     /// The transaction's id.
@@ -324,6 +355,11 @@ impl<'a, B: Backend + ?Sized> Txn<'a, B> {
         for target in &targets {
             let etag = lock(self.backend, target, &self.id).await?;
             locked.push((target.clone(), etag));
+        }
+        // Every staged object must be there before anything is decided: a
+        // promote that finds nothing counts as done.
+        for (entry, _) in &self.writes {
+            self.backend.head(&entry.staged(&self.id)?).await?;
         }
         for ((_, mode), target) in self.writes.iter().zip(&targets) {
             if *mode == PutMode::Overwrite {
@@ -562,8 +598,15 @@ pub async fn reconcile<B: Backend + ?Sized>(
             if decided.contains(&staged.txn) || !old {
                 continue;
             }
-            if backend.exists(Key::txn_record(&staged.txn)).await? {
-                continue;
+            match backend.exists(Key::txn_record(&staged.txn)).await {
+                Ok(false) => {}
+                Ok(true) => continue,
+                Err(e) => {
+                    report
+                        .failures
+                        .push(format!("reading the decision of {}: {e}", staged.txn));
+                    continue;
+                }
             }
             let discarded = match &staged.key {
                 Some(key) => backend.discard(key, &staged.txn).await,
@@ -599,8 +642,15 @@ pub async fn reconcile<B: Backend + ?Sized>(
         if decided.contains(&txn) || txn_age(&txn) <= older_than {
             continue;
         }
-        if backend.exists(Key::txn_record(&txn)).await? {
-            continue;
+        match backend.exists(Key::txn_record(&txn)).await {
+            Ok(false) => {}
+            Ok(true) => continue,
+            Err(e) => {
+                report
+                    .failures
+                    .push(format!("reading the decision of {txn}: {e}"));
+                continue;
+            }
         }
         match backend.delete(&name, DeleteOptions::default()).await {
             Ok(()) => report.discarded.push(name),
@@ -624,19 +674,42 @@ async fn roll_forward<B: Backend + ?Sized>(
         Err(Error::NotFound { .. }) => return Ok(()),
         Err(e) => return Err(e),
     };
-    for entry in decision_entries(&text)? {
-        let target = entry.target()?;
-        match entry.promote(backend, txn, PutMode::Overwrite).await {
-            Ok(_) => report.promoted.push(target.clone()),
-            // Promoted before the crash.
-            Err(Error::NotFound { .. }) => {}
-            Err(e) => return Err(e),
+    let entries = decision_entries(&text)?;
+    // The commit releases its locks only after every promote: while it
+    // holds them all, promotes may be missing; once it released one, what
+    // is still staged is only cleanup (promoting it again could overwrite
+    // later writes).
+    let mut locks = Vec::new();
+    for entry in &entries {
+        let name = lock_key(&entry.target()?)?;
+        let ours = match read_lock(backend, &name).await? {
+            Some((etag, Some(holder))) if holder == *txn => Some(etag),
+            _ => None,
+        };
+        locks.push((name, ours));
+    }
+    let promoting = locks.iter().all(|(_, ours)| ours.is_some());
+    for entry in &entries {
+        if promoting {
+            match entry.promote(backend, txn, PutMode::Overwrite).await {
+                Ok(_) => report.promoted.push(entry.target()?),
+                // Promoted before the crash.
+                Err(Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        } else {
+            backend
+                .delete(&entry.staged(txn)?, DeleteOptions::default())
+                .await?;
         }
-        let name = lock_key(&target)?;
-        if let Ok(held) = backend.get_bytes(&name).await
-            && held == txn.as_str().as_bytes()
-        {
-            backend.delete(&name, DeleteOptions::default()).await?;
+    }
+    let conditional = backend.capabilities().conditional_delete;
+    for (name, ours) in locks {
+        let Some(etag) = ours else { continue };
+        let if_match = conditional.then_some(etag);
+        match backend.delete(&name, DeleteOptions { if_match }).await {
+            Ok(()) | Err(Error::PreconditionFailed { .. }) => {}
+            Err(e) => return Err(e),
         }
     }
     backend.delete(record, DeleteOptions::default()).await?;
@@ -742,4 +815,41 @@ fn size_guard(body: Body, key: &Key, limit: u64) -> Result<Body> {
             futures::future::ready(next)
         });
     Ok(Body::stream(guarded.boxed(), len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MemoryBackend;
+
+    #[test]
+    fn an_id_from_another_host_s_future_is_new_not_stale() {
+        let ahead = SystemTime::now() + Duration::from_secs(60);
+        let millis = ahead
+            .duration_since(UNIX_EPOCH)
+            .expect("after 1970")
+            .as_millis();
+        let id = TxnId::new(format!("{millis:013x}-0")).expect("id");
+        assert_eq!(txn_age(&id), Duration::ZERO);
+    }
+
+    #[test]
+    fn with_id_needs_a_recent_creation_time() {
+        let store = MemoryBackend::new();
+        for bad in ["t1", "abc-1", "0000000000001-x"] {
+            let id = TxnId::new(bad).expect("id");
+            assert!(Txn::with_id(&store, id).is_err(), "{bad} was accepted");
+        }
+        assert!(Txn::with_id(&store, TxnId::generate()).is_ok());
+    }
+
+    #[test]
+    fn decision_records_round_trip() {
+        let entries = [
+            Entry::Write(Key::new("a/b").expect("key")),
+            Entry::Attachment(Key::new("a").expect("key"), "files/x".into()),
+        ];
+        let text = decision_text(entries.iter());
+        assert_eq!(decision_entries(text.as_bytes()).expect("parse"), entries);
+    }
 }
