@@ -145,6 +145,7 @@ fn run_in_child(name: &str, args: &Args) -> anyhow::Result<BackendReport> {
     if args.retry {
         command.arg("--retry");
     }
+    command.env(crate::MMAP_THRESHOLD.0, crate::MMAP_THRESHOLD.1);
     let status = command.status();
     let parsed: Option<OwnedJsonReport> = std::fs::read(report.path())
         .ok()
