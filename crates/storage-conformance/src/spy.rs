@@ -5,17 +5,18 @@ use std::sync::{Arc, Mutex, PoisonError};
 use async_trait::async_trait;
 use bytes::Bytes;
 use storage_core::{
-    Backend, Body, Capabilities, DeleteOptions, GetOptions, GetResult, Key, ListOptions, ListPage,
-    ObjectMeta, PutMode, PutOptions, Result,
+    Backend, Body, ByteRange, Capabilities, ChangeStream, DeleteOptions, GetOptions, GetResult,
+    Key, ListOptions, ListPage, Metadata, ObjectMeta, PutMode, PutOptions, Result,
 };
 
 /// One call that reached the inner backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Call {
-    /// `put(key)` with the bytes the inner backend was sent.
-    Put(Key, Bytes),
-    /// `get(key)`.
-    Get(Key),
+    /// `put(key)` (or `stage(key)`, under its staged name) with the bytes
+    /// and the user metadata the inner backend was sent.
+    Put(Key, Bytes, Metadata),
+    /// `get(key)` with the byte range asked for (`None`: the whole object).
+    Get(Key, Option<ByteRange>),
     /// `head(key)`.
     Head(Key),
     /// `delete(key)`.
@@ -24,6 +25,8 @@ pub enum Call {
     List(String),
     /// `copy(from, to)`.
     Copy(Key, Key),
+    /// `watch(prefix)`.
+    Watch(String),
 }
 
 /// Wraps a backend and records, in order, every call it forwards and the
@@ -72,12 +75,16 @@ impl<B: Backend> Backend for Spy<B> {
 
     async fn put(&self, key: &Key, body: Body, options: PutOptions) -> Result<ObjectMeta> {
         let bytes = body.into_bytes().await?;
-        self.record(Call::Put(key.clone(), bytes.clone()));
+        self.record(Call::Put(
+            key.clone(),
+            bytes.clone(),
+            options.metadata.clone(),
+        ));
         self.inner.put(key, Body::from(bytes), options).await
     }
 
     async fn get(&self, key: &Key, options: GetOptions) -> Result<GetResult> {
-        self.record(Call::Get(key.clone()));
+        self.record(Call::Get(key.clone(), options.range));
         self.inner.get(key, options).await
     }
 
@@ -99,5 +106,10 @@ impl<B: Backend> Backend for Spy<B> {
     async fn copy(&self, from: &Key, to: &Key, mode: PutMode) -> Result<ObjectMeta> {
         self.record(Call::Copy(from.clone(), to.clone()));
         self.inner.copy(from, to, mode).await
+    }
+
+    async fn watch(&self, prefix: &str) -> Result<ChangeStream> {
+        self.record(Call::Watch(prefix.to_owned()));
+        self.inner.watch(prefix).await
     }
 }

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::io::SeekFrom;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
@@ -30,6 +31,7 @@ pub type ByteStream = BoxStream<'static, Result<Bytes>>;
 /// | in-memory bytes | [`Body::from`] (`Bytes`, `Vec<u8>`, `&'static [u8]`, `String`) | yes | yes |
 /// | list of chunks | [`Body::chunks`] | yes | yes |
 /// | file region | [`Body::file_region`] | yes (the file is reopened) | yes |
+/// | reopenable stream | [`Body::replayable`] | yes (the function is called again) | if given |
 /// | stream | [`Body::stream`] | no | if given |
 ///
 /// A file region is read in [`FILE_CHUNK_BYTES`] chunks, never loaded whole.
@@ -41,11 +43,18 @@ enum Inner {
     Bytes(Bytes),
     Chunks(Vec<Bytes>),
     File(FileRegion),
+    Replay {
+        open: OpenFn,
+        len: Option<u64>,
+    },
     Stream {
         stream: ByteStream,
         len: Option<u64>,
     },
 }
+
+/// What [`Body::replayable`] calls to open a fresh stream of the body.
+pub type OpenFn = Arc<dyn Fn() -> ByteStream + Send + Sync>;
 
 /// A region of a file, read afresh each time the body is sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,6 +108,27 @@ impl Body {
         Ok(Body::file_region(path, 0, meta.len()))
     }
 
+    /// A replayable body whose every sending reads a fresh stream from
+    /// `open`; `len` is its length in bytes when known, and every stream
+    /// `open` returns must have that length.
+    ///
+    /// This is how a layer transforms a body without losing its
+    /// replayability: `open` reopens the layer's source (a
+    /// [`Body::try_clone`] of the caller's body) and transforms it again, so
+    /// each replay may differ (an encrypting layer draws a fresh data key
+    /// each time) while keeping the declared length.
+    pub fn replayable(
+        len: Option<u64>,
+        open: impl Fn() -> ByteStream + Send + Sync + 'static,
+    ) -> Self {
+        Body {
+            inner: Inner::Replay {
+                open: Arc::new(open),
+                len,
+            },
+        }
+    }
+
     /// A one-shot body read from `stream`; `len` is its length in bytes when
     /// known. It cannot be replayed.
     pub fn stream(stream: ByteStream, len: Option<u64>) -> Self {
@@ -118,6 +148,10 @@ impl Body {
             Inner::Bytes(b) => Inner::Bytes(b.clone()),
             Inner::Chunks(c) => Inner::Chunks(c.clone()),
             Inner::File(f) => Inner::File(f.clone()),
+            Inner::Replay { open, len } => Inner::Replay {
+                open: Arc::clone(open),
+                len: *len,
+            },
             Inner::Stream { .. } => return None,
         };
         Some(Body { inner })
@@ -129,7 +163,7 @@ impl Body {
             Inner::Bytes(b) => Some(b.len() as u64),
             Inner::Chunks(c) => Some(c.iter().map(|b| b.len() as u64).sum()),
             Inner::File(f) => Some(f.len),
-            Inner::Stream { len, .. } => *len,
+            Inner::Replay { len, .. } | Inner::Stream { len, .. } => *len,
         }
     }
 
@@ -161,6 +195,7 @@ impl Body {
             Inner::Bytes(b) => stream::once(async move { Ok(b) }).boxed(),
             Inner::Chunks(c) => stream::iter(c.into_iter().map(Ok)).boxed(),
             Inner::File(f) => file_stream(f),
+            Inner::Replay { open, .. } => open(),
             Inner::Stream { stream, .. } => stream,
         }
     }
@@ -230,6 +265,7 @@ impl fmt::Debug for Body {
             Inner::Bytes(b) => write!(f, "Body::Bytes({} bytes)", b.len()),
             Inner::Chunks(c) => write!(f, "Body::Chunks({} chunks)", c.len()),
             Inner::File(r) => write!(f, "Body::File({r:?})"),
+            Inner::Replay { len, .. } => write!(f, "Body::Replay(len: {len:?})"),
             Inner::Stream { len, .. } => write!(f, "Body::Stream(len: {len:?})"),
         }
     }

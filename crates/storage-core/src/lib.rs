@@ -55,7 +55,7 @@ mod upload;
 mod watch;
 
 pub use backend::{Backend, GetResult, copy_through_client, unsupported};
-pub use body::{Body, ByteStream, FILE_CHUNK_BYTES, FileRegion};
+pub use body::{Body, ByteStream, FILE_CHUNK_BYTES, FileRegion, OpenFn};
 pub use capabilities::{Capabilities, Locality};
 pub use error::{BoxError, Error, Result};
 pub use etag::ETag;

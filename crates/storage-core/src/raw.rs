@@ -10,9 +10,11 @@
 //! - [`stored_key`] and [`is_reserved_name`]: reading back names a store
 //!   holds, the staging layer's reserved ones included;
 //! - [`promote_by_copy`]: the default of `Backend::promote`, for wrappers
-//!   that override it.
+//!   that override it; [`promotion_target`]: the key a staged object
+//!   becomes.
 
 pub use crate::staging::promote as promote_by_copy;
+pub use crate::staging::promotion_target;
 pub use crate::upload::{
     ChunkedUpload, Part, PartBackoff, PartFailure, PartRetry, UploadPlan, Uploaded, part_retry,
     upload, with_part_retry,

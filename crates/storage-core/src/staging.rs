@@ -268,6 +268,24 @@ pub(crate) async fn promote_name<B: Backend + ?Sized>(
     Ok(promoted)
 }
 
+/// The key a stored object becomes when promoted: `K` for a staged write
+/// `K/.staging/T`, `K/NAME` for a staged attachment
+/// `K/.staging/T/attachments/NAME`, and `None` for any other key (the root
+/// form `.staging/T` included, which no promotion renames). A layer that
+/// binds content to its key (DESIGN section 4) binds staged content to this
+/// key, so that promotion, a copy of the stored bytes, needs no
+/// re-encryption. Public as `storage_core::raw::promotion_target`.
+pub fn promotion_target(key: &Key) -> Option<Key> {
+    let name = key.as_str();
+    if let Some((target, _, attachment)) = parse_attachment(name) {
+        return Key::new(format!("{target}/{attachment}")).ok();
+    }
+    match parse_staged(name) {
+        Some((Some(target), _)) => Some(target),
+        _ => None,
+    }
+}
+
 /// The key, transaction and name of a staged attachment's stored name
 /// (`K/.staging/T/attachments/NAME`); `None` for any other name.
 pub(crate) fn parse_attachment(name: &str) -> Option<(Key, TxnId, &str)> {

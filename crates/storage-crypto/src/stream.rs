@@ -1,0 +1,230 @@
+//! Sealing a plaintext stream into segments and opening segments back,
+//! with at most one segment held in memory either way.
+
+use std::collections::VecDeque;
+use std::ops::Range;
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures::{StreamExt, TryStreamExt, stream};
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+use storage_core::{ByteStream, Error, Result};
+
+use crate::format::{DEK_BYTES, PREFIX_BYTES, TAG_BYTES, segment_nonce, stored_segment_range};
+
+/// One object's DEK with what its segments are sealed under.
+pub(crate) struct SegmentKey {
+    key: LessSafeKey,
+    prefix: [u8; PREFIX_BYTES],
+    /// `header[0..20] ‖ context`.
+    aad: Vec<u8>,
+    segment_bytes: u32,
+}
+
+impl SegmentKey {
+    pub fn new(
+        dek: &[u8; DEK_BYTES],
+        prefix: [u8; PREFIX_BYTES],
+        aad: Vec<u8>,
+        segment_bytes: u32,
+    ) -> Result<Self> {
+        let unbound = UnboundKey::new(&AES_256_GCM, dek).map_err(|_| Error::Backend {
+            transient: false,
+            message: "an AES-256 key could not be built from the DEK".into(),
+            source: None,
+        })?;
+        Ok(SegmentKey {
+            key: LessSafeKey::new(unbound),
+            prefix,
+            aad,
+            segment_bytes,
+        })
+    }
+
+    fn nonce(&self, index: u64, last: bool) -> Result<Nonce> {
+        let index = u32::try_from(index).map_err(|_| Error::TooLarge {
+            key: None,
+            size: index.saturating_mul(u64::from(self.segment_bytes)),
+            limit: (u64::from(u32::MAX) + 1) * u64::from(self.segment_bytes),
+        })?;
+        Ok(Nonce::assume_unique_for_key(segment_nonce(
+            &self.prefix,
+            index,
+            last,
+        )))
+    }
+
+    /// Seals the plaintext in `segment` in place, appending the tag.
+    fn seal(&self, segment: &mut BytesMut, index: u64, last: bool) -> Result<()> {
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(self.nonce(index, last)?, Aad::from(&self.aad), segment)
+            .map_err(|_| Error::Backend {
+                transient: false,
+                message: "sealing a segment failed".into(),
+                source: None,
+            })?;
+        segment.extend_from_slice(tag.as_ref());
+        Ok(())
+    }
+
+    /// Opens sealed segment `index` in place, leaving its plaintext.
+    fn open(&self, segment: &mut BytesMut, index: u64, last: bool, key: &str) -> Result<()> {
+        let plain = self
+            .key
+            .open_in_place(self.nonce(index, last)?, Aad::from(&self.aad), segment)
+            .map_err(|_| Error::Integrity {
+                key: key.to_owned(),
+                message: format!(
+                    "segment {index} does not authenticate: tampered with, truncated, reordered, moved to another key or read under another context kind"
+                ),
+            })?
+            .len();
+        segment.truncate(plain);
+        Ok(())
+    }
+}
+
+struct SealState {
+    input: ByteStream,
+    key: SegmentKey,
+    current: BytesMut,
+    index: u64,
+    ready: VecDeque<Bytes>,
+    finished: bool,
+}
+
+/// The stored form of `input`: `header`, then its sealed segments. Holds
+/// at most one segment and one input chunk.
+pub(crate) fn seal_stream(header: Bytes, key: SegmentKey, input: ByteStream) -> ByteStream {
+    let size = key.segment_bytes as usize;
+    let state = SealState {
+        input,
+        current: BytesMut::with_capacity(size + TAG_BYTES),
+        key,
+        index: 0,
+        ready: VecDeque::from([header]),
+        finished: false,
+    };
+    stream::try_unfold(state, move |mut st| async move {
+        loop {
+            if let Some(out) = st.ready.pop_front() {
+                return Ok(Some((out, st)));
+            }
+            if st.finished {
+                return Ok(None);
+            }
+            match st.input.try_next().await {
+                Ok(Some(mut chunk)) => {
+                    while chunk.has_remaining() {
+                        if st.current.len() == size {
+                            // More plaintext follows: the full segment is
+                            // not the last.
+                            let mut full = std::mem::replace(
+                                &mut st.current,
+                                BytesMut::with_capacity(size + TAG_BYTES),
+                            );
+                            st.key.seal(&mut full, st.index, false)?;
+                            st.index += 1;
+                            st.ready.push_back(full.freeze());
+                        }
+                        let take = (size - st.current.len()).min(chunk.len());
+                        st.current.extend_from_slice(&chunk[..take]);
+                        chunk.advance(take);
+                    }
+                }
+                Ok(None) => {
+                    let mut last = std::mem::take(&mut st.current);
+                    st.key.seal(&mut last, st.index, true)?;
+                    st.ready.push_back(last.freeze());
+                    st.finished = true;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    })
+    .boxed()
+}
+
+/// Reads from `input` until `buffer` holds at least `len` bytes or the
+/// stream ends.
+pub(crate) async fn fill(input: &mut ByteStream, buffer: &mut BytesMut, len: usize) -> Result<()> {
+    while buffer.len() < len {
+        match input.try_next().await? {
+            Some(chunk) => buffer.extend_from_slice(&chunk),
+            None => break,
+        }
+    }
+    Ok(())
+}
+
+/// What an opened stream reads: segments `first..=last` of an object of
+/// `plain` plaintext bytes, of which only the half-open plaintext range
+/// `want` is returned.
+pub(crate) struct OpenPlan {
+    pub plain: u64,
+    pub first: u64,
+    pub last: u64,
+    pub want: Range<u64>,
+}
+
+struct OpenState {
+    input: ByteStream,
+    buffer: BytesMut,
+    key: SegmentKey,
+    plan: OpenPlan,
+    index: u64,
+    segments: u64,
+    name: String,
+}
+
+/// The plaintext of `plan.want`, from `input` positioned at the first byte
+/// of segment `plan.first` (with `buffered` bytes of it already read).
+pub(crate) fn open_stream(
+    input: ByteStream,
+    buffered: BytesMut,
+    key: SegmentKey,
+    plan: OpenPlan,
+    name: String,
+) -> ByteStream {
+    let segments = crate::format::segment_count(plan.plain, key.segment_bytes);
+    let state = OpenState {
+        input,
+        buffer: buffered,
+        index: plan.first,
+        key,
+        plan,
+        segments,
+        name,
+    };
+    stream::try_unfold(state, |mut st| async move {
+        while st.index <= st.plan.last {
+            let range = stored_segment_range(st.index, st.plan.plain, st.key.segment_bytes);
+            let len = (range.end - range.start) as usize;
+            fill(&mut st.input, &mut st.buffer, len).await?;
+            if st.buffer.len() < len {
+                return Err(Error::Integrity {
+                    key: st.name.clone(),
+                    message: format!(
+                        "the stored object ended inside segment {} (its size says {} segments)",
+                        st.index, st.segments
+                    ),
+                });
+            }
+            let mut segment = st.buffer.split_to(len);
+            let last = st.index + 1 == st.segments;
+            st.key.open(&mut segment, st.index, last, &st.name)?;
+            let start = st.index * u64::from(st.key.segment_bytes);
+            st.index += 1;
+            let from = st.plan.want.start.saturating_sub(start) as usize;
+            let to = (st.plan.want.end - start).min(segment.len() as u64) as usize;
+            if from < to {
+                let mut plain = segment.freeze();
+                plain.truncate(to);
+                plain.advance(from);
+                return Ok(Some((plain, st)));
+            }
+        }
+        Ok(None)
+    })
+    .boxed()
+}
