@@ -319,6 +319,7 @@ impl BackendFactory for S3 {
             })),
             // Cloud clients keep no state of their own to reopen.
             reopen: None,
+            below: None,
         }
     }
 
@@ -386,6 +387,7 @@ impl BackendFactory for Azure {
             })),
             // Cloud clients keep no state of their own to reopen.
             reopen: None,
+            below: None,
         }
     }
 
@@ -451,6 +453,7 @@ impl BackendFactory for Gcs {
             })),
             // Cloud clients keep no state of their own to reopen.
             reopen: None,
+            below: None,
         }
     }
 

@@ -36,6 +36,15 @@ pub struct Args {
     /// 30 % of calls (the contract must still hold), instead of bare.
     #[arg(long)]
     retry: bool,
+    /// Run every backend through `Encrypted` (a fixed test KEK, 64 KiB
+    /// segments), with the `crypto` suite reading the store below it; with
+    /// `--retry`, as `Retry<Encrypted<Faults<B>>>`.
+    #[arg(long)]
+    encrypt: bool,
+    /// With `--encrypt --retry`: the other layer order,
+    /// `Encrypted<Retry<Faults<B>>>`.
+    #[arg(long, requires_all = ["encrypt", "retry"])]
+    crypto_outside: bool,
     /// Print no matrix (for the per-backend child runs, whose parent prints
     /// one for all).
     #[arg(long, hide = true)]
@@ -68,7 +77,7 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
         ignore_limitations: args.ignore_limitations,
     };
     let reports = if names.len() == 1 {
-        vec![run_here(&names[0], &filter, args.retry).await?]
+        vec![run_here(&names[0], &filter, &args).await?]
     } else {
         // Every backend in a process of its own: the bounded-memory check
         // measures the process's peak memory, which the checks and backends
@@ -100,23 +109,42 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Runs the suite against `name` in this process.
-async fn run_here(name: &str, filter: &Filter, retry: bool) -> anyhow::Result<BackendReport> {
+/// Runs the suite against `name` in this process, through the layers
+/// `args` asks for.
+async fn run_here(name: &str, filter: &Filter, args: &Args) -> anyhow::Result<BackendReport> {
     let scratch = tempfile::Builder::new()
         .prefix("storage-conformance-")
         .tempdir()?;
-    let factory = backends::factory(name, scratch.path().join(name), retry)?;
-    if !retry {
-        eprintln!("running the contract suite against {name} ...");
+    let factory = backends::factory(name, scratch.path().join(name), args.retry)?;
+    if !args.retry {
+        let factory: Box<dyn storage_conformance::BackendFactory> = if args.encrypt {
+            Box::new(crate::encrypted::EncryptedFactory::new(factory))
+        } else {
+            factory
+        };
+        eprintln!("running the contract suite against {} ...", factory.name());
         return Ok(run(factory.as_ref(), &suites::all(), filter).await);
     }
-    let faulty = crate::faulty::Faulty::new(factory);
+    let faulty = if args.encrypt && !args.crypto_outside {
+        crate::faulty::Faulty::encrypted(factory)
+    } else {
+        crate::faulty::Faulty::new(factory)
+    };
+    let counter = faulty.counter();
+    let factory: Box<dyn storage_conformance::BackendFactory> = if args.crypto_outside {
+        Box::new(crate::encrypted::EncryptedFactory::new(Box::new(faulty)))
+    } else {
+        Box::new(faulty)
+    };
     eprintln!(
-        "running the contract suite against {name} through Retry, {:.0} % of calls faulted ...",
+        "running the contract suite against {} with {:.0} % of calls faulted ...",
+        factory.name(),
         crate::faulty::FAULT_RATE * 100.0
     );
-    let mut report = run(&faulty, &suites::all(), filter).await;
-    report.notes.push(format!("injected {}", faulty.injected()));
+    let mut report = run(factory.as_ref(), &suites::all(), filter).await;
+    report
+        .notes
+        .push(format!("injected {}", counter.snapshot()));
     Ok(report)
 }
 
@@ -144,6 +172,12 @@ fn run_in_child(name: &str, args: &Args) -> anyhow::Result<BackendReport> {
     }
     if args.retry {
         command.arg("--retry");
+    }
+    if args.encrypt {
+        command.arg("--encrypt");
+    }
+    if args.crypto_outside {
+        command.arg("--crypto-outside");
     }
     command.env(crate::MMAP_THRESHOLD.0, crate::MMAP_THRESHOLD.1);
     let status = command.status();

@@ -46,6 +46,8 @@ fn seed(check: &str) -> u64 {
 /// `Retry`.
 pub struct Faulty {
     inner: Box<dyn BackendFactory>,
+    /// Whether `Encrypted` sits between `Retry` and the fault injector.
+    encrypt: bool,
     name: String,
     counter: FaultCounter,
     /// The unwrapped backend of each check, for the inner factory's hooks.
@@ -58,15 +60,27 @@ impl Faulty {
         let name = format!("{}+faults+retry", inner.name());
         Faulty {
             inner,
+            encrypt: false,
             name,
             counter: FaultCounter::new(),
             raw: Mutex::default(),
         }
     }
 
-    /// The faults injected so far, for the report.
-    pub fn injected(&self) -> String {
-        self.counter.snapshot().to_string()
+    /// Wraps `inner` as `Retry<Encrypted<FaultInjector<B>>>`: the
+    /// recommended order of the two layers.
+    pub fn encrypted(inner: Box<dyn BackendFactory>) -> Self {
+        let name = format!("{}+faults+crypto+retry", inner.name());
+        Faulty {
+            encrypt: true,
+            name,
+            ..Faulty::new(inner)
+        }
+    }
+
+    /// The counter of the faults injected, for the report.
+    pub fn counter(&self) -> FaultCounter {
+        self.counter.clone()
     }
 }
 
@@ -89,8 +103,17 @@ impl BackendFactory for Faulty {
         let config = FaultConfig::uniform(FAULT_RATE)
             .with_seed(seed(check))
             .with_slow_delay(SLOW);
-        let faulty = FaultInjector::with_counter(raw, config, self.counter.clone());
-        Ok(Arc::new(Retry::with_policy(faulty, policy())))
+        let faulty: Arc<dyn Backend> = Arc::new(FaultInjector::with_counter(
+            raw,
+            config,
+            self.counter.clone(),
+        ));
+        let middle = if self.encrypt {
+            crate::encrypted::encrypt(faulty)
+        } else {
+            faulty
+        };
+        Ok(Arc::new(Retry::with_policy(middle, policy())))
     }
 
     fn hooks(&self, check: &str, backend: &Arc<dyn Backend>) -> Hooks {
@@ -99,7 +122,13 @@ impl BackendFactory for Faulty {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(check);
-        self.inner.hooks(check, raw.as_ref().unwrap_or(backend))
+        let raw = raw.unwrap_or_else(|| Arc::clone(backend));
+        let hooks = self.inner.hooks(check, &raw);
+        if self.encrypt {
+            crate::encrypted::hooks(hooks, raw)
+        } else {
+            hooks
+        }
     }
 
     /// The inner factory's limitations; those about conditional deletes may
@@ -110,7 +139,13 @@ impl BackendFactory for Faulty {
             check.name,
             "delete_if_match_with_a_stale_etag_keeps_the_object" | "linearizability"
         );
-        self.inner.limitation(check).map(|declared| Declared {
+        let inner = self.inner.limitation(check);
+        let inner = if self.encrypt {
+            crate::encrypted::limitation(inner, check)
+        } else {
+            inner
+        };
+        inner.map(|declared| Declared {
             may_pass: if hidden {
                 Some("Retry checks a conditional delete's ETag itself before sending it, which can hide the server's fault".to_owned())
             } else {

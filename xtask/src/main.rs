@@ -5,6 +5,7 @@ mod backends;
 mod bench;
 mod bench_logstore;
 mod conformance;
+mod encrypted;
 mod faulty;
 mod hooks;
 mod servers;

@@ -67,6 +67,8 @@ pub enum Requires {
     MissingBucketHook,
     /// The factory's [`Hooks::reopen`].
     ReopenHook,
+    /// The factory's [`Hooks::below`].
+    BelowHook,
 }
 
 impl Requires {
@@ -81,6 +83,10 @@ impl Requires {
             Requires::ReopenHook => (
                 hooks.reopen.is_some(),
                 "keeps no state of its own to close and reopen (no test hook to reopen it)",
+            ),
+            Requires::BelowHook => (
+                hooks.below.is_some(),
+                "is not a layer over a store the suite can read behind its back (no encryption layer under test)",
             ),
             Requires::MissingBucketHook => (
                 hooks.missing_bucket.is_some(),

@@ -42,6 +42,10 @@ pub struct Hooks {
     /// compacts) and opens a new one on the same storage: how the suite
     /// proves that what a backend wrote survives recovery and compaction.
     pub reopen: Option<MakeBackendFn>,
+    /// The store below the layer under test (an encrypting layer's inner
+    /// backend, for example): how the `crypto` suite reads and rewrites
+    /// what the layer stored, behind its back.
+    pub below: Option<Arc<dyn Backend>>,
 }
 
 impl fmt::Debug for Hooks {
@@ -51,6 +55,7 @@ impl fmt::Debug for Hooks {
             .field("wrong_credentials", &self.wrong_credentials.is_some())
             .field("missing_bucket", &self.missing_bucket.is_some())
             .field("reopen", &self.reopen.is_some())
+            .field("below", &self.below.is_some())
             .finish()
     }
 }

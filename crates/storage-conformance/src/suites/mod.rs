@@ -3,6 +3,7 @@
 pub mod cas;
 pub mod concurrency;
 pub mod core;
+pub mod crypto;
 pub mod errors;
 pub mod list;
 pub mod metadata;
@@ -14,7 +15,7 @@ pub mod watch;
 use crate::Check;
 
 /// The names of every suite, in the order they run.
-pub const SUITES: [&str; 10] = [
+pub const SUITES: [&str; 11] = [
     "core",
     "cas",
     "list",
@@ -25,6 +26,7 @@ pub const SUITES: [&str; 10] = [
     "watch",
     "staging",
     "txn",
+    "crypto",
 ];
 
 /// Every check of every suite, in suite order.
@@ -40,6 +42,7 @@ pub fn all() -> Vec<Check> {
         watch::checks(),
         staging::checks(),
         txn::checks(),
+        crypto::checks(),
     ]
     .concat()
 }
