@@ -16,7 +16,8 @@ use storage_disk::FsBackend;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Backends to measure (repeatable): memory, fs, logstore, s3 (on a
+    /// Backends to measure (repeatable): memory, fs, logstore, retry
+    /// (overhead of `Retry`), crypto (overhead of `Encrypted`), s3 (on a
     /// SeaweedFS started here), azure (on an Azurite started here), gcs (on a
     /// fake-gcs-server started here).
     /// Default: memory, fs, logstore.
@@ -24,21 +25,21 @@ pub struct Args {
     backends: Vec<String>,
     /// Seconds each small-object row runs, per side.
     #[arg(long, default_value_t = 2.0)]
-    seconds: f64,
+    pub seconds: f64,
     /// Size of the large object in MiB.
     #[arg(long, default_value_t = 256)]
-    large_mib: usize,
+    pub large_mib: usize,
     /// Objects in the store whose open time is measured (logstore).
     #[arg(long, default_value_t = 1_000_000)]
     objects: usize,
     /// Repetitions of each large-object row, per side (the median is kept).
     #[arg(long, default_value_t = 5)]
-    large_reps: usize,
+    pub large_reps: usize,
 }
 
-const SMALL: usize = 4 * 1024;
-const TASKS: usize = 64;
-const READ_SET: u64 = 1000;
+pub const SMALL: usize = 4 * 1024;
+pub const TASKS: usize = 64;
+pub const READ_SET: u64 = 1000;
 
 /// One side of a comparison.
 #[derive(Clone)]
@@ -248,7 +249,7 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
     let mut started = Vec::new();
     for name in names
         .iter()
-        .filter(|n| !matches!(n.as_str(), "logstore" | "retry"))
+        .filter(|n| !matches!(n.as_str(), "logstore" | "retry" | "crypto"))
     {
         let (ours, peer, peer_name) = match name.as_str() {
             "s3" => {
@@ -286,7 +287,7 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
             }
             other => {
                 anyhow::bail!(
-                    "unknown backend {other:?}; known: memory, fs, logstore, retry, s3, azure, gcs"
+                    "unknown backend {other:?}; known: memory, fs, logstore, retry, crypto, s3, azure, gcs"
                 )
             }
         };
@@ -308,6 +309,9 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
     }
     if names.iter().any(|n| n == "retry") {
         retry_overhead(&scratch.path().join("retry"), &args).await?;
+    }
+    if names.iter().any(|n| n == "crypto") {
+        crate::bench_crypto::run(&scratch.path().join("crypto"), &args).await?;
     }
     if names.iter().any(|n| n == "fs") {
         println!(

@@ -3,6 +3,7 @@
 
 mod backends;
 mod bench;
+mod bench_crypto;
 mod bench_logstore;
 mod conformance;
 mod encrypted;

@@ -70,5 +70,5 @@ pub use options::{
     PutOptions, parse_content_range,
 };
 pub use staging::{MAX_TXN_ID_BYTES, StagedListOptions, StagedObject, StagedPage, TxnId};
-pub use txn::{CommitReport, LOCK_TTL, ReconcileReport, Txn, reconcile};
+pub use txn::{ABORTED_KEEP, CommitReport, LOCK_TTL, ReconcileReport, Txn, reconcile};
 pub use watch::{CHANGE_FEED_CAPACITY, Change, ChangeFeed, ChangeKind, ChangeStream};

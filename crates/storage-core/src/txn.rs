@@ -10,7 +10,7 @@ use futures::StreamExt;
 
 use crate::staging::{parse_attachment, parse_staged, promote_name};
 use crate::{
-    Backend, BackendExt, Body, DeleteOptions, ETag, Error, Key, ListOptions, ObjectMeta, PutMode,
+    Backend, Body, DeleteOptions, ETag, Error, GetOptions, Key, ListOptions, ObjectMeta, PutMode,
     PutOptions, Result, StagedListOptions, TxnId,
 };
 
@@ -21,6 +21,13 @@ pub const LOCK_TTL: Duration = Duration::from_secs(300);
 
 /// First line of a decision record.
 const RECORD_HEADER: &str = "storage-txn 1";
+
+/// How long [`reconcile`] keeps the `aborted` decision record of a
+/// transaction it (or a lock takeover) aborted: 24 hours. While it exists,
+/// the transaction's own commit cannot write its decision, so a commit
+/// stalled that long between its last check and its decision still fails
+/// cleanly instead of promoting over discarded staged writes.
+pub const ABORTED_KEEP: Duration = Duration::from_secs(24 * 3600);
 
 /// The lock of `key`: `K/.staging/.lock`.
 fn lock_key(key: &Key) -> Result<Key> {
@@ -81,8 +88,13 @@ fn txn_age(txn: &TxnId) -> Duration {
 /// transactions only up to the decision.
 ///
 /// A lock older than [`LOCK_TTL`] whose transaction has no decision is
-/// taken over: a commit therefore refuses to write its decision when its
-/// own transaction is older than half of that.
+/// taken over, and [`reconcile`] discards such a transaction's staged
+/// writes: both first decide the transaction as aborted, by writing its
+/// decision record saying `aborted` with `IfNotExists`, so that a commit
+/// that stalled meanwhile finds the decision taken and fails with
+/// [`Error::Locked`] instead of promoting over what was discarded. A commit
+/// also refuses to start when its transaction is older than half the TTL,
+/// and to decide when it is older than the TTL.
 #[derive(Debug)]
 pub struct Txn<'a, B: Backend + ?Sized> {
     backend: &'a B,
@@ -287,6 +299,13 @@ impl<'a, B: Backend + ?Sized> Txn<'a, B> {
             return Err(e);
         }
         let record = Key::txn_record(&self.id);
+        if txn_age(&self.id) > LOCK_TTL {
+            self.abort(&locked).await;
+            return Err(Error::invalid_argument(format!(
+                "transaction {} took longer than the lock TTL to reach its decision, and may have lost its locks",
+                self.id
+            )));
+        }
         let decision = decision_text(self.writes.iter().map(|(e, _)| e));
         let decided = self
             .backend
@@ -298,6 +317,18 @@ impl<'a, B: Backend + ?Sized> Txn<'a, B> {
             .await;
         let record_etag = match decided {
             Ok(meta) => meta.etag,
+            Err(Error::AlreadyExists { .. }) => match read_decision(self.backend, &record).await? {
+                // Taken over while this commit stalled: nothing happened.
+                Some((_, Decision::Aborted)) | None => {
+                    self.abort(&locked).await;
+                    return Err(Error::Locked {
+                        path: record.to_string(),
+                    });
+                }
+                // Written by an earlier attempt of this commit whose
+                // answer was lost.
+                Some((etag, Decision::Committed(_))) => etag,
+            },
             Err(e) => {
                 // The record may have been written with its answer lost:
                 // then reconcile rolls it forward; otherwise nothing
@@ -412,19 +443,74 @@ fn decision_text<'e>(entries: impl Iterator<Item = &'e Entry>) -> String {
     text
 }
 
-/// The entries a decision record names.
-fn decision_entries(text: &[u8]) -> Result<Vec<Entry>> {
+/// What a decision record says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Decision {
+    /// Everything happens: the entries to promote.
+    Committed(Vec<Entry>),
+    /// Nothing happens: decided by a lock takeover or [`reconcile`].
+    Aborted,
+}
+
+/// The text of an `aborted` decision record.
+fn aborted_text() -> String {
+    format!("{RECORD_HEADER}\naborted\n")
+}
+
+/// Parses a decision record.
+fn parse_decision(text: &[u8]) -> Result<Decision> {
     let text = std::str::from_utf8(text)
         .map_err(|_| Error::backend(false, "a decision record is not UTF-8", "txn"))?;
     let mut lines = text.lines();
-    if lines.next() != Some(RECORD_HEADER) || lines.next() != Some("committed") {
-        return Err(Error::backend(
-            false,
-            "a decision record has an unknown format",
-            "txn",
-        ));
+    let unknown = || Error::backend(false, "a decision record has an unknown format", "txn");
+    if lines.next() != Some(RECORD_HEADER) {
+        return Err(unknown());
     }
-    lines.map(Entry::parse).collect()
+    match lines.next() {
+        Some("committed") => Ok(Decision::Committed(
+            lines.map(Entry::parse).collect::<Result<_>>()?,
+        )),
+        Some("aborted") => Ok(Decision::Aborted),
+        _ => Err(unknown()),
+    }
+}
+
+/// The version and content of decision record `record`, or `None` when
+/// there is none.
+async fn read_decision<B: Backend + ?Sized>(
+    backend: &B,
+    record: &Key,
+) -> Result<Option<(ETag, Decision)>> {
+    let found = match backend.get(record, GetOptions::default()).await {
+        Ok(found) => found,
+        Err(Error::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let etag = found.meta.etag.clone();
+    let text = found.bytes().await?;
+    Ok(Some((etag, parse_decision(&text)?)))
+}
+
+/// Decides `txn` as aborted unless it has committed: writes its record
+/// saying `aborted` with `IfNotExists`. Returns whether the transaction is
+/// aborted (by this call or earlier); `false` means it committed.
+async fn decide_aborted<B: Backend + ?Sized>(backend: &B, txn: &TxnId) -> Result<bool> {
+    let record = Key::txn_record(txn);
+    match backend
+        .put(
+            &record,
+            Body::from(aborted_text()),
+            PutOptions::mode(PutMode::IfNotExists),
+        )
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(Error::AlreadyExists { .. }) => Ok(matches!(
+            read_decision(backend, &record).await?,
+            Some((_, Decision::Aborted))
+        )),
+        Err(e) => Err(e),
+    }
 }
 
 /// Takes the lock of `key` for `txn`, taking over a stale one.
@@ -448,9 +534,7 @@ async fn lock<B: Backend + ?Sized>(backend: &B, key: &Key, txn: &TxnId) -> Resul
         };
         let stale = match &holder {
             Some(holder) if holder == txn => return Ok(etag),
-            Some(holder) => {
-                txn_age(holder) > LOCK_TTL && !backend.exists(Key::txn_record(holder)).await?
-            }
+            Some(holder) => txn_age(holder) > LOCK_TTL && decide_aborted(backend, holder).await?,
             None => true,
         };
         if !stale {
@@ -559,10 +643,14 @@ pub struct ReconcileReport {
 }
 
 /// Finishes what crashed transactions left: promotes the staged writes of
-/// every transaction with a decision and removes its locks and record;
-/// discards the staged writes of transactions without a decision that are
-/// older than `older_than`, and locks older than that whose transaction
-/// has no decision. Safe to run beside live transactions (pass at least
+/// every committed transaction and removes its locks and record; discards
+/// the staged writes of transactions without a decision that are older
+/// than `older_than`, and locks older than that whose transaction has no
+/// decision, after deciding each such transaction as aborted (an `aborted`
+/// decision record, which it removes once older than [`ABORTED_KEEP`]), so
+/// that a commit stalled meanwhile cannot decide it afterwards. A decision
+/// record left by a failed cleanup is how a later reconcile knows to try
+/// again. Safe to run beside live transactions (pass at least
 /// [`LOCK_TTL`] to leave undecided ones alone) and beside itself.
 ///
 /// # Errors
@@ -573,9 +661,11 @@ pub async fn reconcile<B: Backend + ?Sized>(
     older_than: Duration,
 ) -> Result<ReconcileReport> {
     let mut report = ReconcileReport::default();
-    // Decided transactions: roll forward.
+    // Decided transactions: roll the committed forward; note the aborted,
+    // and remove their records once old enough.
     let records: Vec<Key> = reserved_names(backend, ".txn/").await?;
     let mut decided = BTreeSet::new();
+    let mut aborted = BTreeSet::new();
     for record in records {
         let Some(txn) = record
             .as_str()
@@ -584,9 +674,33 @@ pub async fn reconcile<B: Backend + ?Sized>(
         else {
             continue;
         };
-        decided.insert(txn.clone());
-        if let Err(e) = roll_forward(backend, &record, &txn, &mut report).await {
-            report.failures.push(format!("finishing {txn}: {e}"));
+        match read_decision(backend, &record).await {
+            Ok(Some((etag, Decision::Aborted))) => {
+                aborted.insert(txn.clone());
+                if txn_age(&txn) > ABORTED_KEEP {
+                    let if_match = backend.capabilities().conditional_delete.then_some(etag);
+                    if let Err(e) = backend.delete(&record, DeleteOptions { if_match }).await {
+                        report
+                            .failures
+                            .push(format!("removing the aborted record of {txn}: {e}"));
+                    }
+                }
+                continue;
+            }
+            Ok(Some((_, Decision::Committed(entries)))) => {
+                decided.insert(txn.clone());
+                if let Err(e) = roll_forward(backend, &record, &txn, &entries, &mut report).await {
+                    report.failures.push(format!("finishing {txn}: {e}"));
+                }
+            }
+            // Finished meanwhile.
+            Ok(None) => {}
+            Err(e) => {
+                decided.insert(txn.clone());
+                report
+                    .failures
+                    .push(format!("reading the decision of {txn}: {e}"));
+            }
         }
     }
     // Undecided transactions: discard what is old enough.
@@ -595,12 +709,12 @@ pub async fn reconcile<B: Backend + ?Sized>(
         let page = backend.list_staged(&options).await?;
         for staged in &page.staged {
             let old = txn_age(&staged.txn) > older_than;
-            if decided.contains(&staged.txn) || !old {
+            if decided.contains(&staged.txn) || !(old || aborted.contains(&staged.txn)) {
                 continue;
             }
-            match backend.exists(Key::txn_record(&staged.txn)).await {
-                Ok(false) => {}
-                Ok(true) => continue,
+            match decide_aborted(backend, &staged.txn).await {
+                Ok(true) => {}
+                Ok(false) => continue,
                 Err(e) => {
                     report
                         .failures
@@ -639,12 +753,12 @@ pub async fn reconcile<B: Backend + ?Sized>(
         let Some((_, txn, _)) = parse_attachment(name.as_str()) else {
             continue;
         };
-        if decided.contains(&txn) || txn_age(&txn) <= older_than {
+        if decided.contains(&txn) || !(txn_age(&txn) > older_than || aborted.contains(&txn)) {
             continue;
         }
-        match backend.exists(Key::txn_record(&txn)).await {
-            Ok(false) => {}
-            Ok(true) => continue,
+        match decide_aborted(backend, &txn).await {
+            Ok(true) => {}
+            Ok(false) => continue,
             Err(e) => {
                 report
                     .failures
@@ -666,21 +780,15 @@ async fn roll_forward<B: Backend + ?Sized>(
     backend: &B,
     record: &Key,
     txn: &TxnId,
+    entries: &[Entry],
     report: &mut ReconcileReport,
 ) -> Result<()> {
-    let text = match backend.get_bytes(record).await {
-        Ok(text) => text,
-        // Finished meanwhile.
-        Err(Error::NotFound { .. }) => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    let entries = decision_entries(&text)?;
     // The commit releases its locks only after every promote: while it
     // holds them all, promotes may be missing; once it released one, what
     // is still staged is only cleanup (promoting it again could overwrite
     // later writes).
     let mut locks = Vec::new();
-    for entry in &entries {
+    for entry in entries {
         let name = lock_key(&entry.target()?)?;
         let ours = match read_lock(backend, &name).await? {
             Some((etag, Some(holder))) if holder == *txn => Some(etag),
@@ -689,7 +797,7 @@ async fn roll_forward<B: Backend + ?Sized>(
         locks.push((name, ours));
     }
     let promoting = locks.iter().all(|(_, ours)| ours.is_some());
-    for entry in &entries {
+    for entry in entries {
         if promoting {
             match entry.promote(backend, txn, PutMode::Overwrite).await {
                 Ok(_) => report.promoted.push(entry.target()?),
@@ -730,9 +838,7 @@ async fn unlock_if_stale<B: Backend + ?Sized>(
         return Ok(());
     };
     let stale = match &holder {
-        Some(holder) => {
-            txn_age(holder) > older_than && !backend.exists(Key::txn_record(holder)).await?
-        }
+        Some(holder) => txn_age(holder) > older_than && decide_aborted(backend, holder).await?,
         None => true,
     };
     if stale {
@@ -850,6 +956,13 @@ mod tests {
             Entry::Attachment(Key::new("a").expect("key"), "files/x".into()),
         ];
         let text = decision_text(entries.iter());
-        assert_eq!(decision_entries(text.as_bytes()).expect("parse"), entries);
+        assert_eq!(
+            parse_decision(text.as_bytes()).expect("parse"),
+            Decision::Committed(entries.to_vec())
+        );
+        assert_eq!(
+            parse_decision(aborted_text().as_bytes()).expect("parse"),
+            Decision::Aborted
+        );
     }
 }

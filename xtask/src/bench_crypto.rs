@@ -1,0 +1,167 @@
+//! `cargo xtask bench --backend crypto`: the cost of `Encrypted` (issue
+//! 12), each row against the same backend bare in the same run, and
+//! `ring`'s AES-256-GCM alone as the ceiling.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+use storage_core::{Backend, Body, GetOptions, Key, MemoryBackend, PutOptions};
+use storage_crypto::{Encrypted, Keyring, all_state};
+
+use crate::bench::{Args, READ_SET, SMALL, Store, TASKS, alternate_many, fmt_rate};
+
+/// Size of the large object: 64 MiB.
+const LARGE: usize = 64 << 20;
+
+fn encrypted(bare: &Arc<dyn Backend>) -> anyhow::Result<Arc<dyn Backend>> {
+    let keyring = Keyring::new("bench", &[7; 32])?;
+    Ok(Arc::new(Encrypted::new(
+        Arc::clone(bare),
+        keyring,
+        all_state(),
+    )))
+}
+
+/// MB/s of `LARGE` bytes in `elapsed`.
+fn mb_per_s(elapsed: Duration) -> f64 {
+    LARGE as f64 / 1e6 / elapsed.as_secs_f64()
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// Seals `LARGE` bytes in 64 KiB segments with `ring` alone, in place, on
+/// one core: the most the layer could reach.
+fn ring_alone(reps: usize) -> anyhow::Result<f64> {
+    let key = LessSafeKey::new(
+        UnboundKey::new(&AES_256_GCM, &[1; 32]).map_err(|_| anyhow::anyhow!("AES key"))?,
+    );
+    let mut buffer = vec![0x5a_u8; LARGE];
+    let mut rates = Vec::new();
+    for _ in 0..reps {
+        let started = Instant::now();
+        for (i, segment) in buffer.chunks_mut(64 * 1024).enumerate() {
+            let mut nonce = [0u8; 12];
+            nonce[4..12].copy_from_slice(&(i as u64).to_be_bytes());
+            key.seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(b"bench"),
+                segment,
+            )
+            .map_err(|_| anyhow::anyhow!("seal"))?;
+        }
+        rates.push(mb_per_s(started.elapsed()));
+    }
+    Ok(median(rates))
+}
+
+/// Median MB/s of `LARGE`-byte puts and full gets on `store`.
+async fn large(store: &Arc<dyn Backend>, data: &Bytes, reps: usize) -> anyhow::Result<(f64, f64)> {
+    let key = Key::new("large")?;
+    let (mut puts, mut gets) = (Vec::new(), Vec::new());
+    for _ in 0..reps {
+        crate::bench::flush_page_cache_writes();
+        let started = Instant::now();
+        store
+            .put(&key, Body::from(data.clone()), PutOptions::default())
+            .await?;
+        puts.push(mb_per_s(started.elapsed()));
+        let started = Instant::now();
+        let got = store
+            .get(&key, GetOptions::default())
+            .await?
+            .bytes()
+            .await?;
+        gets.push(mb_per_s(started.elapsed()));
+        anyhow::ensure!(got.len() == LARGE, "short read");
+    }
+    Ok((median(puts), median(gets)))
+}
+
+fn row(name: &str, op: &str, ours: f64, bare: f64, unit: &str) {
+    println!(
+        "| {name} through Encrypted | {name} bare | {op} | {} {unit} | {} {unit} | {:.2}× ({:+.1} % overhead) |",
+        fmt_rate(ours),
+        fmt_rate(bare),
+        ours / bare,
+        (1.0 - ours / bare) * 100.0
+    );
+}
+
+/// Prints the rows: 64 MiB put and get on memory and on a durable
+/// LogStore, 4 KiB puts and gets on memory (sequential and 64 tasks), and
+/// `ring` alone.
+pub async fn run(dir: &std::path::Path, args: &Args) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let reps = args.large_reps.max(3);
+    println!(
+        "| ring AES-256-GCM alone | — | seal 64 MiB in 64 KiB segments, 1 core | {} MB/s | — | — |",
+        fmt_rate(ring_alone(reps)?)
+    );
+    let data = Bytes::from(
+        (0..LARGE as u64)
+            .map(|i| (i.wrapping_mul(0x9E37_79B9) >> 13) as u8)
+            .collect::<Vec<u8>>(),
+    );
+    let memory: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+    let log: Arc<dyn Backend> = Arc::new(storage_disk::LogStore::open(dir).await?);
+    for (name, bare) in [("memory", memory), ("logstore", log)] {
+        let sealed = encrypted(&bare)?;
+        let (mut ours, mut plain) = ((Vec::new(), Vec::new()), (Vec::new(), Vec::new()));
+        // Alternate sides so that neither gets a warmer machine.
+        for _ in 0..reps {
+            let (p, g) = large(&sealed, &data, 1).await?;
+            ours.0.push(p);
+            ours.1.push(g);
+            let (p, g) = large(&bare, &data, 1).await?;
+            plain.0.push(p);
+            plain.1.push(g);
+        }
+        row(name, "put 64 MiB", median(ours.0), median(plain.0), "MB/s");
+        row(name, "get 64 MiB", median(ours.1), median(plain.1), "MB/s");
+    }
+    let budget = Duration::from_secs_f64(args.seconds);
+    let small = Bytes::from(vec![0x5a; SMALL]);
+    let bare: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+    let stores = [Store::Ours(encrypted(&bare)?), Store::Ours(bare)];
+    for store in &stores {
+        for i in 0..READ_SET {
+            store.put(format!("read/{i}"), small.clone()).await?;
+        }
+    }
+    for (label, tasks) in [("sequential", 1), ("64 tasks", TASKS)] {
+        let data = small.clone();
+        let put = move |s: Store, t: usize, i: u64| {
+            let data = data.clone();
+            async move { s.put(format!("write/{t}/{i}"), data).await }
+        };
+        let puts = alternate_many(&stores, tasks, budget, put).await?;
+        let get = |s: Store, t: usize, i: u64| async move {
+            let got = s
+                .get(format!("read/{}", (t as u64 * 7919 + i) % READ_SET))
+                .await?;
+            anyhow::ensure!(got.len() == SMALL, "short read");
+            Ok(())
+        };
+        let gets = alternate_many(&stores, tasks, budget, get).await?;
+        row(
+            "memory",
+            &format!("put 4 KiB, {label}"),
+            puts[0],
+            puts[1],
+            "ops/s",
+        );
+        row(
+            "memory",
+            &format!("get 4 KiB, {label}"),
+            gets[0],
+            gets[1],
+            "ops/s",
+        );
+    }
+    Ok(())
+}
