@@ -17,9 +17,16 @@ fn keyring() -> Keyring {
     Keyring::new("conformance", &[0x5a; 32]).expect("a 32-byte key with a valid id")
 }
 
-/// `b` behind `Encrypted` with the test keyring and 64 KiB segments.
+/// Segment size of the runs: 1 KiB, so that most checks' content spans
+/// several segments (the crate's own tests cover the 64 KiB default).
+const SEGMENT_BYTES: u32 = 1024;
+
+/// `b` behind `Encrypted` with the test keyring and [`SEGMENT_BYTES`].
 pub fn encrypt(b: Arc<dyn Backend>) -> Arc<dyn Backend> {
-    Arc::new(Encrypted::new(b, keyring(), all_state()))
+    let layer = Encrypted::new(b, keyring(), all_state())
+        .with_segment_bytes(SEGMENT_BYTES)
+        .expect("1 KiB is a valid segment size");
+    Arc::new(layer)
 }
 
 fn encrypt_made(make: MakeBackendFn) -> MakeBackendFn {
@@ -104,9 +111,15 @@ impl BackendFactory for EncryptedFactory {
             .below
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .remove(check)
-            .unwrap_or_else(|| Arc::clone(backend));
-        hooks(self.inner.hooks(check, &below), below)
+            .remove(check);
+        match below {
+            Some(below) => hooks(self.inner.hooks(check, &below), below),
+            // Not made by this factory: no store below to offer.
+            None => Hooks {
+                below: None,
+                ..hooks(self.inner.hooks(check, backend), Arc::clone(backend))
+            },
+        }
     }
 
     fn limitation(&self, check: &Check) -> Option<Declared> {

@@ -51,10 +51,17 @@ pub const SEALED_METADATA: &str = "sealed-metadata";
 ///   range (two requests, the second conditional on the first's ETag).
 /// - The content type and user metadata are stored in the clear and are
 ///   not authenticated, unless [`Encrypted::with_sealed_metadata`] is on:
-///   then the user metadata is sealed with the active KEK under its own
-///   random nonce, bound to the key and kind, into the single entry
+///   then both are sealed with the active KEK under their own random
+///   nonce, bound to the key and kind, into the single entry
 ///   [`SEALED_METADATA`] (base64), which must fit the 2 KiB metadata limit
-///   (about 1.4 KiB of plaintext metadata).
+///   (about 1.4 KiB of plaintext metadata); `head` and `get` fail with
+///   [`Error::Integrity`] when it is missing or has clear entries beside
+///   it. It is bound to the key, not to one version: someone who can write
+///   to the store can put back an older version's sealed metadata. The
+///   name [`SEALED_METADATA`] is reserved either way.
+/// - A listing leaves out, with a warning in the log, objects that cannot
+///   be encrypted ones (a stored size no plaintext encrypts to); reading
+///   them fails with [`Error::Integrity`].
 /// - `copy` reads and re-encrypts for the destination key
 ///   ([`Capabilities::server_side_copy`] is false through the layer);
 ///   `promote` is the inner backend's, since staged content is already
@@ -89,7 +96,9 @@ impl<B: Backend> Encrypted<B> {
 
     /// Sets the plaintext bytes per segment: 16 B to 16 MiB, 64 KiB by
     /// default. Reads hold one segment in memory; each segment costs a
-    /// 16-byte tag.
+    /// 16-byte tag. Every writer and reader of a store must use the same
+    /// size: listings compute plaintext sizes from it, and objects written
+    /// with another fail reads with [`Error::Integrity`].
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] outside those bounds.
@@ -126,6 +135,13 @@ impl<B: Backend> Encrypted<B> {
     /// unchanged). An object already under the active KEK is left alone.
     /// Returns the object's (new) metadata.
     ///
+    /// Rewrapping retires a KEK; it is no remedy for a KEK that leaked:
+    /// the DEK stays the same, so copies of the old header (backups, older
+    /// object versions) still open with the leaked KEK. Re-encrypt (a
+    /// `copy` through the layer) for that. The body is sent once: under
+    /// `Encrypted<Retry<B>>` a transient failure of the write is returned
+    /// as [`Error::NonReplayableBody`]; call `rewrap` again.
+    ///
     /// # Errors
     /// [`Error::PreconditionFailed`] when the object changed meanwhile (read
     /// and rewrap again); [`Error::Integrity`] for an object that does not
@@ -140,7 +156,7 @@ impl<B: Backend> Encrypted<B> {
         let (header, dek) = self.codec.open_header(key, &buffer, &context)?;
         let meta = found.meta;
         if header.kek_id == self.codec.keyring.active_id() {
-            return self.codec.plain_meta(meta);
+            return self.codec.plain_meta(meta, Whole::Yes);
         }
         let new_header = self
             .codec
@@ -150,6 +166,7 @@ impl<B: Backend> Encrypted<B> {
             let plain = self.codec.open_metadata(key, sealed, &context)?;
             metadata = self.codec.sealed_metadata(&plain, &context)?;
         }
+        let content_type = meta.content_type.clone();
         let rest = buffer.split_off(HEADER_BYTES).freeze();
         let body = stream::iter([Ok(Bytes::copy_from_slice(&new_header.encode())), Ok(rest)])
             .chain(input)
@@ -161,12 +178,12 @@ impl<B: Backend> Encrypted<B> {
                 Body::stream(body, Some(meta.size)),
                 PutOptions {
                     mode: PutMode::IfMatch(meta.etag),
-                    content_type: meta.content_type,
+                    content_type,
                     metadata,
                 },
             )
             .await?;
-        self.codec.plain_meta(written)
+        self.codec.plain_meta(written, Whole::No)
     }
 
     /// The stored form of `body`: one-shot for a one-shot body; replayable
@@ -213,7 +230,7 @@ impl<B: Backend> Encrypted<B> {
     /// fails the call itself), then every segment.
     async fn get_whole(&self, key: &Key, options: GetOptions) -> Result<GetResult> {
         let found = self.inner.get(key, options).await?;
-        let meta = self.codec.plain_meta(found.meta)?;
+        let meta = self.codec.plain_meta(found.meta, Whole::Yes)?;
         let context = self.codec.context(key);
         let mut input = found.body;
         let mut buffer = BytesMut::new();
@@ -226,6 +243,7 @@ impl<B: Backend> Encrypted<B> {
             first: 0,
             last: segment_count(meta.size, self.codec.segment_bytes) - 1,
             want: 0..meta.size,
+            whole: true,
         };
         let size = meta.size;
         let body = open_stream(input, rest, segment_key, plan, key.to_string());
@@ -262,7 +280,7 @@ impl<B: Backend> Encrypted<B> {
             };
             let stored_meta = found.meta.clone();
             let header_bytes = found.bytes().await?;
-            let meta = self.codec.plain_meta(stored_meta.clone())?;
+            let meta = self.codec.plain_meta(stored_meta.clone(), Whole::Yes)?;
             let (header, dek) = self.codec.open_header(key, &header_bytes, &context)?;
             let want = range.resolve(key, meta.size)?;
             let segment = u64::from(self.codec.segment_bytes);
@@ -282,6 +300,7 @@ impl<B: Backend> Encrypted<B> {
                         first,
                         last,
                         want: want.clone(),
+                        whole: false,
                     };
                     let body = open_stream(
                         segments.body,
@@ -294,12 +313,40 @@ impl<B: Backend> Encrypted<B> {
                 }
                 // Replaced between the two reads: read the new version,
                 // unless the caller asked for this one.
-                Err(Error::PreconditionFailed { .. } | Error::NotFound { .. })
-                    if if_match.is_none() && attempt < 3 => {}
+                Err(
+                    e @ (Error::PreconditionFailed { .. }
+                    | Error::NotFound { .. }
+                    | Error::InvalidRange { .. }),
+                ) if if_match.is_none() => {
+                    if attempt == 3 {
+                        return Err(Error::Backend {
+                            transient: true,
+                            message: format!(
+                                "{key} was replaced during each of 3 range reads (last: {e})"
+                            ),
+                            source: None,
+                        });
+                    }
+                }
                 Err(e) => return Err(e),
             }
         }
     }
+}
+
+/// What sealed metadata holds.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Sealed {
+    metadata: Metadata,
+    content_type: Option<String>,
+}
+
+/// Whether metadata comes from a whole object's `head` or `get`, or from a
+/// listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Whole {
+    Yes,
+    No,
 }
 
 /// The layer's cryptographic state, shared with the openers of replayable
@@ -393,17 +440,26 @@ impl Codec {
     /// when that is on.
     fn stored_options(&self, options: PutOptions, context: &[u8]) -> Result<PutOptions> {
         options.validate()?;
-        if !self.seal_metadata || options.metadata.is_empty() {
+        if options.metadata.contains_key(SEALED_METADATA) {
+            return Err(Error::invalid_argument(format!(
+                "the metadata name {SEALED_METADATA:?} is reserved by the encryption layer"
+            )));
+        }
+        if !self.seal_metadata {
             return Ok(options);
         }
-        let metadata = self.sealed_metadata(&options.metadata, context)?;
+        let sealed = Sealed {
+            metadata: options.metadata,
+            content_type: options.content_type,
+        };
         Ok(PutOptions {
-            metadata,
-            ..options
+            mode: options.mode,
+            content_type: None,
+            metadata: self.sealed_metadata(&sealed, context)?,
         })
     }
 
-    fn sealed_metadata(&self, plain: &Metadata, context: &[u8]) -> Result<Metadata> {
+    fn sealed_metadata(&self, plain: &Sealed, context: &[u8]) -> Result<Metadata> {
         let json = Zeroizing::new(serde_json::to_vec(plain).map_err(|e| {
             Error::invalid_argument(format!("user metadata cannot be serialised: {e}"))
         })?);
@@ -421,7 +477,7 @@ impl Codec {
         Ok(metadata)
     }
 
-    fn open_metadata(&self, key: &Key, sealed: &str, context: &[u8]) -> Result<Metadata> {
+    fn open_metadata(&self, key: &Key, sealed: &str, context: &[u8]) -> Result<Sealed> {
         let integrity = |message: String| Error::Integrity {
             key: key.to_string(),
             message,
@@ -437,7 +493,44 @@ impl Codec {
 
     /// What the caller sees of a stored object: the plaintext size, no
     /// SHA-256 (the inner one is of ciphertext), opened metadata.
-    fn plain_meta(&self, mut meta: ObjectMeta) -> Result<ObjectMeta> {
+    ///
+    /// For a whole object ([`Whole::Yes`]: `head`, `get`) with sealing on,
+    /// the sealed entry must be there and alone; a listing
+    /// ([`Whole::No`]) may carry no metadata at all.
+    fn written_meta(
+        &self,
+        mut meta: ObjectMeta,
+        (metadata, content_type): (Metadata, Option<String>),
+    ) -> Result<ObjectMeta> {
+        meta.metadata.clear();
+        let mut meta = self.plain_meta(meta, Whole::No)?;
+        meta.metadata = metadata;
+        if self.seal_metadata {
+            meta.content_type = content_type;
+        }
+        Ok(meta)
+    }
+
+    /// What a listing shows of a stored object: `None` (and a warning in
+    /// the log, target `storage_crypto`) for an object that cannot be an
+    /// encrypted one (a size no plaintext encrypts to: truncated, extended,
+    /// or written without the layer) or whose sealed metadata does not
+    /// open. Reading such an object fails with [`Error::Integrity`]; one
+    /// stray object must not make every listing of its prefix (and the
+    /// transaction layer's reconcile) fail.
+    fn listed(&self, meta: ObjectMeta) -> Option<ObjectMeta> {
+        let name = meta.key.to_string();
+        match self.plain_meta(meta, Whole::No) {
+            Ok(meta) => Some(meta),
+            Err(e) => {
+                tracing::warn!(target: "storage_crypto", key = %name, error = %e, "left out of a listing: not a valid encrypted object");
+                None
+            }
+        }
+    }
+
+    /// What the caller sees of a stored object's metadata.
+    fn plain_meta(&self, mut meta: ObjectMeta, whole: Whole) -> Result<ObjectMeta> {
         meta.size = plaintext_size(meta.size, self.segment_bytes).ok_or_else(|| {
             Error::Integrity {
                 key: meta.key.to_string(),
@@ -448,9 +541,28 @@ impl Codec {
             }
         })?;
         meta.sha256 = None;
-        if let Some(sealed) = meta.metadata.get(SEALED_METADATA) {
-            let context = self.context(&meta.key);
-            meta.metadata = self.open_metadata(&meta.key, sealed, &context)?;
+        let integrity = |message: &str| Error::Integrity {
+            key: meta.key.to_string(),
+            message: message.to_owned(),
+        };
+        match meta.metadata.get(SEALED_METADATA) {
+            Some(_) if meta.metadata.len() > 1 => {
+                return Err(integrity(
+                    "clear metadata was added beside the sealed metadata",
+                ));
+            }
+            Some(sealed) => {
+                let context = self.context(&meta.key);
+                let opened = self.open_metadata(&meta.key, sealed, &context)?;
+                meta.metadata = opened.metadata;
+                meta.content_type = opened.content_type;
+            }
+            None if self.seal_metadata && whole == Whole::Yes => {
+                return Err(integrity(
+                    "the sealed metadata is missing (removed, or written without sealing)",
+                ));
+            }
+            None => {}
         }
         Ok(meta)
     }
@@ -474,27 +586,27 @@ impl<B: Backend> Backend for Encrypted<B> {
     }
 
     /// The inner backend's, except: no server-side copy (a copy
-    /// re-encrypts), no recorded SHA-256, and unique ETags (every write's
-    /// ciphertext is new).
+    /// re-encrypts), no recorded SHA-256, no presigned URLs (they would
+    /// serve ciphertext), and unique ETags (every write's ciphertext is new,
+    /// so an ETag derived from the content, or one never reissued, is
+    /// unique; every backend of this workspace has one or the other).
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             server_side_copy: false,
             checksums: false,
             unique_etags: true,
+            presigned_urls: false,
             ..self.inner.capabilities()
         }
     }
 
     async fn put(&self, key: &Key, body: Body, options: PutOptions) -> Result<ObjectMeta> {
         let context = self.codec.context(key);
-        let plain_metadata = options.metadata.clone();
+        let shown = (options.metadata.clone(), options.content_type.clone());
         let options = self.codec.stored_options(options, &context)?;
         let body = self.seal_body(key, body, context)?;
-        let mut meta = self.inner.put(key, body, options).await?;
-        meta.metadata.remove(SEALED_METADATA);
-        let mut meta = self.codec.plain_meta(meta)?;
-        meta.metadata = plain_metadata;
-        Ok(meta)
+        let meta = self.inner.put(key, body, options).await?;
+        self.codec.written_meta(meta, shown)
     }
 
     async fn get(&self, key: &Key, options: GetOptions) -> Result<GetResult> {
@@ -505,7 +617,8 @@ impl<B: Backend> Backend for Encrypted<B> {
     }
 
     async fn head(&self, key: &Key) -> Result<ObjectMeta> {
-        self.codec.plain_meta(self.inner.head(key).await?)
+        self.codec
+            .plain_meta(self.inner.head(key).await?, Whole::Yes)
     }
 
     async fn delete(&self, key: &Key, options: DeleteOptions) -> Result<()> {
@@ -517,8 +630,8 @@ impl<B: Backend> Backend for Encrypted<B> {
         page.objects = page
             .objects
             .into_iter()
-            .map(|meta| self.codec.plain_meta(meta))
-            .collect::<Result<_>>()?;
+            .filter_map(|meta| self.codec.listed(meta))
+            .collect();
         Ok(page)
     }
 
@@ -538,19 +651,16 @@ impl<B: Backend> Backend for Encrypted<B> {
         options: PutOptions,
     ) -> Result<ObjectMeta> {
         let context = self.codec.context(key);
-        let plain_metadata = options.metadata.clone();
+        let shown = (options.metadata.clone(), options.content_type.clone());
         let options = self.codec.stored_options(options, &context)?;
         let body = self.seal_body(key, body, context)?;
-        let mut meta = self.inner.stage(key, txn, body, options).await?;
-        meta.metadata.remove(SEALED_METADATA);
-        let mut meta = self.codec.plain_meta(meta)?;
-        meta.metadata = plain_metadata;
-        Ok(meta)
+        let meta = self.inner.stage(key, txn, body, options).await?;
+        self.codec.written_meta(meta, shown)
     }
 
     async fn promote(&self, key: &Key, txn: &TxnId, mode: PutMode) -> Result<ObjectMeta> {
         self.codec
-            .plain_meta(self.inner.promote(key, txn, mode).await?)
+            .plain_meta(self.inner.promote(key, txn, mode).await?, Whole::No)
     }
 
     async fn discard(&self, key: &Key, txn: &TxnId) -> Result<()> {
@@ -559,9 +669,14 @@ impl<B: Backend> Backend for Encrypted<B> {
 
     async fn list_staged(&self, options: &StagedListOptions) -> Result<StagedPage> {
         let mut page = self.inner.list_staged(options).await?;
-        for staged in &mut page.staged {
-            staged.meta = self.codec.plain_meta(staged.meta.clone())?;
-        }
+        page.staged = page
+            .staged
+            .into_iter()
+            .filter_map(|mut staged| {
+                staged.meta = self.codec.listed(staged.meta)?;
+                Some(staged)
+            })
+            .collect();
         Ok(page)
     }
 }
@@ -654,5 +769,48 @@ mod tests {
         let (dek1, _) = put(first).await;
         let (dek2, _) = put(second).await;
         assert_ne!(dek1, dek2);
+    }
+
+    #[tokio::test]
+    async fn a_one_shot_body_is_sealed_one_shot_and_a_replayable_one_replayable() {
+        let store = layer();
+        let key = Key::new("k").expect("valid key");
+        let chunk = futures::stream::once(async { Ok(Bytes::from_static(b"x")) }).boxed();
+        let one_shot = store
+            .seal_body(
+                &key,
+                Body::stream(chunk, Some(1)),
+                store.codec.context(&key),
+            )
+            .expect("seals");
+        assert!(!one_shot.is_replayable());
+        let replayable = store
+            .seal_body(&key, Body::from("x"), store.codec.context(&key))
+            .expect("seals");
+        assert!(replayable.is_replayable());
+    }
+
+    #[tokio::test]
+    async fn a_large_chunk_is_sealed_one_segment_at_a_time() {
+        use futures::TryStreamExt;
+        let store = layer();
+        let key = Key::new("k").expect("valid key");
+        let mut sealed = store
+            .seal_body(
+                &key,
+                Body::from(vec![0u8; 1 << 20]),
+                store.codec.context(&key),
+            )
+            .expect("seals")
+            .into_stream();
+        let header = sealed.try_next().await.expect("header").expect("some");
+        assert_eq!(header.len(), HEADER_BYTES);
+        let segment = DEFAULT_SEGMENT_BYTES as usize + crate::format::TAG_BYTES;
+        let mut total = 0;
+        while let Some(item) = sealed.try_next().await.expect("segment") {
+            assert_eq!(item.len(), segment, "an item is not one segment");
+            total += item.len();
+        }
+        assert_eq!(total, 16 * segment);
     }
 }

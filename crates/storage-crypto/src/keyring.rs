@@ -30,9 +30,11 @@ pub(crate) fn valid_kek_id(id: &str) -> bool {
 /// The active KEK wraps the data key (DEK) of every new object; the others
 /// only unwrap the DEKs of objects written before a rotation, until
 /// [`Encrypted::rewrap`](crate::Encrypted::rewrap) has moved those objects
-/// to the active KEK. Key material is wiped from memory when the keyring is
-/// dropped (`zeroize`); the AES key schedules `ring` derives for each wrap
-/// or unwrap live only during that call. `Debug` shows ids only.
+/// to the active KEK. The keyring's copies of key material are wiped from
+/// memory when it is dropped (`zeroize`); the AES key schedules `ring`
+/// derives for each wrap or unwrap (and for each object's DEK) are not
+/// wiped by `ring`, but live only during that call (or that object's read
+/// or write). `Debug` shows ids only.
 ///
 /// Text form ([`Keyring::from_text`], [`Keyring::from_file`],
 /// [`Keyring::from_env`]): entries `ID=BASE64` separated by newlines or
@@ -40,7 +42,8 @@ pub(crate) fn valid_kek_id(id: &str) -> bool {
 /// section 4); blank lines and lines starting with `#` are skipped; the
 /// last entry is the active KEK, so a rotation appends a line.
 pub struct Keyring {
-    keys: Vec<(String, Zeroizing<[u8; KEK_BYTES]>)>,
+    /// Boxed, so that growing the list moves pointers, never key bytes.
+    keys: Vec<(String, Box<Zeroizing<[u8; KEK_BYTES]>>)>,
     active: usize,
 }
 
@@ -93,13 +96,15 @@ impl Keyring {
                 "KEK id {id:?} is in the keyring twice"
             )));
         }
-        let material: [u8; KEK_BYTES] = key.try_into().map_err(|_| {
-            Error::invalid_argument(format!(
+        if key.len() != KEK_BYTES {
+            return Err(Error::invalid_argument(format!(
                 "KEK {id:?} is {} bytes; an AES-256 KEK is {KEK_BYTES} bytes",
                 key.len()
-            ))
-        })?;
-        self.keys.push((id.to_owned(), Zeroizing::new(material)));
+            )));
+        }
+        let mut material = Box::new(Zeroizing::new([0u8; KEK_BYTES]));
+        material.copy_from_slice(key);
+        self.keys.push((id.to_owned(), material));
         self.active = self.keys.len() - 1;
         Ok(())
     }
@@ -171,7 +176,7 @@ impl Keyring {
 
     fn key(&self, id: &str) -> Option<LessSafeKey> {
         let (_, material) = self.keys.iter().find(|(known, _)| known == id)?;
-        let unbound = UnboundKey::new(&AES_256_GCM, material.as_ref()).ok()?;
+        let unbound = UnboundKey::new(&AES_256_GCM, material.as_slice()).ok()?;
         Some(LessSafeKey::new(unbound))
     }
 
@@ -227,8 +232,7 @@ impl Keyring {
         Ok(dek)
     }
 
-    /// Encrypts `plain` with KEK `id` (the active one when `None`) under a
-    /// fresh random nonce: `id length (1) ‖ id ‖ nonce (12) ‖ ciphertext ‖
+    /// Encrypts `plain` with the active KEK under a fresh random nonce: `id length (1) ‖ id ‖ nonce (12) ‖ ciphertext ‖
     /// tag (16)`.
     pub(crate) fn seal_small(&self, plain: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
         let id = self.active_id();

@@ -1,7 +1,6 @@
 //! Sealing a plaintext stream into segments and opening segments back,
 //! with at most one segment held in memory either way.
 
-use std::collections::VecDeque;
 use std::ops::Range;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -87,58 +86,60 @@ impl SegmentKey {
 struct SealState {
     input: ByteStream,
     key: SegmentKey,
+    /// The unread rest of the last input chunk.
+    pending: Bytes,
     current: BytesMut,
     index: u64,
-    ready: VecDeque<Bytes>,
+    header: Option<Bytes>,
     finished: bool,
 }
 
-/// The stored form of `input`: `header`, then its sealed segments. Holds
-/// at most one segment and one input chunk.
+/// The stored form of `input`: `header`, then its sealed segments, one
+/// segment per item. Holds at most one segment and one input chunk.
 pub(crate) fn seal_stream(header: Bytes, key: SegmentKey, input: ByteStream) -> ByteStream {
     let size = key.segment_bytes as usize;
     let state = SealState {
         input,
+        pending: Bytes::new(),
         current: BytesMut::with_capacity(size + TAG_BYTES),
         key,
         index: 0,
-        ready: VecDeque::from([header]),
+        header: Some(header),
         finished: false,
     };
     stream::try_unfold(state, move |mut st| async move {
+        if let Some(header) = st.header.take() {
+            return Ok(Some((header, st)));
+        }
+        if st.finished {
+            return Ok(None);
+        }
         loop {
-            if let Some(out) = st.ready.pop_front() {
-                return Ok(Some((out, st)));
-            }
-            if st.finished {
-                return Ok(None);
-            }
-            match st.input.try_next().await {
-                Ok(Some(mut chunk)) => {
-                    while chunk.has_remaining() {
-                        if st.current.len() == size {
-                            // More plaintext follows: the full segment is
-                            // not the last.
-                            let mut full = std::mem::replace(
-                                &mut st.current,
-                                BytesMut::with_capacity(size + TAG_BYTES),
-                            );
-                            st.key.seal(&mut full, st.index, false)?;
-                            st.index += 1;
-                            st.ready.push_back(full.freeze());
-                        }
-                        let take = (size - st.current.len()).min(chunk.len());
-                        st.current.extend_from_slice(&chunk[..take]);
-                        chunk.advance(take);
-                    }
+            if !st.pending.is_empty() {
+                if st.current.len() == size {
+                    // More plaintext follows: the full segment is not the
+                    // last.
+                    let mut full = std::mem::replace(
+                        &mut st.current,
+                        BytesMut::with_capacity(size + TAG_BYTES),
+                    );
+                    st.key.seal(&mut full, st.index, false)?;
+                    st.index += 1;
+                    return Ok(Some((full.freeze(), st)));
                 }
-                Ok(None) => {
+                let take = (size - st.current.len()).min(st.pending.len());
+                st.current.extend_from_slice(&st.pending[..take]);
+                st.pending.advance(take);
+                continue;
+            }
+            match st.input.try_next().await? {
+                Some(chunk) => st.pending = chunk,
+                None => {
                     let mut last = std::mem::take(&mut st.current);
                     st.key.seal(&mut last, st.index, true)?;
-                    st.ready.push_back(last.freeze());
                     st.finished = true;
+                    return Ok(Some((last.freeze(), st)));
                 }
-                Err(e) => return Err(e),
             }
         }
     })
@@ -150,6 +151,12 @@ pub(crate) fn seal_stream(header: Bytes, key: SegmentKey, input: ByteStream) -> 
 pub(crate) async fn fill(input: &mut ByteStream, buffer: &mut BytesMut, len: usize) -> Result<()> {
     while buffer.len() < len {
         match input.try_next().await? {
+            // A chunk nobody else holds becomes the buffer without a copy.
+            Some(chunk) if buffer.is_empty() => {
+                *buffer = chunk
+                    .try_into_mut()
+                    .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+            }
             Some(chunk) => buffer.extend_from_slice(&chunk),
             None => break,
         }
@@ -165,6 +172,9 @@ pub(crate) struct OpenPlan {
     pub first: u64,
     pub last: u64,
     pub want: Range<u64>,
+    /// The input is the whole stored object: after the last segment it
+    /// must end.
+    pub whole: bool,
 }
 
 struct OpenState {
@@ -217,6 +227,15 @@ pub(crate) fn open_stream(
             st.index += 1;
             let from = st.plan.want.start.saturating_sub(start) as usize;
             let to = (st.plan.want.end - start).min(segment.len() as u64) as usize;
+            if st.index > st.plan.last && st.plan.whole {
+                fill(&mut st.input, &mut st.buffer, 1).await?;
+                if !st.buffer.is_empty() {
+                    return Err(Error::Integrity {
+                        key: st.name.clone(),
+                        message: "the stored object goes on after its last segment".into(),
+                    });
+                }
+            }
             if from < to {
                 let mut plain = segment.freeze();
                 plain.truncate(to);

@@ -415,3 +415,226 @@ async fn a_transaction_commits_through_the_layer_without_reencrypting_on_promote
         "png bytes"
     );
 }
+
+fn sealed_layer(memory: &Arc<MemoryBackend>) -> Encrypted<Arc<MemoryBackend>> {
+    Encrypted::new(Arc::clone(memory), keyring(), all_state()).with_sealed_metadata(true)
+}
+
+fn labelled(value: &str) -> PutOptions {
+    PutOptions {
+        content_type: Some("application/json".to_owned()),
+        metadata: Metadata::from([("label".to_owned(), value.to_owned())]),
+        ..PutOptions::default()
+    }
+}
+
+#[tokio::test]
+async fn sealed_metadata_and_content_type_read_back_and_never_show_below() {
+    let memory = Arc::new(MemoryBackend::new());
+    let store = sealed_layer(&memory);
+    let k = key("doc");
+    let written = store
+        .put(&k, Body::from("{}"), labelled("secret-label"))
+        .await
+        .expect("put");
+    assert_eq!(written.metadata["label"], "secret-label");
+    let head = store.head(&k).await.expect("head");
+    assert_eq!(head.metadata["label"], "secret-label");
+    assert_eq!(head.content_type.as_deref(), Some("application/json"));
+    let below = memory.head(&k).await.expect("stored");
+    assert_eq!(
+        below.metadata.keys().collect::<Vec<_>>(),
+        ["sealed-metadata"]
+    );
+    assert_ne!(below.content_type.as_deref(), Some("application/json"));
+}
+
+#[tokio::test]
+async fn stripped_injected_or_foreign_sealed_metadata_fails_with_integrity() {
+    let memory = Arc::new(MemoryBackend::new());
+    let store = sealed_layer(&memory);
+    let (a, b) = (key("a"), key("b"));
+    store
+        .put(&a, Body::from("x"), labelled("a"))
+        .await
+        .expect("put a");
+    store
+        .put(&b, Body::from("y"), labelled("b"))
+        .await
+        .expect("put b");
+    let stored_a = memory.get(&a, GetOptions::default()).await.expect("a");
+    let sealed_a = stored_a.meta.metadata.clone();
+    let content_a = stored_a.bytes().await.expect("a's bytes");
+    let sealed_b = memory.head(&b).await.expect("b").metadata;
+    let mut injected = sealed_a.clone();
+    injected.insert("owner".to_owned(), "mallory".to_owned());
+    let forms = [
+        ("stripped", Metadata::new()),
+        ("a clear entry added", injected),
+        ("b's sealed metadata", sealed_b),
+    ];
+    for (what, metadata) in forms {
+        memory
+            .put(
+                &a,
+                Body::from(content_a.clone()),
+                PutOptions {
+                    metadata,
+                    ..PutOptions::default()
+                },
+            )
+            .await
+            .expect("tamper");
+        let head = store.head(&a).await;
+        assert!(
+            matches!(head, Err(Error::Integrity { .. })),
+            "{what}: {head:?}"
+        );
+        assert_integrity(read(&store, &a).await, what);
+    }
+}
+
+#[tokio::test]
+async fn the_layer_s_metadata_name_is_reserved() {
+    let store = layer();
+    let options = PutOptions {
+        metadata: Metadata::from([("sealed-metadata".to_owned(), "x".to_owned())]),
+        ..PutOptions::default()
+    };
+    let put = store.put(&key("k"), Body::from("v"), options).await;
+    assert!(matches!(put, Err(Error::InvalidArgument { .. })), "{put:?}");
+    assert!(
+        store.inner().calls().is_empty(),
+        "the inner store was called"
+    );
+}
+
+#[tokio::test]
+async fn range_reads_of_empty_objects_and_segment_edges_follow_the_contract() {
+    let store = layer();
+    store
+        .put(&key("empty"), Body::empty(), PutOptions::default())
+        .await
+        .expect("put");
+    let empty = store.get(&key("empty"), GetOptions::range(0..1)).await;
+    assert!(
+        matches!(empty, Err(Error::InvalidRange { .. })),
+        "{empty:?}"
+    );
+    assert_eq!(read(&store, &key("empty")).await.expect("whole"), "");
+    // Exactly two segments: the last byte, the boundary, past the end.
+    let plain = pattern(2 * SEGMENT as usize, 6);
+    store
+        .put(
+            &key("two"),
+            Body::from(plain.clone()),
+            PutOptions::default(),
+        )
+        .await
+        .expect("put");
+    for (range, slice) in [(63..64, 63..64), (31..33, 31..33), (60..100, 60..64)] {
+        let got = store
+            .get(&key("two"), GetOptions::range(range))
+            .await
+            .expect("range")
+            .bytes()
+            .await
+            .expect("body");
+        assert_eq!(got, plain[slice]);
+    }
+    let past = store.get(&key("two"), GetOptions::range(64..65)).await;
+    assert!(matches!(past, Err(Error::InvalidRange { .. })), "{past:?}");
+}
+
+#[tokio::test]
+async fn a_flipped_byte_in_a_covering_segment_fails_the_range_read() {
+    let store = layer();
+    let k = key("ranged-flip");
+    store
+        .put(&k, Body::from(pattern(200, 7)), PutOptions::default())
+        .await
+        .expect("put");
+    let mut stored = store.inner().get_bytes(&k).await.expect("stored").to_vec();
+    // Segment 2 covers plaintext 64..96.
+    stored[HEADER_BYTES + 2 * (SEGMENT as usize + 16) + 3] ^= 1;
+    store
+        .inner()
+        .put(&k, Body::from(stored), PutOptions::default())
+        .await
+        .expect("tamper");
+    let ranged = async {
+        store
+            .get(&k, GetOptions::range(70..80))
+            .await?
+            .bytes()
+            .await
+    }
+    .await;
+    assert_integrity(ranged, "range over the flipped segment");
+    // A range that does not cover it reads the authentic bytes.
+    let clean = store
+        .get(&k, GetOptions::range(0..10))
+        .await
+        .expect("range")
+        .bytes()
+        .await
+        .expect("body");
+    assert_eq!(clean, pattern(200, 7)[0..10]);
+}
+
+#[tokio::test]
+async fn listings_leave_out_objects_that_cannot_be_encrypted_ones() {
+    let store = layer();
+    store
+        .put(&key("d/good"), Body::from("fine"), PutOptions::default())
+        .await
+        .expect("put");
+    store
+        .inner()
+        .put(
+            &key("d/stray"),
+            Body::from("not encrypted"),
+            PutOptions::default(),
+        )
+        .await
+        .expect("stray");
+    let listed = store
+        .list(&storage_core::ListOptions::prefix("d/"))
+        .await
+        .expect("list");
+    let names: Vec<&str> = listed.objects.iter().map(|o| o.key.as_str()).collect();
+    assert_eq!(names, ["d/good"]);
+    assert_integrity(read(&store, &key("d/stray")).await, "stray object");
+}
+
+#[test]
+fn a_keyring_loads_from_a_file_with_the_last_entry_active() {
+    use base64::Engine;
+    let encoded = base64::engine::general_purpose::STANDARD.encode([4u8; 32]);
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path().join("keyring");
+    std::fs::write(&path, format!("# keys\nold={encoded}\nnew={encoded}\n")).expect("write");
+    let from_file = Keyring::from_file(&path).expect("file keyring");
+    assert_eq!(from_file.ids().collect::<Vec<_>>(), ["old", "new"]);
+    assert_eq!(from_file.active_id(), "new");
+}
+
+#[test]
+fn a_keyring_loads_from_an_environment_variable() {
+    const VAR: &str = "STORAGE_CRYPTO_TEST_KEYRING";
+    if std::env::var_os(VAR).is_some() {
+        let ring = Keyring::from_env(VAR).expect("keyring from the environment");
+        assert_eq!(ring.ids().collect::<Vec<_>>(), ["env-old", "env-new"]);
+        return;
+    }
+    // Setting a variable in this process is `unsafe` (edition 2024), which
+    // the workspace denies: run this test again in a child with it set.
+    use base64::Engine;
+    let encoded = base64::engine::general_purpose::STANDARD.encode([4u8; 32]);
+    let status = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args(["--exact", "a_keyring_loads_from_an_environment_variable"])
+        .env(VAR, format!("env-old={encoded},env-new={encoded}"))
+        .status()
+        .expect("child test");
+    assert!(status.success(), "the child test failed: {status}");
+}

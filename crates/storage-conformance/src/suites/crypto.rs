@@ -216,8 +216,8 @@ async fn identical_plaintexts_get_distinct_etags(b: Arc<dyn Backend>, hooks: Hoo
     Ok(())
 }
 
-/// Ranges inside one segment, across segment boundaries (64 KiB by
-/// default), to the end and from the end return exactly the plaintext
+/// Ranges inside one segment, across segment boundaries (of 1 KiB and of
+/// 64 KiB alike), to the end and from the end return exactly the plaintext
 /// slice.
 async fn range_reads_decrypt_across_segment_boundaries(
     b: Arc<dyn Backend>,
