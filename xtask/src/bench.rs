@@ -37,9 +37,9 @@ pub struct Args {
     pub large_reps: usize,
 }
 
-pub const SMALL: usize = 4 * 1024;
-pub const TASKS: usize = 64;
-pub const READ_SET: u64 = 1000;
+const SMALL: usize = 4 * 1024;
+const TASKS: usize = 64;
+const READ_SET: u64 = 1000;
 
 /// One side of a comparison.
 #[derive(Clone)]
@@ -337,32 +337,12 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
 async fn retry_overhead(dir: &std::path::Path, args: &Args) -> anyhow::Result<()> {
     use storage_retry::Retry;
     let budget = Duration::from_secs_f64(args.seconds);
-    let small = Bytes::from(vec![0x5a; SMALL]);
     let memory: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
     let log: Arc<dyn Backend> = Arc::new(storage_disk::LogStore::open(dir).await?);
     for (name, bare) in [("memory", memory), ("logstore", log)] {
         let retried: Arc<dyn Backend> = Arc::new(Retry::new(Arc::clone(&bare)));
         let stores = [Store::Ours(retried), Store::Ours(bare)];
-        for store in &stores {
-            for i in 0..READ_SET {
-                store.put(format!("read/{i}"), small.clone()).await?;
-            }
-        }
-        for (label, tasks) in [("sequential", 1), ("64 tasks", TASKS)] {
-            let data = small.clone();
-            let put = move |s: Store, t: usize, i: u64| {
-                let data = data.clone();
-                async move { s.put(format!("write/{t}/{i}"), data).await }
-            };
-            let puts = alternate_many(&stores, tasks, budget, put).await?;
-            let get = |s: Store, t: usize, i: u64| async move {
-                let got = s
-                    .get(format!("read/{}", (t as u64 * 7919 + i) % READ_SET))
-                    .await?;
-                anyhow::ensure!(got.len() == SMALL, "short read");
-                Ok(())
-            };
-            let gets = alternate_many(&stores, tasks, budget, get).await?;
+        for (label, puts, gets) in small_rows(&stores, budget).await? {
             for (op, rates) in [("put", puts), ("get", gets)] {
                 println!(
                     "| {name} through Retry | {name} bare | {op} 4 KiB, {label} | {} ops/s | {} ops/s | {:.2}× ({:+.1} % overhead) |",
@@ -375,6 +355,40 @@ async fn retry_overhead(dir: &std::path::Path, args: &Args) -> anyhow::Result<()
         }
     }
     Ok(())
+}
+
+/// 4 KiB puts and gets on each of `stores` (after writing the objects the
+/// gets read), sequential and with 64 tasks, in alternating rounds: per
+/// concurrency, its label and each store's put and get rates in ops/s.
+pub async fn small_rows(
+    stores: &[Store],
+    budget: Duration,
+) -> anyhow::Result<Vec<(&'static str, Vec<f64>, Vec<f64>)>> {
+    let small = Bytes::from(vec![0x5a; SMALL]);
+    for store in stores {
+        for i in 0..READ_SET {
+            store.put(format!("read/{i}"), small.clone()).await?;
+        }
+    }
+    let mut rows = Vec::new();
+    for (label, tasks) in [("sequential", 1), ("64 tasks", TASKS)] {
+        let data = small.clone();
+        let put = move |s: Store, t: usize, i: u64| {
+            let data = data.clone();
+            async move { s.put(format!("write/{t}/{i}"), data).await }
+        };
+        let puts = alternate_many(stores, tasks, budget, put).await?;
+        let get = |s: Store, t: usize, i: u64| async move {
+            let got = s
+                .get(format!("read/{}", (t as u64 * 7919 + i) % READ_SET))
+                .await?;
+            anyhow::ensure!(got.len() == SMALL, "short read");
+            Ok(())
+        };
+        let gets = alternate_many(stores, tasks, budget, get).await?;
+        rows.push((label, puts, gets));
+    }
+    Ok(rows)
 }
 
 /// A rate with no decimals above 100, one below.

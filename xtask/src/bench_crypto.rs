@@ -10,7 +10,7 @@ use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use storage_core::{Backend, Body, GetOptions, Key, MemoryBackend, PutOptions};
 use storage_crypto::{Encrypted, Keyring, all_state};
 
-use crate::bench::{Args, READ_SET, SMALL, Store, TASKS, alternate_many, fmt_rate};
+use crate::bench::{Args, Store, fmt_rate, small_rows};
 
 /// Size of the large object: 64 MiB.
 const LARGE: usize = 64 << 20;
@@ -54,7 +54,7 @@ fn ring_alone(reps: usize) -> anyhow::Result<f64> {
                     segment,
                 )
                 .map_err(|_| anyhow::anyhow!("seal"))?;
-            std::hint::black_box(tag);
+            let _ = std::hint::black_box(tag);
         }
         rates.push(mb_per_s(started.elapsed()));
     }
@@ -127,29 +127,10 @@ pub async fn run(dir: &std::path::Path, args: &Args) -> anyhow::Result<()> {
         row(name, "get 64 MiB", median(ours.1), median(plain.1), "MB/s");
     }
     let budget = Duration::from_secs_f64(args.seconds);
-    let small = Bytes::from(vec![0x5a; SMALL]);
+    let below: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
     let bare: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
-    let stores = [Store::Ours(encrypted(&bare)?), Store::Ours(bare)];
-    for store in &stores {
-        for i in 0..READ_SET {
-            store.put(format!("read/{i}"), small.clone()).await?;
-        }
-    }
-    for (label, tasks) in [("sequential", 1), ("64 tasks", TASKS)] {
-        let data = small.clone();
-        let put = move |s: Store, t: usize, i: u64| {
-            let data = data.clone();
-            async move { s.put(format!("write/{t}/{i}"), data).await }
-        };
-        let puts = alternate_many(&stores, tasks, budget, put).await?;
-        let get = |s: Store, t: usize, i: u64| async move {
-            let got = s
-                .get(format!("read/{}", (t as u64 * 7919 + i) % READ_SET))
-                .await?;
-            anyhow::ensure!(got.len() == SMALL, "short read");
-            Ok(())
-        };
-        let gets = alternate_many(&stores, tasks, budget, get).await?;
+    let stores = [Store::Ours(encrypted(&below)?), Store::Ours(bare)];
+    for (label, puts, gets) in small_rows(&stores, budget).await? {
         row(
             "memory",
             &format!("put 4 KiB, {label}"),

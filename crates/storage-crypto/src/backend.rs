@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::{StreamExt, stream};
 use storage_core::{
     Backend, Body, ByteRange, ByteStream, Capabilities, ChangeStream, DeleteOptions, Error,
@@ -21,7 +21,11 @@ use crate::format::{
     context_bytes, plaintext_size, segment_count, stored_segment_range, stored_size,
 };
 use crate::keyring::Keyring;
-use crate::stream::{OpenPlan, SegmentKey, fill, open_stream, seal_stream};
+use crate::stream::{OpenPlan, Reader, SegmentKey, open_stream, seal_stream};
+
+/// Random bytes a header's wrap draws: the wrap nonce (12) and the KEK
+/// id's padding (32).
+const WRAP_RANDOM_BYTES: usize = 44;
 
 /// The user-metadata entry that holds the sealed user metadata when
 /// [`Encrypted::with_sealed_metadata`] is on.
@@ -150,26 +154,24 @@ impl<B: Backend> Encrypted<B> {
     pub async fn rewrap(&self, key: &Key) -> Result<ObjectMeta> {
         let found = self.inner.get(key, GetOptions::default()).await?;
         let context = self.codec.context(key);
-        let mut input = found.body;
-        let mut buffer = BytesMut::new();
-        fill(&mut input, &mut buffer, HEADER_BYTES).await?;
-        let (header, dek) = self.codec.open_header(key, &buffer, &context)?;
+        let mut input = Reader::new(found.body);
+        let stored_header = input.take(HEADER_BYTES).await?;
+        let (header, dek) = self.codec.open_header(key, &stored_header, &context)?;
         let meta = found.meta;
         if header.kek_id == self.codec.keyring.active_id() {
             return self.codec.plain_meta(meta, Whole::Yes);
         }
-        let new_header = self
-            .codec
-            .wrap_header(&dek, header.nonce_prefix, &context)?;
+        let new_header =
+            self.codec
+                .wrap_header(&dek, header.nonce_prefix, &context, &crate::random_array()?)?;
         let mut metadata = meta.metadata.clone();
         if let Some(sealed) = meta.metadata.get(SEALED_METADATA) {
             let plain = self.codec.open_metadata(key, sealed, &context)?;
             metadata = self.codec.sealed_metadata(&plain, &context)?;
         }
         let content_type = meta.content_type.clone();
-        let rest = buffer.split_off(HEADER_BYTES).freeze();
-        let body = stream::iter([Ok(Bytes::copy_from_slice(&new_header.encode())), Ok(rest)])
-            .chain(input)
+        let body = stream::once(async move { Ok(Bytes::copy_from_slice(&new_header.encode())) })
+            .chain(input.into_stream())
             .boxed();
         let written = self
             .inner
@@ -232,12 +234,10 @@ impl<B: Backend> Encrypted<B> {
         let found = self.inner.get(key, options).await?;
         let meta = self.codec.plain_meta(found.meta, Whole::Yes)?;
         let context = self.codec.context(key);
-        let mut input = found.body;
-        let mut buffer = BytesMut::new();
-        fill(&mut input, &mut buffer, HEADER_BYTES).await?;
-        let (header, dek) = self.codec.open_header(key, &buffer, &context)?;
+        let mut input = Reader::new(found.body);
+        let stored_header = input.take(HEADER_BYTES).await?;
+        let (header, dek) = self.codec.open_header(key, &stored_header, &context)?;
         let segment_key = self.codec.segment_key(&header, &dek, &context)?;
-        let rest = buffer.split_off(HEADER_BYTES);
         let plan = OpenPlan {
             plain: meta.size,
             first: 0,
@@ -246,7 +246,7 @@ impl<B: Backend> Encrypted<B> {
             whole: true,
         };
         let size = meta.size;
-        let body = open_stream(input, rest, segment_key, plan, key.to_string());
+        let body = open_stream(input, segment_key, plan, key.to_string());
         Ok(GetResult::new(meta, 0..size, body))
     }
 
@@ -303,8 +303,7 @@ impl<B: Backend> Encrypted<B> {
                         whole: false,
                     };
                     let body = open_stream(
-                        segments.body,
-                        BytesMut::new(),
+                        Reader::new(segments.body),
                         segment_key,
                         plan,
                         key.to_string(),
@@ -374,13 +373,18 @@ impl Codec {
         dek: &[u8; DEK_BYTES],
         nonce_prefix: [u8; 7],
         context: &[u8],
+        fresh: &[u8; WRAP_RANDOM_BYTES],
     ) -> Result<Header> {
+        let (wrap_nonce, padding) = fresh.split_at(12);
         let mut header = Header {
             segment_bytes: self.segment_bytes,
             nonce_prefix,
             kek_id: self.keyring.active_id().to_owned(),
-            kek_field: crate::format::kek_field(self.keyring.active_id(), crate::random_array()?),
-            wrap_nonce: crate::random_array()?,
+            kek_field: crate::format::kek_field(
+                self.keyring.active_id(),
+                padding.try_into().unwrap_or([0; 32]),
+            ),
+            wrap_nonce: wrap_nonce.try_into().unwrap_or([0; 12]),
             wrapped_dek: [0; 48],
         };
         let aad = [header.bound_for_wrap().as_slice(), context].concat();
@@ -426,8 +430,16 @@ impl Codec {
 
     /// The stored form of `input` under a fresh DEK and nonce prefix.
     fn seal(&self, input: ByteStream, context: &[u8]) -> Result<ByteStream> {
-        let dek = Zeroizing::new(crate::random_array::<DEK_BYTES>()?);
-        let header = self.wrap_header(&dek, crate::random_array()?, context)?;
+        // One draw from the system's generator: DEK, nonce prefix, wrap
+        // nonce and KEK-id padding.
+        let fresh = Zeroizing::new(crate::random_array::<{ DEK_BYTES + 7 + WRAP_RANDOM_BYTES }>()?);
+        let mut dek = Zeroizing::new([0u8; DEK_BYTES]);
+        dek.copy_from_slice(&fresh[..DEK_BYTES]);
+        let mut prefix = [0u8; 7];
+        prefix.copy_from_slice(&fresh[DEK_BYTES..DEK_BYTES + 7]);
+        let mut wrap = [0u8; WRAP_RANDOM_BYTES];
+        wrap.copy_from_slice(&fresh[DEK_BYTES + 7..]);
+        let header = self.wrap_header(&dek, prefix, context, &wrap)?;
         let key = self.segment_key(&header, &dek, context)?;
         Ok(seal_stream(
             Bytes::copy_from_slice(&header.encode()),

@@ -20,9 +20,9 @@
 //! the others (the STREAM construction of Hoang, Reyhanitabar, Rogaway and
 //! Vizár, "Online Authenticated-Encryption and its Nonce-Reuse
 //! Misuse-Resistance", CRYPTO 2015), and the associated data
-//! `header[0..20] ‖ context`, where `context` is the length-prefixed key
-//! and context kind ([`context_bytes`]). A truncation (at a segment boundary
-//! or inside one), a reordering, a duplication or an extension changes
+//! `header[0..20] ‖ context`, where `context` is the key and the context
+//! kind, each prefixed by its length (4 bytes, big-endian). A truncation
+//! (at a segment boundary or inside one), a reordering, a duplication or an extension changes
 //! which nonce a segment is opened with, and the tag check fails. The DEK
 //! is wrapped with the associated data `header[0..52] ‖ context`, so the
 //! KEK id, the segment size and the nonce prefix are bound too; `rewrap`

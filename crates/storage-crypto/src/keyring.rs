@@ -24,6 +24,14 @@ pub(crate) fn valid_kek_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
+/// One KEK: its id, its bytes and `ring`'s key built from them.
+struct Kek {
+    id: String,
+    #[allow(dead_code)] // Kept only to be wiped on drop.
+    material: Box<Zeroizing<[u8; KEK_BYTES]>>,
+    key: LessSafeKey,
+}
+
 /// A set of identified AES-256 key-encryption keys (KEKs), one of them
 /// active.
 ///
@@ -32,9 +40,9 @@ pub(crate) fn valid_kek_id(id: &str) -> bool {
 /// [`Encrypted::rewrap`](crate::Encrypted::rewrap) has moved those objects
 /// to the active KEK. The keyring's copies of key material are wiped from
 /// memory when it is dropped (`zeroize`); the AES key schedules `ring`
-/// derives for each wrap or unwrap (and for each object's DEK) are not
-/// wiped by `ring`, but live only during that call (or that object's read
-/// or write). `Debug` shows ids only.
+/// derives from them (built once per KEK, kept for the keyring's life, and
+/// once per object for its DEK) are not wiped by `ring`. `Debug` shows ids
+/// only.
 ///
 /// Text form ([`Keyring::from_text`], [`Keyring::from_file`],
 /// [`Keyring::from_env`]): entries `ID=BASE64` separated by newlines or
@@ -42,8 +50,9 @@ pub(crate) fn valid_kek_id(id: &str) -> bool {
 /// section 4); blank lines and lines starting with `#` are skipped; the
 /// last entry is the active KEK, so a rotation appends a line.
 pub struct Keyring {
-    /// Boxed, so that growing the list moves pointers, never key bytes.
-    keys: Vec<(String, Box<Zeroizing<[u8; KEK_BYTES]>>)>,
+    /// Boxed, so that growing the list moves pointers, never key bytes;
+    /// with `ring`'s key for it, built once.
+    keys: Vec<Kek>,
     active: usize,
 }
 
@@ -91,7 +100,7 @@ impl Keyring {
                 "KEK id {id:?} must be 1 to {MAX_KEK_ID_BYTES} bytes of ASCII letters, digits, '.', '_' or '-'"
             )));
         }
-        if self.keys.iter().any(|(known, _)| known == id) {
+        if self.keys.iter().any(|k| k.id == id) {
             return Err(Error::invalid_argument(format!(
                 "KEK id {id:?} is in the keyring twice"
             )));
@@ -104,7 +113,13 @@ impl Keyring {
         }
         let mut material = Box::new(Zeroizing::new([0u8; KEK_BYTES]));
         material.copy_from_slice(key);
-        self.keys.push((id.to_owned(), material));
+        let unbound = UnboundKey::new(&AES_256_GCM, material.as_slice())
+            .map_err(|_| Error::invalid_argument(format!("KEK {id:?} is not an AES-256 key")))?;
+        self.keys.push(Kek {
+            id: id.to_owned(),
+            material,
+            key: LessSafeKey::new(unbound),
+        });
         self.active = self.keys.len() - 1;
         Ok(())
     }
@@ -166,18 +181,16 @@ impl Keyring {
 
     /// The id of the active KEK.
     pub fn active_id(&self) -> &str {
-        &self.keys[self.active].0
+        &self.keys[self.active].id
     }
 
     /// The ids of every KEK, in the order they were added.
     pub fn ids(&self) -> impl Iterator<Item = &str> {
-        self.keys.iter().map(|(id, _)| id.as_str())
+        self.keys.iter().map(|k| k.id.as_str())
     }
 
-    fn key(&self, id: &str) -> Option<LessSafeKey> {
-        let (_, material) = self.keys.iter().find(|(known, _)| known == id)?;
-        let unbound = UnboundKey::new(&AES_256_GCM, material.as_slice()).ok()?;
-        Some(LessSafeKey::new(unbound))
+    fn key(&self, id: &str) -> Option<&LessSafeKey> {
+        self.keys.iter().find(|k| k.id == id).map(|k| &k.key)
     }
 
     /// Wraps `dek` with the active KEK under `nonce` and `aad`.

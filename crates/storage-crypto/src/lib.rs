@@ -9,7 +9,7 @@
 //! - [`Keyring`]: identified KEKs, one active, loaded from bytes, a file or
 //!   an environment variable; rotation and [`Encrypted::rewrap`].
 //! - [`ContextKind`] and [`Resolver`]: the kind of content each key holds.
-//! - [`format`]: the stored format, as a table.
+//! - [`mod@format`]: the stored format, as a table.
 //!
 //! Layer order: prefer `Retry<Encrypted<B>>`. A retried put then seals the
 //! body again with a fresh DEK per attempt, and a retried read decrypts

@@ -146,22 +146,57 @@ pub(crate) fn seal_stream(header: Bytes, key: SegmentKey, input: ByteStream) -> 
     .boxed()
 }
 
-/// Reads from `input` until `buffer` holds at least `len` bytes or the
-/// stream ends.
-pub(crate) async fn fill(input: &mut ByteStream, buffer: &mut BytesMut, len: usize) -> Result<()> {
-    while buffer.len() < len {
-        match input.try_next().await? {
-            // A chunk nobody else holds becomes the buffer without a copy.
-            Some(chunk) if buffer.is_empty() => {
-                *buffer = chunk
-                    .try_into_mut()
-                    .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
-            }
-            Some(chunk) => buffer.extend_from_slice(&chunk),
-            None => break,
+/// Reads a stream of chunks in pieces of chosen lengths, copying each byte
+/// once (into the piece) and never more than one piece at a time.
+pub(crate) struct Reader {
+    input: ByteStream,
+    /// The unread rest of the last chunk.
+    rest: Bytes,
+}
+
+impl Reader {
+    pub fn new(input: ByteStream) -> Self {
+        Reader {
+            input,
+            rest: Bytes::new(),
         }
     }
-    Ok(())
+
+    /// The next `len` bytes in one buffer, or fewer at the end of the
+    /// stream.
+    pub async fn take(&mut self, len: usize) -> Result<BytesMut> {
+        let mut out = BytesMut::with_capacity(len);
+        while out.len() < len {
+            if self.rest.is_empty() {
+                match self.input.try_next().await? {
+                    Some(chunk) => self.rest = chunk,
+                    None => break,
+                }
+                continue;
+            }
+            let n = (len - out.len()).min(self.rest.len());
+            out.extend_from_slice(&self.rest[..n]);
+            self.rest.advance(n);
+        }
+        Ok(out)
+    }
+
+    /// Whether the stream has no byte left.
+    pub async fn at_end(&mut self) -> Result<bool> {
+        while self.rest.is_empty() {
+            match self.input.try_next().await? {
+                Some(chunk) => self.rest = chunk,
+                None => return Ok(true),
+            }
+        }
+        Ok(false)
+    }
+
+    /// What is left to read, as a stream.
+    pub fn into_stream(self) -> ByteStream {
+        let rest = (!self.rest.is_empty()).then_some(Ok(self.rest));
+        stream::iter(rest).chain(self.input).boxed()
+    }
 }
 
 /// What an opened stream reads: segments `first..=last` of an object of
@@ -178,8 +213,7 @@ pub(crate) struct OpenPlan {
 }
 
 struct OpenState {
-    input: ByteStream,
-    buffer: BytesMut,
+    input: Reader,
     key: SegmentKey,
     plan: OpenPlan,
     index: u64,
@@ -188,10 +222,9 @@ struct OpenState {
 }
 
 /// The plaintext of `plan.want`, from `input` positioned at the first byte
-/// of segment `plan.first` (with `buffered` bytes of it already read).
+/// of segment `plan.first`.
 pub(crate) fn open_stream(
-    input: ByteStream,
-    buffered: BytesMut,
+    input: Reader,
     key: SegmentKey,
     plan: OpenPlan,
     name: String,
@@ -199,7 +232,6 @@ pub(crate) fn open_stream(
     let segments = crate::format::segment_count(plan.plain, key.segment_bytes);
     let state = OpenState {
         input,
-        buffer: buffered,
         index: plan.first,
         key,
         plan,
@@ -210,8 +242,8 @@ pub(crate) fn open_stream(
         while st.index <= st.plan.last {
             let range = stored_segment_range(st.index, st.plan.plain, st.key.segment_bytes);
             let len = (range.end - range.start) as usize;
-            fill(&mut st.input, &mut st.buffer, len).await?;
-            if st.buffer.len() < len {
+            let mut segment = st.input.take(len).await?;
+            if segment.len() < len {
                 return Err(Error::Integrity {
                     key: st.name.clone(),
                     message: format!(
@@ -220,21 +252,17 @@ pub(crate) fn open_stream(
                     ),
                 });
             }
-            let mut segment = st.buffer.split_to(len);
             let last = st.index + 1 == st.segments;
             st.key.open(&mut segment, st.index, last, &st.name)?;
             let start = st.index * u64::from(st.key.segment_bytes);
             st.index += 1;
             let from = st.plan.want.start.saturating_sub(start) as usize;
             let to = (st.plan.want.end - start).min(segment.len() as u64) as usize;
-            if st.index > st.plan.last && st.plan.whole {
-                fill(&mut st.input, &mut st.buffer, 1).await?;
-                if !st.buffer.is_empty() {
-                    return Err(Error::Integrity {
-                        key: st.name.clone(),
-                        message: "the stored object goes on after its last segment".into(),
-                    });
-                }
+            if st.index > st.plan.last && st.plan.whole && !st.input.at_end().await? {
+                return Err(Error::Integrity {
+                    key: st.name.clone(),
+                    message: "the stored object goes on after its last segment".into(),
+                });
             }
             if from < to {
                 let mut plain = segment.freeze();
