@@ -14,9 +14,13 @@
 //! Layer order: prefer `Retry<Encrypted<B>>`. A retried put then seals the
 //! body again with a fresh DEK per attempt, and a retried read decrypts
 //! again from the header; under `Encrypted<Retry<B>>` a replayable body is
-//! also resealed per attempt (each replay draws a fresh DEK), but a range
-//! read that resumes mid-stream resumes below the layer, which is equally
-//! correct. Both orders pass the conformance suite.
+//! also resealed per attempt (each replay draws a fresh DEK), and a read
+//! that resumes mid-stream resumes below the layer, which is equally
+//! correct. Both orders pass the conformance suite under injected faults.
+//! One exception: `Retry` promotes staged writes with its own `copy`,
+//! which through this layer reads and re-encrypts the object, while
+//! `Encrypted<Retry<B>>` promotes with the store's server-side copy; for
+//! large transactional writes, prefer that order.
 //!
 //! ```
 //! use std::sync::Arc;
