@@ -283,10 +283,13 @@ impl<'a, B: Backend + ?Sized> Txn<'a, B> {
     ///
     /// # Errors
     /// Before the decision (nothing happened, the staged writes are
-    /// discarded): [`Error::Locked`] for a key another transaction holds,
+    /// discarded): [`Error::Locked`] for a key another transaction holds
+    /// or for this transaction taken over (decided aborted) while it ran,
     /// [`Error::AlreadyExists`] or [`Error::PreconditionFailed`] for a
     /// failed condition, [`Error::InvalidArgument`] for a transaction too
-    /// old to commit safely, and the backend's errors. After the decision
+    /// old to commit safely, and the backend's errors. A transient
+    /// [`Error::Backend`] when the decision's outcome is unknown (nothing
+    /// is undone; [`reconcile`] settles it). After the decision
     /// the commit returns `Ok`: failures to promote or clean up are
     /// reported in [`CommitReport`] or, when a promote fails, returned as
     /// the backend's error with the decision in place, so that
@@ -317,9 +320,9 @@ impl<'a, B: Backend + ?Sized> Txn<'a, B> {
             .await;
         let record_etag = match decided {
             Ok(meta) => meta.etag,
-            Err(Error::AlreadyExists { .. }) => match read_decision(self.backend, &record).await? {
+            Err(Error::AlreadyExists { .. }) => match read_decision(self.backend, &record).await {
                 // Taken over while this commit stalled: nothing happened.
-                Some((_, Decision::Aborted)) | None => {
+                Ok(Some((_, Decision::Aborted))) => {
                     self.abort(&locked).await;
                     return Err(Error::Locked {
                         path: record.to_string(),
@@ -327,7 +330,20 @@ impl<'a, B: Backend + ?Sized> Txn<'a, B> {
                 }
                 // Written by an earlier attempt of this commit whose
                 // answer was lost.
-                Some((etag, Decision::Committed(_))) => etag,
+                Ok(Some((etag, Decision::Committed(_)))) => etag,
+                // Gone again (a reconcile may have finished this very
+                // transaction) or unreadable: the outcome is unknown, and
+                // nothing may be undone.
+                Ok(None) | Err(_) => {
+                    return Err(Error::Backend {
+                        transient: true,
+                        message: format!(
+                            "the decision of transaction {} is unknown: its record existed, then could not be read; reconcile settles it",
+                            self.id
+                        ),
+                        source: None,
+                    });
+                }
             },
             Err(e) => {
                 // The record may have been written with its answer lost:
@@ -495,6 +511,11 @@ async fn read_decision<B: Backend + ?Sized>(
 /// saying `aborted` with `IfNotExists`. Returns whether the transaction is
 /// aborted (by this call or earlier); `false` means it committed.
 async fn decide_aborted<B: Backend + ?Sized>(backend: &B, txn: &TxnId) -> Result<bool> {
+    // Without conditional puts no transaction can lock a key, so none can
+    // have decided anything.
+    if !backend.capabilities().conditional_put {
+        return Ok(true);
+    }
     let record = Key::txn_record(txn);
     match backend
         .put(

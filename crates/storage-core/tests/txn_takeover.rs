@@ -23,10 +23,7 @@ impl Backend for StallsBeforeTheDecision {
         "stalls-before-the-decision"
     }
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            atomic_promote: false,
-            ..self.0.capabilities()
-        }
+        self.0.capabilities()
     }
     async fn put(&self, key: &Key, body: Body, options: PutOptions) -> Result<ObjectMeta> {
         if key.as_str().starts_with(".txn/") {
@@ -76,7 +73,7 @@ async fn a_commit_stalled_past_a_takeover_fails_cleanly_and_writes_nothing() {
         .await
         .expect("list staged");
     assert!(staged.staged.is_empty(), "left staged: {:?}", staged.staged);
-    // The locks went with the failed commit.
+    // The locks are gone (reconcile removed them as stale).
     let reserved = store
         .0
         .list(&ListOptions {
@@ -92,4 +89,10 @@ async fn a_commit_stalled_past_a_takeover_fails_cleanly_and_writes_nothing() {
     );
     // The aborted decision stays, so the commit cannot be decided later.
     assert_eq!(names.len(), 1, "{names:?}");
+    let record = store
+        .0
+        .get_bytes(storage_core::raw::stored_key(names[0]).expect("stored name"))
+        .await
+        .expect("record");
+    assert_eq!(record, "storage-txn 1\naborted\n");
 }
