@@ -137,7 +137,7 @@ where
 }
 
 /// The median of `values`.
-fn median(values: &mut [f64]) -> f64 {
+pub fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
 }
@@ -159,40 +159,16 @@ struct Row {
 async fn measure(ours: &Store, peer: Option<&Store>, args: &Args) -> anyhow::Result<Vec<Row>> {
     let stores: Vec<Store> = std::iter::once(ours.clone()).chain(peer.cloned()).collect();
     let budget = Duration::from_secs_f64(args.seconds);
-    let small = Bytes::from(vec![0x5a; SMALL]);
     let mut rows = Vec::new();
-    for store in &stores {
-        for i in 0..READ_SET {
-            store.put(format!("read/{i}"), small.clone()).await?;
+    for (label, puts, gets) in small_rows(&stores, budget).await? {
+        for (op, rates) in [("put", puts), ("get", gets)] {
+            rows.push(Row {
+                name: format!("{op} 4 KiB, {label}"),
+                unit: "ops/s",
+                ours: rates[0],
+                peer: rates.get(1).copied(),
+            });
         }
-    }
-    for (label, tasks) in [("sequential", 1), ("64 tasks", TASKS)] {
-        let data = small.clone();
-        let put = move |s: Store, t: usize, i: u64| {
-            let data = data.clone();
-            async move { s.put(format!("write/{t}/{i}"), data).await }
-        };
-        let rates = alternate_many(&stores, tasks, budget, put).await?;
-        rows.push(Row {
-            name: format!("put 4 KiB, {label}"),
-            unit: "ops/s",
-            ours: rates[0],
-            peer: rates.get(1).copied(),
-        });
-        let get = |s: Store, t: usize, i: u64| async move {
-            let got = s
-                .get(format!("read/{}", (t as u64 * 7919 + i) % READ_SET))
-                .await?;
-            anyhow::ensure!(got.len() == SMALL, "short read");
-            Ok(())
-        };
-        let rates = alternate_many(&stores, tasks, budget, get).await?;
-        rows.push(Row {
-            name: format!("get 4 KiB, {label}"),
-            unit: "ops/s",
-            ours: rates[0],
-            peer: rates.get(1).copied(),
-        });
     }
     let large_len = args.large_mib << 20;
     let large = Bytes::from(vec![0xa5; large_len]);

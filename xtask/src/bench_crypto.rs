@@ -10,7 +10,7 @@ use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use storage_core::{Backend, Body, GetOptions, Key, MemoryBackend, PutOptions};
 use storage_crypto::{Encrypted, Keyring, all_state};
 
-use crate::bench::{Args, Store, fmt_rate, small_rows};
+use crate::bench::{Args, Store, fmt_rate, median, small_rows};
 
 /// Size of the large object: 64 MiB.
 const LARGE: usize = 64 << 20;
@@ -27,11 +27,6 @@ fn encrypted(bare: &Arc<dyn Backend>) -> anyhow::Result<Arc<dyn Backend>> {
 /// MB/s of `LARGE` bytes in `elapsed`.
 fn mb_per_s(elapsed: Duration) -> f64 {
     LARGE as f64 / 1e6 / elapsed.as_secs_f64()
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 /// Seals `LARGE` bytes in 64 KiB segments with `ring` alone, in place, on
@@ -58,30 +53,27 @@ fn ring_alone(reps: usize) -> anyhow::Result<f64> {
         }
         rates.push(mb_per_s(started.elapsed()));
     }
-    Ok(median(rates))
+    Ok(median(&mut rates))
 }
 
-/// Median MB/s of `LARGE`-byte puts and full gets on `store`.
-async fn large(store: &Arc<dyn Backend>, data: &Bytes, reps: usize) -> anyhow::Result<(f64, f64)> {
+/// MB/s of one `LARGE`-byte put and one full get on `store`.
+async fn large(store: &Arc<dyn Backend>, data: &Bytes) -> anyhow::Result<(f64, f64)> {
     let key = Key::new("large")?;
-    let (mut puts, mut gets) = (Vec::new(), Vec::new());
-    for _ in 0..reps {
-        crate::bench::flush_page_cache_writes();
-        let started = Instant::now();
-        store
-            .put(&key, Body::from(data.clone()), PutOptions::default())
-            .await?;
-        puts.push(mb_per_s(started.elapsed()));
-        let started = Instant::now();
-        let got = store
-            .get(&key, GetOptions::default())
-            .await?
-            .bytes()
-            .await?;
-        gets.push(mb_per_s(started.elapsed()));
-        anyhow::ensure!(got.len() == LARGE, "short read");
-    }
-    Ok((median(puts), median(gets)))
+    crate::bench::flush_page_cache_writes();
+    let started = Instant::now();
+    store
+        .put(&key, Body::from(data.clone()), PutOptions::default())
+        .await?;
+    let put = mb_per_s(started.elapsed());
+    let started = Instant::now();
+    let got = store
+        .get(&key, GetOptions::default())
+        .await?
+        .bytes()
+        .await?;
+    let get = mb_per_s(started.elapsed());
+    anyhow::ensure!(got.len() == LARGE, "short read");
+    Ok((put, get))
 }
 
 fn row(name: &str, op: &str, ours: f64, bare: f64, unit: &str) {
@@ -116,15 +108,27 @@ pub async fn run(dir: &std::path::Path, args: &Args) -> anyhow::Result<()> {
         let (mut ours, mut plain) = ((Vec::new(), Vec::new()), (Vec::new(), Vec::new()));
         // Alternate sides so that neither gets a warmer machine.
         for _ in 0..reps {
-            let (p, g) = large(&sealed, &data, 1).await?;
+            let (p, g) = large(&sealed, &data).await?;
             ours.0.push(p);
             ours.1.push(g);
-            let (p, g) = large(&bare, &data, 1).await?;
+            let (p, g) = large(&bare, &data).await?;
             plain.0.push(p);
             plain.1.push(g);
         }
-        row(name, "put 64 MiB", median(ours.0), median(plain.0), "MB/s");
-        row(name, "get 64 MiB", median(ours.1), median(plain.1), "MB/s");
+        row(
+            name,
+            "put 64 MiB",
+            median(&mut ours.0),
+            median(&mut plain.0),
+            "MB/s",
+        );
+        row(
+            name,
+            "get 64 MiB",
+            median(&mut ours.1),
+            median(&mut plain.1),
+            "MB/s",
+        );
     }
     let budget = Duration::from_secs_f64(args.seconds);
     let below: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
