@@ -41,7 +41,7 @@ use futures::StreamExt;
 use futures::stream;
 use storage_core::{
     Backend, Body, ByteStream, Capabilities, ChangeStream, DeleteOptions, Error, GetOptions,
-    GetResult, Key, ListOptions, ListPage, ObjectMeta, PutMode, PutOptions, Result,
+    GetResult, Key, ListOptions, ListPage, ObjectMeta, PutMode, PutOptions, Result, TxnId,
 };
 
 /// How long a slow call is held by default: 100 ms. Give the retrying layer
@@ -449,6 +449,18 @@ impl<B: Backend> Backend for FaultInjector<B> {
 
     async fn watch(&self, prefix: &str) -> Result<ChangeStream> {
         self.inner.watch(prefix).await
+    }
+
+    /// One faulty call where the inner backend promotes atomically (as its
+    /// capabilities, forwarded, say); otherwise the default copy-then-delete
+    /// through this layer, each step faulty on its own.
+    async fn promote(&self, key: &Key, txn: &TxnId, mode: PutMode) -> Result<ObjectMeta> {
+        if self.inner.capabilities().atomic_promote {
+            return self
+                .plain("promote", key.as_str(), self.inner.promote(key, txn, mode))
+                .await;
+        }
+        storage_core::raw::promote_by_copy(self, key, txn, mode).await
     }
 }
 

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use storage_core::{
     Backend, Body, ByteRange, Capabilities, ChangeStream, DeleteOptions, GetOptions, GetResult,
-    Key, ListOptions, ListPage, Metadata, ObjectMeta, PutMode, PutOptions, Result,
+    Key, ListOptions, ListPage, Metadata, ObjectMeta, PutMode, PutOptions, Result, TxnId,
 };
 
 /// One call that reached the inner backend.
@@ -111,5 +111,15 @@ impl<B: Backend> Backend for Spy<B> {
     async fn watch(&self, prefix: &str) -> Result<ChangeStream> {
         self.record(Call::Watch(prefix.to_owned()));
         self.inner.watch(prefix).await
+    }
+
+    /// Forwarded where the inner backend promotes atomically (as its
+    /// capabilities, forwarded, say); otherwise the default copy-then-delete
+    /// through the spy.
+    async fn promote(&self, key: &Key, txn: &TxnId, mode: PutMode) -> Result<ObjectMeta> {
+        if self.inner.capabilities().atomic_promote {
+            return self.inner.promote(key, txn, mode).await;
+        }
+        storage_core::raw::promote_by_copy(self, key, txn, mode).await
     }
 }

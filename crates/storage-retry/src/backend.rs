@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use storage_core::{
     Backend, Body, Capabilities, ChangeStream, DeleteOptions, Error, GetOptions, GetResult, Key,
-    ListOptions, ListPage, ObjectMeta, PutMode, PutOptions, Result,
+    ListOptions, ListPage, ObjectMeta, PutMode, PutOptions, Result, TxnId,
 };
 
 use storage_core::raw::{PartRetry, with_part_retry};
@@ -549,5 +549,57 @@ impl<B: Backend + ?Sized> Backend for Retry<B> {
 
     async fn watch(&self, prefix: &str) -> Result<ChangeStream> {
         self.inner.watch(prefix).await
+    }
+
+    /// Promotes the write of `key` staged in `txn`.
+    ///
+    /// Where the inner backend promotes in one atomic step
+    /// ([`Capabilities::atomic_promote`]), its `promote` is called and
+    /// retried on transient failures. After an attempt of unknown outcome,
+    /// the staged object tells what happened: still there, the promote did
+    /// not apply and is sent again; gone, it applied (the step is atomic),
+    /// and the result is `key`'s current version. A retry that finds
+    /// nothing staged is taken the same way, since the earlier attempt may
+    /// have applied after it timed out; a transaction that discarded the
+    /// staged object concurrently is the one case this reads wrongly, and
+    /// transactions never discard a write they are promoting. Otherwise the default
+    /// copy-then-delete runs through this layer, each step retried as
+    /// [`Backend::copy`] and [`Backend::delete`] are.
+    ///
+    /// # Errors
+    /// Those of the inner backend's [`Backend::promote`]; the last
+    /// transient one when the policy gives up.
+    async fn promote(&self, key: &Key, txn: &TxnId, mode: PutMode) -> Result<ObjectMeta> {
+        if !self.inner.capabilities().atomic_promote {
+            return storage_core::raw::promote_by_copy(self, key, txn, mode).await;
+        }
+        let staged = key.staged(txn)?;
+        let _writing = self.writers.begin(key, write_kind(&mode));
+        let mut attempts = Attempts::start(Operation::Promote);
+        let mut unknown_outcome = false;
+        loop {
+            let error = match self.inner.promote(key, txn, mode.clone()).await {
+                Ok(meta) => return Ok(self.seen.strip(meta, &self.writers)),
+                Err(e) => e,
+            };
+            // The staged object was there before an attempt that may yet
+            // apply late (a timeout): its absence now means that attempt
+            // promoted it.
+            if unknown_outcome && matches!(error, Error::NotFound { .. }) {
+                return self.head_retried(key).await;
+            }
+            if !error.is_transient() {
+                return Err(error);
+            }
+            match self.head_retried(&staged).await {
+                Ok(_) => {}
+                Err(Error::NotFound { .. }) => return self.head_retried(key).await,
+                Err(e) => return Err(e),
+            }
+            unknown_outcome = true;
+            attempts
+                .wait(&self.policy, Some(key.as_str()), error)
+                .await?;
+        }
     }
 }

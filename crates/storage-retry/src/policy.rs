@@ -56,6 +56,9 @@ pub enum Operation {
     List,
     /// [`Backend::copy`](storage_core::Backend::copy).
     Copy,
+    /// [`Backend::promote`](storage_core::Backend::promote) on a backend
+    /// that promotes in one atomic step.
+    Promote,
     /// One call of a chunked upload inside a put (a part, block or chunk,
     /// or the upload's initiation or abort), retried by the upload engine
     /// of the backend below with this policy
@@ -73,6 +76,7 @@ impl fmt::Display for Operation {
             Operation::Delete => "delete",
             Operation::List => "list",
             Operation::Copy => "copy",
+            Operation::Promote => "promote",
             Operation::UploadPart => "upload of a part",
         })
     }

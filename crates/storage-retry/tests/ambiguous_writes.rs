@@ -7,7 +7,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use storage_core::{
     Backend, BackendExt, Body, ChangeKind, DeleteOptions, ETag, Error, GetOptions, Key,
-    ListOptions, MemoryBackend, Metadata, PutMode, PutOptions,
+    ListOptions, MemoryBackend, Metadata, PutMode, PutOptions, TxnId,
 };
 use storage_retry::{Retry, WRITE_ID_METADATA};
 
@@ -189,4 +189,42 @@ async fn an_applied_conditional_copy_whose_answer_was_lost_succeeds() {
         .await;
     let stored = store.inner().inner.head(&target).await.expect("head");
     assert_eq!(copied.expect("reported as applied").etag, stored.etag);
+}
+
+#[tokio::test]
+async fn an_atomic_promote_whose_answer_was_lost_succeeds_once() {
+    let store = scripted(Script::Pass);
+    let (target, txn) = (key("promoted"), TxnId::generate());
+    store
+        .stage(&target, &txn, Body::from("staged"), PutOptions::default())
+        .await
+        .expect("stage");
+    store.inner().set(Script::LoseAnswers(1));
+    let promoted = store.promote(&target, &txn, PutMode::IfNotExists).await;
+    let stored = store.inner().inner.head(&target).await.expect("head");
+    assert_eq!(promoted.expect("reported as applied").etag, stored.etag);
+}
+
+#[tokio::test]
+async fn an_atomic_promote_refused_before_it_applied_is_sent_again() {
+    let store = scripted(Script::Pass);
+    let (target, txn) = (key("promoted"), TxnId::generate());
+    store
+        .stage(&target, &txn, Body::from("staged"), PutOptions::default())
+        .await
+        .expect("stage");
+    store.inner().set(Script::Refuse(2));
+    store
+        .promote(&target, &txn, PutMode::IfNotExists)
+        .await
+        .expect("promoted on the third attempt");
+    assert_eq!(
+        store.get_bytes(&target).await.expect("read"),
+        bytes::Bytes::from_static(b"staged")
+    );
+    let staged = target.staged(&txn).expect("staged key");
+    assert!(matches!(
+        store.inner().inner.head(&staged).await,
+        Err(Error::NotFound { .. })
+    ));
 }

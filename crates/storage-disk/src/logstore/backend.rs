@@ -14,8 +14,8 @@ use sha2::{Digest, Sha256};
 use storage_core::list::{page_from_sorted, scan_start};
 use storage_core::{
     Backend, Body, ByteStream, Capabilities, ChangeStream, DeleteOptions, Error, GetOptions,
-    GetResult, Key, ListOptions, ListPage, Locality, ObjectMeta, PutOptions, Result,
-    check_if_match,
+    GetResult, Key, ListOptions, ListPage, Locality, ObjectMeta, PutMode, PutOptions, Result,
+    TxnId, check_if_match,
 };
 
 use super::index::{IndexEntry, etag_of};
@@ -244,6 +244,7 @@ impl Backend for LogStore {
             change_feed: true,
             checksums: true,
             unique_etags: true,
+            atomic_promote: true,
             ..Capabilities::none(Locality::Local)
         }
     }
@@ -367,5 +368,36 @@ impl Backend for LogStore {
     async fn watch(&self, prefix: &str) -> Result<ChangeStream> {
         storage_core::validate_prefix(prefix)?;
         Ok(self.shared.feed.subscribe(prefix))
+    }
+
+    /// One record, one atomic step: the staged version becomes `key`'s
+    /// (with a fresh ETag) and the staged key is deleted, or nothing
+    /// changes. A large value's blob moves by reference, so promoting a
+    /// value of any size appends one record of at most 1.1 KiB plus its
+    /// metadata; a value under [`large_value_bytes`] is copied into the
+    /// record (format in the module docs, record type 4 and 5).
+    ///
+    /// [`large_value_bytes`]: crate::LogStoreOptions::large_value_bytes
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when nothing is staged; [`Error::AlreadyExists`]
+    /// or [`Error::PreconditionFailed`] when `mode` refuses the write (the
+    /// staged object is kept); [`Error::ChecksumMismatch`] when the staged
+    /// record fails its CRC32C.
+    async fn promote(&self, key: &Key, txn: &TxnId, mode: PutMode) -> Result<ObjectMeta> {
+        let op = Op::Promote {
+            key: key.clone(),
+            staged: key.staged(txn)?,
+            mode,
+            modified_ms: now_ms(),
+        };
+        match self.request(op).await? {
+            Reply::Put(meta) => Ok(meta),
+            other => Err(Error::backend(
+                false,
+                "unexpected writer reply",
+                format!("{other:?}"),
+            )),
+        }
     }
 }

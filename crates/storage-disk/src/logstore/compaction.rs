@@ -138,12 +138,17 @@ fn copy_live(
         })?;
         let len = record.header.record_len() as usize;
         let key = storage_core::raw::stored_key(record.key)?;
-        let live = match record.header.kind {
-            RecordType::Delete => !drop_tombstones,
-            _ => shared
+        let holds_version = || {
+            shared
                 .index
                 .get(&key)
-                .is_some_and(|e| e.seq == record.header.seq && e.location.segment.id == segment.id),
+                .is_some_and(|e| e.seq == record.header.seq && e.location.segment.id == segment.id)
+        };
+        let live = match record.header.kind {
+            RecordType::Delete => !drop_tombstones,
+            RecordType::Put | RecordType::PutBlob => holds_version(),
+            // Also a tombstone of the staged key.
+            RecordType::Promote | RecordType::PromoteBlob => holds_version() || !drop_tombstones,
         };
         if live {
             pending.push(Op::Relocate {

@@ -31,7 +31,7 @@
 //! |---|---|---|
 //! | 0 | 4 | magic `STLR` |
 //! | 4 | 1 | version (1) |
-//! | 5 | 1 | type: 1 put, 2 delete (tombstone), 3 put with the value in a blob |
+//! | 5 | 1 | type: 1 put, 2 delete (tombstone), 3 put with the value in a blob, 4 promote, 5 promote with the value in a blob |
 //! | 6 | 2 | key length *k* (1..=1024) |
 //! | 8 | 4 | metadata length *m* |
 //! | 12 | 4 | reserved (0) |
@@ -43,6 +43,15 @@
 //! | 40+*k*+*m* | *v* | value |
 //! | 40+*k*+*m*+*v* | 32 | SHA-256 of the object's content (zeros for a delete) |
 //! | 72+*k*+*m*+*v* | 4 | CRC32C of every byte of the record before it, header included |
+//!
+//! A promote record (types 4 and 5) moves a staged write to its key in one
+//! step: it is a put of the record's key and a tombstone of the staged key.
+//! Its value starts with the staged key's length (`u16`, 1..=1024) and the
+//! staged key; then comes the content (type 4, copied from the staged
+//! record, under the large-value threshold) or the staged write's blob
+//! reference (type 5, 20 bytes: the blob changes owner, nothing is copied).
+//! Replay applies each half when its sequence number is the key's newest;
+//! compaction keeps the record while either half is still needed.
 //!
 //! # Guarantees
 //!

@@ -31,6 +31,14 @@ pub enum RecordType {
     /// Puts a value stored in a blob file; the record's value is a
     /// [`BlobRef`].
     PutBlob = 3,
+    /// Promotes a staged write: puts the value at the record's key and
+    /// deletes the staged key, in one record. The value is the staged key
+    /// (see [`promote_parts`]) followed by the content, stored inline.
+    Promote = 4,
+    /// As [`RecordType::Promote`], with the content in a blob file: the
+    /// staged key is followed by a [`BlobRef`]. The blob moves from the
+    /// staged key to the record's key; nothing is copied.
+    PromoteBlob = 5,
 }
 
 impl RecordType {
@@ -39,9 +47,52 @@ impl RecordType {
             1 => Some(RecordType::Put),
             2 => Some(RecordType::Delete),
             3 => Some(RecordType::PutBlob),
+            4 => Some(RecordType::Promote),
+            5 => Some(RecordType::PromoteBlob),
             _ => None,
         }
     }
+
+    /// Whether the record promotes a staged write.
+    pub fn is_promote(self) -> bool {
+        matches!(self, RecordType::Promote | RecordType::PromoteBlob)
+    }
+
+    /// Whether the record's value lives in a blob file.
+    pub fn in_blob(self) -> bool {
+        matches!(self, RecordType::PutBlob | RecordType::PromoteBlob)
+    }
+}
+
+/// Bytes before the content in the value of a promote record: the staged
+/// key's length (`u16` LE) and the staged key.
+pub fn promote_prefix_len(staged: &str) -> usize {
+    2 + staged.len()
+}
+
+/// Appends the prefix of a promote record's value: the staged key's length
+/// (`u16` LE) and the staged key.
+pub fn encode_promote_prefix(staged: &str, out: &mut Vec<u8>) {
+    out.extend_from_slice(&(staged.len() as u16).to_le_bytes());
+    out.extend_from_slice(staged.as_bytes());
+}
+
+/// Splits the value of a promote record into the staged key and the content
+/// (the inline value, or the [`BlobRef`] encoding).
+///
+/// # Errors
+/// [`RecordError::Corrupt`] when the staged key's length runs past the value
+/// or the key is not UTF-8.
+pub fn promote_parts(value: &[u8]) -> Result<(&str, &[u8]), RecordError> {
+    let bad = RecordError::Corrupt("bad staged key in a promote record");
+    let (len, rest) = value.split_at_checked(2).ok_or(bad.clone())?;
+    let len = usize::from(u16::from_le_bytes([len[0], len[1]]));
+    if len == 0 || len > storage_core::MAX_KEY_BYTES {
+        return Err(bad);
+    }
+    let (key, content) = rest.split_at_checked(len).ok_or(bad.clone())?;
+    let key = std::str::from_utf8(key).map_err(|_| bad)?;
+    Ok((key, content))
 }
 
 /// The fixed header of a record.
@@ -130,6 +181,10 @@ impl RecordHeader {
                 RecordType::Put => true,
                 RecordType::Delete => header.meta_len == 0 && header.value_len == 0,
                 RecordType::PutBlob => header.value_len == BLOB_REF_LEN as u64,
+                RecordType::Promote => header.value_len >= 3,
+                RecordType::PromoteBlob => (3 + BLOB_REF_LEN as u64
+                    ..=(2 + storage_core::MAX_KEY_BYTES + BLOB_REF_LEN) as u64)
+                    .contains(&header.value_len),
             };
         if !sane {
             return Err(RecordError::Corrupt("impossible record lengths"));

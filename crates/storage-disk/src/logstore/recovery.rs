@@ -186,7 +186,8 @@ pub fn recover(dir: &Path, index: &Index, map_sealed: bool) -> Result<Recovered>
 
 /// Applies one replayed record: the highest sequence number of each key
 /// wins, whatever order the segments hold them in (compaction copies records
-/// forward with their sequence numbers).
+/// forward with their sequence numbers). A promote record is a put of its
+/// key and a tombstone of the staged key, each applied on its own.
 fn apply(
     index: &Index,
     deleted: &mut HashMap<Key, u64>,
@@ -197,51 +198,66 @@ fn apply(
     let key =
         storage_core::raw::stored_key(record.key).map_err(|_| "record holds an invalid key")?;
     let seq = record.header.seq;
-    let current = index
-        .get(&key)
-        .map(|e| e.seq)
-        .max(deleted.get(&key).copied())
-        .unwrap_or(0);
-    if seq <= current {
+    let newer = |deleted: &HashMap<Key, u64>, key: &Key| {
+        let current = index
+            .get(key)
+            .map(|e| e.seq)
+            .max(deleted.get(key).copied())
+            .unwrap_or(0);
+        seq > current
+    };
+    let kind = record.header.kind;
+    let (content, prefix) = match kind {
+        RecordType::Delete => {
+            if newer(deleted, &key) {
+                index.remove(&key);
+                deleted.insert(key, seq);
+            }
+            return Ok(());
+        }
+        RecordType::Put | RecordType::PutBlob => (record.value, 0),
+        RecordType::Promote | RecordType::PromoteBlob => {
+            let (staged, content) =
+                record::promote_parts(record.value).map_err(|_| "bad promote record")?;
+            let staged = storage_core::raw::stored_key(staged)
+                .map_err(|_| "promote record names an invalid staged key")?;
+            if newer(deleted, &staged) {
+                index.remove(&staged);
+                deleted.insert(staged.clone(), seq);
+            }
+            (content, record::promote_prefix_len(staged.as_str()) as u64)
+        }
+    };
+    if !newer(deleted, &key) {
         return Ok(());
     }
-    match record.header.kind {
-        RecordType::Delete => {
-            index.remove(&key);
-            deleted.insert(key, seq);
-        }
-        kind => {
-            let blob = match kind {
-                RecordType::PutBlob => {
-                    Some(BlobRef::decode(record.value).map_err(|_| "bad blob reference")?)
-                }
-                _ => None,
-            };
-            let meta = match record.meta.is_empty() {
-                true => None,
-                false => Some(Arc::new(
-                    RecordMeta::decode(record.meta).map_err(|_| "bad metadata")?,
-                )),
-            };
-            let entry = IndexEntry {
-                seq,
-                size: blob.map_or(record.value.len() as u64, |b| b.len),
-                sha256: record.sha256,
-                modified_ms: record.header.modified_ms,
-                meta,
-                location: Location {
-                    segment: Arc::clone(segment),
-                    offset,
-                    len: record.header.record_len(),
-                    value_offset: record.header.value_offset(),
-                    tail: None,
-                    blob,
-                },
-            };
-            deleted.remove(&key);
-            index.set(key, entry);
-        }
-    }
+    let blob = match kind.in_blob() {
+        true => Some(BlobRef::decode(content).map_err(|_| "bad blob reference")?),
+        false => None,
+    };
+    let meta = match record.meta.is_empty() {
+        true => None,
+        false => Some(Arc::new(
+            RecordMeta::decode(record.meta).map_err(|_| "bad metadata")?,
+        )),
+    };
+    let entry = IndexEntry {
+        seq,
+        size: blob.map_or(content.len() as u64, |b| b.len),
+        sha256: record.sha256,
+        modified_ms: record.header.modified_ms,
+        meta,
+        location: Location {
+            segment: Arc::clone(segment),
+            offset,
+            len: record.header.record_len(),
+            value_offset: record.header.value_offset() + prefix,
+            tail: None,
+            blob,
+        },
+    };
+    deleted.remove(&key);
+    index.set(key, entry);
     Ok(())
 }
 

@@ -52,6 +52,15 @@ pub enum Op {
     },
     /// A delete, conditional when `if_match` is set.
     Delete { key: Key, if_match: Option<ETag> },
+    /// Promotes the write staged at `staged` to `key` under `mode`, in one
+    /// record: the staged value moves (a blob by reference), the staged key
+    /// is deleted.
+    Promote {
+        key: Key,
+        staged: Key,
+        mode: PutMode,
+        modified_ms: u64,
+    },
     /// Compaction: append this record again if it is still live.
     Relocate {
         key: Key,
@@ -136,6 +145,13 @@ enum Decided {
         seq: u64,
         at: usize,
         len: u64,
+    },
+    Promote {
+        reply: oneshot::Sender<Result<Reply>>,
+        key: Key,
+        staged: Key,
+        entry: IndexEntry,
+        at: usize,
     },
     /// A failed condition decided against an earlier write of the same
     /// batch: answered only once that write is visible to readers, so that
@@ -258,6 +274,45 @@ impl Writer {
                         written,
                     });
                 }
+                Op::Promote {
+                    key,
+                    staged,
+                    mode,
+                    modified_ms,
+                } => {
+                    let pending = overlay.contains_key(&key) || overlay.contains_key(&staged);
+                    let current = self.current_seq(&overlay, &key);
+                    let source = check_put_mode(&key, &mode, current.map(etag_of).as_ref())
+                        .and_then(|()| self.staged_source(&overlay, &decided, &buf, &staged));
+                    let (source, inline) = match source {
+                        Ok(found) => found,
+                        Err(e) => {
+                            refuse(&mut decided, pending, reply, e);
+                            continue;
+                        }
+                    };
+                    let seq = self.take_seq();
+                    let at = buf.len();
+                    let entry = encode_promote(
+                        &mut buf,
+                        &key,
+                        &staged,
+                        seq,
+                        &source,
+                        &inline,
+                        modified_ms,
+                        &self.active,
+                    );
+                    overlay.insert(key.clone(), Some(seq));
+                    overlay.insert(staged.clone(), None);
+                    decided.push(Decided::Promote {
+                        reply,
+                        key,
+                        staged,
+                        entry,
+                        at,
+                    });
+                }
                 Op::Relocate {
                     key,
                     seq,
@@ -268,6 +323,15 @@ impl Writer {
                     let live = match kind {
                         RecordType::Delete => current.is_none_or(|c| c < seq),
                         RecordType::Put | RecordType::PutBlob => current == Some(seq),
+                        // Live while it holds the key's version, or while
+                        // its deletion of the staged key still hides an
+                        // older staged record.
+                        RecordType::Promote | RecordType::PromoteBlob => {
+                            current == Some(seq)
+                                || promoted_from(&record).is_none_or(|staged| {
+                                    self.current_seq(&overlay, &staged).is_none_or(|c| c < seq)
+                                })
+                        }
                     };
                     if !live {
                         let _ = reply.send(Ok(Reply::Relocated(false)));
@@ -298,7 +362,9 @@ impl Writer {
                         }
                         reply
                     }
+                    // A promote's blob still belongs to the staged key.
                     Decided::Delete { reply, .. }
+                    | Decided::Promote { reply, .. }
                     | Decided::Relocate { reply, .. }
                     | Decided::Refused { reply, .. } => reply,
                 };
@@ -313,6 +379,61 @@ impl Writer {
             self.failed = Some(reason);
         }
         self.run_controls(controls)
+    }
+
+    /// The version staged at `staged` that a promote moves, as readers
+    /// will see it once earlier writes of this batch apply, and its content
+    /// when stored inline (read back and checked against the record's
+    /// CRC32C).
+    fn staged_source(
+        &self,
+        overlay: &HashMap<Key, Option<u64>>,
+        decided: &[Decided],
+        buf: &[u8],
+        staged: &Key,
+    ) -> Result<(IndexEntry, Bytes)> {
+        let not_found = || Error::NotFound {
+            key: staged.to_string(),
+        };
+        let (entry, record) = match overlay.get(staged) {
+            None => {
+                let entry = self.shared.index.get(staged).ok_or_else(not_found)?;
+                let record = match entry.location.blob {
+                    Some(_) => Bytes::new(),
+                    None => read_record(&entry.location, staged)?,
+                };
+                ((*entry).clone(), record)
+            }
+            Some(None) => return Err(not_found()),
+            // Written earlier in this batch: its record is in `buf`.
+            Some(Some(_)) => decided
+                .iter()
+                .rev()
+                .find_map(|d| match d {
+                    Decided::Put { key, entry, at, .. }
+                    | Decided::Promote { key, entry, at, .. }
+                        if key == staged =>
+                    {
+                        let len = entry.location.len as usize;
+                        Some((entry.clone(), Bytes::copy_from_slice(&buf[*at..*at + len])))
+                    }
+                    _ => None,
+                })
+                .ok_or_else(not_found)?,
+        };
+        if entry.location.blob.is_some() {
+            return Ok((entry, Bytes::new()));
+        }
+        let start = entry.location.value_offset as usize;
+        let inline = record
+            .get(start..start + entry.size as usize)
+            .map(Bytes::copy_from_slice)
+            .ok_or_else(|| Error::ChecksumMismatch {
+                key: staged.to_string(),
+                expected: "a record holding the staged value".into(),
+                actual: "a shorter record: the segment is corrupt".into(),
+            })?;
+        Ok((entry, inline))
     }
 
     fn take_seq(&mut self) -> u64 {
@@ -383,6 +504,40 @@ impl Writer {
                         });
                     }
                     let _ = reply.send(Ok(Reply::Done));
+                }
+                Decided::Promote {
+                    reply,
+                    key,
+                    staged,
+                    mut entry,
+                    at,
+                } => {
+                    let len = entry.location.len as usize;
+                    let seq = entry.seq;
+                    let moved = entry.location.blob.map(|b| b.id);
+                    entry.location.tail = Some(batch.slice(at..at + len));
+                    let meta = entry.object_meta(&key);
+                    if let Some(old) = index.set(key.clone(), entry)
+                        && let Some(blob) = old.location.blob
+                    {
+                        dead_blobs.push(blob.id);
+                    }
+                    // The staged key's blob, if any, now belongs to `key`.
+                    if let Some(old) = index.remove(&staged)
+                        && let Some(blob) = old.location.blob
+                        && Some(blob.id) != moved
+                    {
+                        dead_blobs.push(blob.id);
+                    }
+                    self.active.tail.push((key.clone(), seq));
+                    if self.shared.feed.has_subscribers() {
+                        self.shared.feed.publish(Change {
+                            key,
+                            kind: ChangeKind::Put,
+                            etag: Some(meta.etag.clone()),
+                        });
+                    }
+                    let _ = reply.send(Ok(Reply::Put(meta)));
                 }
                 Decided::Relocate {
                     reply,
@@ -594,6 +749,110 @@ fn encode_put(
             blob,
         },
     }
+}
+
+/// Appends a promote record of `source` (staged at `staged`) to `key`;
+/// `inline` is the content when it is not in a blob. Returns the entry of
+/// `key`, its offset relative to the batch.
+#[allow(clippy::too_many_arguments)]
+fn encode_promote(
+    buf: &mut Vec<u8>,
+    key: &Key,
+    staged: &Key,
+    seq: u64,
+    source: &IndexEntry,
+    inline: &[u8],
+    modified_ms: u64,
+    active: &Active,
+) -> IndexEntry {
+    let mut meta_bytes = Vec::new();
+    if let Some(m) = &source.meta {
+        m.encode(&mut meta_bytes);
+    }
+    let prefix = record::promote_prefix_len(staged.as_str());
+    let mut value = Vec::with_capacity(prefix + inline.len().max(record::BLOB_REF_LEN));
+    record::encode_promote_prefix(staged.as_str(), &mut value);
+    let kind = match source.location.blob {
+        Some(blob) => {
+            value.extend_from_slice(&blob.encode());
+            RecordType::PromoteBlob
+        }
+        None => {
+            value.extend_from_slice(inline);
+            RecordType::Promote
+        }
+    };
+    let header = RecordHeader {
+        kind,
+        key_len: key.as_str().len() as u16,
+        meta_len: meta_bytes.len() as u32,
+        value_len: value.len() as u64,
+        seq,
+        modified_ms,
+    };
+    let at = buf.len();
+    let len = record::encode(
+        &header,
+        key.as_str(),
+        &meta_bytes,
+        &value,
+        &source.sha256,
+        buf,
+    );
+    IndexEntry {
+        seq,
+        size: source.size,
+        sha256: source.sha256,
+        modified_ms,
+        meta: source.meta.clone(),
+        location: Location {
+            segment: Arc::clone(&active.segment),
+            offset: active.len + at as u64,
+            len,
+            value_offset: header.value_offset() + prefix as u64,
+            tail: None,
+            blob: source.location.blob,
+        },
+    }
+}
+
+/// The staged key a promote record deletes, if the record parses.
+fn promoted_from(record: &[u8]) -> Option<Key> {
+    let parsed = record::parse(record).ok()?;
+    let (staged, _) = record::promote_parts(parsed.value).ok()?;
+    storage_core::raw::stored_key(staged).ok()
+}
+
+/// The record at `location`, from memory or the segment, checked against
+/// its CRC32C.
+fn read_record(location: &Location, key: &Key) -> Result<Bytes> {
+    let record = match &location.tail {
+        Some(tail) => tail.clone(),
+        None => match location.segment.mapped(location.offset, location.len) {
+            Some(bytes) => bytes,
+            None => {
+                let mut buf = vec![0u8; location.len as usize];
+                location
+                    .segment
+                    .read_at(&mut buf, location.offset)
+                    .map_err(|e| {
+                        Error::io(
+                            format!("reading {key} from segment {}", location.segment.id),
+                            e,
+                        )
+                    })?;
+                Bytes::from(buf)
+            }
+        },
+    };
+    if !record::crc_ok(&record) {
+        return Err(Error::ChecksumMismatch {
+            key: key.to_string(),
+            expected: "the CRC32C recorded at write".into(),
+            actual: "a different CRC32C: the stored bytes are corrupt".into(),
+        });
+    }
+    Ok(record)
 }
 
 fn encode_delete(buf: &mut Vec<u8>, key: &Key, seq: u64) {

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures::{StreamExt, stream};
 use storage_core::{
     Backend, Body, ByteStream, Capabilities, ChangeStream, DeleteOptions, Error, GetOptions,
-    GetResult, Key, ListOptions, ListPage, ObjectMeta, PutMode, PutOptions, Result,
+    GetResult, Key, ListOptions, ListPage, ObjectMeta, PutMode, PutOptions, Result, TxnId,
 };
 use storage_retry::RetryPolicy;
 
@@ -210,6 +210,18 @@ impl<B: Backend> Backend for Scripted<B> {
 
     async fn watch(&self, prefix: &str) -> Result<ChangeStream> {
         self.inner.watch(prefix).await
+    }
+
+    /// Scripted as a put: the inner backend's own (atomic) promote.
+    async fn promote(&self, key: &Key, txn: &TxnId, mode: PutMode) -> Result<ObjectMeta> {
+        match self.take(true, false) {
+            Script::LoseAnswers(_) => {
+                self.inner.promote(key, txn, mode).await?;
+                Err(transient("answer lost"))
+            }
+            Script::Refuse(_) | Script::AlwaysTransient => Err(transient("refused")),
+            _ => self.inner.promote(key, txn, mode).await,
+        }
     }
 }
 
