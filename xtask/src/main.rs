@@ -28,8 +28,8 @@ enum Command {
     Conformance(conformance::Args),
     /// Measure put and get throughput against object_store's peers.
     Bench(bench::Args),
-    /// Run every test of the workspace (the README's test command); installs
-    /// the test servers first.
+    /// Run every test of the workspace and the conformance matrix on every
+    /// backend (the README's test command); installs the test servers first.
     Test,
     /// Manage the local test servers (SeaweedFS, moto, Azurite, fake-gcs-server).
     Servers {
@@ -86,22 +86,34 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// check measured the allocator rather than the backend.
 pub(crate) const MMAP_THRESHOLD: (&str, &str) = ("MALLOC_MMAP_THRESHOLD_", "131072");
 
-/// `cargo test --workspace`, with the tests' own output shown.
+/// `cargo test --workspace` (unit, integration and doc tests), then the
+/// conformance matrix on every backend (`cargo xtask conformance --all`,
+/// the S3, Azure and GCS test servers included). The per-crate tests that
+/// run the whole suite on one backend the matrix also covers are
+/// `#[ignore]`d with that reason, so that each suite runs once per backend.
 fn run_tests() -> anyhow::Result<ExitCode> {
     storage_conformance::servers::install(&storage_conformance::servers::tools_dir())?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let status = std::process::Command::new(cargo)
-        .args(["test", "--workspace", "--all-targets"])
-        .env(MMAP_THRESHOLD.0, MMAP_THRESHOLD.1)
-        .status()?;
-    if !status.success() {
-        return Ok(ExitCode::FAILURE);
-    }
-    let status =
-        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()))
-            .args(["test", "--workspace", "--doc"])
+    for args in [
+        &["test", "--workspace", "--all-targets"][..],
+        &["test", "--workspace", "--doc"][..],
+    ] {
+        let status = std::process::Command::new(&cargo)
+            .args(args)
             .env(MMAP_THRESHOLD.0, MMAP_THRESHOLD.1)
             .status()?;
+        if !status.success() {
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    let mut matrix = std::process::Command::new(std::env::current_exe()?);
+    matrix.args(["conformance", "--all"]);
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        matrix
+            .arg("--json")
+            .arg(std::path::Path::new(&dir).join("conformance.json"));
+    }
+    let status = matrix.env(MMAP_THRESHOLD.0, MMAP_THRESHOLD.1).status()?;
     Ok(if status.success() {
         ExitCode::SUCCESS
     } else {
