@@ -192,3 +192,78 @@ async fn a_refused_promote_keeps_the_staged_write_and_its_blob() {
         pattern(5000, 9)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_promoted_key_deleted_later_stays_deleted_through_compaction_and_reopening() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let options = LogStoreOptions {
+        segment_bytes: 4096,
+        large_value_bytes: 2048,
+        ..LogStoreOptions::default()
+    };
+    let store = LogStore::open_with(dir.path(), options.clone())
+        .await
+        .expect("open");
+    let put = |name: String, seed: u8| {
+        let store = store.clone();
+        async move {
+            store
+                .put_bytes(key(&name), pattern(1000, seed))
+                .await
+                .expect("put");
+        }
+    };
+    let txn = TxnId::generate();
+    let targets = [key("k"), key("b")];
+    // Segment 1: the staged writes, and padding that stays live for now.
+    stage(&store, &targets[0], &txn, pattern(300, 3)).await;
+    stage(&store, &targets[1], &txn, pattern(3000, 4)).await;
+    for i in 0..4 {
+        put(format!("pad/{i}"), 1).await;
+    }
+    // Segment 2: the promote records. Segment 3: the keys' tombstones.
+    for target in &targets {
+        store
+            .promote(target, &txn, PutMode::Overwrite)
+            .await
+            .expect("promote");
+    }
+    for i in 0..4 {
+        put(format!("fill/{i}"), 1).await;
+    }
+    for target in &targets {
+        store
+            .delete(target, Default::default())
+            .await
+            .expect("delete");
+    }
+    for i in 4..8 {
+        put(format!("fill/{i}"), 1).await;
+    }
+    // Segment 2 dies and is compacted while segment 1 lives: the staged
+    // writes' tombstones must be copied forward, the puts of the keys not.
+    for i in 0..4 {
+        put(format!("fill/{i}"), 2).await;
+    }
+    store.compact().await.expect("compact");
+    // Then segments 1 and 3 die: compaction drops the keys' tombstones.
+    for i in (0..4)
+        .map(|i| format!("pad/{i}"))
+        .chain((4..8).map(|i| format!("fill/{i}")))
+    {
+        put(i, 2).await;
+    }
+    store.compact().await.expect("compact");
+    store.close().await.expect("close");
+    std::fs::remove_file(dir.path().join("index.snap")).expect("remove the snapshot");
+    let store = LogStore::open_with(dir.path(), options)
+        .await
+        .expect("reopen");
+    for target in &targets {
+        let staged = target.staged(&txn).expect("staged key");
+        for k in [target, &staged] {
+            let gone = store.head(k).await;
+            assert!(matches!(gone, Err(Error::NotFound { .. })), "{k}: {gone:?}");
+        }
+    }
+}

@@ -555,45 +555,58 @@ impl<B: Backend + ?Sized> Backend for Retry<B> {
     ///
     /// Where the inner backend promotes in one atomic step
     /// ([`Capabilities::atomic_promote`]), its `promote` is called and
-    /// retried on transient failures. After an attempt of unknown outcome,
-    /// the staged object tells what happened: still there, the promote did
-    /// not apply and is sent again; gone, it applied (the step is atomic),
-    /// and the result is `key`'s current version. A retry that finds
-    /// nothing staged is taken the same way, since the earlier attempt may
-    /// have applied after it timed out; a transaction that discarded the
-    /// staged object concurrently is the one case this reads wrongly, and
-    /// transactions never discard a write they are promoting. Otherwise the default
-    /// copy-then-delete runs through this layer, each step retried as
-    /// [`Backend::copy`] and [`Backend::delete`] are.
+    /// retried on transient failures, each attempt within the policy's time
+    /// limit. The staged object is read first (one `head`), so that it can
+    /// be recognised later. After an attempt of unknown outcome, and for a
+    /// refusal or a `NotFound` that follows one (the earlier attempt may
+    /// have applied after it timed out), the staged object tells what
+    /// happened: still there, the promote did not apply (a transient
+    /// failure is retried, a refusal returned); gone, it applied (the step
+    /// is atomic) when `key` holds the staged content (same SHA-256, where
+    /// both report one), and `key`'s version is returned. Otherwise the
+    /// outcome is unknown, reported as a transient error. Without an atomic
+    /// promote below, the default copy-then-delete runs through this layer,
+    /// each step retried as [`Backend::copy`] and [`Backend::delete`] are.
     ///
     /// # Errors
-    /// Those of the inner backend's [`Backend::promote`]; the last
-    /// transient one when the policy gives up.
+    /// Those of the inner backend's [`Backend::promote`] (the last
+    /// transient one when the policy gives up); a transient
+    /// [`Error::Backend`] when the outcome cannot be settled.
     async fn promote(&self, key: &Key, txn: &TxnId, mode: PutMode) -> Result<ObjectMeta> {
         if !self.inner.capabilities().atomic_promote {
             return storage_core::raw::promote_by_copy(self, key, txn, mode).await;
         }
         let staged = key.staged(txn)?;
+        let source = self.head_retried(&staged).await?;
         let _writing = self.writers.begin(key, write_kind(&mode));
+        let limit = Some(self.policy.attempt_timeout());
         let mut attempts = Attempts::start(Operation::Promote);
         let mut unknown_outcome = false;
         loop {
-            let error = match self.inner.promote(key, txn, mode.clone()).await {
+            let attempt = self.inner.promote(key, txn, mode.clone());
+            let error = match within(limit, attempt, Operation::Promote, Some(key.as_str())).await {
                 Ok(meta) => return Ok(self.seen.strip(meta, &self.writers)),
                 Err(e) => e,
             };
-            // The staged object was there before an attempt that may yet
-            // apply late (a timeout): its absence now means that attempt
-            // promoted it.
-            if unknown_outcome && matches!(error, Error::NotFound { .. }) {
-                return self.head_retried(key).await;
-            }
-            if !error.is_transient() {
+            if !error.is_transient() && !unknown_outcome {
                 return Err(error);
             }
             match self.head_retried(&staged).await {
-                Ok(_) => {}
-                Err(Error::NotFound { .. }) => return self.head_retried(key).await,
+                Ok(_) if error.is_transient() => {}
+                Ok(_) => return Err(error),
+                Err(Error::NotFound { .. }) => {
+                    return match self.head_retried(key).await {
+                        Ok(meta) if source.sha256.is_none() || meta.sha256 == source.sha256 => {
+                            Ok(meta)
+                        }
+                        _ => Err(unknown_outcome_error(
+                            "promote",
+                            key,
+                            error,
+                            "the staged object is gone but the key does not hold its content",
+                        )),
+                    };
+                }
                 Err(e) => return Err(e),
             }
             unknown_outcome = true;

@@ -228,3 +228,33 @@ async fn an_atomic_promote_refused_before_it_applied_is_sent_again() {
         Err(Error::NotFound { .. })
     ));
 }
+
+#[tokio::test]
+async fn an_atomic_promote_that_landed_after_its_retry_was_refused_succeeds() {
+    let store = scripted(Script::Pass);
+    let (target, txn) = (key("promoted"), TxnId::generate());
+    store
+        .stage(&target, &txn, Body::from("staged"), PutOptions::default())
+        .await
+        .expect("stage");
+    store.inner().set(Script::LandLate);
+    let promoted = store.promote(&target, &txn, PutMode::IfNotExists).await;
+    let stored = store.inner().inner.head(&target).await.expect("head");
+    assert_eq!(promoted.expect("reported as applied").etag, stored.etag);
+}
+
+#[tokio::test]
+async fn a_promote_refused_by_its_condition_is_refused() {
+    let store = scripted(Script::Pass);
+    let (target, txn) = (key("promoted"), TxnId::generate());
+    store.put_bytes(&target, "taken").await.expect("put");
+    store
+        .stage(&target, &txn, Body::from("staged"), PutOptions::default())
+        .await
+        .expect("stage");
+    let refused = store.promote(&target, &txn, PutMode::IfNotExists).await;
+    assert!(
+        matches!(refused, Err(Error::AlreadyExists { .. })),
+        "{refused:?}"
+    );
+}

@@ -144,19 +144,48 @@ fn copy_live(
                 .get(&key)
                 .is_some_and(|e| e.seq == record.header.seq && e.location.segment.id == segment.id)
         };
-        let live = match record.header.kind {
-            RecordType::Delete => !drop_tombstones,
-            RecordType::Put | RecordType::PutBlob => holds_version(),
-            // Also a tombstone of the staged key.
-            RecordType::Promote | RecordType::PromoteBlob => holds_version() || !drop_tombstones,
+        let seq = record.header.seq;
+        let copy = |kind, key, bytes: &[u8]| Op::Relocate {
+            key,
+            seq,
+            kind,
+            record: Bytes::copy_from_slice(bytes),
         };
-        if live {
-            pending.push(Op::Relocate {
-                key,
-                seq: record.header.seq,
-                kind: record.header.kind,
-                record: Bytes::copy_from_slice(&bytes[offset..offset + len]),
-            });
+        let whole = &bytes[offset..offset + len];
+        match record.header.kind {
+            RecordType::Delete if !drop_tombstones => {
+                pending.push(copy(RecordType::Delete, key, whole))
+            }
+            RecordType::Delete => {}
+            kind => {
+                if holds_version() {
+                    pending.push(copy(kind, key, whole));
+                }
+                // A promote is also a tombstone of the staged key: while an
+                // older segment may hold the staged write, that tombstone
+                // is copied forward on its own (never the put of a key
+                // that may since have been overwritten or deleted).
+                if kind.is_promote() && !drop_tombstones {
+                    let (staged, _) =
+                        record::promote_parts(record.value).map_err(|e| Error::Backend {
+                            transient: false,
+                            message: format!(
+                                "segment {} is corrupt at byte {offset}: {e:?}",
+                                segment.id
+                            ),
+                            source: None,
+                        })?;
+                    let mut tombstone = Vec::new();
+                    record::encode_tombstone(
+                        staged,
+                        seq,
+                        record.header.modified_ms,
+                        &mut tombstone,
+                    );
+                    let staged = storage_core::raw::stored_key(staged)?;
+                    pending.push(copy(RecordType::Delete, staged, &tombstone));
+                }
+            }
         }
         offset += len;
     }

@@ -284,6 +284,19 @@ pub fn encode(
     (out.len() - start) as u64
 }
 
+/// Appends a tombstone (a delete record) of `key` at `seq`.
+pub fn encode_tombstone(key: &str, seq: u64, modified_ms: u64, out: &mut Vec<u8>) {
+    let header = RecordHeader {
+        kind: RecordType::Delete,
+        key_len: key.len() as u16,
+        meta_len: 0,
+        value_len: 0,
+        seq,
+        modified_ms,
+    };
+    encode(&header, key, &[], &[], &[0; 32], out);
+}
+
 /// Content type and user metadata of a version, as stored in the metadata
 /// section.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -323,15 +323,9 @@ impl Writer {
                     let live = match kind {
                         RecordType::Delete => current.is_none_or(|c| c < seq),
                         RecordType::Put | RecordType::PutBlob => current == Some(seq),
-                        // Live while it holds the key's version, or while
-                        // its deletion of the staged key still hides an
-                        // older staged record.
-                        RecordType::Promote | RecordType::PromoteBlob => {
-                            current == Some(seq)
-                                || promoted_from(&record).is_none_or(|staged| {
-                                    self.current_seq(&overlay, &staged).is_none_or(|c| c < seq)
-                                })
-                        }
+                        // Its staged tombstone is relocated on its own
+                        // (`compaction::copy_live`).
+                        RecordType::Promote | RecordType::PromoteBlob => current == Some(seq),
                     };
                     if !live {
                         let _ = reply.send(Ok(Reply::Relocated(false)));
@@ -424,9 +418,10 @@ impl Writer {
         if entry.location.blob.is_some() {
             return Ok((entry, Bytes::new()));
         }
-        let start = entry.location.value_offset as usize;
-        let inline = record
-            .get(start..start + entry.size as usize)
+        let start = entry.location.value_offset;
+        let inline = start
+            .checked_add(entry.size)
+            .and_then(|end| record.get(usize::try_from(start).ok()?..usize::try_from(end).ok()?))
             .map(Bytes::copy_from_slice)
             .ok_or_else(|| Error::ChecksumMismatch {
                 key: staged.to_string(),
@@ -816,13 +811,6 @@ fn encode_promote(
     }
 }
 
-/// The staged key a promote record deletes, if the record parses.
-fn promoted_from(record: &[u8]) -> Option<Key> {
-    let parsed = record::parse(record).ok()?;
-    let (staged, _) = record::promote_parts(parsed.value).ok()?;
-    storage_core::raw::stored_key(staged).ok()
-}
-
 /// The record at `location`, from memory or the segment, checked against
 /// its CRC32C.
 fn read_record(location: &Location, key: &Key) -> Result<Bytes> {
@@ -831,6 +819,23 @@ fn read_record(location: &Location, key: &Key) -> Result<Bytes> {
         None => match location.segment.mapped(location.offset, location.len) {
             Some(bytes) => bytes,
             None => {
+                // The length comes from the index (a snapshot, checked only
+                // by its CRC32C): never allocate past the segment's end.
+                let segment_len = std::fs::metadata(&location.segment.path)
+                    .map_err(|e| Error::io(format!("reading segment {}", location.segment.id), e))?
+                    .len();
+                if location
+                    .offset
+                    .checked_add(location.len)
+                    .is_none_or(|end| end > segment_len)
+                {
+                    return Err(Error::ChecksumMismatch {
+                        key: key.to_string(),
+                        expected: "a record inside its segment".into(),
+                        actual: "a record running past the segment's end: the index is corrupt"
+                            .into(),
+                    });
+                }
                 let mut buf = vec![0u8; location.len as usize];
                 location
                     .segment
@@ -856,15 +861,7 @@ fn read_record(location: &Location, key: &Key) -> Result<Bytes> {
 }
 
 fn encode_delete(buf: &mut Vec<u8>, key: &Key, seq: u64) {
-    let header = RecordHeader {
-        kind: RecordType::Delete,
-        key_len: key.as_str().len() as u16,
-        meta_len: 0,
-        value_len: 0,
-        seq,
-        modified_ms: super::now_ms(),
-    };
-    record::encode(&header, key.as_str(), &[], &[], &[0; 32], buf);
+    record::encode_tombstone(key.as_str(), seq, super::now_ms(), buf);
 }
 
 /// Unlinks a blob no index entry refers to any more. A reader that already

@@ -68,6 +68,7 @@ pub struct Scripted<B> {
     script: Mutex<Script>,
     calls: AtomicU64,
     late: Mutex<Option<(Key, Bytes, PutOptions)>>,
+    late_promote: Mutex<Option<(Key, TxnId, PutMode)>>,
 }
 
 impl<B: Backend> Scripted<B> {
@@ -77,6 +78,7 @@ impl<B: Backend> Scripted<B> {
             script: Mutex::new(script),
             calls: AtomicU64::new(0),
             late: Mutex::new(None),
+            late_promote: Mutex::new(None),
         }
     }
 
@@ -214,7 +216,23 @@ impl<B: Backend> Backend for Scripted<B> {
 
     /// Scripted as a put: the inner backend's own (atomic) promote.
     async fn promote(&self, key: &Key, txn: &TxnId, mode: PutMode) -> Result<ObjectMeta> {
+        let late = self
+            .late_promote
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some((k, t, m)) = late {
+            let _ = self.inner.promote(&k, &t, m).await;
+        }
         match self.take(true, false) {
+            Script::LandLate => {
+                *self
+                    .late_promote
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) =
+                    Some((key.clone(), txn.clone(), mode));
+                Err(transient("no answer in time"))
+            }
             Script::LoseAnswers(_) => {
                 self.inner.promote(key, txn, mode).await?;
                 Err(transient("answer lost"))
