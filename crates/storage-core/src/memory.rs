@@ -7,7 +7,8 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use futures::TryStreamExt;
 use futures::stream::{self, StreamExt};
 
 use crate::list::{page_from_sorted, scan_start};
@@ -23,7 +24,10 @@ use crate::{
 /// like any other backend. Writes take a short exclusive lock on an ordered
 /// map; reads take a shared lock only long enough to clone a reference to the
 /// entry, so content is never copied: a get returns slices of the `Bytes`
-/// that were put. ETags are a per-instance counter, never reused.
+/// that were put. A streamed body is kept as the chunks it arrived in
+/// (chunks under 64 KiB are coalesced, so a stream of tiny chunks costs no
+/// more than its bytes), so that a layer that transforms a body chunk by
+/// chunk (encryption) stores it without a copy into one buffer. ETags are a per-instance counter, never reused.
 ///
 /// No SHA-256 is recorded ([`Capabilities::checksums`] is false): memory is
 /// the trust boundary of the process, and hashing every put would only slow
@@ -51,10 +55,86 @@ pub struct MemoryBackend {
     changes: ChangeFeed,
 }
 
+/// Chunks of at least this many bytes are stored as they arrive; smaller
+/// ones are coalesced into buffers of this size.
+const COALESCE_BYTES: usize = 64 * 1024;
+
+/// An object's content: the chunks it arrived in, in order.
+#[derive(Debug, Clone, Default)]
+struct Chunks {
+    parts: Vec<Bytes>,
+    len: u64,
+}
+
+impl Chunks {
+    /// Reads `body` to its end, keeping its chunks; runs of chunks under
+    /// [`COALESCE_BYTES`] are joined into one buffer of their exact size.
+    async fn collect(body: Body) -> Result<Self> {
+        let mut chunks = Chunks::default();
+        let mut run: Vec<Bytes> = Vec::new();
+        let mut run_len = 0;
+        let mut stream = body.into_stream();
+        loop {
+            let next = stream.try_next().await?;
+            let large = next.as_ref().is_some_and(|c| c.len() >= COALESCE_BYTES);
+            if let Some(chunk) = next.as_ref().filter(|_| !large) {
+                run_len += chunk.len();
+                run.push(chunk.clone());
+            }
+            if next.is_none() || large || run_len >= COALESCE_BYTES {
+                chunks.push_run(std::mem::take(&mut run), run_len);
+                run_len = 0;
+            }
+            match next {
+                Some(chunk) if large => chunks.push(chunk),
+                Some(_) => {}
+                None => return Ok(chunks),
+            }
+        }
+    }
+
+    fn push(&mut self, chunk: Bytes) {
+        self.len += chunk.len() as u64;
+        self.parts.push(chunk);
+    }
+
+    /// Pushes `run` (of `len` bytes in all) as one chunk.
+    fn push_run(&mut self, mut run: Vec<Bytes>, len: usize) {
+        match run.len() {
+            0 => {}
+            1 => self.push(run.remove(0)),
+            _ => {
+                let mut joined = BytesMut::with_capacity(len);
+                run.iter().for_each(|c| joined.extend_from_slice(c));
+                self.push(joined.freeze());
+            }
+        }
+    }
+
+    /// The bytes of `range` (within the content), as slices of the chunks.
+    fn slices(&self, range: std::ops::Range<u64>) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        let mut at = 0u64;
+        for part in &self.parts {
+            let end = at + part.len() as u64;
+            if end > range.start && at < range.end {
+                let from = (range.start.max(at) - at) as usize;
+                let to = (range.end.min(end) - at) as usize;
+                out.push(part.slice(from..to));
+            }
+            if end >= range.end {
+                break;
+            }
+            at = end;
+        }
+        out
+    }
+}
+
 /// One stored version, kept small: the map holds one per key.
 #[derive(Debug)]
 struct Entry {
-    data: Bytes,
+    data: Chunks,
     etag: ETag,
     modified: SystemTime,
     /// Content type and user metadata, boxed because most objects have none.
@@ -62,7 +142,7 @@ struct Entry {
 }
 
 impl Entry {
-    fn new(data: Bytes, etag: ETag, content_type: Option<String>, metadata: Metadata) -> Self {
+    fn new(data: Chunks, etag: ETag, content_type: Option<String>, metadata: Metadata) -> Self {
         let attributes = (content_type.is_some() || !metadata.is_empty())
             .then(|| Box::new((content_type, metadata)));
         Entry {
@@ -80,7 +160,7 @@ impl Entry {
         };
         ObjectMeta {
             key: key.clone(),
-            size: self.data.len() as u64,
+            size: self.data.len,
             etag: self.etag.clone(),
             last_modified: self.modified,
             content_type,
@@ -179,7 +259,7 @@ impl Backend for MemoryBackend {
 
     async fn put(&self, key: &Key, body: Body, options: PutOptions) -> Result<ObjectMeta> {
         options.validate()?;
-        let data = body.into_bytes().await?;
+        let data = Chunks::collect(body).await?;
         let PutOptions {
             mode,
             content_type,
@@ -207,13 +287,12 @@ impl Backend for MemoryBackend {
         if let Some(expected) = &options.if_match {
             check_if_match(key, expected, Some(&entry.etag))?;
         }
-        let size = entry.data.len() as u64;
+        let size = entry.data.len;
         let range = match &options.range {
             Some(r) => r.resolve(key, size)?,
             None => 0..size,
         };
-        let data = entry.data.slice(range.start as usize..range.end as usize);
-        let body = stream::once(async move { Ok(data) }).boxed();
+        let body = stream::iter(entry.data.slices(range.clone()).into_iter().map(Ok)).boxed();
         Ok(GetResult::new(entry.meta(key), range, body))
     }
 
@@ -294,5 +373,71 @@ impl Backend for MemoryBackend {
         objects.insert(key.clone(), entry);
         self.publish(key, ChangeKind::Put, Some(&meta.etag));
         Ok(meta)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body_of(chunks: Vec<Bytes>) -> Body {
+        Body::stream(stream::iter(chunks.into_iter().map(Ok)).boxed(), None)
+    }
+
+    fn content(len: usize) -> Bytes {
+        (0..len)
+            .map(|i| (i % 251) as u8)
+            .collect::<Vec<u8>>()
+            .into()
+    }
+
+    #[tokio::test]
+    async fn large_chunks_are_kept_without_a_copy() {
+        let (a, b) = (content(COALESCE_BYTES), content(COALESCE_BYTES + 7));
+        let stored = Chunks::collect(body_of(vec![a.clone(), b.clone()]))
+            .await
+            .expect("collect");
+        assert_eq!(stored.parts.len(), 2);
+        assert_eq!(stored.parts[0].as_ptr(), a.as_ptr());
+        assert_eq!(stored.parts[1].as_ptr(), b.as_ptr());
+    }
+
+    #[tokio::test]
+    async fn tiny_chunks_are_joined_into_few_exact_buffers() {
+        let data = content(3 * COALESCE_BYTES + 5);
+        let tiny = (0..data.len()).map(|i| data.slice(i..i + 1)).collect();
+        let stored = Chunks::collect(body_of(tiny)).await.expect("collect");
+        assert_eq!(stored.parts.len(), 4);
+        assert_eq!(stored.len, data.len() as u64);
+        let total: usize = stored.parts.iter().map(Bytes::len).sum();
+        assert_eq!(total, data.len());
+    }
+
+    #[tokio::test]
+    async fn every_range_reads_the_same_bytes_across_chunk_boundaries() {
+        let data = content(2 * COALESCE_BYTES + 300);
+        let pieces = vec![
+            data.slice(..10),
+            data.slice(10..COALESCE_BYTES + 10),
+            data.slice(COALESCE_BYTES + 10..COALESCE_BYTES + 20),
+            data.slice(COALESCE_BYTES + 20..),
+        ];
+        let stored = Chunks::collect(body_of(pieces)).await.expect("collect");
+        let len = data.len() as u64;
+        for (start, end) in [
+            (0, len),
+            (0, 0),
+            (5, 15),
+            (9, COALESCE_BYTES as u64 + 15),
+            (len - 1, len),
+            (len, len),
+        ] {
+            let joined: Vec<u8> = stored
+                .slices(start..end)
+                .iter()
+                .flat_map(|b| b.iter().copied())
+                .collect();
+            assert_eq!(joined, data[start as usize..end as usize], "{start}..{end}");
+        }
     }
 }
