@@ -29,8 +29,12 @@ use crate::util::{RemoveOnDrop, blocking, sync_dir};
 const CACHED_READ_BYTES: u64 = 64 * 1024;
 /// Values above this many bytes are hashed on the blocking pool.
 const INLINE_HASH_BYTES: usize = 64 * 1024;
-/// Chunk size of streamed blob reads and writes.
+/// Chunk size of streamed blob reads.
 const BLOB_CHUNK_BYTES: u64 = 2 * 1024 * 1024;
+/// A blob is written in batches of at least this many bytes (or the whole
+/// rest of the body), one batch on the blocking pool while the next is
+/// gathered from the body: at most two batches and a chunk in memory.
+const WRITE_BATCH_BYTES: usize = 1024 * 1024;
 /// How often a read retries when a concurrent put removed the blob it found.
 const READ_ATTEMPTS: usize = 16;
 
@@ -43,12 +47,32 @@ struct BlobWriter {
 }
 
 impl BlobWriter {
-    fn write(mut self, chunk: Bytes) -> io::Result<Self> {
-        self.file.write_all_at(&chunk, self.len)?;
-        self.len += chunk.len() as u64;
-        self.sha256.update(&chunk);
-        self.crc32c = crc32c::crc32c_append(self.crc32c, &chunk);
+    fn write(mut self, chunks: Vec<Bytes>) -> io::Result<Self> {
+        for chunk in chunks {
+            self.file.write_all_at(&chunk, self.len)?;
+            self.len += chunk.len() as u64;
+            self.sha256.update(&chunk);
+            self.crc32c = crc32c::crc32c_append(self.crc32c, &chunk);
+        }
         Ok(self)
+    }
+}
+
+/// The blob writer, idle or busy writing a batch on the blocking pool.
+enum Slot {
+    Idle(BlobWriter),
+    Busy(tokio::task::JoinHandle<Result<BlobWriter>>),
+}
+
+impl Slot {
+    /// The writer, once its batch (if any) is written.
+    async fn settle(self) -> Result<BlobWriter> {
+        match self {
+            Slot::Idle(writer) => Ok(writer),
+            Slot::Busy(task) => task
+                .await
+                .map_err(|e| Error::backend(false, "blob write task failed", e))?,
+        }
     }
 }
 
@@ -70,24 +94,38 @@ impl LogStore {
             .create_new(true)
             .open(&path)
             .map_err(|e| Error::io(context.clone(), e))?;
-        let mut writer = BlobWriter {
+        let mut slot = Slot::Idle(BlobWriter {
             file,
             len: 0,
             sha256: Sha256::new(),
             crc32c: 0,
-        };
-        let mut pending = head;
+        });
+        let mut batch_len = head.iter().map(Bytes::len).sum::<usize>();
+        let mut batch = head;
+        let mut ended = false;
         loop {
-            for chunk in pending.drain(..) {
-                let ctx = context.clone();
-                writer =
-                    blocking(move || writer.write(chunk).map_err(|e| Error::io(ctx, e))).await?;
+            while !ended && batch_len < WRITE_BATCH_BYTES {
+                match rest.try_next().await? {
+                    Some(chunk) => {
+                        batch_len += chunk.len();
+                        batch.push(chunk);
+                    }
+                    None => ended = true,
+                }
             }
-            match rest.try_next().await? {
-                Some(chunk) => pending.push(chunk),
-                None => break,
+            let writer = slot.settle().await?;
+            if batch.is_empty() {
+                slot = Slot::Idle(writer);
+                break;
             }
+            let chunks = std::mem::take(&mut batch);
+            batch_len = 0;
+            let ctx = context.clone();
+            slot = Slot::Busy(tokio::task::spawn_blocking(move || {
+                writer.write(chunks).map_err(|e| Error::io(ctx, e))
+            }));
         }
+        let writer = slot.settle().await?;
         let dir = self.shared.dir.join("blobs");
         let ctx = context.clone();
         let writer = blocking(move || {
@@ -196,36 +234,48 @@ async fn read_segment(entry: &IndexEntry, offset: u64, len: u64, key: &Key) -> R
     .await
 }
 
-/// Streams `range` of a blob in chunks; on a full read, ends with the
-/// CRC32C's verdict.
+/// Blob chunks read ahead of the consumer: the next read runs on the
+/// blocking pool while the consumer processes the current chunk.
+const READ_AHEAD: usize = 2;
+
+/// Streams `range` of a blob in chunks, reading up to [`READ_AHEAD`] chunks
+/// ahead; on a full read, ends with the CRC32C's verdict.
 fn blob_stream(
     file: Arc<File>,
     range: std::ops::Range<u64>,
     key: Key,
     verify: Option<u32>,
 ) -> ByteStream {
-    let state = (file, range.start, 0u32);
-    stream::try_unfold(state, move |(file, pos, crc)| {
-        let key = key.clone();
-        let end = range.end;
-        async move {
-            if pos == end {
-                if let Some(expected) = verify
-                    && crc != expected
-                {
-                    return Err(integrity_error(&key, "CRC32C"));
-                }
-                return Ok(None);
-            }
+    let end = range.end;
+    let reader = key.clone();
+    let reads = stream::iter((range.start..end).step_by(BLOB_CHUNK_BYTES as usize))
+        .map(move |pos| {
+            let (file, key) = (Arc::clone(&file), reader.clone());
             let len = (end - pos).min(BLOB_CHUNK_BYTES);
             blocking(move || {
                 let mut buf = vec![0u8; len as usize];
                 file.read_exact_at(&mut buf, pos)
                     .map_err(|e| Error::io(format!("reading the blob of {key}"), e))?;
-                let crc = crc32c::crc32c_append(crc, &buf);
-                Ok(Some((Bytes::from(buf), (file, pos + len, crc))))
+                // Each chunk's CRC32C is computed beside its read; the
+                // consumer only combines them.
+                let crc = verify.map_or(0, |_| crc32c::crc32c(&buf));
+                Ok((Bytes::from(buf), crc))
             })
-            .await
+        })
+        .buffered(READ_AHEAD);
+    stream::try_unfold((reads, 0u32), move |(mut reads, crc)| {
+        let key = key.clone();
+        async move {
+            match reads.try_next().await? {
+                Some((chunk, chunk_crc)) => {
+                    let crc = crc32c::crc32c_combine(crc, chunk_crc, chunk.len());
+                    Ok(Some((chunk, (reads, crc))))
+                }
+                None => match verify {
+                    Some(expected) if crc != expected => Err(integrity_error(&key, "CRC32C")),
+                    _ => Ok(None),
+                },
+            }
         }
     })
     .boxed()
