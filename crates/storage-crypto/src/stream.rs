@@ -52,17 +52,22 @@ impl SegmentKey {
         )))
     }
 
-    /// Seals the plaintext in `segment` in place, appending the tag.
-    fn seal(&self, segment: &mut BytesMut, index: u64, last: bool) -> Result<()> {
+    /// Seals the plaintext in `buf[from..]` in place, appending the tag.
+    fn seal(&self, buf: &mut BytesMut, from: usize, index: u64, last: bool) -> Result<()> {
+        let plain = buf.get_mut(from..).ok_or_else(|| Error::Backend {
+            transient: false,
+            message: "a segment starts past its buffer".into(),
+            source: None,
+        })?;
         let tag = self
             .key
-            .seal_in_place_separate_tag(self.nonce(index, last)?, Aad::from(&self.aad), segment)
+            .seal_in_place_separate_tag(self.nonce(index, last)?, Aad::from(&self.aad), plain)
             .map_err(|_| Error::Backend {
                 transient: false,
                 message: "sealing a segment failed".into(),
                 source: None,
             })?;
-        segment.extend_from_slice(tag.as_ref());
+        buf.extend_from_slice(tag.as_ref());
         Ok(())
     }
 
@@ -88,46 +93,50 @@ struct SealState {
     key: SegmentKey,
     /// The unread rest of the last input chunk.
     pending: Bytes,
+    /// The item being filled: the header (first item only), then the
+    /// plaintext of one segment from `start` on.
     current: BytesMut,
+    start: usize,
     index: u64,
-    header: Option<Bytes>,
     finished: bool,
 }
 
-/// The stored form of `input`: `header`, then its sealed segments, one
-/// segment per item. Holds at most one segment and one input chunk.
-pub(crate) fn seal_stream(header: Bytes, key: SegmentKey, input: ByteStream) -> ByteStream {
+/// The stored form of `input`: `header` and the first sealed segment as
+/// the first item (one buffer, so that a small object is one chunk), then
+/// one sealed segment per item. Holds at most one segment and one input
+/// chunk.
+pub(crate) fn seal_stream(header: &[u8], key: SegmentKey, input: ByteStream) -> ByteStream {
     let size = key.segment_bytes as usize;
+    let mut current = BytesMut::with_capacity(header.len() + size + TAG_BYTES);
+    current.extend_from_slice(header);
     let state = SealState {
         input,
         pending: Bytes::new(),
-        current: BytesMut::with_capacity(size + TAG_BYTES),
+        start: current.len(),
+        current,
         key,
         index: 0,
-        header: Some(header),
         finished: false,
     };
     stream::try_unfold(state, move |mut st| async move {
-        if let Some(header) = st.header.take() {
-            return Ok(Some((header, st)));
-        }
         if st.finished {
             return Ok(None);
         }
         loop {
             if !st.pending.is_empty() {
-                if st.current.len() == size {
+                if st.current.len() - st.start == size {
                     // More plaintext follows: the full segment is not the
                     // last.
                     let mut full = std::mem::replace(
                         &mut st.current,
                         BytesMut::with_capacity(size + TAG_BYTES),
                     );
-                    st.key.seal(&mut full, st.index, false)?;
+                    st.key.seal(&mut full, st.start, st.index, false)?;
+                    st.start = 0;
                     st.index += 1;
                     return Ok(Some((full.freeze(), st)));
                 }
-                let take = (size - st.current.len()).min(st.pending.len());
+                let take = (size - (st.current.len() - st.start)).min(st.pending.len());
                 st.current.extend_from_slice(&st.pending[..take]);
                 st.pending.advance(take);
                 continue;
@@ -136,7 +145,7 @@ pub(crate) fn seal_stream(header: Bytes, key: SegmentKey, input: ByteStream) -> 
                 Some(chunk) => st.pending = chunk,
                 None => {
                     let mut last = std::mem::take(&mut st.current);
-                    st.key.seal(&mut last, st.index, true)?;
+                    st.key.seal(&mut last, st.start, st.index, true)?;
                     st.finished = true;
                     return Ok(Some((last.freeze(), st)));
                 }
