@@ -71,8 +71,9 @@ impl SegmentKey {
         Ok(())
     }
 
-    /// Opens sealed segment `index` in place, leaving its plaintext.
-    fn open(&self, segment: &mut BytesMut, index: u64, last: bool, key: &str) -> Result<()> {
+    /// Opens sealed segment `index` in place; returns its plaintext's
+    /// length (the plaintext is the start of `segment`).
+    fn open(&self, segment: &mut [u8], index: u64, last: bool, key: &str) -> Result<usize> {
         let plain = self
             .key
             .open_in_place(self.nonce(index, last)?, Aad::from(&self.aad), segment)
@@ -83,8 +84,7 @@ impl SegmentKey {
                 ),
             })?
             .len();
-        segment.truncate(plain);
-        Ok(())
+        Ok(plain)
     }
 }
 
@@ -175,7 +175,15 @@ impl Reader {
     /// stream.
     pub async fn take(&mut self, len: usize) -> Result<BytesMut> {
         let mut out = BytesMut::with_capacity(len);
-        while out.len() < len {
+        self.take_into(&mut out, len).await?;
+        Ok(out)
+    }
+
+    /// Appends the next `len` bytes to `out`, or fewer at the end of the
+    /// stream; returns how many.
+    pub async fn take_into(&mut self, out: &mut BytesMut, len: usize) -> Result<usize> {
+        let mut taken = 0;
+        while taken < len {
             if self.rest.is_empty() {
                 match self.input.try_next().await? {
                     Some(chunk) => self.rest = chunk,
@@ -183,11 +191,12 @@ impl Reader {
                 }
                 continue;
             }
-            let n = (len - out.len()).min(self.rest.len());
+            let n = (len - taken).min(self.rest.len());
             out.extend_from_slice(&self.rest[..n]);
             self.rest.advance(n);
+            taken += n;
         }
-        Ok(out)
+        Ok(taken)
     }
 
     /// Whether the stream has no byte left.
@@ -221,17 +230,103 @@ pub(crate) struct OpenPlan {
     pub whole: bool,
 }
 
+/// Stored bytes gathered into one batch of segments before they are
+/// opened.
+const BATCH_BYTES: usize = 1024 * 1024;
+/// A batch of at least this many bytes is opened on the blocking pool
+/// (where a tokio runtime runs), so that two batches open on two cores
+/// while the next is read; smaller ones (small objects) are opened in
+/// place, without a thread hop.
+const PARALLEL_BYTES: usize = 256 * 1024;
+/// Batches being opened at once.
+const BATCHES_IN_FLIGHT: usize = 2;
+
+/// Sealed segments back to back, as read.
+struct Batch {
+    buf: BytesMut,
+    /// Index, offset in `buf`, stored length and last flag of each.
+    segments: Vec<(u64, usize, usize, bool)>,
+}
+
 struct OpenState {
     input: Reader,
-    key: SegmentKey,
     plan: OpenPlan,
+    segment_bytes: u32,
     index: u64,
     segments: u64,
     name: String,
 }
 
+impl OpenState {
+    /// The next batch of whole sealed segments, or `None` past the plan.
+    async fn next_batch(&mut self) -> Result<Option<Batch>> {
+        if self.index > self.plan.last {
+            return Ok(None);
+        }
+        let mut plan = Vec::new();
+        let (mut index, mut total) = (self.index, 0usize);
+        while index <= self.plan.last && total < BATCH_BYTES {
+            let range = stored_segment_range(index, self.plan.plain, self.segment_bytes);
+            let len = (range.end - range.start) as usize;
+            plan.push((index, total, len, index + 1 == self.segments));
+            total += len;
+            index += 1;
+        }
+        let mut buf = BytesMut::with_capacity(total);
+        for &(index, _, len, _) in &plan {
+            if self.input.take_into(&mut buf, len).await? < len {
+                return Err(Error::Integrity {
+                    key: self.name.clone(),
+                    message: format!(
+                        "the stored object ended inside segment {index} (its size says {} segments)",
+                        self.segments
+                    ),
+                });
+            }
+        }
+        self.index = index;
+        if self.index > self.plan.last && self.plan.whole && !self.input.at_end().await? {
+            return Err(Error::Integrity {
+                key: self.name.clone(),
+                message: "the stored object goes on after its last segment".into(),
+            });
+        }
+        Ok(Some(Batch {
+            buf,
+            segments: plan,
+        }))
+    }
+}
+
+/// Opens every segment of `batch` in place; returns the plaintext of each
+/// within `want`, as slices of the batch's buffer.
+fn open_batch(key: &SegmentKey, batch: Batch, want: &Range<u64>, name: &str) -> Result<Vec<Bytes>> {
+    let Batch { mut buf, segments } = batch;
+    let mut plains = Vec::with_capacity(segments.len());
+    for &(index, at, len, last) in &segments {
+        let sealed = buf.get_mut(at..at + len).ok_or_else(|| Error::Integrity {
+            key: name.to_owned(),
+            message: format!("segment {index} is missing from its batch"),
+        })?;
+        plains.push((index, at, key.open(sealed, index, last, name)?));
+    }
+    let buf = buf.freeze();
+    let size = u64::from(key.segment_bytes);
+    Ok(plains
+        .into_iter()
+        .filter_map(|(index, at, plain)| {
+            let start = index * size;
+            let from = want.start.saturating_sub(start) as usize;
+            let to = (want.end.saturating_sub(start)).min(plain as u64) as usize;
+            (from < to).then(|| buf.slice(at + from..at + to))
+        })
+        .collect())
+}
+
 /// The plaintext of `plan.want`, from `input` positioned at the first byte
-/// of segment `plan.first`.
+/// of segment `plan.first`. Segments are read in batches of about 1 MiB;
+/// a large batch is opened on the blocking pool, two at a time, in order:
+/// at most three batches and one input chunk are held.
 pub(crate) fn open_stream(
     input: Reader,
     key: SegmentKey,
@@ -239,48 +334,36 @@ pub(crate) fn open_stream(
     name: String,
 ) -> ByteStream {
     let segments = crate::format::segment_count(plan.plain, key.segment_bytes);
+    let want = plan.want.clone();
     let state = OpenState {
         input,
+        segment_bytes: key.segment_bytes,
         index: plan.first,
-        key,
         plan,
         segments,
-        name,
+        name: name.clone(),
     };
-    stream::try_unfold(state, |mut st| async move {
-        while st.index <= st.plan.last {
-            let range = stored_segment_range(st.index, st.plan.plain, st.key.segment_bytes);
-            let len = (range.end - range.start) as usize;
-            let mut segment = st.input.take(len).await?;
-            if segment.len() < len {
-                return Err(Error::Integrity {
-                    key: st.name.clone(),
-                    message: format!(
-                        "the stored object ended inside segment {} (its size says {} segments)",
-                        st.index, st.segments
-                    ),
-                });
+    let batches = stream::try_unfold(state, |mut st| async move {
+        Ok(st.next_batch().await?.map(|batch| (batch, st)))
+    });
+    let key = std::sync::Arc::new(key);
+    batches
+        .map(move |batch| {
+            let (key, want, name) = (std::sync::Arc::clone(&key), want.clone(), name.clone());
+            async move {
+                let batch = batch?;
+                let runtime = tokio::runtime::Handle::try_current();
+                match runtime {
+                    Ok(runtime) if batch.buf.len() >= PARALLEL_BYTES => runtime
+                        .spawn_blocking(move || open_batch(&key, batch, &want, &name))
+                        .await
+                        .map_err(|e| Error::backend(false, "a decryption task failed", e))?,
+                    _ => open_batch(&key, batch, &want, &name),
+                }
             }
-            let last = st.index + 1 == st.segments;
-            st.key.open(&mut segment, st.index, last, &st.name)?;
-            let start = st.index * u64::from(st.key.segment_bytes);
-            st.index += 1;
-            let from = st.plan.want.start.saturating_sub(start) as usize;
-            let to = (st.plan.want.end - start).min(segment.len() as u64) as usize;
-            if st.index > st.plan.last && st.plan.whole && !st.input.at_end().await? {
-                return Err(Error::Integrity {
-                    key: st.name.clone(),
-                    message: "the stored object goes on after its last segment".into(),
-                });
-            }
-            if from < to {
-                let mut plain = segment.freeze();
-                plain.truncate(to);
-                plain.advance(from);
-                return Ok(Some((plain, st)));
-            }
-        }
-        Ok(None)
-    })
-    .boxed()
+        })
+        .buffered(BATCHES_IN_FLIGHT)
+        .map_ok(|plains| stream::iter(plains.into_iter().map(Ok)))
+        .try_flatten()
+        .boxed()
 }
