@@ -3,7 +3,7 @@
 //!
 //! See [`Txn`] for the protocol and [`reconcile`] for crash recovery.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
@@ -425,7 +425,7 @@ impl<'a, B: Backend + ?Sized> Txn<'a, B> {
     /// Undoes a commit that decided nothing: releases `locked` and
     /// discards the staged writes. Failures are left to [`reconcile`].
     async fn abort(&self, locked: &[(Key, ETag)]) {
-        release(self.backend, locked).await;
+        release(self.backend, &self.id, locked).await;
         for key in self.owners() {
             let _ = self.backend.discard(key, &self.id).await;
         }
@@ -534,6 +534,21 @@ async fn decide_aborted<B: Backend + ?Sized>(backend: &B, txn: &TxnId) -> Result
     }
 }
 
+/// [`decide_aborted`], at most once per transaction in one [`reconcile`]
+/// (a transaction with thousands of staged writes is decided once).
+async fn decide_aborted_once<B: Backend + ?Sized>(
+    backend: &B,
+    known: &mut BTreeMap<TxnId, bool>,
+    txn: &TxnId,
+) -> Result<bool> {
+    if let Some(aborted) = known.get(txn) {
+        return Ok(*aborted);
+    }
+    let aborted = decide_aborted(backend, txn).await?;
+    known.insert(txn.clone(), aborted);
+    Ok(aborted)
+}
+
 /// Takes the lock of `key` for `txn`, taking over a stale one.
 async fn lock<B: Backend + ?Sized>(backend: &B, key: &Key, txn: &TxnId) -> Result<ETag> {
     let name = lock_key(key)?;
@@ -600,23 +615,37 @@ async fn read_lock<B: Backend + ?Sized>(
     Ok(Some((etag, holder)))
 }
 
-/// Releases `locked`, each only if it is still this version; failures are
-/// returned as descriptions.
-async fn release<B: Backend + ?Sized>(backend: &B, locked: &[(Key, ETag)]) -> Vec<String> {
+/// Releases `locked` (held by `txn`), each only if it is still this
+/// version; failures are returned as descriptions.
+///
+/// Without conditional deletes, a lock is read first and deleted only if
+/// it still names `txn`: a lock taken over meanwhile (past [`LOCK_TTL`]) is
+/// left to its new holder, though a takeover between that read and the
+/// delete can still lose its lock (such a backend cannot do better).
+async fn release<B: Backend + ?Sized>(
+    backend: &B,
+    txn: &TxnId,
+    locked: &[(Key, ETag)],
+) -> Vec<String> {
+    let conditional = backend.capabilities().conditional_delete;
     let mut failures = Vec::new();
     for (key, etag) in locked {
         let released = match lock_key(key) {
-            Ok(name) => {
-                let if_match = backend
-                    .capabilities()
-                    .conditional_delete
-                    .then(|| etag.clone());
+            Ok(name) if conditional => {
+                let if_match = Some(etag.clone());
                 backend.delete(&name, DeleteOptions { if_match }).await
             }
+            Ok(name) => match read_lock(backend, &name).await {
+                Ok(Some((_, Some(holder)))) if holder == *txn => {
+                    backend.delete(&name, DeleteOptions::default()).await
+                }
+                Ok(_) => Ok(()),
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         match released {
-            Ok(()) | Err(Error::PreconditionFailed { .. }) => {}
+            Ok(()) | Err(Error::PreconditionFailed { .. } | Error::NotFound { .. }) => {}
             Err(e) => failures.push(format!("releasing the lock of {key}: {e}")),
         }
     }
@@ -632,7 +661,7 @@ async fn finish<B: Backend + ?Sized>(
     locked: &[(Key, ETag)],
     record_etag: &ETag,
 ) -> Vec<String> {
-    let failures = release(backend, locked).await;
+    let failures = release(backend, txn, locked).await;
     if !failures.is_empty() {
         return failures;
     }
@@ -687,6 +716,7 @@ pub async fn reconcile<B: Backend + ?Sized>(
     let records: Vec<Key> = reserved_names(backend, ".txn/").await?;
     let mut decided = BTreeSet::new();
     let mut aborted = BTreeSet::new();
+    let mut known = BTreeMap::new();
     for record in records {
         let Some(txn) = record
             .as_str()
@@ -733,7 +763,7 @@ pub async fn reconcile<B: Backend + ?Sized>(
             if decided.contains(&staged.txn) || !(old || aborted.contains(&staged.txn)) {
                 continue;
             }
-            match decide_aborted(backend, &staged.txn).await {
+            match decide_aborted_once(backend, &mut known, &staged.txn).await {
                 Ok(true) => {}
                 Ok(false) => continue,
                 Err(e) => {
@@ -766,7 +796,9 @@ pub async fn reconcile<B: Backend + ?Sized>(
     // Stale locks, and attachments of undecided transactions.
     for name in reserved_names(backend, "").await? {
         if let Some(key) = locked_key(name.as_str()) {
-            if let Err(e) = unlock_if_stale(backend, &key, &name, older_than, &mut report).await {
+            let unlocked =
+                unlock_if_stale(backend, &key, &name, older_than, &mut known, &mut report).await;
+            if let Err(e) = unlocked {
                 report.failures.push(format!("unlocking {key}: {e}"));
             }
             continue;
@@ -777,7 +809,7 @@ pub async fn reconcile<B: Backend + ?Sized>(
         if decided.contains(&txn) || !(txn_age(&txn) > older_than || aborted.contains(&txn)) {
             continue;
         }
-        match decide_aborted(backend, &txn).await {
+        match decide_aborted_once(backend, &mut known, &txn).await {
             Ok(true) => {}
             Ok(false) => continue,
             Err(e) => {
@@ -827,9 +859,14 @@ async fn roll_forward<B: Backend + ?Sized>(
                 Err(e) => return Err(e),
             }
         } else {
-            backend
+            // A concurrent reconcile may have removed it already.
+            match backend
                 .delete(&entry.staged(txn)?, DeleteOptions::default())
-                .await?;
+                .await
+            {
+                Ok(()) | Err(Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
         }
     }
     let conditional = backend.capabilities().conditional_delete;
@@ -837,7 +874,8 @@ async fn roll_forward<B: Backend + ?Sized>(
         let Some(etag) = ours else { continue };
         let if_match = conditional.then_some(etag);
         match backend.delete(&name, DeleteOptions { if_match }).await {
-            Ok(()) | Err(Error::PreconditionFailed { .. }) => {}
+            // Released meanwhile, by a concurrent reconcile or the commit.
+            Ok(()) | Err(Error::PreconditionFailed { .. } | Error::NotFound { .. }) => {}
             Err(e) => return Err(e),
         }
     }
@@ -853,13 +891,16 @@ async fn unlock_if_stale<B: Backend + ?Sized>(
     key: &Key,
     name: &Key,
     older_than: Duration,
+    known: &mut BTreeMap<TxnId, bool>,
     report: &mut ReconcileReport,
 ) -> Result<()> {
     let Some((etag, holder)) = read_lock(backend, name).await? else {
         return Ok(());
     };
     let stale = match &holder {
-        Some(holder) => txn_age(holder) > older_than && decide_aborted(backend, holder).await?,
+        Some(holder) => {
+            txn_age(holder) > older_than && decide_aborted_once(backend, known, holder).await?
+        }
         None => true,
     };
     if stale {

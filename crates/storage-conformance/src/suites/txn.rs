@@ -217,6 +217,8 @@ async fn a_stop_at_any_step_of_commit_leaves_all_or_nothing_after_reconcile(
 ) -> CheckResult {
     let names = ["x", "y/1", "y/2"];
     let mut stop = 0;
+    // The decision records of this check's transactions, one per stop.
+    let mut own_records = Vec::new();
     loop {
         let base = format!("crash-{stop:02}");
         let keys: Vec<Key> = names
@@ -236,6 +238,7 @@ async fn a_stop_at_any_step_of_commit_leaves_all_or_nothing_after_reconcile(
                 .await?;
         }
         txn.attach(&keys[0], "note", Body::from("new"), 16).await?;
+        own_records.push(format!(".txn/{}", txn.id()));
         stopping.writes_left.store(stop, Ordering::SeqCst);
         let committed = txn.commit().await;
         reconcile(&*b, Duration::ZERO).await?;
@@ -263,9 +266,9 @@ async fn a_stop_at_any_step_of_commit_leaves_all_or_nothing_after_reconcile(
                 continue;
             }
             // The `aborted` decision reconcile writes before discarding
-            // an undecided transaction stays (see `ABORTED_KEEP`), so that
-            // a stalled commit cannot decide later.
-            if name.starts_with(".txn/") {
+            // an undecided transaction of this check stays (see
+            // `ABORTED_KEEP`), so that a stalled commit cannot decide later.
+            if own_records.contains(&name) {
                 let record = b.get_bytes(storage_core::raw::stored_key(&name)?).await?;
                 if record.starts_with(b"storage-txn 1\naborted\n") {
                     continue;
