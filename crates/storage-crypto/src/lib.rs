@@ -17,10 +17,12 @@
 //! also resealed per attempt (each replay draws a fresh DEK), and a read
 //! that resumes mid-stream resumes below the layer, which is equally
 //! correct. Both orders pass the conformance suite under injected faults.
-//! One exception: `Retry` promotes staged writes with its own `copy`,
-//! which through this layer reads and re-encrypts the object, while
-//! `Encrypted<Retry<B>>` promotes with the store's server-side copy; for
-//! large transactional writes, prefer that order.
+//! One exception: over a store without atomic promotion, `Retry` promotes
+//! staged writes with its own `copy`, which through this layer reads and
+//! re-encrypts the object, while `Encrypted<Retry<B>>` promotes with the
+//! store's server-side copy; for large transactional writes there, prefer
+//! that order. Over a store that promotes atomically (memory, `LogStore`),
+//! `Retry` forwards the store's promote in either order.
 //!
 //! ```
 //! use std::sync::Arc;
