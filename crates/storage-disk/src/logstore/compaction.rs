@@ -69,6 +69,10 @@ fn request_blocking(handle: &Handle, op: Op) -> Result<Reply> {
 }
 
 fn compact_blocking(shared: &Shared, handle: &Handle) -> Result<CompactionReport> {
+    let _one_at_a_time = shared
+        .compaction
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let segments = shared.segments();
     let Some(active) = segments.keys().next_back().copied() else {
         return Ok(CompactionReport::default());
@@ -100,15 +104,20 @@ fn compact_blocking(shared: &Shared, handle: &Handle) -> Result<CompactionReport
         if still_used {
             continue;
         }
+        // The segment leaves the list (and the next snapshot) only once its
+        // unlink is durable.
+        match std::fs::remove_file(&segment.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(format!("removing segment {}", segment.id), e)),
+        }
+        sync_dir(&shared.dir.join("segments"))
+            .map_err(|e| Error::io("syncing the segment directory", e))?;
         shared
             .segments
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(&segment.id);
-        std::fs::remove_file(&segment.path)
-            .map_err(|e| Error::io(format!("removing segment {}", segment.id), e))?;
-        sync_dir(&shared.dir.join("segments"))
-            .map_err(|e| Error::io("syncing the segment directory", e))?;
         report.segments_removed.push(segment.id);
     }
     if !report.segments_removed.is_empty() {
@@ -126,8 +135,12 @@ fn copy_live(
     segment: &Segment,
     drop_tombstones: bool,
 ) -> Result<u64> {
-    let bytes = std::fs::read(&segment.path)
-        .map_err(|e| Error::io(format!("reading segment {}", segment.id), e))?;
+    let bytes = match std::fs::read(&segment.path) {
+        Ok(bytes) => bytes,
+        // Removed meanwhile: nothing left to copy.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(Error::io(format!("reading segment {}", segment.id), e)),
+    };
     let mut offset = SEGMENT_HEADER_LEN as usize;
     let mut pending = Vec::new();
     while offset < bytes.len() {

@@ -158,6 +158,9 @@ pub(crate) struct Shared {
     feed: ChangeFeed,
     segments: Mutex<BTreeMap<u64, Arc<Segment>>>,
     next_blob: AtomicU64,
+    /// Held by a compaction from start to end: [`LogStore::compact`] and the
+    /// background thread never run one at the same time.
+    compaction: Mutex<()>,
 }
 
 impl Shared {
@@ -267,6 +270,7 @@ impl LogStore {
             feed: ChangeFeed::default(),
             segments: Mutex::new(recovered.segments.into_iter().collect()),
             next_blob: AtomicU64::new(recovered.next_blob),
+            compaction: Mutex::new(()),
         });
         let writer = Writer {
             shared: Arc::clone(&shared),

@@ -112,8 +112,11 @@ pub fn recover(dir: &Path, index: &Index, map_sealed: bool) -> Result<Recovered>
         };
         let segment = &segments[&id];
         let mut bytes = fs::read(&segment.path).map_err(io(format!("reading segment {id}")))?;
-        if id == last && bytes.len() < SEGMENT_HEADER_LEN as usize {
-            // Created but never written to: start it afresh.
+        let header_len = SEGMENT_HEADER_LEN as usize;
+        let unwritten = bytes.len() < header_len || bytes[..header_len].iter().all(|&b| b == 0);
+        if id == last && unwritten {
+            // Created but never written to (short, or zeros where the
+            // file was extended or preallocated): start it afresh.
             bytes = SegmentHeader {
                 id,
                 first_seq: max_seq + 1,
@@ -132,7 +135,26 @@ pub fn recover(dir: &Path, index: &Index, map_sealed: bool) -> Result<Recovered>
             let record = match record::parse(&bytes[offset as usize..]) {
                 Ok(record) => record,
                 Err(RecordError::Incomplete | RecordError::Corrupt(_)) if id == last => {
-                    truncated_bytes = bytes.len() as u64 - offset;
+                    let tail = &bytes[offset as usize..];
+                    // A torn tail ends the log: what follows the bad record
+                    // is nothing, zeros (pages never written), or garbage
+                    // with no valid record after it. A valid record after
+                    // non-zero damage means acknowledged writes follow a
+                    // corrupt one: refuse to drop them.
+                    if let Some(at) = next_valid_record(tail)
+                        && tail[..at].iter().any(|&b| b != 0)
+                    {
+                        return Err(corrupt(
+                            id,
+                            offset,
+                            &format!(
+                                "a bad record is followed by a valid one at byte {}: the store is not opened, since that would drop acknowledged writes (restore the segment, or cut it at byte {offset} by hand to drop them)",
+                                offset + at as u64
+                            ),
+                        ));
+                    }
+                    set_aside(dir, id, offset, tail)?;
+                    truncated_bytes = tail.len() as u64;
                     truncate(&segment.path, offset)
                         .map_err(io(format!("truncating segment {id}")))?;
                     break;
@@ -258,6 +280,42 @@ fn apply(
     };
     deleted.remove(&key);
     index.set(key, entry);
+    Ok(())
+}
+
+/// Offset in `tail` (after its first byte) of the first valid record, if
+/// any.
+fn next_valid_record(tail: &[u8]) -> Option<usize> {
+    (1..tail.len().saturating_sub(record::HEADER_LEN - 1)).find(|&at| {
+        tail[at..].starts_with(&record::RECORD_MAGIC) && record::parse(&tail[at..]).is_ok()
+    })
+}
+
+/// Keeps a torn tail that is not all zeros in `torn-<segment>-<offset>`
+/// in the store's directory (fsynced), so truncation deletes nothing that
+/// was ever written.
+fn set_aside(dir: &Path, segment: u64, offset: u64, tail: &[u8]) -> Result<()> {
+    if tail.iter().all(|&b| b == 0) {
+        return Ok(());
+    }
+    let path = dir.join(format!("torn-{segment}-{offset}"));
+    let write = || -> std::io::Result<()> {
+        let mut file = File::create(&path)?;
+        std::io::Write::write_all(&mut file, tail)?;
+        file.sync_all()?;
+        sync_dir(dir)
+    };
+    write().map_err(io(format!(
+        "setting aside the torn tail in {}",
+        path.display()
+    )))?;
+    tracing::warn!(
+        segment,
+        offset,
+        bytes = tail.len(),
+        path = %path.display(),
+        "a torn tail was cut off the last segment and set aside"
+    );
     Ok(())
 }
 
