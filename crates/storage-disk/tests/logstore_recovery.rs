@@ -105,3 +105,93 @@ async fn a_last_segment_of_zeros_opens() {
     assert_eq!(store.open_report().objects, 50);
     store.put_bytes("after", "x").await.expect("put after");
 }
+
+#[tokio::test]
+async fn a_missing_blob_is_an_integrity_error_not_a_retry() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let options = storage_disk::LogStoreOptions {
+        large_value_bytes: 1024,
+        ..Default::default()
+    };
+    let store = LogStore::open_with(dir.path(), options)
+        .await
+        .expect("open");
+    store
+        .put_bytes("big", Bytes::from(vec![7u8; 4096]))
+        .await
+        .expect("put");
+    for blob in std::fs::read_dir(dir.path().join("blobs")).expect("blobs") {
+        std::fs::remove_file(blob.expect("entry").path()).expect("remove the blob");
+    }
+    let read = store.get_bytes("big").await;
+    assert!(
+        matches!(&read, Err(e @ Error::Integrity { .. }) if !e.is_transient()),
+        "{read:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_body_longer_or_shorter_than_declared_writes_nothing() {
+    use futures::StreamExt;
+    use storage_core::{Body, Key, PutOptions};
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let options = storage_disk::LogStoreOptions {
+        large_value_bytes: 1024,
+        ..Default::default()
+    };
+    let store = LogStore::open_with(dir.path(), options)
+        .await
+        .expect("open");
+    for (declared, carried) in [(10u64, 5usize), (5, 10), (5000, 6000), (6000, 5000)] {
+        let chunk = Bytes::from(vec![1u8; carried]);
+        let body = Body::stream(
+            futures::stream::once(async move { Ok(chunk) }).boxed(),
+            Some(declared),
+        );
+        let key = Key::new(format!("k/{declared}-{carried}")).expect("key");
+        let put = store.put(&key, body, PutOptions::default()).await;
+        assert!(
+            matches!(put, Err(Error::InvalidArgument { .. })),
+            "{declared} vs {carried}: {put:?}"
+        );
+        assert!(matches!(
+            store.head(&key).await,
+            Err(Error::NotFound { .. })
+        ));
+    }
+    let blobs = std::fs::read_dir(dir.path().join("blobs"))
+        .expect("blobs")
+        .count();
+    assert_eq!(blobs, 0, "no blob file is left");
+}
+
+#[tokio::test]
+async fn in_buffered_mode_a_superseded_blob_outlives_its_replacement_until_it_is_durable() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let options = storage_disk::LogStoreOptions {
+        large_value_bytes: 1024,
+        durability: storage_disk::Durability::Buffered,
+        ..Default::default()
+    };
+    let store = LogStore::open_with(dir.path(), options)
+        .await
+        .expect("open");
+    let blobs = || {
+        std::fs::read_dir(dir.path().join("blobs"))
+            .expect("blobs")
+            .count()
+    };
+    store
+        .put_bytes("big", Bytes::from(vec![1u8; 4096]))
+        .await
+        .expect("first");
+    store
+        .put_bytes("big", Bytes::from(vec![2u8; 4096]))
+        .await
+        .expect("second");
+    // The second record may not be on disk yet: a power loss would leave
+    // the first, which needs its blob.
+    assert_eq!(blobs(), 2);
+    store.snapshot().await.expect("snapshot");
+    assert_eq!(blobs(), 1);
+}

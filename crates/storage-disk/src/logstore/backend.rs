@@ -154,6 +154,27 @@ impl LogStore {
         guard: &mut RemoveOnDrop,
     ) -> Result<(Value, u64, [u8; 32])> {
         let threshold = self.shared.options.large_value_bytes;
+        let declared = body.len();
+        let (value, size, sha256) = self.value_of_body(body, threshold, guard).await?;
+        // A body that carries other than what it declared is refused
+        // before anything is committed (a blob written for it is removed
+        // by the guard).
+        if let Some(declared) = declared
+            && declared != size
+        {
+            return Err(Error::invalid_argument(format!(
+                "the body declared {declared} bytes but carried {size}"
+            )));
+        }
+        Ok((value, size, sha256))
+    }
+
+    async fn value_of_body(
+        &self,
+        body: Body,
+        threshold: u64,
+        guard: &mut RemoveOnDrop,
+    ) -> Result<(Value, u64, [u8; 32])> {
         if body.len().is_some_and(|len| len < threshold) {
             let bytes = body.into_bytes().await?;
             return inline(bytes).await;
@@ -344,8 +365,26 @@ impl Backend for LogStore {
                 let path = blob_path(&self.shared.dir, blob.id);
                 let file = match File::open(&path) {
                     Ok(file) => Arc::new(file),
-                    // A concurrent put or delete removed this version.
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    // A concurrent put or delete removed this version;
+                    // unless the index still names it, then it is lost.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        if self
+                            .shared
+                            .index
+                            .get(key)
+                            .is_some_and(|e| e.seq == entry.seq)
+                        {
+                            return Err(Error::Integrity {
+                                key: key.to_string(),
+                                message: format!(
+                                    "blob {} holding its value is missing from {}",
+                                    blob.id,
+                                    path.display()
+                                ),
+                            });
+                        }
+                        continue;
+                    }
                     Err(e) => return Err(Error::io(format!("opening the blob of {key}"), e)),
                 };
                 let body = blob_stream(

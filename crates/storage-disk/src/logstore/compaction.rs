@@ -104,6 +104,9 @@ fn compact_blocking(shared: &Shared, handle: &Handle) -> Result<CompactionReport
         if still_used {
             continue;
         }
+        // The copies are durable before the originals go (`Buffered` mode
+        // commits without `fdatasync`).
+        request_blocking(handle, Op::Sync)?;
         // The segment leaves the list (and the next snapshot) only once its
         // unlink is durable.
         match std::fs::remove_file(&segment.path) {

@@ -61,11 +61,24 @@
 //! - **Durability.** With [`Durability::Fsync`] (the default) a put is
 //!   acknowledged only after its record is on disk; new segments, snapshots
 //!   and renames are followed by a directory fsync. [`Durability::Buffered`]
-//!   skips the `fdatasync`: writes survive a crash of the process, not of the
-//!   machine.
-//! - **Recovery.** Opening loads `index.snap` if valid, replays the records
-//!   after its position, truncates a torn tail of the last segment (and
-//!   fsyncs), and fails on a bad record inside a sealed segment.
+//!   skips the per-batch `fdatasync`: writes survive a crash of the process,
+//!   and a power loss takes only the most recent ones, since the active
+//!   segment is made durable before it is sealed, before a snapshot names a
+//!   position in it and before compaction removes the originals of what it
+//!   copied, and a blob superseded by a record is unlinked only once that
+//!   record is durable.
+//! - **Recovery.** Opening loads `index.snap` if valid and replays the
+//!   records after its position. At the first bad record of the last
+//!   segment it looks for a valid record further on: none, or only zeros
+//!   before one (pages of an unfinished write that never reached the disk),
+//!   and the rest is a torn tail, which is kept in `torn-<segment>-<offset>`
+//!   unless all zeros, then cut off (and fsynced); a valid record after
+//!   damaged bytes means acknowledged writes follow the damage, and the open
+//!   fails naming the segment and offset. (A record stored inside another
+//!   record's value can pass for a valid record there; the open then fails
+//!   rather than cut.) A bad record inside a sealed segment fails the open;
+//!   a last segment that is all zeros (created, never written) starts
+//!   afresh; a missing blob is [`storage_core::Error::Integrity`].
 //! - **Reads** take no lock: the index is a lock-free skip list. Records of
 //!   the active segment are kept in memory until it is sealed (at most one
 //!   segment); sealed segments are memory-mapped on local file systems, and
@@ -245,15 +258,31 @@ impl LogStore {
     }
 
     fn open_blocking(dir: PathBuf, options: LogStoreOptions) -> Result<Self> {
-        if options.segment_bytes < 4096 || options.large_value_bytes == 0 {
-            return Err(Error::invalid_argument(
-                "segment_bytes must be at least 4096 and large_value_bytes above 0",
-            ));
+        if options.segment_bytes < 4096
+            || options.large_value_bytes == 0
+            || options.large_value_bytes > record::MAX_INLINE_VALUE
+        {
+            return Err(Error::invalid_argument(format!(
+                "segment_bytes must be at least 4096 and large_value_bytes between 1 and {} (the longest inline value a record holds)",
+                record::MAX_INLINE_VALUE
+            )));
         }
         for sub in ["segments", "blobs"] {
             let path = dir.join(sub);
+            let existed = path.is_dir();
             std::fs::create_dir_all(&path)
                 .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
+            if !existed {
+                // The new directory's entry is durable before anything in it.
+                let parents = [
+                    dir.parent().filter(|p| !p.as_os_str().is_empty()),
+                    Some(&*dir),
+                ];
+                for parent in parents.into_iter().flatten() {
+                    sync_dir(parent)
+                        .map_err(|e| Error::io(format!("syncing {}", parent.display()), e))?;
+                }
+            }
         }
         let lock = recovery::lock(&dir)?;
         let index = Index::new();
@@ -279,6 +308,7 @@ impl LogStore {
             lock: Some(lock),
             sealed_since_snapshot: 0,
             failed: None,
+            dead_blobs: Vec::new(),
         };
         let (requests, received) = std::sync::mpsc::channel();
         std::thread::Builder::new()

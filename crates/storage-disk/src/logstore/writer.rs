@@ -68,6 +68,9 @@ pub enum Op {
         kind: RecordType,
         record: Bytes,
     },
+    /// Make every committed record durable (`fdatasync` of the active
+    /// segment in [`Durability::Buffered`] mode; nothing to do otherwise).
+    Sync,
     /// Write an index snapshot now.
     Snapshot,
     /// Write a snapshot, release the directory lock and stop.
@@ -124,6 +127,11 @@ pub struct Writer {
     /// Set after a failed write or fsync: the file's state is unknown, so
     /// every later write fails until the store is reopened (and recovered).
     pub failed: Option<String>,
+    /// In [`Durability::Buffered`] mode, blobs superseded by records not
+    /// yet durable: unlinked at the next `fdatasync` (segment roll,
+    /// snapshot, sync), so that a power loss, which may drop those
+    /// records, never leaves a surviving record without its blob.
+    pub dead_blobs: Vec<u64>,
 }
 
 /// A decided operation waiting for the batch's fsync.
@@ -341,7 +349,7 @@ impl Writer {
                         len: record.len() as u64,
                     });
                 }
-                Op::Snapshot | Op::Close => controls.push((op, reply)),
+                Op::Sync | Op::Snapshot | Op::Close => controls.push((op, reply)),
             }
         }
         if !buf.is_empty()
@@ -349,15 +357,12 @@ impl Writer {
         {
             self.failed = Some(reason.clone());
             for d in decided {
+                // Blobs stay: the failed write may have reached the disk
+                // with its records, and the next open sweeps the blobs no
+                // record refers to.
                 let reply = match d {
-                    Decided::Put { reply, entry, .. } => {
-                        if let Some(blob) = entry.location.blob {
-                            remove_blob(&self.shared, blob.id);
-                        }
-                        reply
-                    }
-                    // A promote's blob still belongs to the staged key.
-                    Decided::Delete { reply, .. }
+                    Decided::Put { reply, .. }
+                    | Decided::Delete { reply, .. }
                     | Decided::Promote { reply, .. }
                     | Decided::Relocate { reply, .. }
                     | Decided::Refused { reply, .. } => reply,
@@ -565,13 +570,33 @@ impl Writer {
             }
         }
         self.active.len += batch.len() as u64;
-        for id in dead_blobs {
-            remove_blob(&self.shared, id);
+        if self.shared.options.durability == Durability::Fsync {
+            for id in dead_blobs {
+                remove_blob(&self.shared, id);
+            }
+        } else {
+            self.dead_blobs.extend(dead_blobs);
         }
     }
 
-    /// Seals the active segment and starts the next one.
+    /// Makes the active segment's records durable where commits do not
+    /// (`Buffered` mode), then unlinks the blobs they superseded.
+    fn sync(&mut self) -> std::result::Result<(), String> {
+        if self.shared.options.durability == Durability::Buffered {
+            self.active
+                .file
+                .sync_data()
+                .map_err(|e| format!("fdatasync of segment {}: {e}", self.active.segment.id))?;
+        }
+        for id in std::mem::take(&mut self.dead_blobs) {
+            remove_blob(&self.shared, id);
+        }
+        Ok(())
+    }
+
+    /// Seals the active segment (durable first) and starts the next one.
     fn roll(&mut self) -> std::result::Result<(), String> {
+        self.sync()?;
         let id = self.active.segment.id + 1;
         let dir = &self.shared.dir;
         let path = segment_path(dir, id);
@@ -622,8 +647,10 @@ impl Writer {
         Ok(())
     }
 
-    /// Writes an index snapshot of the current state.
+    /// Writes an index snapshot of the current state, once the position it
+    /// names is durable.
     pub fn snapshot(&mut self) -> std::result::Result<(), String> {
+        self.sync()?;
         snapshot::write(
             &self.shared,
             self.active.segment.id,
@@ -641,14 +668,16 @@ impl Writer {
         for (op, reply) in controls {
             let result = match self.failed.clone() {
                 Some(reason) => Err(failed_error(&reason)),
-                None => self
-                    .snapshot()
-                    .map(|()| Reply::Done)
-                    .map_err(|e| Error::Backend {
-                        transient: false,
-                        message: e,
-                        source: None,
-                    }),
+                None => match op {
+                    Op::Sync => self.sync(),
+                    _ => self.snapshot(),
+                }
+                .map(|()| Reply::Done)
+                .map_err(|e| Error::Backend {
+                    transient: false,
+                    message: e,
+                    source: None,
+                }),
             };
             if matches!(op, Op::Close) {
                 self.lock = None;
