@@ -217,6 +217,18 @@ async fn inline(bytes: Bytes) -> Result<(Value, u64, [u8; 32])> {
     Ok((Value::Inline(bytes), size, sha256))
 }
 
+/// The new version the writer answers a put or promote with.
+fn put_reply(reply: Reply) -> Result<ObjectMeta> {
+    match reply {
+        Reply::Put(meta) => Ok(meta),
+        other => Err(Error::backend(
+            false,
+            "unexpected writer reply",
+            format!("{other:?}"),
+        )),
+    }
+}
+
 fn integrity_error(key: &Key, what: &str) -> Error {
     Error::ChecksumMismatch {
         key: key.to_string(),
@@ -339,14 +351,7 @@ impl Backend for LogStore {
         };
         // From here the writer owns the blob: it removes it if the put loses.
         guard.disarm();
-        match self.request(op).await? {
-            Reply::Put(meta) => Ok(meta),
-            other => Err(Error::backend(
-                false,
-                "unexpected writer reply",
-                format!("{other:?}"),
-            )),
-        }
+        put_reply(self.request(op).await?)
     }
 
     async fn get(&self, key: &Key, options: GetOptions) -> Result<GetResult> {
@@ -480,13 +485,6 @@ impl Backend for LogStore {
             mode,
             modified_ms: now_ms(),
         };
-        match self.request(op).await? {
-            Reply::Put(meta) => Ok(meta),
-            other => Err(Error::backend(
-                false,
-                "unexpected writer reply",
-                format!("{other:?}"),
-            )),
-        }
+        put_reply(self.request(op).await?)
     }
 }

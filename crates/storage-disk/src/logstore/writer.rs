@@ -464,26 +464,18 @@ impl Writer {
                 Decided::Put {
                     reply,
                     key,
-                    mut entry,
+                    entry,
                     at,
                 } => {
-                    let len = entry.location.len as usize;
-                    let seq = entry.seq;
-                    entry.location.tail = Some(batch.slice(at..at + len));
-                    let meta = entry.object_meta(&key);
-                    if let Some(old) = index.set(key.clone(), entry)
-                        && let Some(blob) = old.location.blob
-                    {
-                        dead_blobs.push(blob.id);
-                    }
-                    self.active.tail.push((key.clone(), seq));
-                    if self.shared.feed.has_subscribers() {
-                        self.shared.feed.publish(Change {
-                            key,
-                            kind: ChangeKind::Put,
-                            etag: Some(meta.etag.clone()),
-                        });
-                    }
+                    let meta = install(
+                        &self.shared,
+                        &mut self.active.tail,
+                        key,
+                        entry,
+                        &batch,
+                        at,
+                        &mut dead_blobs,
+                    );
                     let _ = reply.send(Ok(Reply::Put(meta)));
                 }
                 Decided::Delete {
@@ -509,34 +501,26 @@ impl Writer {
                     reply,
                     key,
                     staged,
-                    mut entry,
+                    entry,
                     at,
                 } => {
-                    let len = entry.location.len as usize;
-                    let seq = entry.seq;
-                    let moved = entry.location.blob.map(|b| b.id);
-                    entry.location.tail = Some(batch.slice(at..at + len));
-                    let meta = entry.object_meta(&key);
-                    if let Some(old) = index.set(key.clone(), entry)
-                        && let Some(blob) = old.location.blob
-                    {
-                        dead_blobs.push(blob.id);
-                    }
                     // The staged key's blob, if any, now belongs to `key`.
+                    let moved = entry.location.blob.map(|b| b.id);
                     if let Some(old) = index.remove(&staged)
                         && let Some(blob) = old.location.blob
                         && Some(blob.id) != moved
                     {
                         dead_blobs.push(blob.id);
                     }
-                    self.active.tail.push((key.clone(), seq));
-                    if self.shared.feed.has_subscribers() {
-                        self.shared.feed.publish(Change {
-                            key,
-                            kind: ChangeKind::Put,
-                            etag: Some(meta.etag.clone()),
-                        });
-                    }
+                    let meta = install(
+                        &self.shared,
+                        &mut self.active.tail,
+                        key,
+                        entry,
+                        &batch,
+                        at,
+                        &mut dead_blobs,
+                    );
                     let _ = reply.send(Ok(Reply::Put(meta)));
                 }
                 Decided::Relocate {
@@ -687,6 +671,39 @@ impl Writer {
         }
         stop
     }
+}
+
+/// Makes `entry` (of a put or promote whose record is at `at` in `batch`)
+/// the current version of `key`, keeping the record's bytes in memory,
+/// noting the blob it supersedes and publishing the change; returns what
+/// the caller is answered.
+fn install(
+    shared: &Shared,
+    tail: &mut Vec<(Key, u64)>,
+    key: Key,
+    mut entry: IndexEntry,
+    batch: &Bytes,
+    at: usize,
+    dead_blobs: &mut Vec<u64>,
+) -> ObjectMeta {
+    let len = entry.location.len as usize;
+    let seq = entry.seq;
+    entry.location.tail = Some(batch.slice(at..at + len));
+    let meta = entry.object_meta(&key);
+    if let Some(old) = shared.index.set(key.clone(), entry)
+        && let Some(blob) = old.location.blob
+    {
+        dead_blobs.push(blob.id);
+    }
+    tail.push((key.clone(), seq));
+    if shared.feed.has_subscribers() {
+        shared.feed.publish(Change {
+            key,
+            kind: ChangeKind::Put,
+            etag: Some(meta.etag.clone()),
+        });
+    }
+    meta
 }
 
 /// Answers a failed condition: at once when it was decided against the
