@@ -24,4 +24,6 @@ pub mod logstore;
 mod util;
 
 pub use fs::FsBackend;
-pub use logstore::{CompactionReport, Durability, LogStore, LogStoreOptions, OpenReport};
+pub use logstore::{
+    CompactionReport, Durability, LogStore, LogStoreOptions, MAX_LARGE_VALUE_BYTES, OpenReport,
+};

@@ -175,10 +175,8 @@ impl LogStore {
         threshold: u64,
         guard: &mut RemoveOnDrop,
     ) -> Result<(Value, u64, [u8; 32])> {
-        if body.len().is_some_and(|len| len < threshold) {
-            let bytes = body.into_bytes().await?;
-            return inline(bytes).await;
-        }
+        // Read as a stream even when the declared length is small, so that
+        // a body longer than it declares never sits in memory whole.
         let mut chunks = body.into_stream();
         let mut head = Vec::new();
         let mut buffered = 0u64;
@@ -188,6 +186,7 @@ impl LogStore {
                     buffered += chunk.len() as u64;
                     head.push(chunk);
                 }
+                None if head.len() == 1 => return inline(head.remove(0)).await,
                 None => {
                     let mut all = BytesMut::with_capacity(buffered as usize);
                     head.iter().for_each(|c| all.extend_from_slice(c));

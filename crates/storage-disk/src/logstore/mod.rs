@@ -34,7 +34,8 @@
 //! | 5 | 1 | type: 1 put, 2 delete (tombstone), 3 put with the value in a blob, 4 promote, 5 promote with the value in a blob |
 //! | 6 | 2 | key length *k* (1..=1024) |
 //! | 8 | 4 | metadata length *m* |
-//! | 12 | 4 | reserved (0) |
+//! | 12 | 1 | flags: bit 0 set on the first record of a committed batch |
+//! | 13 | 3 | reserved (0) |
 //! | 16 | 8 | value length *v* (20 for type 3: blob id `u64`, length `u64`, CRC32C `u32`) |
 //! | 24 | 8 | sequence number: the version's ETag, unique for the store's life |
 //! | 32 | 8 | modified time, ms since the Unix epoch |
@@ -68,17 +69,19 @@
 //!   copied, and a blob superseded by a record is unlinked only once that
 //!   record is durable.
 //! - **Recovery.** Opening loads `index.snap` if valid and replays the
-//!   records after its position. At the first bad record of the last
-//!   segment it looks for a valid record further on: none, or only zeros
-//!   before one (pages of an unfinished write that never reached the disk),
-//!   and the rest is a torn tail, which is kept in `torn-<segment>-<offset>`
-//!   unless all zeros, then cut off (and fsynced); a valid record after
-//!   damaged bytes means acknowledged writes follow the damage, and the open
-//!   fails naming the segment and offset. (A record stored inside another
-//!   record's value can pass for a valid record there; the open then fails
-//!   rather than cut.) A bad record inside a sealed segment fails the open;
+//!   records after its position. The first record of every committed batch
+//!   carries a flag (bit 0 of the byte at offset 12). At the first bad
+//!   record of the last segment, in [`Durability::Fsync`] mode, a valid
+//!   batch-start record further on means the damage lies inside
+//!   acknowledged writes (a batch is written only once the one before it is
+//!   durable): the open fails, naming the segment and offset, and nothing is
+//!   cut. Otherwise, and always in [`Durability::Buffered`] mode, the rest
+//!   is a torn tail (the last batch's pages reach the disk in any order): it
+//!   is kept in `torn-<segment>-<offset>-<ms>` unless all zeros, then cut
+//!   off (and fsynced). A bad record inside a sealed segment fails the open;
 //!   a last segment that is all zeros (created, never written) starts
-//!   afresh; a missing blob is [`storage_core::Error::Integrity`].
+//!   afresh; a missing blob is [`storage_core::Error::Integrity`]; sequence
+//!   numbers of 2⁶² or more are refused as damage.
 //! - **Reads** take no lock: the index is a lock-free skip list. Records of
 //!   the active segment are kept in memory until it is sealed (at most one
 //!   segment); sealed segments are memory-mapped on local file systems, and
@@ -116,6 +119,12 @@ pub use compaction::CompactionReport;
 use index::Index;
 use segment::Segment;
 use writer::{Op, Reply, Request, Writer};
+
+/// Largest [`LogStoreOptions::large_value_bytes`]: an inline value, with a
+/// promote record's staged key and its length before it, still fits the
+/// record format's inline limit.
+pub const MAX_LARGE_VALUE_BYTES: u64 =
+    record::MAX_INLINE_VALUE - 2 - storage_core::MAX_KEY_BYTES as u64;
 
 /// When a write is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -260,11 +269,10 @@ impl LogStore {
     fn open_blocking(dir: PathBuf, options: LogStoreOptions) -> Result<Self> {
         if options.segment_bytes < 4096
             || options.large_value_bytes == 0
-            || options.large_value_bytes > record::MAX_INLINE_VALUE
+            || options.large_value_bytes > MAX_LARGE_VALUE_BYTES
         {
             return Err(Error::invalid_argument(format!(
-                "segment_bytes must be at least 4096 and large_value_bytes between 1 and {} (the longest inline value a record holds)",
-                record::MAX_INLINE_VALUE
+                "segment_bytes must be at least 4096 and large_value_bytes between 1 and {MAX_LARGE_VALUE_BYTES} (the longest inline value a record holds, less a promote's staged key)"
             )));
         }
         for sub in ["segments", "blobs"] {
@@ -286,7 +294,7 @@ impl LogStore {
         }
         let lock = recovery::lock(&dir)?;
         let index = Index::new();
-        let recovered = recovery::recover(&dir, &index, !options.nfs)?;
+        let recovered = recovery::recover(&dir, &index, !options.nfs, options.durability)?;
         let report = OpenReport {
             from_snapshot: recovered.from_snapshot,
             truncated_bytes: recovered.truncated_bytes,

@@ -15,6 +15,35 @@ pub const HEADER_LEN: usize = 40;
 pub const TRAILER_LEN: usize = 36;
 /// Bytes of a blob reference, the value of a [`RecordType::PutBlob`] record.
 pub const BLOB_REF_LEN: usize = 20;
+/// Bit of the flags byte (offset 12) marking the first record of a
+/// committed batch. Recovery uses it to tell damage inside acknowledged
+/// writes from a torn last batch.
+pub const FLAG_BATCH_START: u8 = 1;
+
+/// Sets or clears the batch-start flag of the complete record `record`
+/// (header through CRC32C), recomputing its CRC32C.
+pub fn set_batch_start(record: &mut [u8], on: bool) {
+    let Some(crc_at) = record.len().checked_sub(4) else {
+        return;
+    };
+    if record.len() < HEADER_LEN {
+        return;
+    }
+    if on {
+        record[12] |= FLAG_BATCH_START;
+    } else {
+        record[12] &= !FLAG_BATCH_START;
+    }
+    let crc = crc32c::crc32c(&record[..crc_at]);
+    record[crc_at..].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Whether the record starting at `record[0]` is marked as the first of a
+/// batch (the flag is covered by the CRC32C; check it with [`parse`]).
+pub fn is_batch_start(record: &[u8]) -> bool {
+    record.get(12).is_some_and(|f| f & FLAG_BATCH_START != 0)
+}
+
 /// Longest metadata section accepted when decoding.
 pub const MAX_META_LEN: u32 = 64 * 1024;
 /// Longest inline value accepted when decoding (values above the large-value
@@ -176,7 +205,8 @@ impl RecordHeader {
             && usize::from(header.key_len) <= storage_core::MAX_KEY_BYTES
             && header.meta_len <= MAX_META_LEN
             && header.value_len <= MAX_INLINE_VALUE
-            && h[12..16] == [0; 4]
+            && h[12] & !FLAG_BATCH_START == 0
+            && h[13..16] == [0; 3]
             && match kind {
                 RecordType::Put => true,
                 RecordType::Delete => header.meta_len == 0 && header.value_len == 0,

@@ -34,6 +34,10 @@ pub struct Recovered {
     pub truncated_bytes: u64,
 }
 
+/// Sequence numbers at or above this are refused as damage: far beyond
+/// any store's life (2⁶² writes), and far from overflow.
+const MAX_SEQ: u64 = 1 << 62;
+
 fn corrupt(segment: u64, offset: u64, reason: &str) -> Error {
     Error::Backend {
         transient: false,
@@ -74,7 +78,12 @@ pub fn lock(dir: &Path) -> Result<File> {
 /// # Errors
 /// A non-transient [`Error::Backend`] for a bad record inside a sealed
 /// segment or a bad segment header, and I/O errors.
-pub fn recover(dir: &Path, index: &Index, map_sealed: bool) -> Result<Recovered> {
+pub fn recover(
+    dir: &Path,
+    index: &Index,
+    map_sealed: bool,
+    durability: super::Durability,
+) -> Result<Recovered> {
     let seg_dir = dir.join("segments");
     let mut ids: Vec<u64> = fs::read_dir(&seg_dir)
         .map_err(io(format!("listing {}", seg_dir.display())))?
@@ -112,14 +121,15 @@ pub fn recover(dir: &Path, index: &Index, map_sealed: bool) -> Result<Recovered>
         };
         let segment = &segments[&id];
         let mut bytes = fs::read(&segment.path).map_err(io(format!("reading segment {id}")))?;
-        let header_len = SEGMENT_HEADER_LEN as usize;
-        let unwritten = bytes.len() < header_len || bytes[..header_len].iter().all(|&b| b == 0);
+        // Short, or all zeros (extended or preallocated, never written): a
+        // zeroed header with data after it is damage, not this.
+        let unwritten = bytes.len() < SEGMENT_HEADER_LEN as usize || bytes.iter().all(|&b| b == 0);
         if id == last && unwritten {
             // Created but never written to (short, or zeros where the
             // file was extended or preallocated): start it afresh.
             bytes = SegmentHeader {
                 id,
-                first_seq: max_seq + 1,
+                first_seq: max_seq.saturating_add(1),
             }
             .encode()
             .to_vec();
@@ -136,19 +146,21 @@ pub fn recover(dir: &Path, index: &Index, map_sealed: bool) -> Result<Recovered>
                 Ok(record) => record,
                 Err(RecordError::Incomplete | RecordError::Corrupt(_)) if id == last => {
                     let tail = &bytes[offset as usize..];
-                    // A torn tail ends the log: what follows the bad record
-                    // is nothing, zeros (pages never written), or garbage
-                    // with no valid record after it. A valid record after
-                    // non-zero damage means acknowledged writes follow a
-                    // corrupt one: refuse to drop them.
-                    if let Some(at) = next_valid_record(tail)
-                        && tail[..at].iter().any(|&b| b != 0)
+                    // In `Fsync` mode a batch is written only once the one
+                    // before it is durable, so only the last batch can be
+                    // torn, in any order of its pages: a valid first record
+                    // of a later batch after the bad bytes means the damage
+                    // is inside acknowledged writes, which are not dropped.
+                    // Otherwise (and always in `Buffered` mode, which may
+                    // lose any suffix) the rest is a torn tail.
+                    if durability == super::Durability::Fsync
+                        && let Some(at) = next_batch_start(tail)
                     {
                         return Err(corrupt(
                             id,
                             offset,
                             &format!(
-                                "a bad record is followed by a valid one at byte {}: the store is not opened, since that would drop acknowledged writes (restore the segment, or cut it at byte {offset} by hand to drop them)",
+                                "a bad record is followed by a later batch at byte {}: the store is not opened, since cutting the damage would drop acknowledged writes (restore the segment, or cut it at byte {offset} by hand to drop them)",
                                 offset + at as u64
                             ),
                         ));
@@ -198,7 +210,10 @@ pub fn recover(dir: &Path, index: &Index, map_sealed: bool) -> Result<Recovered>
             len,
             tail: Vec::new(),
         },
-        next_seq: max_seq + 1,
+        next_seq: max_seq
+            .checked_add(1)
+            .filter(|&next| next < MAX_SEQ)
+            .ok_or_else(|| corrupt(last, 0, "a sequence number is impossibly high"))?,
         next_blob,
         segments,
         from_snapshot: loaded.is_some(),
@@ -283,24 +298,32 @@ fn apply(
     Ok(())
 }
 
-/// Offset in `tail` (after its first byte) of the first valid record, if
-/// any.
-fn next_valid_record(tail: &[u8]) -> Option<usize> {
+/// Offset in `tail` (after its first byte) of the first valid record that
+/// starts a batch, if any.
+fn next_batch_start(tail: &[u8]) -> Option<usize> {
     (1..tail.len().saturating_sub(record::HEADER_LEN - 1)).find(|&at| {
-        tail[at..].starts_with(&record::RECORD_MAGIC) && record::parse(&tail[at..]).is_ok()
+        tail[at..].starts_with(&record::RECORD_MAGIC)
+            && record::is_batch_start(&tail[at..])
+            && record::parse(&tail[at..]).is_ok()
     })
 }
 
-/// Keeps a torn tail that is not all zeros in `torn-<segment>-<offset>`
-/// in the store's directory (fsynced), so truncation deletes nothing that
-/// was ever written.
+/// Keeps a torn tail that is not all zeros in
+/// `torn-<segment>-<offset>-<ms since the epoch>` in the store's directory
+/// (fsynced), so truncation deletes nothing that was ever written.
 fn set_aside(dir: &Path, segment: u64, offset: u64, tail: &[u8]) -> Result<()> {
     if tail.iter().all(|&b| b == 0) {
         return Ok(());
     }
-    let path = dir.join(format!("torn-{segment}-{offset}"));
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let path = dir.join(format!("torn-{segment}-{offset}-{stamp}"));
     let write = || -> std::io::Result<()> {
-        let mut file = File::create(&path)?;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
         std::io::Write::write_all(&mut file, tail)?;
         file.sync_all()?;
         sync_dir(dir)

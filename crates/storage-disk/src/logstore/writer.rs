@@ -27,6 +27,9 @@ use super::{Durability, Shared, blob_path, snapshot, sync_dir};
 
 /// Most requests committed in one batch.
 const MAX_BATCH: usize = 4096;
+/// In `Buffered` mode, superseded blobs kept for a durable point before
+/// one is forced (an `fdatasync`), so that their disk space stays bounded.
+const MAX_DEAD_BLOBS: usize = 64;
 
 /// The value of a put.
 #[derive(Debug)]
@@ -186,8 +189,11 @@ impl Writer {
                 return;
             }
         }
-        // Every handle is gone: leave a snapshot so the next open is fast.
-        let _ = self.snapshot();
+        // Every handle is gone: leave a snapshot so the next open is fast
+        // (not after a failed write: what is on disk is unknown).
+        if self.failed.is_none() {
+            let _ = self.snapshot();
+        }
     }
 
     fn current_seq(&self, overlay: &HashMap<Key, Option<u64>>, key: &Key) -> Option<u64> {
@@ -341,6 +347,9 @@ impl Writer {
                     }
                     let at = buf.len();
                     buf.extend_from_slice(&record);
+                    // A copy is never the first of its new batch but by
+                    // the mark set below.
+                    record::set_batch_start(&mut buf[at..], false);
                     decided.push(Decided::Relocate {
                         reply,
                         key,
@@ -351,6 +360,11 @@ impl Writer {
                 }
                 Op::Sync | Op::Snapshot | Op::Close => controls.push((op, reply)),
             }
+        }
+        if let Ok(first) = record::RecordHeader::decode(&buf)
+            && let Some(first) = buf.get_mut(..first.record_len() as usize)
+        {
+            record::set_batch_start(first, true);
         }
         if !buf.is_empty()
             && let Err(reason) = self.append(&buf)
@@ -560,6 +574,11 @@ impl Writer {
             }
         } else {
             self.dead_blobs.extend(dead_blobs);
+            if self.dead_blobs.len() >= MAX_DEAD_BLOBS
+                && let Err(reason) = self.sync()
+            {
+                self.failed = Some(reason);
+            }
         }
     }
 
