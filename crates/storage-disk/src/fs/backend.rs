@@ -151,8 +151,21 @@ fn create_object_dir(location: &Location) -> Result<()> {
     // Checked before creating anything (no directory is made through a
     // link), and after (a link made meanwhile is still refused).
     let linked = linked_below(objects, &location.dir)? || {
+        let missing: Vec<&Path> = location
+            .dir
+            .ancestors()
+            .take(depth)
+            .filter(|d| !d.exists())
+            .collect();
         fs::create_dir_all(&location.dir)
             .map_err(|e| Error::io(format!("creating {}", location.dir.display()), e))?;
+        // Each new directory's entry is durable before a put relies on it.
+        for dir in missing {
+            if let Some(parent) = dir.parent() {
+                sync_dir(parent)
+                    .map_err(|e| Error::io(format!("syncing {}", parent.display()), e))?;
+            }
+        }
         linked_below(objects, &location.dir)?
     };
     if linked {
@@ -231,6 +244,10 @@ fn commit(
         check_put_mode(&meta.key, mode, current.as_ref().map(|c| &c.etag))?;
         fs::rename(&temp, location.meta())
             .map_err(|e| Error::io(format!("publishing {}", meta.key), e))?;
+        // Still under the lock: a writer after this one finds the rename
+        // durable, so its own commit can never be ordered before ours on
+        // disk.
+        sync_dir(&location.dir).map_err(|e| Error::io(dir_context(), e))?;
         Ok(current)
     })();
     let previous = match published {
@@ -241,9 +258,12 @@ fn commit(
         }
     };
     content.disarm();
-    sync_dir(&location.dir).map_err(|e| Error::io(dir_context(), e))?;
-    if let Some(previous) = previous {
-        remove_if_present(&location.data(&previous.etag))?;
+    // The put is committed: a failed removal of the old version's content
+    // leaves an orphan, not a failed put.
+    if let Some(previous) = previous
+        && let Err(e) = remove_if_present(&location.data(&previous.etag))
+    {
+        tracing::warn!(key = %meta.key, error = %e, "could not remove the previous version's content");
     }
     Ok(())
 }
