@@ -153,6 +153,9 @@ pub enum ReadMode {
 pub struct ObjectDir {
     path: std::path::PathBuf,
     fd: File,
+    /// Set once the kernel refused `RESOLVE_CACHED` with `EINVAL` (Linux
+    /// before 5.12): cached reads then go straight to the blocking path.
+    no_cached_lookups: std::sync::atomic::AtomicBool,
 }
 
 impl ObjectDir {
@@ -169,19 +172,46 @@ impl ObjectDir {
         Ok(ObjectDir {
             path: path.to_path_buf(),
             fd,
+            no_cached_lookups: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// `openat2(2)` beneath this directory (the seam where tests inject the
+    /// answers of older kernels).
+    fn openat2(
+        &self,
+        rel: &Path,
+        flags: rustix::fs::OFlags,
+        resolve: rustix::fs::ResolveFlags,
+    ) -> rustix::io::Result<rustix::fd::OwnedFd> {
+        #[cfg(test)]
+        if resolve.contains(rustix::fs::ResolveFlags::CACHED) && tests::OLD_KERNEL.with(|k| k.get())
+        {
+            return Err(rustix::io::Errno::INVAL);
+        }
+        rustix::fs::openat2(&self.fd, rel, flags, rustix::fs::Mode::empty(), resolve)
     }
 
     /// Opens `rel` (relative to this directory) for reading.
     pub fn open_read(&self, rel: &Path, mode: ReadMode) -> io::Result<File> {
-        use rustix::fs::{Mode, OFlags, ResolveFlags};
+        use rustix::fs::{OFlags, ResolveFlags};
+        use std::sync::atomic::Ordering;
         let mut resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS;
         if mode == ReadMode::Cached {
+            if self.no_cached_lookups.load(Ordering::Relaxed) {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
             resolve |= ResolveFlags::CACHED;
         }
         let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
-        match rustix::fs::openat2(&self.fd, rel, flags, Mode::empty(), resolve) {
+        match self.openat2(rel, flags, resolve) {
             Ok(fd) => Ok(File::from(fd)),
+            // `RESOLVE_CACHED` is newer than `openat2` (Linux 5.12): the
+            // caller takes the blocking path, now and from now on.
+            Err(rustix::io::Errno::INVAL) if mode == ReadMode::Cached => {
+                self.no_cached_lookups.store(true, Ordering::Relaxed);
+                Err(io::ErrorKind::WouldBlock.into())
+            }
             Err(rustix::io::Errno::AGAIN) => Err(io::ErrorKind::WouldBlock.into()),
             Err(rustix::io::Errno::NOSYS | rustix::io::Errno::PERM) => match mode {
                 ReadMode::Cached => Err(io::ErrorKind::WouldBlock.into()),
@@ -261,4 +291,44 @@ pub fn would_block(err: &Error) -> bool {
             .source()
             .and_then(|s| s.downcast_ref::<io::Error>())
             .is_some_and(|e| e.kind() == io::ErrorKind::WouldBlock)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    thread_local! {
+        /// Makes `openat2` refuse `RESOLVE_CACHED` with `EINVAL`, as Linux
+        /// before 5.12 does, on this thread.
+        pub(super) static OLD_KERNEL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
+    #[test]
+    fn a_kernel_without_cached_lookups_sends_reads_to_the_blocking_path() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        std::fs::write(dir.path().join("f"), b"content").expect("write");
+        let objects = ObjectDir::open(dir.path()).expect("open");
+        OLD_KERNEL.with(|k| k.set(true));
+        let cached = objects.open_read(Path::new("f"), ReadMode::Cached);
+        assert_eq!(
+            cached.err().map(|e| e.kind()),
+            Some(io::ErrorKind::WouldBlock)
+        );
+        OLD_KERNEL.with(|k| k.set(false));
+        // Remembered: no second attempt at a cached lookup.
+        let again = objects.open_read(Path::new("f"), ReadMode::Cached);
+        assert_eq!(
+            again.err().map(|e| e.kind()),
+            Some(io::ErrorKind::WouldBlock)
+        );
+        let mut read = String::new();
+        std::io::Read::read_to_string(
+            &mut objects
+                .open_read(Path::new("f"), ReadMode::Blocking)
+                .expect("blocking read"),
+            &mut read,
+        )
+        .expect("read");
+        assert_eq!(read, "content");
+    }
 }
