@@ -18,7 +18,7 @@ use storage_core::{
     TxnId, check_if_match,
 };
 
-use super::index::{IndexEntry, etag_of};
+use super::index::IndexEntry;
 use super::record::{BlobRef, RecordMeta, crc_ok};
 use super::writer::{Op, Reply, Value};
 use super::{LogStore, blob_path, now_ms};
@@ -86,6 +86,13 @@ impl LogStore {
         guard: &mut RemoveOnDrop,
     ) -> Result<(BlobRef, [u8; 32])> {
         let id = self.shared.next_blob.fetch_add(1, Ordering::Relaxed);
+        if !self.shared.epochs.blob_in_current(id) {
+            return Err(Error::Backend {
+                transient: false,
+                message: "this open has used up its 2^40 blob numbers: reopen the store".into(),
+                source: None,
+            });
+        }
         let path = blob_path(&self.shared.dir, id);
         guard.guard(path.clone());
         let context = format!("writing blob {}", path.display());
@@ -357,13 +364,13 @@ impl Backend for LogStore {
         for _ in 0..READ_ATTEMPTS {
             let entry = self.entry(key)?;
             if let Some(expected) = &options.if_match {
-                check_if_match(key, expected, Some(&etag_of(entry.seq)))?;
+                check_if_match(key, expected, Some(&self.shared.epochs.etag(entry.seq)))?;
             }
             let range = match &options.range {
                 Some(r) => r.resolve(key, entry.size)?,
                 None => 0..entry.size,
             };
-            let meta = entry.object_meta(key);
+            let meta = entry.object_meta(key, &self.shared.epochs);
             let full = options.range.is_none();
             if let Some(blob) = entry.location.blob {
                 let path = blob_path(&self.shared.dir, blob.id);
@@ -436,7 +443,7 @@ impl Backend for LogStore {
     }
 
     async fn head(&self, key: &Key) -> Result<ObjectMeta> {
-        Ok(self.entry(key)?.object_meta(key))
+        Ok(self.entry(key)?.object_meta(key, &self.shared.epochs))
     }
 
     async fn delete(&self, key: &Key, options: DeleteOptions) -> Result<()> {
@@ -454,7 +461,7 @@ impl Backend for LogStore {
             .shared
             .index
             .range_from(start)
-            .map(|(key, entry)| entry.object_meta(&key));
+            .map(|(key, entry)| entry.object_meta(&key, &self.shared.epochs));
         page_from_sorted(entries, options)
     }
 

@@ -13,8 +13,9 @@ use std::time::{Duration, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use crossbeam_skiplist::SkipMap;
-use storage_core::{ETag, Key, ObjectMeta};
+use storage_core::{Key, ObjectMeta};
 
+use super::epoch::Epochs;
 use super::record::{BlobRef, RecordMeta};
 use super::segment::Segment;
 
@@ -126,17 +127,9 @@ pub struct Location {
     pub blob: Option<BlobRef>,
 }
 
-/// The ETag of sequence number `seq`: 16 lower-case hex digits.
-pub fn etag_of(seq: u64) -> ETag {
-    let mut digits = [0u8; 16];
-    // Encoding 8 bytes into 16 hex digits cannot fail.
-    let _ = hex::encode_to_slice(seq.to_be_bytes(), &mut digits);
-    ETag::new(std::str::from_utf8(&digits).unwrap_or_default())
-}
-
 impl IndexEntry {
-    /// The metadata `head` reports for `key`.
-    pub fn object_meta(&self, key: &Key) -> ObjectMeta {
+    /// The metadata `head` reports for `key`, its ETag made by `epochs`.
+    pub fn object_meta(&self, key: &Key, epochs: &Epochs) -> ObjectMeta {
         let (content_type, metadata) = match &self.meta {
             Some(m) => (m.content_type.clone(), m.metadata.clone()),
             None => (None, Default::default()),
@@ -144,21 +137,11 @@ impl IndexEntry {
         ObjectMeta {
             key: key.clone(),
             size: self.size,
-            etag: etag_of(self.seq),
+            etag: epochs.etag(self.seq),
             last_modified: UNIX_EPOCH + Duration::from_millis(self.modified_ms),
             content_type,
             metadata,
             sha256: Some(self.sha256),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn etags_are_fixed_width_hex() {
-        assert_eq!(etag_of(255).as_str(), "00000000000000ff");
     }
 }

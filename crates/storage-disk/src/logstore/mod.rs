@@ -9,6 +9,7 @@
 //! | `segments/NNNNNNNNNNNNNNNNNNNN.seg` | segments, numbered from 1; the highest is the active one |
 //! | `blobs/NNNNNNNNNNNNNNNNNNNN.blob` | values at or above the large-value threshold, raw bytes |
 //! | `index.snap` | the newest index snapshot (format in [`snapshot`]) |
+//! | `EPOCHS` | the store id and one random tag per open, that ETags and blob numbers are made of (format in [`epoch`]) |
 //!
 //! # Segment format
 //!
@@ -37,7 +38,7 @@
 //! | 12 | 1 | flags: bit 0 set on the first record of a committed batch |
 //! | 13 | 3 | reserved (0) |
 //! | 16 | 8 | value length *v* (20 for type 3: blob id `u64`, length `u64`, CRC32C `u32`) |
-//! | 24 | 8 | sequence number: the version's ETag, unique for the store's life |
+//! | 24 | 8 | sequence number: grows with every write; with the store id and its epoch's tag, the version's ETag ([`epoch`]) |
 //! | 32 | 8 | modified time, ms since the Unix epoch |
 //! | 40 | *k* | key, UTF-8 |
 //! | 40+*k* | *m* | metadata: content type and user metadata ([`record::RecordMeta::encode`]) |
@@ -99,6 +100,7 @@
 
 mod backend;
 mod compaction;
+pub mod epoch;
 mod index;
 pub mod record;
 mod recovery;
@@ -179,7 +181,10 @@ pub(crate) struct Shared {
     index: Index,
     feed: ChangeFeed,
     segments: Mutex<BTreeMap<u64, Arc<Segment>>>,
+    /// The next blob number (see [`epoch`]).
     next_blob: AtomicU64,
+    /// The store id and epochs that ETags are made of.
+    epochs: epoch::Epochs,
     /// Held by a compaction from start to end: [`LogStore::compact`] and the
     /// background thread never run one at the same time.
     compaction: Mutex<()>,
@@ -300,13 +305,20 @@ impl LogStore {
             truncated_bytes: recovered.truncated_bytes,
             objects: index.len(),
         };
+        let epochs = epoch::begin(
+            &dir,
+            recovered.next_seq,
+            recovered.next_seq > 1,
+            recovered.max_blob,
+        )?;
         let shared = Arc::new(Shared {
             dir,
             options: options.clone(),
             index,
             feed: ChangeFeed::default(),
             segments: Mutex::new(recovered.segments.into_iter().collect()),
-            next_blob: AtomicU64::new(recovered.next_blob),
+            next_blob: AtomicU64::new(epochs.first_blob()),
+            epochs,
             compaction: Mutex::new(()),
         });
         let writer = Writer {

@@ -24,8 +24,9 @@ pub struct Recovered {
     pub active: Active,
     /// The next sequence number: above every one ever used.
     pub next_seq: u64,
-    /// The next blob number.
-    pub next_blob: u64,
+    /// The highest blob number found in the blob directory or the index
+    /// (0 for none).
+    pub max_blob: u64,
     /// Every segment by id, the active one included.
     pub segments: HashMap<u64, Arc<Segment>>,
     /// Whether a usable index snapshot was loaded.
@@ -192,7 +193,7 @@ pub fn recover(
             }
         }
     }
-    let next_blob = sweep_blobs(dir, index)?;
+    let max_blob = sweep_blobs(dir, index)?;
     let active_segment = Arc::clone(&segments[&last]);
     let file = OpenOptions::new()
         .read(true)
@@ -214,7 +215,7 @@ pub fn recover(
             .checked_add(1)
             .filter(|&next| next < MAX_SEQ)
             .ok_or_else(|| corrupt(last, 0, "a sequence number is impossibly high"))?,
-        next_blob,
+        max_blob,
         segments,
         from_snapshot: loaded.is_some(),
         truncated_bytes,
@@ -358,7 +359,7 @@ fn rewrite_header(path: &Path, header: &[u8]) -> std::io::Result<()> {
 
 /// Removes blob files no index entry refers to (puts that crashed or lost
 /// their precondition, versions superseded before their blob was removed);
-/// returns the next free blob number.
+/// returns the highest blob number found (0 for none).
 fn sweep_blobs(dir: &Path, index: &Index) -> Result<u64> {
     let blob_dir = dir.join("blobs");
     let files: Vec<fs::DirEntry> = fs::read_dir(&blob_dir)
@@ -366,13 +367,13 @@ fn sweep_blobs(dir: &Path, index: &Index) -> Result<u64> {
         .map_err(io(format!("listing {}", blob_dir.display())))?;
     if files.is_empty() {
         // No blob file: no entry can refer to one.
-        return Ok(1);
+        return Ok(0);
     }
     let live: HashSet<u64> = index
         .iter()
         .filter_map(|(_, e)| e.location.blob.map(|b| b.id))
         .collect();
-    let mut next = live.iter().max().map_or(1, |m| m + 1);
+    let mut max = live.iter().max().copied().unwrap_or(0);
     for entry in files {
         let name = entry.file_name();
         let id = name
@@ -380,7 +381,7 @@ fn sweep_blobs(dir: &Path, index: &Index) -> Result<u64> {
             .and_then(|n| n.strip_suffix(".blob"))
             .and_then(|n| n.parse::<u64>().ok());
         if let Some(id) = id {
-            next = next.max(id + 1);
+            max = max.max(id);
             if live.contains(&id) {
                 continue;
             }
@@ -388,5 +389,5 @@ fn sweep_blobs(dir: &Path, index: &Index) -> Result<u64> {
         fs::remove_file(entry.path())
             .map_err(io(format!("removing {}", entry.path().display())))?;
     }
-    Ok(next)
+    Ok(max)
 }

@@ -20,7 +20,7 @@ use storage_core::{
 };
 use tokio::sync::oneshot;
 
-use super::index::{IndexEntry, Location, etag_of};
+use super::index::{IndexEntry, Location};
 use super::record::{self, BlobRef, RecordHeader, RecordMeta, RecordType};
 use super::segment::{SEGMENT_HEADER_LEN, Segment, SegmentHeader, segment_path};
 use super::{Durability, Shared, blob_path, snapshot, sync_dir};
@@ -232,7 +232,11 @@ impl Writer {
                     modified_ms,
                 } => {
                     let current = self.current_seq(&overlay, &key);
-                    if let Err(e) = check_put_mode(&key, &mode, current.map(etag_of).as_ref()) {
+                    if let Err(e) = check_put_mode(
+                        &key,
+                        &mode,
+                        current.map(|seq| self.shared.epochs.etag(seq)).as_ref(),
+                    ) {
                         if let Value::Blob(blob) = &value {
                             remove_blob(&self.shared, blob.id);
                         }
@@ -270,8 +274,11 @@ impl Writer {
                 Op::Delete { key, if_match } => {
                     let current = self.current_seq(&overlay, &key);
                     if let Some(expected) = &if_match
-                        && let Err(e) =
-                            check_if_match(&key, expected, current.map(etag_of).as_ref())
+                        && let Err(e) = check_if_match(
+                            &key,
+                            expected,
+                            current.map(|seq| self.shared.epochs.etag(seq)).as_ref(),
+                        )
                     {
                         refuse(&mut decided, overlay.contains_key(&key), reply, e);
                         continue;
@@ -296,8 +303,12 @@ impl Writer {
                 } => {
                     let pending = overlay.contains_key(&key) || overlay.contains_key(&staged);
                     let current = self.current_seq(&overlay, &key);
-                    let source = check_put_mode(&key, &mode, current.map(etag_of).as_ref())
-                        .and_then(|()| self.staged_source(&overlay, &decided, &buf, &staged));
+                    let source = check_put_mode(
+                        &key,
+                        &mode,
+                        current.map(|seq| self.shared.epochs.etag(seq)).as_ref(),
+                    )
+                    .and_then(|()| self.staged_source(&overlay, &decided, &buf, &staged));
                     let (source, inline) = match source {
                         Ok(found) => found,
                         Err(e) => {
@@ -708,7 +719,7 @@ fn install(
     let len = entry.location.len as usize;
     let seq = entry.seq;
     entry.location.tail = Some(batch.slice(at..at + len));
-    let meta = entry.object_meta(&key);
+    let meta = entry.object_meta(&key, &shared.epochs);
     if let Some(old) = shared.index.set(key.clone(), entry)
         && let Some(blob) = old.location.blob
     {
