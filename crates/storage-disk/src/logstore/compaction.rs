@@ -5,9 +5,16 @@
 //! keeps the highest sequence number of each key whatever segment holds it,
 //! so a crash between the copy and the deletion leaves two equal copies. A
 //! segment is deleted only once no index entry points into it; the index
-//! snapshot is rewritten afterwards. A tombstone is dropped only when no
-//! older segment remains that could hold a put it hides; otherwise it is
-//! copied forward too.
+//! snapshot is rewritten afterwards.
+//!
+//! Tombstones: a tombstone is copied forward only while an older segment
+//! remains that may hold a put of its key (each sealed segment's keys are
+//! read once and kept as hashes, [`KeySummary`]); otherwise it is dropped.
+//! Puts it hides can only be older, and older segments only go away, so a
+//! dropped tombstone is never needed again, and under endless put/delete
+//! churn of new keys tombstones do not pile up. Tombstones still needed
+//! count as live bytes when choosing segments to rewrite, so a segment of
+//! them is not rewritten again and again.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -17,7 +24,7 @@ use bytes::Bytes;
 use storage_core::{Error, Result};
 
 use super::record::{self, RecordType};
-use super::segment::{SEGMENT_HEADER_LEN, Segment};
+use super::segment::{KeySummary, SEGMENT_HEADER_LEN, Segment, key_hash};
 use super::writer::{Op, Reply};
 use super::{Handle, LogStore, Shared, sync_dir};
 
@@ -59,6 +66,17 @@ fn disk_len(segment: &Segment) -> u64 {
     std::fs::metadata(&segment.path).map_or(0, |m| m.len())
 }
 
+fn summary(segment: &Segment) -> Result<Arc<KeySummary>> {
+    segment.summary().map_err(|e| match e.kind() {
+        std::io::ErrorKind::InvalidData => Error::Backend {
+            transient: false,
+            message: e.to_string(),
+            source: None,
+        },
+        _ => Error::io(format!("reading segment {}", segment.id), e),
+    })
+}
+
 fn request_blocking(handle: &Handle, op: Op) -> Result<Reply> {
     let (reply, answer) = tokio::sync::oneshot::channel();
     handle
@@ -85,18 +103,40 @@ fn compact_blocking(shared: &Shared, handle: &Handle) -> Result<CompactionReport
         bytes_before: segments.values().map(|s| disk_len(s)).sum(),
         ..Default::default()
     };
-    let candidates: Vec<Arc<Segment>> = segments
-        .values()
-        .filter(|s| s.id != active)
-        .filter(|s| {
-            let body = disk_len(s).saturating_sub(SEGMENT_HEADER_LEN).max(1);
-            (live.get(&s.id).copied().unwrap_or(0) as f64) < LIVE_RATIO_THRESHOLD * body as f64
-        })
-        .cloned()
-        .collect();
+    // In id order; a tombstone counts as live while an older segment that
+    // is not itself chosen may hold a put it hides.
+    let mut candidates: Vec<Arc<Segment>> = Vec::new();
+    let mut kept: Vec<Arc<KeySummary>> = Vec::new();
+    for segment in segments.values().filter(|s| s.id != active) {
+        let summary = summary(segment)?;
+        let tombstones: u64 = summary
+            .tombstones
+            .iter()
+            .filter(|(hash, _)| kept.iter().any(|older| older.may_hold_put(*hash)))
+            .map(|(_, len)| len)
+            .sum();
+        let body = disk_len(segment).saturating_sub(SEGMENT_HEADER_LEN).max(1);
+        let live = live.get(&segment.id).copied().unwrap_or(0) + tombstones;
+        if (live as f64) < LIVE_RATIO_THRESHOLD * body as f64 {
+            candidates.push(Arc::clone(segment));
+        } else {
+            kept.push(summary);
+        }
+    }
     for segment in candidates {
-        let older_remain = shared.segments().keys().any(|&id| id < segment.id);
-        report.records_copied += copy_live(shared, handle, &segment, !older_remain)?;
+        // The segments that may still hold a put a tombstone of this one
+        // hides: older ones not removed by now. Only compaction removes
+        // segments, and it runs one at a time, so the list only shrinks.
+        let older: Vec<Arc<KeySummary>> = shared
+            .segments()
+            .range(..segment.id)
+            .map(|(_, s)| summary(s))
+            .collect::<Result<_>>()?;
+        let needed = |key: &str| {
+            let hash = key_hash(key);
+            older.iter().any(|s| s.may_hold_put(hash))
+        };
+        report.records_copied += copy_live(shared, handle, &segment, &needed)?;
         let still_used = shared
             .index
             .iter()
@@ -136,7 +176,7 @@ fn copy_live(
     shared: &Shared,
     handle: &Handle,
     segment: &Segment,
-    drop_tombstones: bool,
+    tombstone_needed: &dyn Fn(&str) -> bool,
 ) -> Result<u64> {
     let bytes = match std::fs::read(&segment.path) {
         Ok(bytes) => bytes,
@@ -169,10 +209,11 @@ fn copy_live(
         };
         let whole = &bytes[offset..offset + len];
         match record.header.kind {
-            RecordType::Delete if !drop_tombstones => {
-                pending.push(copy(RecordType::Delete, key, whole))
+            RecordType::Delete => {
+                if tombstone_needed(key.as_str()) {
+                    pending.push(copy(RecordType::Delete, key, whole));
+                }
             }
-            RecordType::Delete => {}
             kind => {
                 if holds_version() {
                     pending.push(copy(kind, key, whole));
@@ -181,7 +222,7 @@ fn copy_live(
                 // older segment may hold the staged write, that tombstone
                 // is copied forward on its own (never the put of a key
                 // that may since have been overwritten or deleted).
-                if kind.is_promote() && !drop_tombstones {
+                if kind.is_promote() {
                     let (staged, _) =
                         record::promote_parts(record.value).map_err(|e| Error::Backend {
                             transient: false,
@@ -198,8 +239,10 @@ fn copy_live(
                         record.header.modified_ms,
                         &mut tombstone,
                     );
-                    let staged = storage_core::raw::stored_key(staged)?;
-                    pending.push(copy(RecordType::Delete, staged, &tombstone));
+                    if tombstone_needed(staged) {
+                        let staged = storage_core::raw::stored_key(staged)?;
+                        pending.push(copy(RecordType::Delete, staged, &tombstone));
+                    }
                 }
             }
         }

@@ -96,7 +96,9 @@
 //! - **Compaction** ([`LogStore::compact`]) copies the live records of
 //!   sealed segments that are more than half dead into the active segment,
 //!   then deletes them, keeping space amplification of sealed segments under
-//!   2×.
+//!   2×. A tombstone is copied only while an older segment may hold a put
+//!   of its key, and counts as live meanwhile, so put/delete churn leaves
+//!   no tombstones behind.
 
 mod backend;
 mod compaction;

@@ -95,6 +95,34 @@ pub struct Segment {
     pub path: PathBuf,
     file: File,
     map: OnceLock<Arc<Mmap>>,
+    /// Which keys the sealed segment holds, read once, when compaction
+    /// first asks.
+    summary: OnceLock<Arc<KeySummary>>,
+}
+
+/// What compaction needs to know of a sealed segment's keys, by 64-bit
+/// hash ([`key_hash`]): a collision only makes a tombstone live longer.
+#[derive(Debug, Default)]
+pub struct KeySummary {
+    /// Hashes of the keys the segment holds a put of (a promote counts as
+    /// a put of its key), sorted, without repeats.
+    pub puts: Vec<u64>,
+    /// Each tombstone record: its key's hash and its length in bytes.
+    pub tombstones: Vec<(u64, u64)>,
+}
+
+impl KeySummary {
+    /// Whether the segment may hold a put of the key with hash `hash`.
+    pub fn may_hold_put(&self, hash: u64) -> bool {
+        self.puts.binary_search(&hash).is_ok()
+    }
+}
+
+/// The hash [`KeySummary`] uses: SipHash with fixed keys, the same for the
+/// life of the process.
+pub fn key_hash(key: &str) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(key)
 }
 
 impl Segment {
@@ -109,7 +137,51 @@ impl Segment {
             path,
             file,
             map: OnceLock::new(),
+            summary: OnceLock::new(),
         })
+    }
+
+    /// The keys of this sealed segment (read from it on first use, then
+    /// kept). A segment removed meanwhile has none.
+    ///
+    /// # Errors
+    /// I/O errors, and `InvalidData` naming the offset of a bad record.
+    pub fn summary(&self) -> io::Result<Arc<KeySummary>> {
+        if let Some(summary) = self.summary.get() {
+            return Ok(Arc::clone(summary));
+        }
+        let bytes = match self.map.get() {
+            Some(map) => Bytes::from_owner(MapSlice {
+                map: Arc::clone(map),
+                start: 0,
+                end: map.len(),
+            }),
+            None => match std::fs::read(&self.path) {
+                Ok(bytes) => Bytes::from(bytes),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Bytes::new(),
+                Err(e) => return Err(e),
+            },
+        };
+        let mut summary = KeySummary::default();
+        let mut offset = SEGMENT_HEADER_LEN as usize;
+        while offset < bytes.len() {
+            let record = super::record::parse(&bytes[offset..]).map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("segment {} is corrupt at byte {offset}: {e:?}", self.id),
+                )
+            })?;
+            let hash = key_hash(record.key);
+            let len = record.header.record_len();
+            match record.header.kind {
+                super::record::RecordType::Delete => summary.tombstones.push((hash, len)),
+                _ => summary.puts.push(hash),
+            }
+            offset += len as usize;
+        }
+        summary.puts.sort_unstable();
+        summary.puts.dedup();
+        Ok(Arc::clone(self.summary.get_or_init(|| Arc::new(summary))))
     }
 
     /// Maps the sealed segment into memory for reads.
