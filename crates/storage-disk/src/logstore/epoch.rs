@@ -270,13 +270,13 @@ mod tests {
 
     #[test]
     fn every_open_adds_an_epoch_with_a_higher_number_and_an_empty_one_is_dropped() {
-        let dir = tempfile::tempdir().unwrap();
-        let first = begin(dir.path(), 1, false, 0).unwrap();
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let first = begin(dir.path(), 1, false, 0).expect("begin");
         assert_eq!(first.current().number, 1);
-        let second = begin(dir.path(), 1, false, 0).unwrap();
+        let second = begin(dir.path(), 1, false, 0).expect("begin");
         assert_eq!(second.current().number, 2);
         assert_eq!(second.list.len(), 1, "the first epoch covered nothing");
-        let third = begin(dir.path(), 50, true, 0).unwrap();
+        let third = begin(dir.path(), 50, true, 0).expect("begin");
         assert_eq!(third.list.len(), 2);
         assert_eq!(third.store_id, first.store_id);
         assert_eq!(third.first_blob(), (3 << BLOB_COUNTER_BITS) | 1);
@@ -284,8 +284,8 @@ mod tests {
 
     #[test]
     fn a_store_without_the_file_numbers_new_blobs_above_every_blob_found() {
-        let dir = tempfile::tempdir().unwrap();
-        let epochs = begin(dir.path(), 10, true, (4 << BLOB_COUNTER_BITS) | 3).unwrap();
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let epochs = begin(dir.path(), 10, true, (4 << BLOB_COUNTER_BITS) | 3).expect("begin");
         assert_eq!(epochs.current().number, 5);
         assert_eq!(
             epochs.list[0].first_seq, 1,
