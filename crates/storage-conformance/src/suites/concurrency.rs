@@ -202,7 +202,7 @@ const SEED_VARIABLE: &str = "STORAGE_LINEARIZABILITY_SEED";
 /// The seed used unless [`SEED_VARIABLE`] is set, so that runs repeat.
 const DEFAULT_SEED: u64 = 0x5EED_5EED;
 
-/// Four tasks run 50 random operations each (gets, overwrites, creates,
+/// Eight tasks run 50 random operations each (gets, overwrites, creates,
 /// compare-and-swaps against their last read ETag, deletes) on three keys,
 /// and the history of invocations and responses must be linearizable against
 /// a register per key: every operation took effect at one instant between
@@ -211,9 +211,6 @@ const DEFAULT_SEED: u64 = 0x5EED_5EED;
 /// unknown outcomes, which may or may not have taken effect; more than half
 /// of them fails the check, since such a history proves little.
 async fn linearizability(b: Arc<dyn Backend>) -> CheckResult {
-    const TASKS: usize = 4;
-    const OPERATIONS: usize = 50;
-    const KEYS: usize = 3;
     let seed = match std::env::var(SEED_VARIABLE) {
         Ok(text) => text
             .trim()
@@ -221,24 +218,46 @@ async fn linearizability(b: Arc<dyn Backend>) -> CheckResult {
             .map_err(|e| Failure(format!("{SEED_VARIABLE}={text:?} is not a u64: {e}")))?,
         Err(_) => DEFAULT_SEED,
     };
-    let keys = (0..KEYS)
+    check_random_history(&[b], 8, 50, 3, seed).await
+}
+
+/// Runs `tasks` tasks of `operations` random operations each on `keys` keys
+/// (`register/0`…), task *p* through `backends[p % backends.len()]` (so
+/// several handles of one store, or several processes' worth of them, can
+/// be checked together), and checks that the history is linearizable, as
+/// the suite's `concurrency/linearizability` check does with one handle.
+/// The same `seed` runs the same operations.
+///
+/// # Errors
+/// A [`Failure`] naming the verdict and the seed, when the history is not
+/// linearizable, the search ran out of steps, or more than half of the
+/// operations had unknown outcomes; an empty `backends`.
+pub async fn check_random_history(
+    backends: &[Arc<dyn Backend>],
+    tasks: usize,
+    operations: usize,
+    keys: usize,
+    seed: u64,
+) -> CheckResult {
+    ensure!(!backends.is_empty(), "no backend to run the history on");
+    let names = (0..keys)
         .map(|i| key(&format!("register/{i}")))
         .collect::<Result<Arc<[Key]>, Error>>()?;
-    let conditional_delete = b.capabilities().conditional_delete;
+    let conditional_delete = backends.iter().all(|b| b.capabilities().conditional_delete);
     let clock = Arc::new(Clock::new());
-    let tasks = (0..TASKS).map(|process| {
+    let runs = (0..tasks).map(|process| {
         let mut task = RandomClient {
-            backend: Arc::clone(&b),
+            backend: Arc::clone(&backends[process % backends.len()]),
             clock: Arc::clone(&clock),
-            keys: Arc::clone(&keys),
+            keys: Arc::clone(&names),
             process,
             rng: Xorshift::new(seed ^ (process as u64 + 1).wrapping_mul(0xA24B_AED4_963E_E407)),
-            last_etag: vec![None; KEYS],
+            last_etag: vec![None; keys],
             conditional_delete,
         };
         tokio::spawn(async move {
-            let mut ops = Vec::with_capacity(OPERATIONS);
-            for n in 0..OPERATIONS {
+            let mut ops = Vec::with_capacity(operations);
+            for n in 0..operations {
                 // Let the other tasks run between operations, so that they
                 // interleave even on backends that never wait.
                 tokio::task::yield_now().await;
@@ -248,7 +267,7 @@ async fn linearizability(b: Arc<dyn Backend>) -> CheckResult {
         })
     });
     let mut history = History::new();
-    for ops in try_join_all(tasks).await.map_err(join_failure)? {
+    for ops in try_join_all(runs).await.map_err(join_failure)? {
         history.extend(ops);
     }
     let (total, unknown) = (history.operations().len(), history.unknown_outcomes());
@@ -260,8 +279,9 @@ async fn linearizability(b: Arc<dyn Backend>) -> CheckResult {
     match history.check(DEFAULT_STEP_BUDGET) {
         Verdict::Linearizable => Ok(()),
         verdict => Err(Failure(format!(
-            "{total} operations by {TASKS} tasks on {KEYS} keys: {verdict}\n\
-             (seed {seed}; replay with {SEED_VARIABLE}={seed})"
+            "{total} operations by {tasks} tasks on {keys} keys through {} handle(s): {verdict}\n\
+             (seed {seed}; replay with {SEED_VARIABLE}={seed})",
+            backends.len()
         ))),
     }
 }
