@@ -23,7 +23,7 @@ pub mod fs;
 pub mod logstore;
 mod util;
 
-pub use fs::FsBackend;
+pub use fs::{FsBackend, SweepReport};
 pub use logstore::{
     CompactionReport, Durability, LogStore, LogStoreOptions, MAX_LARGE_VALUE_BYTES, OpenReport,
 };

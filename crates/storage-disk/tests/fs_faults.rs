@@ -107,7 +107,7 @@ async fn truncated_content_file_is_an_error_not_short_data() {
 }
 
 #[tokio::test]
-async fn corrupt_sidecar_is_a_backend_error() {
+async fn corrupt_sidecar_is_a_checksum_mismatch() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = FsBackend::new(dir.path()).expect("store");
     store.put_bytes("k", "x").await.expect("put");
@@ -116,7 +116,10 @@ async fn corrupt_sidecar_is_a_backend_error() {
         .head(&Key::new("k").expect("key"))
         .await
         .expect_err("corrupt sidecar");
-    assert!(err.to_string().contains("corrupt sidecar"), "{err}");
+    assert!(
+        matches!(&err, Error::ChecksumMismatch { key, .. } if key == "k"),
+        "{err:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

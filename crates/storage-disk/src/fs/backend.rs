@@ -18,11 +18,12 @@ use storage_core::{
 use tokio::io::AsyncWriteExt;
 
 use super::io::{
-    ObjectDir, ReadMode, StripeLock, create_new, read_at, read_exact_at, read_sidecar,
-    read_sidecar_at, sync_dir, would_block, write_synced,
+    Current, ObjectDir, ReadMode, StripeLock, create_new, name_folding, read_any_sidecar, read_at,
+    read_current, read_exact_at, read_sidecar_at, sync_dir, would_block, write_synced,
 };
 use super::layout::{self, DIR_SUFFIX, Location, META_SUFFIX};
 use super::sidecar::{self, Sidecar};
+use super::sweep::{DEFAULT_SWEEP_AGE, SweepReport, sweep_blocking};
 use crate::util::{RemoveOnDrop, blocking};
 
 /// Content of at most this many bytes is read in the same blocking call that
@@ -75,7 +76,17 @@ const OPEN_ATTEMPTS: usize = 16;
 /// every sidecar there, for each page. Empty directories are left behind by
 /// deletes, as `object_store`'s `LocalFileSystem` does. A crash during a put
 /// can leave an unreferenced content or temporary file (`~v…`, `~tmp-…`),
-/// which no read or listing ever sees.
+/// which no read or listing ever sees; [`FsBackend::new`] sweeps those older
+/// than an hour on a background thread, and [`FsBackend::sweep`] on demand.
+///
+/// **Damage and hostile file systems.** A sidecar that cannot be parsed
+/// makes reads of its own key fail with [`Error::ChecksumMismatch`]; an
+/// overwrite or unconditional delete replaces it (a conditional one is
+/// refused, since its version is unknown), and listings leave it out with a
+/// warning instead of failing. Opening refuses a file system that folds
+/// case or normalizes Unicode in names (probed with a file), and every read
+/// and write checks that the sidecar it found holds its own key, so that
+/// `a` can never be served or overwrite `A`'s object.
 ///
 /// ```
 /// use storage_core::BackendExt;
@@ -116,6 +127,33 @@ impl FsBackend {
                 .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
         }
         let dir = ObjectDir::open(&objects)?;
+        let folding = name_folding(&objects)
+            .map_err(|e| Error::io(format!("probing names in {}", objects.display()), e))?;
+        if let Some(what) = folding {
+            return Err(Error::Backend {
+                transient: false,
+                message: format!(
+                    "the file system of {} {what}: keys that differ only there would share files, so FsBackend does not open it (use a file system that keeps names byte for byte)",
+                    objects.display()
+                ),
+                source: None,
+            });
+        }
+        let swept = objects.clone();
+        let sweeping = std::thread::Builder::new()
+            .name("fs-sweep".into())
+            .spawn(move || match sweep_blocking(&swept, DEFAULT_SWEEP_AGE) {
+                Ok(report) if report.files_removed > 0 => tracing::info!(
+                    files = report.files_removed,
+                    bytes = report.bytes_removed,
+                    "removed orphaned files"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "sweeping orphaned files failed"),
+            });
+        if let Err(e) = sweeping {
+            tracing::warn!(error = %e, "could not start the sweep of orphaned files");
+        }
         Ok(FsBackend {
             inner: Arc::new(Inner {
                 root,
@@ -129,6 +167,21 @@ impl FsBackend {
     /// The root directory.
     pub fn root(&self) -> &Path {
         &self.inner.root
+    }
+
+    /// Removes orphaned content and temporary files (left by crashes and
+    /// failed removals; see [`SweepReport`]) unchanged for at least
+    /// `older_than`. [`FsBackend::new`] runs one in the background with
+    /// [`DEFAULT_SWEEP_AGE`]. Safe while other tasks and processes use the
+    /// store, as long as no put takes longer than `older_than` between
+    /// writing its last byte and committing.
+    ///
+    /// # Errors
+    /// The I/O error of listing a directory, reading a sidecar or removing
+    /// a file.
+    pub async fn sweep(&self, older_than: std::time::Duration) -> Result<SweepReport> {
+        let objects = self.inner.objects.clone();
+        blocking(move || sweep_blocking(&objects, older_than)).await
     }
 
     fn location(&self, key: &Key) -> Location {
@@ -240,15 +293,27 @@ fn commit(
     write_synced(&temp, &Sidecar::from_meta(meta).to_vec())?;
     let published = (|| {
         let _lock = StripeLock::acquire(&inner.locks, layout::stripe(&meta.key))?;
-        let current = read_sidecar(&location.meta())?;
-        check_put_mode(&meta.key, mode, current.as_ref().map(|c| &c.etag))?;
+        let current = read_current(&location.meta(), &meta.key)?;
+        match (mode, &current) {
+            // Something is there, whatever its version.
+            (PutMode::IfNotExists, Current::Unreadable) => {
+                return Err(Error::AlreadyExists {
+                    key: meta.key.to_string(),
+                });
+            }
+            _ => check_put_mode(&meta.key, mode, current.version().map(|c| &c.etag))?,
+        }
         fs::rename(&temp, location.meta())
             .map_err(|e| Error::io(format!("publishing {}", meta.key), e))?;
         // Still under the lock: a writer after this one finds the rename
         // durable, so its own commit can never be ordered before ours on
         // disk.
         sync_dir(&location.dir).map_err(|e| Error::io(dir_context(), e))?;
-        Ok(current)
+        Ok(match current {
+            Current::Version(previous) => Some(previous),
+            // An unreadable version's content is left to the sweep.
+            Current::Absent | Current::Unreadable => None,
+        })
     })();
     let previous = match published {
         Ok(previous) => previous,
@@ -303,10 +368,11 @@ fn open_version(
     mode: ReadMode,
 ) -> Result<Opened> {
     for _ in 0..OPEN_ATTEMPTS {
-        let meta =
-            read_sidecar_at(dir, &location.rel_meta(), mode)?.ok_or_else(|| Error::NotFound {
+        let meta = read_sidecar_at(dir, &location.rel_meta(), key, mode)?.ok_or_else(|| {
+            Error::NotFound {
                 key: key.to_string(),
-            })?;
+            }
+        })?;
         if let Some(expected) = &options.if_match {
             check_if_match(key, expected, Some(&meta.etag))?;
         }
@@ -518,14 +584,24 @@ fn delete_blocking(
     }
     let removed = {
         let _lock = StripeLock::acquire(&inner.locks, layout::stripe(key))?;
-        let current = read_sidecar(&location.meta())?;
+        let current = read_current(&location.meta(), key)?;
         if let Some(expected) = &options.if_match {
-            check_if_match(key, expected, current.as_ref().map(|c| &c.etag))?;
+            check_if_match(key, expected, current.version().map(|c| &c.etag))?;
         }
-        if current.is_some() {
+        if !matches!(current, Current::Absent) {
             remove_if_present(&location.meta())?;
         }
         current
+    };
+    // An unreadable version's content is left to the sweep.
+    let removed = match removed {
+        Current::Version(meta) => Some(meta),
+        Current::Absent => None,
+        Current::Unreadable => {
+            sync_dir(&location.dir)
+                .map_err(|e| Error::io(format!("syncing {}", location.dir.display()), e))?;
+            None
+        }
     };
     if let Some(removed) = removed {
         sync_dir(&location.dir)
@@ -551,11 +627,16 @@ fn walk(dir: &Path, out: &mut Vec<ObjectMeta>) -> Result<()> {
             .map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
         if file_type.is_dir() && name.ends_with(DIR_SUFFIX) {
             walk(&entry.path(), out)?;
-        } else if file_type.is_file()
-            && name.ends_with(META_SUFFIX)
-            && let Some(meta) = read_sidecar(&entry.path())?
-        {
-            out.push(meta);
+        } else if file_type.is_file() && name.ends_with(META_SUFFIX) {
+            match read_any_sidecar(&entry.path()) {
+                Ok(Some(meta)) => out.push(meta),
+                Ok(None) => {}
+                // Its own key fails on read; its neighbours still list.
+                Err(e @ Error::ChecksumMismatch { .. }) => {
+                    tracing::warn!(error = %e, "an unreadable sidecar is left out of a listing");
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
     Ok(())
@@ -689,10 +770,12 @@ impl Backend for FsBackend {
 
     async fn head(&self, key: &Key) -> Result<ObjectMeta> {
         let rel = self.location(key).rel_meta();
-        let found = match read_sidecar_at(&self.inner.dir, &rel, ReadMode::Cached) {
+        let found = match read_sidecar_at(&self.inner.dir, &rel, key, ReadMode::Cached) {
             Err(e) if would_block(&e) => {
                 let inner = Arc::clone(&self.inner);
-                blocking(move || read_sidecar_at(&inner.dir, &rel, ReadMode::Blocking)).await?
+                let key = key.clone();
+                blocking(move || read_sidecar_at(&inner.dir, &rel, &key, ReadMode::Blocking))
+                    .await?
             }
             other => other?,
         };

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use storage_core::{Error, Key, ObjectMeta, Result};
 
+use super::layout::TEMP_PREFIX;
 use super::sidecar::Sidecar;
 
 /// Whether a directory between `base` and `dir` (inclusive) is a symbolic
@@ -54,17 +55,137 @@ pub fn create_new(path: &Path) -> io::Result<File> {
 
 pub(crate) use crate::util::sync_dir;
 
-/// Reads the sidecar at `path`; `Ok(None)` when there is none.
+/// What the file system under `dir` does to names, if anything: a probe
+/// file is created under one spelling and looked up under another, for
+/// case (`a`, `A`) and Unicode normalization (NFC `é`, NFD `e` + U+0301).
+/// `None` too when no probe can be created (a read-only mount): reads still
+/// check each sidecar's key ([`own`]).
 ///
 /// # Errors
-/// [`Error::Backend`] for I/O failures and corrupt sidecars.
-pub fn read_sidecar(path: &Path) -> Result<Option<ObjectMeta>> {
+/// The I/O error of a lookup.
+pub fn name_folding(dir: &Path) -> io::Result<Option<&'static str>> {
+    let stamp: u64 = rand::random();
+    let probes = [
+        ("a", "A", "folds case"),
+        ("\u{e9}", "e\u{301}", "normalizes Unicode"),
+    ];
+    for (written, other, what) in probes {
+        let name = |spelling: &str| dir.join(format!("{TEMP_PREFIX}probe-{stamp:016x}-{spelling}"));
+        let probe = name(written);
+        if create_new(&probe).is_err() {
+            return Ok(None);
+        }
+        let found = fs::symlink_metadata(name(other));
+        let _ = fs::remove_file(&probe);
+        match found {
+            Ok(_) => return Ok(Some(what)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
+}
+
+/// What a key's sidecar holds, for a writer deciding a precondition.
+#[derive(Debug)]
+pub enum Current {
+    /// No sidecar: the key holds no object.
+    Absent,
+    /// The key's current version.
+    Version(ObjectMeta),
+    /// A sidecar that cannot be parsed: the key holds an object whose
+    /// version is unknown. An overwrite or unconditional delete replaces
+    /// it; a conditional write is refused.
+    Unreadable,
+}
+
+impl Current {
+    /// The ETag a precondition is checked against: none for an unreadable
+    /// version, which no `IfMatch` can name.
+    pub fn version(&self) -> Option<&ObjectMeta> {
+        match self {
+            Current::Version(meta) => Some(meta),
+            _ => None,
+        }
+    }
+}
+
+/// Reads the sidecar of `key` at `path` for a writer.
+///
+/// # Errors
+/// [`Error::Backend`] for I/O failures, and (not transient) for a sidecar
+/// that belongs to another key (see [`own`]).
+pub fn read_current(path: &Path, key: &Key) -> Result<Current> {
+    match read_sidecar(path, key) {
+        Ok(None) => Ok(Current::Absent),
+        Ok(Some(meta)) => Ok(Current::Version(meta)),
+        Err(Error::ChecksumMismatch { .. }) => Ok(Current::Unreadable),
+        Err(e) => Err(e),
+    }
+}
+
+/// Reads the sidecar at `path`, whatever key it holds (listing); `Ok(None)`
+/// when there is none.
+///
+/// # Errors
+/// [`Error::Backend`] for I/O failures; [`Error::ChecksumMismatch`] naming
+/// the path for a sidecar that cannot be parsed.
+pub fn read_any_sidecar(path: &Path) -> Result<Option<ObjectMeta>> {
     let mut bytes = Vec::with_capacity(512);
     match open_read(path).and_then(|mut f| f.read_to_end(&mut bytes)) {
-        Ok(_) => Sidecar::parse(&bytes, path).map(Some),
+        Ok(_) => Sidecar::parse(&bytes, path)
+            .map(Some)
+            .map_err(|e| unreadable(&path.display().to_string(), e)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io(format!("reading {}", path.display()), e)),
     }
+}
+
+/// Reads the sidecar of `key` at `path`; `Ok(None)` when there is none.
+///
+/// # Errors
+/// [`Error::Backend`] for I/O failures and a sidecar of another key;
+/// [`Error::ChecksumMismatch`] for a sidecar that cannot be parsed.
+pub fn read_sidecar(path: &Path, key: &Key) -> Result<Option<ObjectMeta>> {
+    let mut bytes = Vec::with_capacity(512);
+    match open_read(path).and_then(|mut f| f.read_to_end(&mut bytes)) {
+        Ok(_) => own(Sidecar::parse(&bytes, path), key, path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(format!("reading {}", path.display()), e)),
+    }
+}
+
+/// A sidecar that cannot be parsed, as the error of reading `what`.
+fn unreadable(what: &str, e: Error) -> Error {
+    Error::ChecksumMismatch {
+        key: what.to_string(),
+        expected: "a well-formed sidecar".into(),
+        actual: e.to_string(),
+    }
+}
+
+/// The parsed sidecar of `key` found at `path`, checked to be `key`'s: on a
+/// file system that folds case or normalizes names (ext4 `casefold`, CIFS,
+/// APFS-like mounts), `a~meta` may be the file `A~meta`, and a read of `a`
+/// must never return `A`'s object, nor a write of `a` replace it.
+///
+/// # Errors
+/// [`Error::ChecksumMismatch`] naming `key` for a sidecar that cannot be
+/// parsed; a non-transient [`Error::Backend`] for a sidecar of another key.
+pub fn own(parsed: Result<ObjectMeta>, key: &Key, path: &Path) -> Result<Option<ObjectMeta>> {
+    let meta = parsed.map_err(|e| unreadable(key.as_str(), e))?;
+    if meta.key != *key {
+        return Err(Error::Backend {
+            transient: false,
+            message: format!(
+                "{} holds the object of {:?}, not of {key:?}: the file system folds case or normalizes names, which FsBackend cannot store keys on",
+                path.display(),
+                meta.key.as_str()
+            ),
+            source: None,
+        });
+    }
+    Ok(Some(meta))
 }
 
 /// Writes `bytes` to a new temporary file at `temp` and fsyncs it.
@@ -254,12 +375,18 @@ pub fn read_at(file: &File, buf: &mut [u8], offset: u64, mode: ReadMode) -> io::
     }
 }
 
-/// Reads the sidecar at `rel` under `mode`; `Ok(None)` when there is none.
+/// Reads the sidecar of `key` at `rel` under `mode`; `Ok(None)` when there
+/// is none.
 ///
 /// # Errors
-/// [`Error::Backend`] for I/O failures and corrupt sidecars; in cached mode,
-/// an I/O error of kind [`io::ErrorKind::WouldBlock`] when the disk is needed.
-pub fn read_sidecar_at(dir: &ObjectDir, rel: &Path, mode: ReadMode) -> Result<Option<ObjectMeta>> {
+/// As [`read_sidecar`]; in cached mode, an I/O error of kind
+/// [`io::ErrorKind::WouldBlock`] when the disk is needed.
+pub fn read_sidecar_at(
+    dir: &ObjectDir,
+    rel: &Path,
+    key: &Key,
+    mode: ReadMode,
+) -> Result<Option<ObjectMeta>> {
     let read = dir.open_read(rel, mode).and_then(|file| {
         let len = file.metadata()?.len();
         if len > MAX_SIDECAR_BYTES {
@@ -273,7 +400,7 @@ pub fn read_sidecar_at(dir: &ObjectDir, rel: &Path, mode: ReadMode) -> Result<Op
         Ok(buf)
     });
     match read {
-        Ok(bytes) => Sidecar::parse(&bytes, rel).map(Some),
+        Ok(bytes) => own(Sidecar::parse(&bytes, rel), key, rel),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io(format!("reading {}", rel.display()), e)),
     }

@@ -4,5 +4,7 @@ mod backend;
 mod io;
 mod layout;
 mod sidecar;
+mod sweep;
 
 pub use backend::FsBackend;
+pub use sweep::{DEFAULT_SWEEP_AGE, SweepReport};
