@@ -21,6 +21,7 @@
 
 pub mod fs;
 pub mod logstore;
+pub mod power_loss;
 mod util;
 
 pub use fs::{FsBackend, SweepReport};

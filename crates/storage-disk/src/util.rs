@@ -39,13 +39,36 @@ impl RemoveOnDrop {
 
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
-        if let Some(path) = self.0.take() {
-            let _ = std::fs::remove_file(path);
+        if let Some(path) = self.0.take()
+            && std::fs::remove_file(&path).is_ok()
+        {
+            crate::power_loss::removed(&path);
         }
     }
 }
 
 /// Makes the entries of `dir` durable (`fsync` on the directory).
 pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
+    std::fs::File::open(dir)?.sync_all()?;
+    crate::power_loss::synced(dir);
+    Ok(())
+}
+
+/// Creates `path` and the directories above it that are missing, reporting
+/// each new one to the power-loss simulator; returns them, outermost first.
+///
+/// # Errors
+/// The I/O error of creating one.
+pub(crate) fn create_dirs(path: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut missing: Vec<PathBuf> = path
+        .ancestors()
+        .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
+        .map(Path::to_path_buf)
+        .collect();
+    missing.reverse();
+    std::fs::create_dir_all(path)?;
+    for dir in &missing {
+        crate::power_loss::made_dir(dir);
+    }
+    Ok(missing)
 }

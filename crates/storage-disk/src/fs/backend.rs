@@ -24,6 +24,7 @@ use super::io::{
 use super::layout::{self, DIR_SUFFIX, Location, META_SUFFIX};
 use super::sidecar::{self, Sidecar};
 use super::sweep::{DEFAULT_SWEEP_AGE, SweepReport, sweep_blocking};
+use crate::power_loss;
 use crate::util::{RemoveOnDrop, blocking};
 
 /// Content of at most this many bytes is read in the same blocking call that
@@ -123,8 +124,15 @@ impl FsBackend {
         let objects = root.join("objects");
         let locks = root.join("locks");
         for dir in [&objects, &locks] {
-            fs::create_dir_all(dir)
+            let made = crate::util::create_dirs(dir)
                 .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+            // Each new directory's entry is durable before anything in it.
+            for parent in made.iter().filter_map(|d| d.parent()) {
+                if !parent.as_os_str().is_empty() {
+                    sync_dir(parent)
+                        .map_err(|e| Error::io(format!("syncing {}", parent.display()), e))?;
+                }
+            }
         }
         let dir = ObjectDir::open(&objects)?;
         let folding = name_folding(&objects)
@@ -204,13 +212,7 @@ fn create_object_dir(location: &Location) -> Result<()> {
     // Checked before creating anything (no directory is made through a
     // link), and after (a link made meanwhile is still refused).
     let linked = linked_below(objects, &location.dir)? || {
-        let missing: Vec<&Path> = location
-            .dir
-            .ancestors()
-            .take(depth)
-            .filter(|d| !d.exists())
-            .collect();
-        fs::create_dir_all(&location.dir)
+        let missing = crate::util::create_dirs(&location.dir)
             .map_err(|e| Error::io(format!("creating {}", location.dir.display()), e))?;
         // Each new directory's entry is durable before a put relies on it.
         for dir in missing {
@@ -242,7 +244,9 @@ fn write_bytes(location: &Location, path: &Path, data: &[u8]) -> Result<(u64, [u
         let hashing =
             (data.len() > PARALLEL_HASH_BYTES).then(|| scope.spawn(|| Sha256::digest(data)));
         file.write_all(data)?;
+        power_loss::wrote(path, 0, data);
         file.sync_data()?;
+        power_loss::synced(path);
         Ok::<_, io::Error>(match hashing {
             Some(handle) => handle.join().unwrap_or_else(|_| Sha256::digest(data)),
             None => Sha256::digest(data),
@@ -266,15 +270,17 @@ async fn write_stream(location: &Location, path: &Path, body: Body) -> Result<(u
     let mut chunks = body.into_stream();
     while let Some(chunk) = chunks.try_next().await? {
         hasher.update(&chunk);
-        size += chunk.len() as u64;
         file.write_all(&chunk)
             .await
             .map_err(|e| Error::io(context(), e))?;
+        power_loss::wrote(path, size, &chunk);
+        size += chunk.len() as u64;
     }
     file.flush().await.map_err(|e| Error::io(context(), e))?;
     file.sync_data()
         .await
         .map_err(|e| Error::io(context(), e))?;
+    power_loss::synced(path);
     Ok((size, hasher.finalize().into()))
 }
 
@@ -305,6 +311,7 @@ fn commit(
         }
         fs::rename(&temp, location.meta())
             .map_err(|e| Error::io(format!("publishing {}", meta.key), e))?;
+        power_loss::renamed(&temp, &location.meta());
         // Still under the lock: a writer after this one finds the rename
         // durable, so its own commit can never be ordered before ours on
         // disk.
@@ -318,7 +325,9 @@ fn commit(
     let previous = match published {
         Ok(previous) => previous,
         Err(e) => {
-            let _ = fs::remove_file(&temp);
+            if fs::remove_file(&temp).is_ok() {
+                power_loss::removed(&temp);
+            }
             return Err(e);
         }
     };
@@ -335,10 +344,12 @@ fn commit(
 
 fn remove_if_present(path: &Path) -> Result<()> {
     match fs::remove_file(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => {
-            Err(Error::io(format!("removing {}", path.display()), e))
+        Ok(()) => {
+            power_loss::removed(path);
+            Ok(())
         }
-        _ => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(format!("removing {}", path.display()), e)),
     }
 }
 

@@ -10,6 +10,7 @@ use storage_core::{Error, Key, ObjectMeta, Result};
 
 use super::layout::TEMP_PREFIX;
 use super::sidecar::Sidecar;
+use crate::power_loss;
 
 /// Whether a directory between `base` and `dir` (inclusive) is a symbolic
 /// link. Directories reached by path have every component followed, so a
@@ -46,11 +47,13 @@ pub fn open_read(path: &Path) -> io::Result<File> {
 
 /// Creates a new file for writing; fails if anything is at `path`.
 pub fn create_new(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
+    let file = OpenOptions::new()
         .write(true)
         .create_new(true)
         .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
+        .open(path)?;
+    power_loss::created(path);
+    Ok(file)
 }
 
 pub(crate) use crate::util::sync_dir;
@@ -76,7 +79,9 @@ pub fn name_folding(dir: &Path) -> io::Result<Option<&'static str>> {
             return Ok(None);
         }
         let found = fs::symlink_metadata(name(other));
-        let _ = fs::remove_file(&probe);
+        if fs::remove_file(&probe).is_ok() {
+            power_loss::removed(&probe);
+        }
         match found {
             Ok(_) => return Ok(Some(what)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -195,10 +200,15 @@ pub fn own(parsed: Result<ObjectMeta>, key: &Key, path: &Path) -> Result<Option<
 pub fn write_synced(temp: &Path, bytes: &[u8]) -> Result<()> {
     let result = create_new(temp).and_then(|mut f| {
         f.write_all(bytes)?;
-        f.sync_data()
+        power_loss::wrote(temp, 0, bytes);
+        f.sync_data()?;
+        power_loss::synced(temp);
+        Ok(())
     });
     result.map_err(|e| {
-        let _ = fs::remove_file(temp);
+        if fs::remove_file(temp).is_ok() {
+            power_loss::removed(temp);
+        }
         Error::io(format!("writing {}", temp.display()), e)
     })
 }

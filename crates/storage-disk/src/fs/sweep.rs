@@ -113,6 +113,7 @@ pub(crate) fn sweep_blocking(dir: &Path, older_than: Duration) -> Result<SweepRe
             }
             match fs::remove_file(entry.path()) {
                 Ok(()) => {
+                    crate::power_loss::removed(&entry.path());
                     report.files_removed += 1;
                     report.bytes_removed += meta.len();
                 }

@@ -41,6 +41,7 @@ const READ_ATTEMPTS: usize = 16;
 /// A blob being written: the file and the running checksums.
 struct BlobWriter {
     file: File,
+    path: std::path::PathBuf,
     len: u64,
     sha256: Sha256,
     crc32c: u32,
@@ -50,6 +51,7 @@ impl BlobWriter {
     fn write(mut self, chunks: Vec<Bytes>) -> io::Result<Self> {
         for chunk in chunks {
             self.file.write_all_at(&chunk, self.len)?;
+            crate::power_loss::wrote(&self.path, self.len, &chunk);
             self.len += chunk.len() as u64;
             self.sha256.update(&chunk);
             self.crc32c = crc32c::crc32c_append(self.crc32c, &chunk);
@@ -101,8 +103,10 @@ impl LogStore {
             .create_new(true)
             .open(&path)
             .map_err(|e| Error::io(context.clone(), e))?;
+        crate::power_loss::created(&path);
         let mut slot = Slot::Idle(BlobWriter {
             file,
+            path: path.clone(),
             len: 0,
             sha256: Sha256::new(),
             crc32c: 0,
@@ -140,6 +144,7 @@ impl LogStore {
                 .file
                 .sync_all()
                 .map_err(|e| Error::io(ctx.clone(), e))?;
+            crate::power_loss::synced(&writer.path);
             sync_dir(&dir).map_err(|e| Error::io(ctx, e))?;
             Ok(writer)
         })

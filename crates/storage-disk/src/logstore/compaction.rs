@@ -150,7 +150,7 @@ fn compact_blocking(shared: &Shared, handle: &Handle) -> Result<CompactionReport
         // The segment leaves the list (and the next snapshot) only once its
         // unlink is durable.
         match std::fs::remove_file(&segment.path) {
-            Ok(()) => {}
+            Ok(()) => crate::power_loss::removed(&segment.path),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io(format!("removing segment {}", segment.id), e)),
         }

@@ -41,6 +41,7 @@ use rand::Rng;
 use storage_core::{ETag, Error, Result};
 
 use super::sync_dir;
+use crate::power_loss;
 
 /// The first eight bytes of the epochs file.
 pub const EPOCHS_MAGIC: [u8; 8] = *b"STLGEPO1";
@@ -217,10 +218,15 @@ pub fn begin(dir: &Path, next_seq: u64, has_data: bool, max_blob: u64) -> Result
     });
     let temp = dir.join("EPOCHS.tmp");
     let write = || -> std::io::Result<()> {
+        let bytes = epochs.encode();
         let mut file = std::fs::File::create(&temp)?;
-        file.write_all(&epochs.encode())?;
+        power_loss::created(&temp);
+        file.write_all(&bytes)?;
+        power_loss::wrote(&temp, 0, &bytes);
         file.sync_all()?;
+        power_loss::synced(&temp);
         std::fs::rename(&temp, &path)?;
+        power_loss::renamed(&temp, &path);
         sync_dir(dir)
     };
     write().map_err(|e| Error::io(format!("writing {}", path.display()), e))?;

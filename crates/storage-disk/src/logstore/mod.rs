@@ -285,7 +285,7 @@ impl LogStore {
         for sub in ["segments", "blobs"] {
             let path = dir.join(sub);
             let existed = path.is_dir();
-            std::fs::create_dir_all(&path)
+            crate::util::create_dirs(&path)
                 .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
             if !existed {
                 // The new directory's entry is durable before anything in it.

@@ -15,6 +15,7 @@ use super::segment::{
 };
 use super::writer::{Active, create_segment};
 use super::{snapshot, sync_dir};
+use crate::power_loss;
 
 /// What opening found: the active segment, the next sequence and blob
 /// numbers, and every segment.
@@ -325,8 +326,11 @@ fn set_aside(dir: &Path, segment: u64, offset: u64, tail: &[u8]) -> Result<()> {
             .write(true)
             .create_new(true)
             .open(&path)?;
+        power_loss::created(&path);
         std::io::Write::write_all(&mut file, tail)?;
+        power_loss::wrote(&path, 0, tail);
         file.sync_all()?;
+        power_loss::synced(&path);
         sync_dir(dir)
     };
     write().map_err(io(format!(
@@ -346,15 +350,22 @@ fn set_aside(dir: &Path, segment: u64, offset: u64, tail: &[u8]) -> Result<()> {
 fn truncate(path: &Path, len: u64) -> std::io::Result<()> {
     let file = OpenOptions::new().write(true).open(path)?;
     file.set_len(len)?;
-    file.sync_all()
+    power_loss::set_len(path, len);
+    file.sync_all()?;
+    power_loss::synced(path);
+    Ok(())
 }
 
 fn rewrite_header(path: &Path, header: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::FileExt;
     let file = OpenOptions::new().write(true).open(path)?;
     file.set_len(0)?;
+    power_loss::set_len(path, 0);
     file.write_all_at(header, 0)?;
-    file.sync_all()
+    power_loss::wrote(path, 0, header);
+    file.sync_all()?;
+    power_loss::synced(path);
+    Ok(())
 }
 
 /// Removes blob files no index entry refers to (puts that crashed or lost
@@ -388,6 +399,7 @@ fn sweep_blobs(dir: &Path, index: &Index) -> Result<u64> {
         }
         fs::remove_file(entry.path())
             .map_err(io(format!("removing {}", entry.path().display())))?;
+        power_loss::removed(&entry.path());
     }
     Ok(max)
 }

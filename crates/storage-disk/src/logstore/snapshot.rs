@@ -33,6 +33,7 @@ use super::index::{Index, IndexEntry, Location};
 use super::record::{BlobRef, RecordMeta};
 use super::segment::Segment;
 use super::{Shared, sync_dir};
+use crate::power_loss;
 
 /// The first eight bytes of a snapshot.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"STLGIDX1";
@@ -58,9 +59,14 @@ pub(crate) fn write(shared: &Shared, segment: u64, offset: u64, next_seq: u64) -
     out.extend_from_slice(&crc.to_le_bytes());
     let temp = shared.dir.join("index.snap.tmp");
     let mut file = std::fs::File::create(&temp)?;
+    power_loss::created(&temp);
     file.write_all(&out)?;
+    power_loss::wrote(&temp, 0, &out);
     file.sync_all()?;
-    std::fs::rename(&temp, shared.dir.join("index.snap"))?;
+    power_loss::synced(&temp);
+    let path = shared.dir.join("index.snap");
+    std::fs::rename(&temp, &path)?;
+    power_loss::renamed(&temp, &path);
     sync_dir(&shared.dir)
 }
 

@@ -24,6 +24,7 @@ use super::index::{IndexEntry, Location};
 use super::record::{self, BlobRef, RecordHeader, RecordMeta, RecordType};
 use super::segment::{SEGMENT_HEADER_LEN, Segment, SegmentHeader, segment_path};
 use super::{Durability, Shared, blob_path, snapshot, sync_dir};
+use crate::power_loss;
 
 /// Most requests committed in one batch.
 const MAX_BATCH: usize = 4096;
@@ -470,11 +471,14 @@ impl Writer {
     /// Appends `buf` at the end of the active segment and makes it durable.
     fn append(&mut self, buf: &[u8]) -> std::result::Result<(), String> {
         let file = &self.active.file;
+        let path = &self.active.segment.path;
         file.write_all_at(buf, self.active.len)
             .map_err(|e| format!("appending to segment {}: {e}", self.active.segment.id))?;
+        power_loss::wrote(path, self.active.len, buf);
         if self.shared.options.durability == Durability::Fsync {
             file.sync_data()
                 .map_err(|e| format!("fdatasync of segment {}: {e}", self.active.segment.id))?;
+            power_loss::synced(path);
         }
         Ok(())
     }
@@ -601,6 +605,7 @@ impl Writer {
                 .file
                 .sync_data()
                 .map_err(|e| format!("fdatasync of segment {}: {e}", self.active.segment.id))?;
+            power_loss::synced(&self.active.segment.path);
         }
         for id in std::mem::take(&mut self.dead_blobs) {
             remove_blob(&self.shared, id);
@@ -767,8 +772,12 @@ pub fn create_segment(path: &std::path::Path, header: &SegmentHeader) -> std::io
         .write(true)
         .create_new(true)
         .open(path)?;
-    file.write_all_at(&header.encode(), 0)?;
+    power_loss::created(path);
+    let header = header.encode();
+    file.write_all_at(&header, 0)?;
+    power_loss::wrote(path, 0, &header);
     file.sync_all()?;
+    power_loss::synced(path);
     Ok(file)
 }
 
@@ -944,9 +953,10 @@ fn encode_delete(buf: &mut Vec<u8>, key: &Key, seq: u64) {
 /// opened it keeps reading it; a failure only leaves garbage that the next
 /// open removes.
 fn remove_blob(shared: &Shared, id: u64) {
-    if let Err(e) = std::fs::remove_file(blob_path(&shared.dir, id))
-        && e.kind() != std::io::ErrorKind::NotFound
-    {
-        tracing::warn!(blob = id, error = %e, "could not remove a dead blob");
+    let path = blob_path(&shared.dir, id);
+    match std::fs::remove_file(&path) {
+        Ok(()) => power_loss::removed(&path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!(blob = id, error = %e, "could not remove a dead blob"),
     }
 }
