@@ -323,12 +323,15 @@ impl LogStore {
             epochs,
             compaction: Mutex::new(()),
         });
+        let snapshots = snapshot::spawn(Arc::clone(&shared))
+            .map_err(|e| Error::io("starting the snapshot thread", e))?;
         let writer = Writer {
             shared: Arc::clone(&shared),
             active: recovered.active,
             next_seq: recovered.next_seq,
             lock: Some(lock),
             sealed_since_snapshot: 0,
+            snapshots,
             failed: None,
             dead_blobs: Vec::new(),
         };
@@ -378,7 +381,9 @@ impl LogStore {
     }
 
     /// Writes an index snapshot now, so that the next open replays nothing
-    /// written before it. Commits wait while it is written.
+    /// written before it. It is written by the snapshot thread while
+    /// commits go on (format and reasoning in [`snapshot`]); this returns
+    /// once it is durable.
     ///
     /// # Errors
     /// I/O errors writing the snapshot; an error if the store is closed.

@@ -219,6 +219,15 @@ impl Segment {
         }))
     }
 
+    /// Makes the segment's content durable (`fdatasync`, through the read
+    /// handle: it applies to the file).
+    ///
+    /// # Errors
+    /// The I/O error of `fdatasync`.
+    pub fn sync_data(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
     /// Reads `buf.len()` bytes at `offset` (blocking).
     ///
     /// # Errors

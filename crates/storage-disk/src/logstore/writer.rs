@@ -128,6 +128,8 @@ pub struct Writer {
     pub lock: Option<File>,
     /// Segments sealed since the last snapshot.
     pub sealed_since_snapshot: u32,
+    /// The snapshot thread's queue.
+    pub snapshots: std::sync::mpsc::Sender<snapshot::Job>,
     /// Set after a failed write or fsync: the file's state is unknown, so
     /// every later write fails until the store is reopened (and recovered).
     pub failed: Option<String>,
@@ -193,7 +195,7 @@ impl Writer {
         // Every handle is gone: leave a snapshot so the next open is fast
         // (not after a failed write: what is on disk is unknown).
         if self.failed.is_none() {
-            let _ = self.snapshot();
+            let _ = self.snapshot_and_wait();
         }
     }
 
@@ -661,48 +663,78 @@ impl Writer {
             .snapshot_every_segments
             .is_some_and(|n| self.sealed_since_snapshot >= n)
         {
-            self.snapshot()?;
+            self.snapshot(snapshot::Done::Nobody)?;
         }
         Ok(())
     }
 
-    /// Writes an index snapshot of the current state, once the position it
-    /// names is durable.
-    pub fn snapshot(&mut self) -> std::result::Result<(), String> {
-        self.sync()?;
-        snapshot::write(
-            &self.shared,
-            self.active.segment.id,
-            self.active.len,
-            self.next_seq,
-        )
-        .map_err(|e| format!("writing the index snapshot: {e}"))?;
+    /// Makes the current log position durable and queues a snapshot naming
+    /// it for the snapshot thread; `done` is answered when it is written.
+    fn snapshot(&mut self, done: snapshot::Done) -> std::result::Result<(), String> {
+        if let Err(e) = self.sync() {
+            done.answer(Err(e.clone()));
+            return Err(e);
+        }
+        let job = snapshot::Job {
+            segment: self.active.segment.id,
+            offset: self.active.len,
+            next_seq: self.next_seq,
+            done,
+        };
+        if let Err(unsent) = self.snapshots.send(job) {
+            let e = "the snapshot thread stopped".to_string();
+            unsent.0.done.answer(Err(e.clone()));
+            return Err(e);
+        }
         self.sealed_since_snapshot = 0;
         Ok(())
     }
 
-    /// Answers snapshot and close requests; returns whether to stop.
+    /// Queues a snapshot and waits until it is written.
+    fn snapshot_and_wait(&mut self) -> std::result::Result<(), String> {
+        let (done, written) = std::sync::mpsc::channel();
+        self.snapshot(snapshot::Done::Writer(done))?;
+        written
+            .recv()
+            .map_err(|_| "the snapshot thread stopped".to_string())?
+    }
+
+    /// Answers sync, snapshot and close requests; returns whether to stop.
     fn run_controls(&mut self, controls: Vec<(Op, oneshot::Sender<Result<Reply>>)>) -> bool {
+        let as_error = |message: String| Error::Backend {
+            transient: false,
+            message,
+            source: None,
+        };
         let mut stop = false;
         for (op, reply) in controls {
-            let result = match self.failed.clone() {
-                Some(reason) => Err(failed_error(&reason)),
-                None => match op {
-                    Op::Sync => self.sync(),
-                    _ => self.snapshot(),
+            if let Some(reason) = &self.failed {
+                if matches!(op, Op::Close) {
+                    self.lock = None;
+                    stop = true;
                 }
-                .map(|()| Reply::Done)
-                .map_err(|e| Error::Backend {
-                    transient: false,
-                    message: e,
-                    source: None,
-                }),
-            };
-            if matches!(op, Op::Close) {
-                self.lock = None;
-                stop = true;
+                let _ = reply.send(Err(failed_error(reason)));
+                continue;
             }
-            let _ = reply.send(result);
+            match op {
+                Op::Sync => {
+                    let _ = reply.send(self.sync().map(|()| Reply::Done).map_err(as_error));
+                }
+                Op::Close => {
+                    // The lock is released only once the final snapshot is
+                    // written.
+                    let result = self.snapshot_and_wait();
+                    self.lock = None;
+                    stop = true;
+                    let _ = reply.send(result.map(|()| Reply::Done).map_err(as_error));
+                }
+                _ => {
+                    // Answered by the snapshot thread once written; commits
+                    // go on meanwhile. A failure to queue it is answered
+                    // here.
+                    let _ = self.snapshot(snapshot::Done::Caller(reply));
+                }
+            }
         }
         stop
     }
