@@ -164,3 +164,40 @@ async fn a_sidecar_of_another_key_is_never_served_or_replaced() {
     );
     assert_eq!(store.get_bytes("A").await.expect("A is untouched"), "upper");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_never_takes_the_content_of_a_put_whose_body_pauses() {
+    use futures::StreamExt;
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = FsBackend::new(dir.path()).expect("open");
+    let (resume, resumed) = tokio::sync::oneshot::channel::<()>();
+    let first = futures::stream::once(async { Ok(bytes::Bytes::from_static(b"first half, ")) });
+    let rest = futures::stream::once(async move {
+        let _ = resumed.await;
+        Ok(bytes::Bytes::from_static(b"second half"))
+    });
+    let body = storage_core::Body::stream(first.chain(rest).boxed(), None);
+    let writer = store.clone();
+    let put = tokio::spawn(async move {
+        writer
+            .put(&key("k/slow"), body, PutOptions::default())
+            .await
+    });
+    // Wait until the content file exists, then sweep everything, whatever
+    // its age.
+    let objects = dir.path().join("objects/k~d");
+    while !objects.is_dir() || std::fs::read_dir(&objects).expect("list").next().is_none() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let report = store.sweep(Duration::ZERO).await.expect("sweep");
+    assert_eq!(
+        report.files_removed, 0,
+        "the paused put's content was swept"
+    );
+    resume.send(()).expect("resume the body");
+    put.await.expect("joined").expect("the put completes");
+    assert_eq!(
+        store.get_bytes("k/slow").await.expect("get"),
+        "first half, second half"
+    );
+}

@@ -239,7 +239,7 @@ fn create_object_dir(location: &Location) -> Result<()> {
 fn write_bytes(location: &Location, path: &Path, data: &[u8]) -> Result<(u64, [u8; 32])> {
     let context = || format!("writing {}", path.display());
     create_object_dir(location)?;
-    let mut file = create_new(path).map_err(|e| Error::io(context(), e))?;
+    let mut file = create_content(path).map_err(|e| Error::io(context(), e))?;
     let digest = std::thread::scope(|scope| {
         let hashing =
             (data.len() > PARALLEL_HASH_BYTES).then(|| scope.spawn(|| Sha256::digest(data)));
@@ -262,7 +262,7 @@ async fn write_stream(location: &Location, path: &Path, body: Body) -> Result<(u
     blocking(move || create_object_dir(&dir_of)).await?;
     let owned = path.to_path_buf();
     let file =
-        blocking(move || create_new(&owned).map_err(|e| Error::io("creating content file", e)))
+        blocking(move || create_content(&owned).map_err(|e| Error::io("creating content file", e)))
             .await?;
     let mut file = tokio::fs::File::from_std(file);
     let mut hasher = Sha256::new();
@@ -282,6 +282,15 @@ async fn write_stream(location: &Location, path: &Path, body: Body) -> Result<(u
         .map_err(|e| Error::io(context(), e))?;
     power_loss::synced(path);
     Ok((size, hasher.finalize().into()))
+}
+
+/// Creates a content file and holds an exclusive `flock` on it while it is
+/// written, so that [`FsBackend::sweep`] (in any process) never takes a
+/// put that pauses for a long time for an orphan.
+fn create_content(path: &Path) -> io::Result<File> {
+    let file = create_new(path)?;
+    file.lock()?;
+    Ok(file)
 }
 
 /// The commit of a put, after its content is durable: publish the sidecar
@@ -308,6 +317,19 @@ fn commit(
                 });
             }
             _ => check_put_mode(&meta.key, mode, current.version().map(|c| &c.etag))?,
+        }
+        // Never publish a version whose content is gone (removed by hand,
+        // or by a sweep that misjudged a paused put).
+        let content_path = location.data(&meta.etag);
+        if let Err(e) = fs::symlink_metadata(&content_path) {
+            return Err(Error::Backend {
+                transient: false,
+                message: format!(
+                    "the content of {} vanished before it was published",
+                    meta.key
+                ),
+                source: Some(Box::new(e)),
+            });
         }
         fs::rename(&temp, location.meta())
             .map_err(|e| Error::io(format!("publishing {}", meta.key), e))?;

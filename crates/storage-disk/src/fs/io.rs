@@ -183,7 +183,7 @@ pub fn own(parsed: Result<ObjectMeta>, key: &Key, path: &Path) -> Result<Option<
         return Err(Error::Backend {
             transient: false,
             message: format!(
-                "{} holds the object of {:?}, not of {key:?}: the file system folds case or normalizes names, which FsBackend cannot store keys on",
+                "{} holds the object of {:?}, not of {key:?}: the file system folds case or normalizes names (which FsBackend cannot store keys on), or the file was copied or damaged; it is neither served nor overwritten (remove it by hand to drop it)",
                 path.display(),
                 meta.key.as_str()
             ),
@@ -411,6 +411,10 @@ pub fn read_sidecar_at(
     });
     match read {
         Ok(bytes) => own(Sidecar::parse(&bytes, rel), key, rel),
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => Err(unreadable(
+            key.as_str(),
+            Error::io(format!("reading {}", rel.display()), e),
+        )),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io(format!("reading {}", rel.display()), e)),
     }

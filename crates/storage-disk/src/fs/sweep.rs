@@ -4,9 +4,11 @@
 //!
 //! A put writes its content file before it publishes the sidecar naming it,
 //! so a content file that no sidecar names may belong to a put still under
-//! way: the sweep removes only files unchanged for longer than its age
-//! limit (a put rewrites its content file as it streams, and publishes it
-//! within moments of the last write). The content files of a key whose
+//! way: the sweep skips files a put holds an `flock` on (held while the
+//! content is written, however long the body pauses), and removes only
+//! files unchanged for longer than its age limit (a put publishes its
+//! content within moments of closing it). A put whose content vanished
+//! anyway fails instead of publishing it. The content files of a key whose
 //! sidecar cannot be parsed are all kept, since its version is unknown.
 
 use std::collections::HashMap;
@@ -16,7 +18,7 @@ use std::time::{Duration, SystemTime};
 
 use storage_core::{Error, Result};
 
-use super::io::read_any_sidecar;
+use super::io::{open_read, read_any_sidecar};
 use super::layout::{DIR_SUFFIX, META_SUFFIX, TEMP_PREFIX};
 
 /// Age past which [`FsBackend::new`](super::FsBackend::new) sweeps orphans
@@ -109,6 +111,13 @@ pub(crate) fn sweep_blocking(dir: &Path, older_than: Duration) -> Result<SweepRe
                 .and_then(|m| now.duration_since(m).ok())
                 .unwrap_or_default();
             if age < older_than {
+                continue;
+            }
+            // A put still writing holds a lock on its content file.
+            let Ok(held) = open_read(&entry.path()) else {
+                continue;
+            };
+            if held.try_lock().is_err() {
                 continue;
             }
             match fs::remove_file(entry.path()) {

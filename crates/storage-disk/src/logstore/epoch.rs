@@ -31,8 +31,8 @@
 //! | 16 | 24 × *n* | epochs, oldest first: number (`u64`), first sequence number (`u64`), tag (`u32`, random), reserved (`u32`, 0) |
 //! | 16 + 24*n* | 4 | CRC32C of every byte before it |
 //!
-//! An epoch that covers no sequence number (the next one starts at the same
-//! number) is dropped when the next is added; the newest is always kept.
+//! When an open adds its epoch, the epochs starting at or after its first
+//! sequence number are dropped: they cover no surviving record.
 
 use std::io::Write;
 use std::path::Path;
@@ -207,10 +207,12 @@ pub fn begin(dir: &Path, next_seq: u64, has_data: bool, max_blob: u64) -> Result
             source: None,
         });
     }
-    if epochs.list.last().is_some_and(|e| e.first_seq == next_seq) {
-        // It covers no sequence number: nothing was written in it.
-        epochs.list.pop();
-    }
+    // Epochs starting at or after `next_seq` cover no surviving record:
+    // nothing written in them survived (a power loss took what an earlier
+    // open had read from the page cache, or the segments were restored
+    // from an older copy). Their tags stay unused, and the new epoch's
+    // fresh tag keeps the list sorted.
+    epochs.list.retain(|e| e.first_seq < next_seq);
     epochs.list.push(Epoch {
         number,
         first_seq: next_seq,
@@ -286,6 +288,24 @@ mod tests {
         assert_eq!(third.list.len(), 2);
         assert_eq!(third.store_id, first.store_id);
         assert_eq!(third.first_blob(), (3 << BLOB_COUNTER_BITS) | 1);
+    }
+
+    #[test]
+    fn epochs_past_the_recovered_sequence_number_are_dropped_and_the_list_stays_sorted() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        begin(dir.path(), 1, false, 0).expect("begin");
+        let second = begin(dir.path(), 101, true, 0).expect("begin");
+        // The writes of the first two opens were lost: back to 51.
+        let third = begin(dir.path(), 51, true, 0).expect("begin");
+        assert_eq!(
+            third.list.iter().map(|e| e.first_seq).collect::<Vec<_>>(),
+            [1, 51]
+        );
+        assert_eq!(third.current().number, 3, "numbers only grow");
+        assert_ne!(third.etag(60), second.etag(60));
+        assert_ne!(third.etag(120), second.etag(120));
+        let reopened = begin(dir.path(), 51, true, 0).expect("the file still loads");
+        assert_eq!(reopened.list.len(), 2);
     }
 
     #[test]

@@ -25,8 +25,8 @@ pub struct Recovered {
     pub active: Active,
     /// The next sequence number: above every one ever used.
     pub next_seq: u64,
-    /// The highest blob number found in the blob directory or the index
-    /// (0 for none).
+    /// The highest blob number found in the blob directory, the index or a
+    /// replayed record (0 for none).
     pub max_blob: u64,
     /// Every segment by id, the active one included.
     pub segments: HashMap<u64, Arc<Segment>>,
@@ -115,6 +115,7 @@ pub fn recover(
     let mut max_seq = loaded.as_ref().map_or(0, |l| l.next_seq.saturating_sub(1));
     let mut deleted: HashMap<Key, u64> = HashMap::new();
     let mut truncated_bytes = 0;
+    let mut max_blob_named = 0;
     for &id in &ids {
         let start = match &loaded {
             Some(l) if id < l.segment => continue,
@@ -182,6 +183,19 @@ pub fn recover(
             apply(index, &mut deleted, segment, offset, &record)
                 .map_err(|r| corrupt(id, offset, r))?;
             max_seq = max_seq.max(record.header.seq);
+            // Dead references count too: a new blob never takes a number
+            // an old record names.
+            if record.header.kind.in_blob() {
+                let value = match record.header.kind.is_promote() {
+                    true => record::promote_parts(record.value)
+                        .map(|(_, v)| v)
+                        .unwrap_or(&[]),
+                    false => record.value,
+                };
+                if let Ok(blob) = BlobRef::decode(value) {
+                    max_blob_named = max_blob_named.max(blob.id);
+                }
+            }
             offset += len;
         }
     }
@@ -194,13 +208,20 @@ pub fn recover(
             }
         }
     }
-    let max_blob = sweep_blobs(dir, index)?;
+    let max_blob = sweep_blobs(dir, index)?.max(max_blob_named);
     let active_segment = Arc::clone(&segments[&last]);
     let file = OpenOptions::new()
         .read(true)
         .write(true)
         .open(&active_segment.path)
         .map_err(io(format!("opening segment {last}")))?;
+    // What replay read may have come from the page cache only (a process
+    // killed before its `fdatasync`, or `Buffered` mode): it is made
+    // durable before the store builds on it, so a power loss now cannot
+    // take back records this open numbers its writes after.
+    file.sync_data()
+        .map_err(io(format!("syncing segment {last}")))?;
+    power_loss::synced(&active_segment.path);
     let len = file
         .metadata()
         .map_err(io(format!("reading segment {last}")))?
