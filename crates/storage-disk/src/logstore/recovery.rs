@@ -123,7 +123,11 @@ pub fn recover(
             _ => SEGMENT_HEADER_LEN,
         };
         let segment = &segments[&id];
-        let mut bytes = fs::read(&segment.path).map_err(io(format!("reading segment {id}")))?;
+        // Only the header and the records from `start` on are read: a
+        // snapshot's position may be deep into the last segment.
+        let mut skip = start.saturating_sub(SEGMENT_HEADER_LEN);
+        let mut bytes =
+            read_skipping(&segment.path, skip).map_err(io(format!("reading segment {id}")))?;
         // Short, or all zeros (extended or preallocated, never written): a
         // zeroed header with data after it is damage, not this.
         let unwritten = bytes.len() < SEGMENT_HEADER_LEN as usize || bytes.iter().all(|&b| b == 0);
@@ -136,19 +140,23 @@ pub fn recover(
             }
             .encode()
             .to_vec();
+            skip = 0;
             rewrite_header(&segment.path, &bytes).map_err(io(format!("rewriting segment {id}")))?;
         }
+        // `bytes[i]` is byte `i + skip` of the segment past the header.
+        let end = bytes.len() as u64 + skip;
+        let at = |offset: u64| (offset - skip) as usize;
         let header = SegmentHeader::decode(&bytes).map_err(|r| corrupt(id, 0, r))?;
         if header.id != id {
             return Err(corrupt(id, 0, "header names another segment"));
         }
         max_seq = max_seq.max(header.first_seq.saturating_sub(1));
         let mut offset = start;
-        while offset < bytes.len() as u64 {
-            let record = match record::parse(&bytes[offset as usize..]) {
+        while offset < end {
+            let record = match record::parse(&bytes[at(offset)..]) {
                 Ok(record) => record,
                 Err(RecordError::Incomplete | RecordError::Corrupt(_)) if id == last => {
-                    let tail = &bytes[offset as usize..];
+                    let tail = &bytes[at(offset)..];
                     // In `Fsync` mode a batch is written only once the one
                     // before it is durable, so only the last batch can be
                     // torn, in any order of its pages: a valid first record
@@ -366,6 +374,22 @@ fn set_aside(dir: &Path, segment: u64, offset: u64, tail: &[u8]) -> Result<()> {
         "a torn tail was cut off the last segment and set aside"
     );
     Ok(())
+}
+
+/// The first [`SEGMENT_HEADER_LEN`] bytes of the file at `path` (fewer if
+/// it is shorter), then its bytes from `SEGMENT_HEADER_LEN + skip` on.
+fn read_skipping(path: &Path, skip: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = File::open(path)?;
+    let mut bytes = Vec::new();
+    (&mut file)
+        .take(SEGMENT_HEADER_LEN)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 == SEGMENT_HEADER_LEN {
+        file.seek(SeekFrom::Start(SEGMENT_HEADER_LEN + skip))?;
+        file.read_to_end(&mut bytes)?;
+    }
+    Ok(bytes)
 }
 
 fn truncate(path: &Path, len: u64) -> std::io::Result<()> {
