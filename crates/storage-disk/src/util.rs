@@ -21,11 +21,6 @@ where
 pub(crate) struct RemoveOnDrop(Option<PathBuf>);
 
 impl RemoveOnDrop {
-    /// Guards `path`.
-    pub(crate) fn new(path: PathBuf) -> Self {
-        RemoveOnDrop(Some(path))
-    }
-
     /// Guards `path` instead of what was guarded before.
     pub(crate) fn guard(&mut self, path: PathBuf) {
         self.0 = Some(path);

@@ -310,6 +310,41 @@ async fn symlinked_directory_is_not_followed() {
     );
 }
 
+/// A directory swapped for a link to outside the root while a put is
+/// writing into it: the put goes on in the directory it opened (now under
+/// another name inside the root), and nothing is written or read outside.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_swapped_for_a_link_during_a_put_leads_nowhere_outside() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let outside = tempfile::tempdir().expect("outside dir");
+    let store = FsBackend::new(dir.path()).expect("store");
+    let (resume, resumed) = tokio::sync::oneshot::channel::<()>();
+    let first = stream::once(async { Ok(Bytes::from_static(b"first, ")) });
+    let rest = stream::once(async move {
+        let _ = resumed.await;
+        Ok(Bytes::from_static(b"rest"))
+    });
+    let body = Body::stream(first.chain(rest).boxed(), None);
+    let writer = store.clone();
+    let key = Key::new("d/y").expect("key");
+    let put_key = key.clone();
+    let put = tokio::spawn(async move { writer.put(&put_key, body, PutOptions::default()).await });
+    let objects = dir.path().join("objects");
+    let victim = objects.join("d~d");
+    while !victim.is_dir() || std::fs::read_dir(&victim).expect("list").next().is_none() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    std::fs::rename(&victim, objects.join("moved~d")).expect("move the directory away");
+    symlink(outside.path(), &victim);
+    resume.send(()).expect("resume the body");
+    let _ = put.await.expect("joined");
+    let escaped: Vec<PathBuf> = files_under(outside.path());
+    assert!(escaped.is_empty(), "written outside the root: {escaped:?}");
+    let read = store.get_bytes(&key).await;
+    assert!(read.is_err(), "read through the link: {read:?}");
+    assert!(files_under(outside.path()).is_empty());
+}
+
 #[tokio::test]
 async fn put_replaces_a_symlinked_sidecar_without_writing_through_it() {
     let (outside, outside_store) = store_outside("w", "old").await;

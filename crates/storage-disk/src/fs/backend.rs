@@ -17,15 +17,16 @@ use storage_core::{
 };
 use tokio::io::AsyncWriteExt;
 
+use super::dir::{DirHandle, Found, RemoveOnDrop};
 use super::io::{
-    Current, ObjectDir, ReadMode, StripeLock, create_new, name_folding, read_any_sidecar, read_at,
-    read_current, read_exact_at, read_sidecar_at, sync_dir, would_block, write_synced,
+    Current, ObjectDir, ReadMode, StripeLock, name_folding, read_any_sidecar, read_at,
+    read_exact_at, read_sidecar_at, sync_dir, would_block,
 };
 use super::layout::{self, DIR_SUFFIX, Location, META_SUFFIX};
 use super::sidecar::{self, Sidecar};
 use super::sweep::{DEFAULT_SWEEP_AGE, SweepReport, sweep_blocking};
 use crate::power_loss;
-use crate::util::{RemoveOnDrop, blocking};
+use crate::util::blocking;
 
 /// Content of at most this many bytes is read in the same blocking call that
 /// opens it; larger content is streamed in [`READ_CHUNK_BYTES`] chunks.
@@ -70,8 +71,13 @@ const OPEN_ATTEMPTS: usize = 16;
 /// are not verified (the digest covers the whole object).
 ///
 /// **Confinement.** Keys map to names that cannot leave the root (`..` and
-/// `.` are not valid keys; every name carries a suffix of ours), files are
-/// opened with `O_NOFOLLOW` and listing does not descend into symbolic links.
+/// `.` are not valid keys; every name carries a suffix of ours). Every
+/// write (puts, deletes, the sweep) is made relative to a handle of the
+/// object's directory, opened one component at a time with `O_NOFOLLOW`,
+/// so it never follows a symbolic link inside the root, even a directory
+/// swapped for a link while a put runs; reads resolve beneath the object
+/// directory with `openat2(RESOLVE_NO_SYMLINKS)`; listing does not descend
+/// into symbolic links.
 ///
 /// **Costs.** A listing walks the directory tree under the prefix and reads
 /// every sidecar there, for each page. Empty directories are left behind by
@@ -147,7 +153,7 @@ impl FsBackend {
                 source: None,
             });
         }
-        let swept = objects.clone();
+        let swept = ObjectDir::open(&objects)?;
         let sweeping = std::thread::Builder::new()
             .name("fs-sweep".into())
             .spawn(move || match sweep_blocking(&swept, DEFAULT_SWEEP_AGE) {
@@ -188,8 +194,8 @@ impl FsBackend {
     /// The I/O error of listing a directory, reading a sidecar or removing
     /// a file.
     pub async fn sweep(&self, older_than: std::time::Duration) -> Result<SweepReport> {
-        let objects = self.inner.objects.clone();
-        blocking(move || sweep_blocking(&objects, older_than)).await
+        let inner = Arc::clone(&self.inner);
+        blocking(move || sweep_blocking(&inner.dir, older_than)).await
     }
 
     fn location(&self, key: &Key) -> Location {
@@ -201,52 +207,42 @@ fn new_etag() -> ETag {
     ETag::new(format!("{:032x}", rand::random::<u128>()))
 }
 
-/// Creates the directories of `location` and refuses to write below a
-/// symbolic link in them: a link there would lead outside the root.
+/// Opens (making it if needed) the directory of `location` beneath the
+/// object directory, through no symbolic link (see [`DirHandle`]).
 ///
 /// # Errors
-/// [`Error::Backend`] (not transient) naming the link, or the I/O error.
-fn create_object_dir(location: &Location) -> Result<()> {
-    let depth = location.rel_dir.components().count();
-    let objects = location.dir.ancestors().nth(depth).unwrap_or(&location.dir);
-    // Checked before creating anything (no directory is made through a
-    // link), and after (a link made meanwhile is still refused).
-    let linked = linked_below(objects, &location.dir)? || {
-        let missing = crate::util::create_dirs(&location.dir)
-            .map_err(|e| Error::io(format!("creating {}", location.dir.display()), e))?;
-        // Each new directory's entry is durable before a put relies on it.
-        for dir in missing {
-            if let Some(parent) = dir.parent() {
-                sync_dir(parent)
-                    .map_err(|e| Error::io(format!("syncing {}", parent.display()), e))?;
-            }
-        }
-        linked_below(objects, &location.dir)?
-    };
-    if linked {
-        return Err(Error::Backend {
+/// [`Error::Backend`] (not transient) naming a link on the path, or the I/O
+/// error.
+fn object_dir(inner: &Inner, location: &Location) -> Result<Arc<DirHandle>> {
+    match DirHandle::open(&inner.dir, &location.rel_dir, true)? {
+        Found::Dir(dir) => Ok(Arc::new(dir)),
+        Found::Link(path) => Err(Error::Backend {
             transient: false,
             message: format!(
-                "{} passes through a symbolic link; FsBackend never follows links",
-                location.dir.display()
+                "{} is a symbolic link or not a directory; FsBackend never follows links",
+                path.display()
             ),
             source: None,
-        });
+        }),
+        Found::Missing => Err(Error::Backend {
+            transient: true,
+            message: format!("{} vanished while it was made", location.dir.display()),
+            source: None,
+        }),
     }
-    Ok(())
 }
 
-fn write_bytes(location: &Location, path: &Path, data: &[u8]) -> Result<(u64, [u8; 32])> {
+fn write_bytes(dir: &DirHandle, name: &str, data: &[u8]) -> Result<(u64, [u8; 32])> {
+    let path = dir.path().join(name);
     let context = || format!("writing {}", path.display());
-    create_object_dir(location)?;
-    let mut file = create_content(path).map_err(|e| Error::io(context(), e))?;
+    let mut file = create_content(dir, name).map_err(|e| Error::io(context(), e))?;
     let digest = std::thread::scope(|scope| {
         let hashing =
             (data.len() > PARALLEL_HASH_BYTES).then(|| scope.spawn(|| Sha256::digest(data)));
         file.write_all(data)?;
-        power_loss::wrote(path, 0, data);
+        power_loss::wrote(&path, 0, data);
         file.sync_data()?;
-        power_loss::synced(path);
+        power_loss::synced(&path);
         Ok::<_, io::Error>(match hashing {
             Some(handle) => handle.join().unwrap_or_else(|_| Sha256::digest(data)),
             None => Sha256::digest(data),
@@ -256,14 +252,14 @@ fn write_bytes(location: &Location, path: &Path, data: &[u8]) -> Result<(u64, [u
     Ok((data.len() as u64, digest.into()))
 }
 
-async fn write_stream(location: &Location, path: &Path, body: Body) -> Result<(u64, [u8; 32])> {
+async fn write_stream(dir: &Arc<DirHandle>, name: &str, body: Body) -> Result<(u64, [u8; 32])> {
+    let path = dir.path().join(name);
     let context = || format!("writing {}", path.display());
-    let dir_of = location.clone();
-    blocking(move || create_object_dir(&dir_of)).await?;
-    let owned = path.to_path_buf();
-    let file =
-        blocking(move || create_content(&owned).map_err(|e| Error::io("creating content file", e)))
-            .await?;
+    let (owned_dir, owned_name) = (Arc::clone(dir), name.to_string());
+    let file = blocking(move || {
+        create_content(&owned_dir, &owned_name).map_err(|e| Error::io("creating content file", e))
+    })
+    .await?;
     let mut file = tokio::fs::File::from_std(file);
     let mut hasher = Sha256::new();
     let mut size = 0u64;
@@ -273,42 +269,61 @@ async fn write_stream(location: &Location, path: &Path, body: Body) -> Result<(u
         file.write_all(&chunk)
             .await
             .map_err(|e| Error::io(context(), e))?;
-        power_loss::wrote(path, size, &chunk);
+        power_loss::wrote(&path, size, &chunk);
         size += chunk.len() as u64;
     }
     file.flush().await.map_err(|e| Error::io(context(), e))?;
     file.sync_data()
         .await
         .map_err(|e| Error::io(context(), e))?;
-    power_loss::synced(path);
+    power_loss::synced(&path);
     Ok((size, hasher.finalize().into()))
 }
 
 /// Creates a content file and holds an exclusive `flock` on it while it is
 /// written, so that [`FsBackend::sweep`] (in any process) never takes a
 /// put that pauses for a long time for an orphan.
-fn create_content(path: &Path) -> io::Result<File> {
-    let file = create_new(path)?;
+fn create_content(dir: &DirHandle, name: &str) -> io::Result<File> {
+    let file = dir.create_new(name)?;
     file.lock()?;
     Ok(file)
 }
 
+/// Writes `bytes` to the new temporary file `name` in `dir` and fsyncs it;
+/// removes it on failure.
+fn write_synced(dir: &DirHandle, name: &str, bytes: &[u8]) -> Result<()> {
+    let path = dir.path().join(name);
+    let result = dir.create_new(name).and_then(|mut file| {
+        file.write_all(bytes)?;
+        power_loss::wrote(&path, 0, bytes);
+        file.sync_data()?;
+        power_loss::synced(&path);
+        Ok(())
+    });
+    result.map_err(|e| {
+        let _ = dir.remove(name);
+        Error::io(format!("writing {}", path.display()), e)
+    })
+}
+
 /// The commit of a put, after its content is durable: publish the sidecar
-/// under the stripe lock if the precondition holds.
+/// under the stripe lock if the precondition holds, all within `dir`.
 fn commit(
     inner: &Inner,
+    dir: &DirHandle,
     location: &Location,
     meta: &ObjectMeta,
     mode: &PutMode,
     content: &mut RemoveOnDrop,
 ) -> Result<()> {
-    let dir_context = || format!("syncing {}", location.dir.display());
-    sync_dir(&location.dir).map_err(|e| Error::io(dir_context(), e))?;
-    let temp = location.temp();
-    write_synced(&temp, &Sidecar::from_meta(meta).to_vec())?;
+    let dir_context = || format!("syncing {}", dir.path().display());
+    dir.sync().map_err(|e| Error::io(dir_context(), e))?;
+    let temp = location.temp_name();
+    let meta_name = location.meta_name();
+    write_synced(dir, &temp, &Sidecar::from_meta(meta).to_vec())?;
     let published = (|| {
         let _lock = StripeLock::acquire(&inner.locks, layout::stripe(&meta.key))?;
-        let current = read_current(&location.meta(), &meta.key)?;
+        let current = dir.read_current(&meta_name, &meta.key)?;
         match (mode, &current) {
             // Something is there, whatever its version.
             (PutMode::IfNotExists, Current::Unreadable) => {
@@ -320,24 +335,25 @@ fn commit(
         }
         // Never publish a version whose content is gone (removed by hand,
         // or by a sweep that misjudged a paused put).
-        let content_path = location.data(&meta.etag);
-        if let Err(e) = fs::symlink_metadata(&content_path) {
+        let there = dir
+            .exists(&location.data_name(&meta.etag))
+            .map_err(|e| Error::io(format!("checking the content of {}", meta.key), e))?;
+        if !there {
             return Err(Error::Backend {
                 transient: false,
                 message: format!(
                     "the content of {} vanished before it was published",
                     meta.key
                 ),
-                source: Some(Box::new(e)),
+                source: None,
             });
         }
-        fs::rename(&temp, location.meta())
+        dir.rename(&temp, &meta_name)
             .map_err(|e| Error::io(format!("publishing {}", meta.key), e))?;
-        power_loss::renamed(&temp, &location.meta());
         // Still under the lock: a writer after this one finds the rename
         // durable, so its own commit can never be ordered before ours on
         // disk.
-        sync_dir(&location.dir).map_err(|e| Error::io(dir_context(), e))?;
+        dir.sync().map_err(|e| Error::io(dir_context(), e))?;
         Ok(match current {
             Current::Version(previous) => Some(previous),
             // An unreadable version's content is left to the sweep.
@@ -347,9 +363,7 @@ fn commit(
     let previous = match published {
         Ok(previous) => previous,
         Err(e) => {
-            if fs::remove_file(&temp).is_ok() {
-                power_loss::removed(&temp);
-            }
+            let _ = dir.remove(&temp);
             return Err(e);
         }
     };
@@ -357,22 +371,11 @@ fn commit(
     // The put is committed: a failed removal of the old version's content
     // leaves an orphan, not a failed put.
     if let Some(previous) = previous
-        && let Err(e) = remove_if_present(&location.data(&previous.etag))
+        && let Err(e) = dir.remove(&location.data_name(&previous.etag))
     {
         tracing::warn!(key = %meta.key, error = %e, "could not remove the previous version's content");
     }
     Ok(())
-}
-
-fn remove_if_present(path: &Path) -> Result<()> {
-    match fs::remove_file(path) {
-        Ok(()) => {
-            power_loss::removed(path);
-            Ok(())
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io(format!("removing {}", path.display()), e)),
-    }
 }
 
 /// What a read found: the version's metadata, the range to serve, and its
@@ -608,38 +611,36 @@ fn delete_blocking(
     key: &Key,
     options: &DeleteOptions,
 ) -> Result<()> {
-    if linked_below(&inner.objects, &location.dir)? {
+    let absent = || match &options.if_match {
+        Some(expected) => check_if_match(key, expected, None),
+        None => Ok(()),
+    };
+    let dir = match DirHandle::open(&inner.dir, &location.rel_dir, false)? {
+        Found::Dir(dir) => dir,
         // Nothing below a link is ours: the key holds no object here.
-        return match &options.if_match {
-            Some(expected) => check_if_match(key, expected, None),
-            None => Ok(()),
-        };
-    }
+        Found::Missing | Found::Link(_) => return absent(),
+    };
     let removed = {
         let _lock = StripeLock::acquire(&inner.locks, layout::stripe(key))?;
-        let current = read_current(&location.meta(), key)?;
+        let current = dir.read_current(&location.meta_name(), key)?;
         if let Some(expected) = &options.if_match {
             check_if_match(key, expected, current.version().map(|c| &c.etag))?;
         }
         if !matches!(current, Current::Absent) {
-            remove_if_present(&location.meta())?;
+            dir.remove(&location.meta_name())
+                .map_err(|e| Error::io(format!("removing the sidecar of {key}"), e))?;
         }
         current
     };
+    if matches!(removed, Current::Absent) {
+        return Ok(());
+    }
+    dir.sync()
+        .map_err(|e| Error::io(format!("syncing {}", dir.path().display()), e))?;
     // An unreadable version's content is left to the sweep.
-    let removed = match removed {
-        Current::Version(meta) => Some(meta),
-        Current::Absent => None,
-        Current::Unreadable => {
-            sync_dir(&location.dir)
-                .map_err(|e| Error::io(format!("syncing {}", location.dir.display()), e))?;
-            None
-        }
-    };
-    if let Some(removed) = removed {
-        sync_dir(&location.dir)
-            .map_err(|e| Error::io(format!("syncing {}", location.dir.display()), e))?;
-        remove_if_present(&location.data(&removed.etag))?;
+    if let Current::Version(meta) = removed {
+        dir.remove(&location.data_name(&meta.etag))
+            .map_err(|e| Error::io(format!("removing the content of {key}"), e))?;
     }
     Ok(())
 }
@@ -722,14 +723,17 @@ impl Backend for FsBackend {
         options.validate()?;
         let location = self.location(key);
         let etag = new_etag();
-        let path = location.data(&etag);
-        let mut content = RemoveOnDrop::new(path.clone());
+        let name = location.data_name(&etag);
+        let inner = Arc::clone(&self.inner);
+        let of = location.clone();
+        let dir = blocking(move || object_dir(&inner, &of)).await?;
+        let mut content = RemoveOnDrop::new(Arc::clone(&dir), name.clone());
         let (size, sha256) = match body.as_bytes().cloned() {
             Some(data) => {
-                let (location, path) = (location.clone(), path.clone());
-                blocking(move || write_bytes(&location, &path, &data)).await?
+                let (dir, name) = (Arc::clone(&dir), name.clone());
+                blocking(move || write_bytes(&dir, &name, &data)).await?
             }
-            None => write_stream(&location, &path, body).await?,
+            None => write_stream(&dir, &name, body).await?,
         };
         let PutOptions {
             mode,
@@ -747,7 +751,7 @@ impl Backend for FsBackend {
         };
         let inner = Arc::clone(&self.inner);
         blocking(move || {
-            commit(&inner, &location, &meta, &mode, &mut content)?;
+            commit(&inner, &dir, &location, &meta, &mode, &mut content)?;
             Ok(meta)
         })
         .await

@@ -2,7 +2,7 @@
 //! reading sidecars and content.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 
@@ -115,20 +115,6 @@ impl Current {
     }
 }
 
-/// Reads the sidecar of `key` at `path` for a writer.
-///
-/// # Errors
-/// [`Error::Backend`] for I/O failures, and (not transient) for a sidecar
-/// that belongs to another key (see [`own`]).
-pub fn read_current(path: &Path, key: &Key) -> Result<Current> {
-    match read_sidecar(path, key) {
-        Ok(None) => Ok(Current::Absent),
-        Ok(Some(meta)) => Ok(Current::Version(meta)),
-        Err(Error::ChecksumMismatch { .. }) => Ok(Current::Unreadable),
-        Err(e) => Err(e),
-    }
-}
-
 /// Reads the sidecar at `path`, whatever key it holds (listing); `Ok(None)`
 /// when there is none.
 ///
@@ -141,20 +127,6 @@ pub fn read_any_sidecar(path: &Path) -> Result<Option<ObjectMeta>> {
         Ok(_) => Sidecar::parse(&bytes, path)
             .map(Some)
             .map_err(|e| unreadable(&path.display().to_string(), e)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io(format!("reading {}", path.display()), e)),
-    }
-}
-
-/// Reads the sidecar of `key` at `path`; `Ok(None)` when there is none.
-///
-/// # Errors
-/// [`Error::Backend`] for I/O failures and a sidecar of another key;
-/// [`Error::ChecksumMismatch`] for a sidecar that cannot be parsed.
-pub fn read_sidecar(path: &Path, key: &Key) -> Result<Option<ObjectMeta>> {
-    let mut bytes = Vec::with_capacity(512);
-    match open_read(path).and_then(|mut f| f.read_to_end(&mut bytes)) {
-        Ok(_) => own(Sidecar::parse(&bytes, path), key, path),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io(format!("reading {}", path.display()), e)),
     }
@@ -191,26 +163,6 @@ pub fn own(parsed: Result<ObjectMeta>, key: &Key, path: &Path) -> Result<Option<
         });
     }
     Ok(Some(meta))
-}
-
-/// Writes `bytes` to a new temporary file at `temp` and fsyncs it.
-///
-/// # Errors
-/// [`Error::Backend`] for I/O failures; the temporary file is removed.
-pub fn write_synced(temp: &Path, bytes: &[u8]) -> Result<()> {
-    let result = create_new(temp).and_then(|mut f| {
-        f.write_all(bytes)?;
-        power_loss::wrote(temp, 0, bytes);
-        f.sync_data()?;
-        power_loss::synced(temp);
-        Ok(())
-    });
-    result.map_err(|e| {
-        if fs::remove_file(temp).is_ok() {
-            power_loss::removed(temp);
-        }
-        Error::io(format!("writing {}", temp.display()), e)
-    })
 }
 
 /// An exclusive lock on one of the store's lock stripes, held until dropped.
@@ -290,6 +242,16 @@ pub struct ObjectDir {
 }
 
 impl ObjectDir {
+    /// The directory's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The open directory.
+    pub fn fd(&self) -> &File {
+        &self.fd
+    }
+
     /// Opens the directory at `path`.
     ///
     /// # Errors

@@ -69,20 +69,19 @@ impl Location {
             .join(format!("{}~v{}", self.name, etag.as_str()))
     }
 
-    /// The sidecar's path.
-    pub fn meta(&self) -> PathBuf {
-        self.dir.join(format!("{}{META_SUFFIX}", self.name))
+    /// The sidecar's file name.
+    pub fn meta_name(&self) -> String {
+        format!("{}{META_SUFFIX}", self.name)
     }
 
-    /// The path of the content written with `etag`.
-    pub fn data(&self, etag: &ETag) -> PathBuf {
-        self.dir.join(format!("{}~v{}", self.name, etag.as_str()))
+    /// The file name of the content written with `etag`.
+    pub fn data_name(&self, etag: &ETag) -> String {
+        format!("{}~v{}", self.name, etag.as_str())
     }
 
-    /// A fresh temporary path in the key's directory.
-    pub fn temp(&self) -> PathBuf {
-        self.dir
-            .join(format!("{TEMP_PREFIX}{:032x}", rand::random::<u128>()))
+    /// A fresh temporary file name.
+    pub fn temp_name(&self) -> String {
+        format!("{TEMP_PREFIX}{:032x}", rand::random::<u128>())
     }
 }
 
@@ -134,9 +133,7 @@ mod tests {
         let location = Location::of(Path::new("/r"), &key);
         assert!(location.name.starts_with("~h"));
         let etag = ETag::new("0".repeat(32));
-        let data = location.data(&etag);
-        let name = data.file_name().expect("has a name");
-        assert!(name.len() < 255);
+        assert!(location.data_name(&etag).len() < 255);
     }
 
     #[test]
@@ -144,6 +141,6 @@ mod tests {
         let key = Key::new("a/b~/c").expect("valid key");
         let location = Location::of(Path::new("/r"), &key);
         assert_eq!(location.dir, Path::new("/r/a~d/b%7E~d"));
-        assert_eq!(location.meta(), Path::new("/r/a~d/b%7E~d/c~meta"));
+        assert_eq!(location.meta_name(), "c~meta");
     }
 }

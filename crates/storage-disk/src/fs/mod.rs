@@ -1,6 +1,7 @@
 //! `FsBackend`: one plain file per object under a root directory.
 
 mod backend;
+mod dir;
 mod io;
 mod layout;
 mod sidecar;

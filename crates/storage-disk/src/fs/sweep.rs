@@ -12,14 +12,17 @@
 //! sidecar cannot be parsed are all kept, since its version is unknown.
 
 use std::collections::HashMap;
-use std::fs;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use rustix::fs::FileType;
 use storage_core::{Error, Result};
 
-use super::io::{open_read, read_any_sidecar};
+use super::dir::{DirHandle, Found};
+use super::io::{MAX_SIDECAR_BYTES, ObjectDir};
 use super::layout::{DIR_SUFFIX, META_SUFFIX, TEMP_PREFIX};
+use super::sidecar::Sidecar;
 
 /// Age past which [`FsBackend::new`](super::FsBackend::new) sweeps orphans
 /// in the background: one hour.
@@ -43,51 +46,62 @@ enum Named {
     Unknown,
 }
 
-/// Sweeps `dir` (the object directory) and every object directory below
-/// it, never following a symbolic link, removing orphans unchanged for at
-/// least `older_than`.
+/// Sweeps the object directory and every object directory below it,
+/// reaching each through open directory handles without following a link
+/// (see [`DirHandle`]), removing orphans unchanged for at least
+/// `older_than`.
 ///
 /// # Errors
 /// The I/O error of listing a directory or reading a sidecar.
-pub(crate) fn sweep_blocking(dir: &Path, older_than: Duration) -> Result<SweepReport> {
+pub(crate) fn sweep_blocking(objects: &ObjectDir, older_than: Duration) -> Result<SweepReport> {
     let mut report = SweepReport::default();
     let now = SystemTime::now();
-    let mut pending = vec![dir.to_path_buf()];
+    let root = match DirHandle::open(objects, Path::new(""), false)? {
+        Found::Dir(dir) => dir,
+        Found::Missing | Found::Link(_) => return Ok(report),
+    };
+    let mut pending = vec![root];
     while let Some(dir) = pending.pop() {
-        let listing = || format!("sweeping {}", dir.display());
-        let entries = match fs::read_dir(&dir) {
-            Ok(entries) => entries
-                .collect::<std::io::Result<Vec<_>>>()
-                .map_err(|e| Error::io(listing(), e))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(Error::io(listing(), e)),
-        };
+        let listing = |e| Error::io(format!("sweeping {}", dir.path().display()), e);
+        let entries = dir.entries().map_err(listing)?;
         let mut named: HashMap<String, Named> = HashMap::new();
-        for entry in &entries {
-            let name = entry.file_name();
-            let Some(segment) = name.to_str().and_then(|n| n.strip_suffix(META_SUFFIX)) else {
+        for (name, kind) in &entries {
+            let Some(segment) = name.strip_suffix(META_SUFFIX) else {
                 continue;
             };
-            let what = match read_any_sidecar(&entry.path()) {
-                Ok(Some(meta)) => Named::Etag(meta.etag.as_str().to_string()),
-                Ok(None) => continue,
-                Err(Error::ChecksumMismatch { .. }) => {
-                    report.unreadable_sidecars.push(entry.path());
+            if *kind != FileType::RegularFile {
+                continue;
+            }
+            let path = dir.path().join(name);
+            let bytes = match dir.open_read(name).and_then(|file| {
+                let mut bytes = Vec::new();
+                file.take(MAX_SIDECAR_BYTES + 1).read_to_end(&mut bytes)?;
+                Ok(bytes)
+            }) {
+                Ok(bytes) => bytes,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
+            };
+            let parsed = (bytes.len() as u64 <= MAX_SIDECAR_BYTES)
+                .then(|| Sidecar::parse(&bytes, &path).ok())
+                .flatten();
+            let what = match parsed {
+                Some(meta) => Named::Etag(meta.etag.as_str().to_string()),
+                None => {
+                    report.unreadable_sidecars.push(path);
                     Named::Unknown
                 }
-                Err(e) => return Err(e),
             };
             named.insert(segment.to_string(), what);
         }
-        for entry in entries {
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
-            let file_type = entry.file_type().map_err(|e| Error::io(listing(), e))?;
-            if file_type.is_dir() && name.ends_with(DIR_SUFFIX) {
-                pending.push(entry.path());
+        for (name, kind) in entries {
+            if kind == FileType::Directory && name.ends_with(DIR_SUFFIX) {
+                if let Found::Dir(child) = dir.child(&name).map_err(listing)? {
+                    pending.push(child);
+                }
                 continue;
             }
-            if !file_type.is_file() {
+            if kind != FileType::RegularFile {
                 continue;
             }
             let orphan = if name.starts_with(TEMP_PREFIX) {
@@ -104,32 +118,26 @@ pub(crate) fn sweep_blocking(dir: &Path, older_than: Duration) -> Result<SweepRe
             if !orphan {
                 continue;
             }
-            let Ok(meta) = entry.metadata() else { continue };
-            let age = meta
-                .modified()
-                .ok()
-                .and_then(|m| now.duration_since(m).ok())
-                .unwrap_or_default();
+            let Ok((modified, len)) = dir.modified(&name) else {
+                continue;
+            };
+            let age = now.duration_since(modified).unwrap_or_default();
             if age < older_than {
                 continue;
             }
             // A put still writing holds a lock on its content file.
-            let Ok(held) = open_read(&entry.path()) else {
+            let Ok(held) = dir.open_read(&name) else {
                 continue;
             };
             if held.try_lock().is_err() {
                 continue;
             }
-            match fs::remove_file(entry.path()) {
-                Ok(()) => {
-                    crate::power_loss::removed(&entry.path());
-                    report.files_removed += 1;
-                    report.bytes_removed += meta.len();
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    return Err(Error::io(format!("removing {}", entry.path().display()), e));
-                }
+            let removed = dir.remove(&name).map_err(|e| {
+                Error::io(format!("removing {}", dir.path().join(&name).display()), e)
+            })?;
+            if removed {
+                report.files_removed += 1;
+                report.bytes_removed += len;
             }
         }
     }
