@@ -377,7 +377,7 @@ impl Backend for LogStore {
             };
             let meta = entry.object_meta(key, &self.shared.epochs);
             let full = options.range.is_none();
-            if let Some(blob) = entry.location.blob {
+            if let Some(blob) = entry.location.blob() {
                 let path = blob_path(&self.shared.dir, blob.id);
                 let file = match File::open(&path) {
                     Ok(file) => Arc::new(file),
@@ -417,7 +417,7 @@ impl Backend for LogStore {
                 // writer encoded, which never left memory; everything read
                 // back from a segment file is checked against its CRC32C.
                 let record = match &location.tail {
-                    Some(tail) => tail.clone(),
+                    Some(tail) => Bytes::clone(tail),
                     None => {
                         let record =
                             read_segment(&entry, location.offset, location.len, key).await?;

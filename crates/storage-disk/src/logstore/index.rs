@@ -121,10 +121,18 @@ pub struct Location {
     pub value_offset: u64,
     /// The record's bytes, kept in memory while its segment is the active
     /// one (at most one segment's worth), so recent writes are read without
-    /// I/O.
-    pub tail: Option<Bytes>,
+    /// I/O. Boxed, like `blob`: most entries have neither, and the index
+    /// holds one entry per key.
+    pub tail: Option<Box<Bytes>>,
     /// For a large value: the blob file holding it.
-    pub blob: Option<BlobRef>,
+    pub blob: Option<Box<BlobRef>>,
+}
+
+impl Location {
+    /// The blob holding the value, if it is in one.
+    pub fn blob(&self) -> Option<BlobRef> {
+        self.blob.as_deref().copied()
+    }
 }
 
 impl IndexEntry {

@@ -321,7 +321,7 @@ fn apply(
             len: record.header.record_len(),
             value_offset: record.header.value_offset() + prefix,
             tail: None,
-            blob,
+            blob: blob.map(Box::new),
         },
     };
     deleted.remove(&key);
@@ -427,7 +427,7 @@ fn sweep_blobs(dir: &Path, index: &Index) -> Result<u64> {
     }
     let live: HashSet<u64> = index
         .iter()
-        .filter_map(|(_, e)| e.location.blob.map(|b| b.id))
+        .filter_map(|(_, e)| e.location.blob().map(|b| b.id))
         .collect();
     let mut max = live.iter().max().copied().unwrap_or(0);
     for entry in files {

@@ -245,7 +245,7 @@ fn encode_entry(key: &Key, e: &IndexEntry, out: &mut Vec<u8>) {
     for v in [e.modified_ms, l.segment.id, l.offset, l.len, l.value_offset] {
         out.extend_from_slice(&v.to_le_bytes());
     }
-    match l.blob {
+    match l.blob() {
         Some(b) => {
             out.push(1);
             out.extend_from_slice(&b.id.to_le_bytes());
@@ -367,7 +367,7 @@ fn parse<R: BufRead>(
                 len,
                 value_offset,
                 tail: None,
-                blob,
+                blob: blob.map(Box::new),
             },
         };
         index.insert_new(key, entry);

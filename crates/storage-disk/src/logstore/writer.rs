@@ -425,7 +425,7 @@ impl Writer {
         let (entry, record) = match overlay.get(staged) {
             None => {
                 let entry = self.shared.index.get(staged).ok_or_else(not_found)?;
-                let record = match entry.location.blob {
+                let record = match entry.location.blob() {
                     Some(_) => Bytes::new(),
                     None => read_record(&entry.location, staged)?,
                 };
@@ -448,7 +448,7 @@ impl Writer {
                 })
                 .ok_or_else(not_found)?,
         };
-        if entry.location.blob.is_some() {
+        if entry.location.blob().is_some() {
             return Ok((entry, Bytes::new()));
         }
         let start = entry.location.value_offset;
@@ -516,7 +516,7 @@ impl Writer {
                 } => {
                     if written {
                         if let Some(old) = index.remove(&key)
-                            && let Some(blob) = old.location.blob
+                            && let Some(blob) = old.location.blob()
                         {
                             dead_blobs.push(blob.id);
                         }
@@ -536,9 +536,9 @@ impl Writer {
                     at,
                 } => {
                     // The staged key's blob, if any, now belongs to `key`.
-                    let moved = entry.location.blob.map(|b| b.id);
+                    let moved = entry.location.blob().map(|b| b.id);
                     if let Some(old) = index.remove(&staged)
-                        && let Some(blob) = old.location.blob
+                        && let Some(blob) = old.location.blob()
                         && Some(blob.id) != moved
                     {
                         dead_blobs.push(blob.id);
@@ -569,7 +569,7 @@ impl Writer {
                                 segment: Arc::clone(&self.active.segment),
                                 offset: self.active.len + at as u64,
                                 len,
-                                tail: Some(batch.slice(at..at + len as usize)),
+                                tail: Some(Box::new(batch.slice(at..at + len as usize))),
                                 ..old.location.clone()
                             },
                             ..(*old).clone()
@@ -755,10 +755,10 @@ fn install(
 ) -> ObjectMeta {
     let len = entry.location.len as usize;
     let seq = entry.seq;
-    entry.location.tail = Some(batch.slice(at..at + len));
+    entry.location.tail = Some(Box::new(batch.slice(at..at + len)));
     let meta = entry.object_meta(&key, &shared.epochs);
     if let Some(old) = shared.index.set(key.clone(), entry)
-        && let Some(blob) = old.location.blob
+        && let Some(blob) = old.location.blob()
     {
         dead_blobs.push(blob.id);
     }
@@ -858,7 +858,7 @@ fn encode_put(
             len,
             value_offset: header.value_offset(),
             tail: None,
-            blob,
+            blob: blob.map(Box::new),
         },
     }
 }
@@ -884,7 +884,7 @@ fn encode_promote(
     let prefix = record::promote_prefix_len(staged.as_str());
     let mut value = Vec::with_capacity(prefix + inline.len().max(record::BLOB_REF_LEN));
     record::encode_promote_prefix(staged.as_str(), &mut value);
-    let kind = match source.location.blob {
+    let kind = match source.location.blob() {
         Some(blob) => {
             value.extend_from_slice(&blob.encode());
             RecordType::PromoteBlob
@@ -923,7 +923,7 @@ fn encode_promote(
             len,
             value_offset: header.value_offset() + prefix as u64,
             tail: None,
-            blob: source.location.blob,
+            blob: source.location.blob.clone(),
         },
     }
 }
@@ -932,7 +932,7 @@ fn encode_promote(
 /// its CRC32C.
 fn read_record(location: &Location, key: &Key) -> Result<Bytes> {
     let record = match &location.tail {
-        Some(tail) => tail.clone(),
+        Some(tail) => Bytes::clone(tail),
         None => match location.segment.mapped(location.offset, location.len) {
             Some(bytes) => bytes,
             None => {
