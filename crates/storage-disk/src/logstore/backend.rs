@@ -251,6 +251,33 @@ fn integrity_error(key: &Key, what: &str) -> Error {
 /// Reads `len` bytes at `offset` of the entry's segment: from the map if
 /// sealed, else from the page cache on this thread if it can, else on the
 /// blocking pool.
+/// The content's SHA-256 from the trailer of `record`, the entry's whole
+/// record.
+fn trailer_sha256(entry: &IndexEntry, record: &[u8], key: &Key) -> Result<[u8; 32]> {
+    usize::try_from(entry.location.sha256_offset())
+        .ok()
+        .and_then(|at| record.get(at..at + 32))
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| integrity_error(key, "record length"))
+}
+
+/// The content's SHA-256, read from the trailer of the entry's record (in
+/// memory, mapped, or read from the segment): the index does not keep it
+/// (see the index's memory notes). Only these 32 bytes are read, so they
+/// are not checked against the record's CRC32C; a full read is.
+async fn record_sha256(entry: &IndexEntry, key: &Key) -> Result<[u8; 32]> {
+    let at = entry.location.sha256_offset();
+    let bytes = match &entry.location.tail {
+        Some(tail) => usize::try_from(at)
+            .ok()
+            .and_then(|at| tail.get(at..at + 32))
+            .map(Bytes::copy_from_slice)
+            .unwrap_or_default(),
+        None => read_segment(entry, entry.location.offset + at, 32, key).await?,
+    };
+    <[u8; 32]>::try_from(&bytes[..]).map_err(|_| integrity_error(key, "record length"))
+}
+
 async fn read_segment(entry: &IndexEntry, offset: u64, len: u64, key: &Key) -> Result<Bytes> {
     let segment = Arc::clone(&entry.location.segment);
     if let Some(bytes) = segment.mapped(offset, len) {
@@ -346,7 +373,7 @@ impl Backend for LogStore {
     async fn put(&self, key: &Key, body: Body, options: PutOptions) -> Result<ObjectMeta> {
         options.validate()?;
         let mut guard = RemoveOnDrop::default();
-        let (value, size, sha256) = self.value_of(body, &mut guard).await?;
+        let (value, _, sha256) = self.value_of(body, &mut guard).await?;
         let meta = RecordMeta {
             content_type: options.content_type,
             metadata: options.metadata,
@@ -356,7 +383,6 @@ impl Backend for LogStore {
             mode: options.mode,
             meta: (!meta.is_empty()).then(|| Arc::new(meta)),
             value,
-            size,
             sha256,
             modified_ms: now_ms(),
         };
@@ -371,13 +397,15 @@ impl Backend for LogStore {
             if let Some(expected) = &options.if_match {
                 check_if_match(key, expected, Some(&self.shared.epochs.etag(entry.seq)))?;
             }
+            let size = entry.size();
             let range = match &options.range {
-                Some(r) => r.resolve(key, entry.size)?,
-                None => 0..entry.size,
+                Some(r) => r.resolve(key, size)?,
+                None => 0..size,
             };
-            let meta = entry.object_meta(key, &self.shared.epochs);
             let full = options.range.is_none();
             if let Some(blob) = entry.location.blob() {
+                let sha256 = record_sha256(&entry, key).await?;
+                let meta = entry.object_meta(key, &self.shared.epochs, Some(sha256));
                 let path = blob_path(&self.shared.dir, blob.id);
                 let file = match File::open(&path) {
                     Ok(file) => Arc::new(file),
@@ -412,6 +440,7 @@ impl Backend for LogStore {
                 return Ok(GetResult::new(meta, range, body));
             }
             let location = &entry.location;
+            let sha256;
             let bytes = if full {
                 // Records of the active segment are served from the bytes the
                 // writer encoded, which never left memory; everything read
@@ -427,9 +456,11 @@ impl Backend for LogStore {
                         record
                     }
                 };
+                sha256 = trailer_sha256(&entry, &record, key)?;
                 let start = location.value_offset as usize;
-                record.slice(start..start + entry.size as usize)
+                record.slice(start..start + size as usize)
             } else {
+                sha256 = record_sha256(&entry, key).await?;
                 let start = location.value_offset + range.start;
                 let len = range.end - range.start;
                 match &location.tail {
@@ -437,6 +468,7 @@ impl Backend for LogStore {
                     None => read_segment(&entry, location.offset + start, len, key).await?,
                 }
             };
+            let meta = entry.object_meta(key, &self.shared.epochs, Some(sha256));
             let body = stream::once(async move { Ok(bytes) }).boxed();
             return Ok(GetResult::new(meta, range, body));
         }
@@ -448,7 +480,9 @@ impl Backend for LogStore {
     }
 
     async fn head(&self, key: &Key) -> Result<ObjectMeta> {
-        Ok(self.entry(key)?.object_meta(key, &self.shared.epochs))
+        let entry = self.entry(key)?;
+        let sha256 = record_sha256(&entry, key).await?;
+        Ok(entry.object_meta(key, &self.shared.epochs, Some(sha256)))
     }
 
     async fn delete(&self, key: &Key, options: DeleteOptions) -> Result<()> {
@@ -466,7 +500,7 @@ impl Backend for LogStore {
             .shared
             .index
             .range_from(start)
-            .map(|(key, entry)| entry.object_meta(&key, &self.shared.epochs));
+            .map(|(key, entry)| entry.object_meta(&key, &self.shared.epochs, None));
         page_from_sorted(entries, options)
     }
 

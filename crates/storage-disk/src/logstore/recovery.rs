@@ -311,8 +311,6 @@ fn apply(
     };
     let entry = IndexEntry {
         seq,
-        size: blob.map_or(content.len() as u64, |b| b.len),
-        sha256: record.sha256,
         modified_ms: record.header.modified_ms,
         meta,
         location: Location {

@@ -7,7 +7,7 @@
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 8 | magic `STLGIDX1` |
-//! | 8 | 4 | version (2) |
+//! | 8 | 4 | version (3) |
 //! | 12 | 4 | reserved |
 //! | 16 | 8 | next sequence number |
 //! | 24 | 8 | segment id of the log position |
@@ -16,9 +16,9 @@
 //! | 48 | … | entries, in key order, then a key length of 0 |
 //! | end − 4 | 4 | CRC32C of everything before |
 //!
-//! Each entry: key length (`u16`, 1..=1024), key, sequence number, size,
-//! SHA-256 (32), modified time (ms), segment id, record offset, record
-//! length, value offset (each `u64` but the hash), blob flag (`u8`; when 1:
+//! Each entry: key length (`u16`, 1..=1024), key, sequence number,
+//! modified time (ms), segment id, record offset, record length, value
+//! offset (each `u64`), blob flag (`u8`; when 1:
 //! blob id, blob length (`u64`), blob CRC32C (`u32`)), metadata length
 //! (`u32`), metadata (the record metadata encoding). A snapshot of another
 //! version is not used (the store replays every segment instead).
@@ -61,7 +61,7 @@ use crate::power_loss;
 /// The first eight bytes of a snapshot.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"STLGIDX1";
 /// The snapshot format version written and read by this crate.
-pub const SNAPSHOT_VERSION: u32 = 2;
+pub const SNAPSHOT_VERSION: u32 = 3;
 /// Buffer of the streamed reads and writes, in bytes.
 const BUFFER_BYTES: usize = 256 * 1024;
 /// Longest metadata an entry may hold (the record metadata encoding of
@@ -239,8 +239,6 @@ fn encode_entry(key: &Key, e: &IndexEntry, out: &mut Vec<u8>) {
     out.extend_from_slice(&(key.as_str().len() as u16).to_le_bytes());
     out.extend_from_slice(key.as_str().as_bytes());
     out.extend_from_slice(&e.seq.to_le_bytes());
-    out.extend_from_slice(&e.size.to_le_bytes());
-    out.extend_from_slice(&e.sha256);
     let l = &e.location;
     for v in [e.modified_ms, l.segment.id, l.offset, l.len, l.value_offset] {
         out.extend_from_slice(&v.to_le_bytes());
@@ -329,8 +327,6 @@ fn parse<R: BufRead>(
         r.fill(&mut name)?;
         let key: Key = storage_core::raw::stored_key(std::str::from_utf8(&name).ok()?).ok()?;
         let seq = r.u64()?;
-        let size = r.u64()?;
-        let sha256 = r.take::<32>()?;
         let modified_ms = r.u64()?;
         let segment = Arc::clone(segments.get(&r.u64()?)?);
         let (offset, len, value_offset) = (r.u64()?, r.u64()?, r.u64()?);
@@ -357,8 +353,6 @@ fn parse<R: BufRead>(
         };
         let entry = IndexEntry {
             seq,
-            size,
-            sha256,
             modified_ms,
             meta,
             location: Location {
@@ -370,7 +364,7 @@ fn parse<R: BufRead>(
                 blob: blob.map(Box::new),
             },
         };
-        index.insert_new(key, entry);
+        index.insert_new(key.as_str(), entry);
     }
     let computed = r.crc;
     let mut stored = [0u8; 4];

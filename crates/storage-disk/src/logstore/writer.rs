@@ -50,7 +50,6 @@ pub enum Op {
         mode: PutMode,
         meta: Option<Arc<RecordMeta>>,
         value: Value,
-        size: u64,
         sha256: [u8; 32],
         modified_ms: u64,
     },
@@ -230,7 +229,6 @@ impl Writer {
                     mode,
                     meta,
                     value,
-                    size,
                     sha256,
                     modified_ms,
                 } => {
@@ -254,7 +252,6 @@ impl Writer {
                         seq,
                         meta,
                         value,
-                        size,
                         sha256,
                         modified_ms,
                         &self.active,
@@ -312,7 +309,7 @@ impl Writer {
                         current.map(|seq| self.shared.epochs.etag(seq)).as_ref(),
                     )
                     .and_then(|()| self.staged_source(&overlay, &decided, &buf, &staged));
-                    let (source, inline) = match source {
+                    let (source, inline, sha256) = match source {
                         Ok(found) => found,
                         Err(e) => {
                             refuse(&mut decided, pending, reply, e);
@@ -328,6 +325,7 @@ impl Writer {
                         seq,
                         &source,
                         &inline,
+                        &sha256,
                         modified_ms,
                         &self.active,
                     );
@@ -409,26 +407,23 @@ impl Writer {
     }
 
     /// The version staged at `staged` that a promote moves, as readers
-    /// will see it once earlier writes of this batch apply, and its content
-    /// when stored inline (read back and checked against the record's
-    /// CRC32C).
+    /// will see it once earlier writes of this batch apply, its content
+    /// when stored inline, and its SHA-256 (read back from its record,
+    /// checked against the record's CRC32C).
     fn staged_source(
         &self,
         overlay: &HashMap<Key, Option<u64>>,
         decided: &[Decided],
         buf: &[u8],
         staged: &Key,
-    ) -> Result<(IndexEntry, Bytes)> {
+    ) -> Result<(IndexEntry, Bytes, [u8; 32])> {
         let not_found = || Error::NotFound {
             key: staged.to_string(),
         };
         let (entry, record) = match overlay.get(staged) {
             None => {
                 let entry = self.shared.index.get(staged).ok_or_else(not_found)?;
-                let record = match entry.location.blob() {
-                    Some(_) => Bytes::new(),
-                    None => read_record(&entry.location, staged)?,
-                };
+                let record = read_record(&entry.location, staged)?;
                 ((*entry).clone(), record)
             }
             Some(None) => return Err(not_found()),
@@ -448,12 +443,22 @@ impl Writer {
                 })
                 .ok_or_else(not_found)?,
         };
+        let short = || Error::ChecksumMismatch {
+            key: staged.to_string(),
+            expected: "a record holding the staged value".into(),
+            actual: "a shorter record: the segment is corrupt".into(),
+        };
+        let sha256: [u8; 32] = usize::try_from(entry.location.sha256_offset())
+            .ok()
+            .and_then(|at| record.get(at..at + 32))
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(short)?;
         if entry.location.blob().is_some() {
-            return Ok((entry, Bytes::new()));
+            return Ok((entry, Bytes::new(), sha256));
         }
         let start = entry.location.value_offset;
         let inline = start
-            .checked_add(entry.size)
+            .checked_add(entry.size())
             .and_then(|end| record.get(usize::try_from(start).ok()?..usize::try_from(end).ok()?))
             .map(Bytes::copy_from_slice)
             .ok_or_else(|| Error::ChecksumMismatch {
@@ -461,7 +466,7 @@ impl Writer {
                 expected: "a record holding the staged value".into(),
                 actual: "a shorter record: the segment is corrupt".into(),
             })?;
-        Ok((entry, inline))
+        Ok((entry, inline, sha256))
     }
 
     fn take_seq(&mut self) -> u64 {
@@ -755,8 +760,12 @@ fn install(
 ) -> ObjectMeta {
     let len = entry.location.len as usize;
     let seq = entry.seq;
-    entry.location.tail = Some(Box::new(batch.slice(at..at + len)));
-    let meta = entry.object_meta(&key, &shared.epochs);
+    let record = batch.slice(at..at + len);
+    let sha256 = record
+        .get(len - record::TRAILER_LEN..len - 4)
+        .and_then(|b| <[u8; 32]>::try_from(b).ok());
+    entry.location.tail = Some(Box::new(record));
+    let meta = entry.object_meta(&key, &shared.epochs, sha256);
     if let Some(old) = shared.index.set(key.clone(), entry)
         && let Some(blob) = old.location.blob()
     {
@@ -820,7 +829,6 @@ fn encode_put(
     seq: u64,
     meta: Option<Arc<RecordMeta>>,
     value: Value,
-    size: u64,
     sha256: [u8; 32],
     modified_ms: u64,
     active: &Active,
@@ -848,8 +856,6 @@ fn encode_put(
     let len = record::encode(&header, key.as_str(), &meta_bytes, &inline, &sha256, buf);
     IndexEntry {
         seq,
-        size,
-        sha256,
         modified_ms,
         meta,
         location: Location {
@@ -874,6 +880,7 @@ fn encode_promote(
     seq: u64,
     source: &IndexEntry,
     inline: &[u8],
+    sha256: &[u8; 32],
     modified_ms: u64,
     active: &Active,
 ) -> IndexEntry {
@@ -903,18 +910,9 @@ fn encode_promote(
         modified_ms,
     };
     let at = buf.len();
-    let len = record::encode(
-        &header,
-        key.as_str(),
-        &meta_bytes,
-        &value,
-        &source.sha256,
-        buf,
-    );
+    let len = record::encode(&header, key.as_str(), &meta_bytes, &value, sha256, buf);
     IndexEntry {
         seq,
-        size: source.size,
-        sha256: source.sha256,
         modified_ms,
         meta: source.meta.clone(),
         location: Location {
