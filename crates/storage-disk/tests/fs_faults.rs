@@ -402,3 +402,18 @@ async fn hostile_key_names_stay_under_the_root() {
     expected.sort();
     assert_eq!(listed, expected);
 }
+
+#[tokio::test]
+async fn a_root_whose_lock_or_object_directory_is_a_link_is_refused() {
+    for linked in ["locks", "objects"] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let outside = tempfile::tempdir().expect("outside dir");
+        symlink(outside.path(), &dir.path().join(linked));
+        let opened = FsBackend::new(dir.path());
+        assert!(opened.is_err(), "{linked} as a link was followed");
+        assert!(
+            files_under(outside.path()).is_empty(),
+            "{linked}: written outside the root"
+        );
+    }
+}

@@ -19,8 +19,8 @@ use tokio::io::AsyncWriteExt;
 
 use super::dir::{DirHandle, Found, RemoveOnDrop};
 use super::io::{
-    Current, ObjectDir, ReadMode, StripeLock, name_folding, read_any_sidecar, read_at,
-    read_exact_at, read_sidecar_at, sync_dir, would_block,
+    Current, ObjectDir, ReadMode, StripeLock, name_folding, open_directory, read_any_sidecar,
+    read_at, read_exact_at, read_sidecar_at, sync_dir, would_block,
 };
 use super::layout::{self, DIR_SUFFIX, Location, META_SUFFIX};
 use super::sidecar::{self, Sidecar};
@@ -116,6 +116,8 @@ struct Inner {
     root: PathBuf,
     objects: PathBuf,
     locks: PathBuf,
+    /// The lock directory, open: lock files are made relative to it.
+    locks_dir: File,
     dir: ObjectDir,
 }
 
@@ -141,7 +143,8 @@ impl FsBackend {
             }
         }
         let dir = ObjectDir::open(&objects)?;
-        let folding = name_folding(&objects)
+        let locks_dir = open_directory(&locks)?;
+        let folding = name_folding(&dir)
             .map_err(|e| Error::io(format!("probing names in {}", objects.display()), e))?;
         if let Some(what) = folding {
             return Err(Error::Backend {
@@ -173,6 +176,7 @@ impl FsBackend {
                 root,
                 objects,
                 locks,
+                locks_dir,
                 dir,
             }),
         })
@@ -322,7 +326,7 @@ fn commit(
     let meta_name = location.meta_name();
     write_synced(dir, &temp, &Sidecar::from_meta(meta).to_vec())?;
     let published = (|| {
-        let _lock = StripeLock::acquire(&inner.locks, layout::stripe(&meta.key))?;
+        let _lock = StripeLock::acquire(&inner.locks_dir, &inner.locks, layout::stripe(&meta.key))?;
         let current = dir.read_current(&meta_name, &meta.key)?;
         match (mode, &current) {
             // Something is there, whatever its version.
@@ -621,7 +625,7 @@ fn delete_blocking(
         Found::Missing | Found::Link(_) => return absent(),
     };
     let removed = {
-        let _lock = StripeLock::acquire(&inner.locks, layout::stripe(key))?;
+        let _lock = StripeLock::acquire(&inner.locks_dir, &inner.locks, layout::stripe(key))?;
         let current = dir.read_current(&location.meta_name(), key)?;
         if let Some(expected) = &options.if_match {
             check_if_match(key, expected, current.version().map(|c| &c.etag))?;

@@ -66,16 +66,11 @@ impl DirHandle {
             let name = component.as_os_str();
             let parent = path.clone();
             path.push(name);
-            fd = match open_dir(&fd, name) {
+            let next = match open_dir(&fd, name) {
                 Ok(next) => next,
                 Err(Errno::NOENT) if create => {
-                    match rustix::fs::mkdirat(&fd, name, Mode::from_raw_mode(0o755)) {
-                        Ok(()) => {
-                            power_loss::made_dir(&path);
-                            // The new entry is durable before anything in it.
-                            rustix::fs::fsync(&fd).map_err(|e| failed("syncing", &parent, e))?;
-                            power_loss::synced(&parent);
-                        }
+                    match rustix::fs::mkdirat(&fd, name, Mode::from_raw_mode(0o777)) {
+                        Ok(()) => power_loss::made_dir(&path),
                         // Made meanwhile by another put.
                         Err(Errno::EXIST) => {}
                         Err(e) => return Err(failed("creating", &path, e)),
@@ -90,6 +85,16 @@ impl DirHandle {
                 Err(Errno::LOOP | Errno::NOTDIR) => return Ok(Found::Link(path)),
                 Err(e) => return Err(failed("opening", &path, e)),
             };
+            // A write relies on the directory's entry being durable: made
+            // by this put, by another put still running, or by a process
+            // that crashed before its fsync, the parent is synced once per
+            // directory and process.
+            if create && !objects.is_durable(&path) {
+                rustix::fs::fsync(&fd).map_err(|e| failed("syncing", &parent, e))?;
+                power_loss::synced(&parent);
+                objects.mark_durable(&path);
+            }
+            fd = next;
         }
         Ok(Found::Dir(DirHandle { fd, path }))
     }
@@ -109,7 +114,7 @@ impl DirHandle {
             &self.fd,
             name,
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o644),
+            Mode::from_raw_mode(0o666),
         )?;
         power_loss::created(&self.path.join(name));
         Ok(File::from(fd))

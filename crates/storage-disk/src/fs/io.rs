@@ -1,7 +1,7 @@
 //! Blocking file operations of `FsBackend`: durable writes, the lock stripes,
 //! reading sidecars and content.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
@@ -45,47 +45,46 @@ pub fn open_read(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
-/// Creates a new file for writing; fails if anything is at `path`.
-pub fn create_new(path: &Path) -> io::Result<File> {
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)?;
-    power_loss::created(path);
-    Ok(file)
-}
-
 pub(crate) use crate::util::sync_dir;
 
-/// What the file system under `dir` does to names, if anything: a probe
-/// file is created under one spelling and looked up under another, for
-/// case (`a`, `A`) and Unicode normalization (NFC `é`, NFD `e` + U+0301).
-/// `None` too when no probe can be created (a read-only mount): reads still
-/// check each sidecar's key ([`own`]).
+/// What the file system of the object directory does to names, if
+/// anything: a probe file is created under one spelling and looked up under
+/// another, for case (`a`, `A`) and Unicode normalization (NFC `é`, NFD `e`
+/// + U+0301), relative to the open directory. `None` too when no probe can
+/// be created (a read-only mount): reads still check each sidecar's key
+/// ([`own`]).
 ///
 /// # Errors
 /// The I/O error of a lookup.
-pub fn name_folding(dir: &Path) -> io::Result<Option<&'static str>> {
+pub fn name_folding(objects: &ObjectDir) -> io::Result<Option<&'static str>> {
+    use rustix::fs::{AtFlags, Mode, OFlags};
     let stamp: u64 = rand::random();
     let probes = [
         ("a", "A", "folds case"),
         ("\u{e9}", "e\u{301}", "normalizes Unicode"),
     ];
     for (written, other, what) in probes {
-        let name = |spelling: &str| dir.join(format!("{TEMP_PREFIX}probe-{stamp:016x}-{spelling}"));
+        let name = |spelling: &str| format!("{TEMP_PREFIX}probe-{stamp:016x}-{spelling}");
         let probe = name(written);
-        if create_new(&probe).is_err() {
+        let created = rustix::fs::openat(
+            &objects.fd,
+            probe.as_str(),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o666),
+        );
+        if created.is_err() {
             return Ok(None);
         }
-        let found = fs::symlink_metadata(name(other));
-        if fs::remove_file(&probe).is_ok() {
-            power_loss::removed(&probe);
+        power_loss::created(&objects.path.join(&probe));
+        let found =
+            rustix::fs::statat(&objects.fd, name(other).as_str(), AtFlags::SYMLINK_NOFOLLOW);
+        if rustix::fs::unlinkat(&objects.fd, probe.as_str(), AtFlags::empty()).is_ok() {
+            power_loss::removed(&objects.path.join(&probe));
         }
         match found {
             Ok(_) => return Ok(Some(what)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
+            Err(rustix::io::Errno::NOENT) => {}
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(None)
@@ -176,21 +175,24 @@ pub struct StripeLock {
 }
 
 impl StripeLock {
-    /// Blocks until the stripe's lock is held.
+    /// Blocks until the stripe's lock is held; the lock file is opened (or
+    /// made) relative to `locks`, the open lock directory at `path`.
     ///
     /// # Errors
     /// [`Error::Backend`] when the lock file cannot be opened or locked.
-    pub fn acquire(locks: &Path, stripe: u8) -> Result<Self> {
-        let path = locks.join(format!("{stripe:02x}.lock"));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-            .and_then(|f| f.lock().map(|()| f))
-            .map_err(|e| Error::io(format!("locking {}", path.display()), e))?;
+    pub fn acquire(locks: &File, path: &Path, stripe: u8) -> Result<Self> {
+        use rustix::fs::{Mode, OFlags};
+        let name = format!("{stripe:02x}.lock");
+        let file = rustix::fs::openat(
+            locks,
+            name.as_str(),
+            OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o666),
+        )
+        .map(File::from)
+        .map_err(io::Error::from)
+        .and_then(|f| f.lock().map(|()| f))
+        .map_err(|e| Error::io(format!("locking {}", path.join(&name).display()), e))?;
         Ok(StripeLock { _file: file })
     }
 }
@@ -239,6 +241,27 @@ pub struct ObjectDir {
     /// Set once the kernel refused `RESOLVE_CACHED` with `EINVAL` (Linux
     /// before 5.12): cached reads then go straight to the blocking path.
     no_cached_lookups: std::sync::atomic::AtomicBool,
+    /// Object directories whose entries this process has made durable in
+    /// their parents (see [`DirHandle::open`](super::dir::DirHandle::open)).
+    durable: std::sync::Mutex<std::collections::HashSet<std::path::PathBuf>>,
+}
+
+/// Opens the directory at `path` for `*at` calls, refusing a symbolic link
+/// as its last component.
+///
+/// # Errors
+/// [`Error::Backend`] when it cannot be opened or is a link.
+pub fn open_directory(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| {
+            Error::io(
+                format!("opening {} (never through a link)", path.display()),
+                e,
+            )
+        })
 }
 
 impl ObjectDir {
@@ -257,16 +280,28 @@ impl ObjectDir {
     /// # Errors
     /// [`Error::Backend`] when it cannot be opened.
     pub fn open(path: &Path) -> Result<Self> {
-        let fd = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_DIRECTORY)
-            .open(path)
-            .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
         Ok(ObjectDir {
             path: path.to_path_buf(),
-            fd,
+            fd: open_directory(path)?,
             no_cached_lookups: std::sync::atomic::AtomicBool::new(false),
+            durable: std::sync::Mutex::new(std::collections::HashSet::new()),
         })
+    }
+
+    /// Whether this process has made `dir`'s entry durable in its parent.
+    pub fn is_durable(&self, dir: &Path) -> bool {
+        self.durable
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(dir)
+    }
+
+    /// Notes that `dir`'s entry is durable in its parent.
+    pub fn mark_durable(&self, dir: &Path) {
+        self.durable
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(dir.to_path_buf());
     }
 
     /// `openat2(2)` beneath this directory (the seam where tests inject the

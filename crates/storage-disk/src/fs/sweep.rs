@@ -60,8 +60,30 @@ pub(crate) fn sweep_blocking(objects: &ObjectDir, older_than: Duration) -> Resul
         Found::Dir(dir) => dir,
         Found::Missing | Found::Link(_) => return Ok(report),
     };
-    let mut pending = vec![root];
-    while let Some(dir) = pending.pop() {
+    // Children are opened when visited, so open handles are bounded by the
+    // tree's depth, not its width.
+    let mut pending: Vec<(std::sync::Arc<DirHandle>, String)> = Vec::new();
+    let mut next = Some(root);
+    loop {
+        let dir = match next.take() {
+            Some(dir) => dir,
+            None => {
+                let Some((parent, name)) = pending.pop() else {
+                    break;
+                };
+                match parent.child(&name) {
+                    Ok(Found::Dir(dir)) => dir,
+                    Ok(Found::Missing | Found::Link(_)) => continue,
+                    Err(e) => {
+                        return Err(Error::io(
+                            format!("sweeping {}", parent.path().join(&name).display()),
+                            e,
+                        ));
+                    }
+                }
+            }
+        };
+        let dir = std::sync::Arc::new(dir);
         let listing = |e| Error::io(format!("sweeping {}", dir.path().display()), e);
         let entries = dir.entries().map_err(listing)?;
         let mut named: HashMap<String, Named> = HashMap::new();
@@ -96,9 +118,7 @@ pub(crate) fn sweep_blocking(objects: &ObjectDir, older_than: Duration) -> Resul
         }
         for (name, kind) in entries {
             if kind == FileType::Directory && name.ends_with(DIR_SUFFIX) {
-                if let Found::Dir(child) = dir.child(&name).map_err(listing)? {
-                    pending.push(child);
-                }
+                pending.push((std::sync::Arc::clone(&dir), name));
                 continue;
             }
             if kind != FileType::RegularFile {

@@ -123,48 +123,58 @@ fn compact_blocking(shared: &Shared, handle: &Handle) -> Result<CompactionReport
             kept.push(summary);
         }
     }
-    for segment in candidates {
-        // The segments that may still hold a put a tombstone of this one
-        // hides: older ones not removed by now. Only compaction removes
-        // segments, and it runs one at a time, so the list only shrinks.
-        let older: Vec<Arc<KeySummary>> = shared
-            .segments()
-            .range(..segment.id)
-            .map(|(_, s)| summary(s))
-            .collect::<Result<_>>()?;
-        let needed = |key: &str| {
-            let hash = key_hash(key);
-            older.iter().any(|s| s.may_hold_put(hash))
-        };
-        report.records_copied += copy_live(shared, handle, &segment, &needed)?;
-        let still_used = shared
-            .index
-            .iter()
-            .any(|(_, e)| e.location.segment.id == segment.id);
-        if still_used {
-            continue;
+    let rewritten = (|| -> Result<()> {
+        for segment in candidates {
+            // The segments that may still hold a put a tombstone of this one
+            // hides: older ones not removed by now. Only compaction removes
+            // segments, and it runs one at a time, so the list only shrinks.
+            let older: Vec<Arc<KeySummary>> = shared
+                .segments()
+                .range(..segment.id)
+                .map(|(_, s)| summary(s))
+                .collect::<Result<_>>()?;
+            let needed = |key: &str| {
+                let hash = key_hash(key);
+                older.iter().any(|s| s.may_hold_put(hash))
+            };
+            report.records_copied += copy_live(shared, handle, &segment, &needed)?;
+            let still_used = shared
+                .index
+                .iter()
+                .any(|(_, e)| e.location.segment.id == segment.id);
+            if still_used {
+                continue;
+            }
+            // The copies are durable before the originals go (`Buffered` mode
+            // commits without `fdatasync`).
+            request_blocking(handle, Op::Sync)?;
+            // The segment leaves the list (and the next snapshot) only once its
+            // unlink is durable.
+            match std::fs::remove_file(&segment.path) {
+                Ok(()) => crate::power_loss::removed(&segment.path),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(format!("removing segment {}", segment.id), e)),
+            }
+            sync_dir(&shared.dir.join("segments"))
+                .map_err(|e| Error::io("syncing the segment directory", e))?;
+            shared
+                .segments
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(&segment.id);
+            report.segments_removed.push(segment.id);
         }
-        // The copies are durable before the originals go (`Buffered` mode
-        // commits without `fdatasync`).
-        request_blocking(handle, Op::Sync)?;
-        // The segment leaves the list (and the next snapshot) only once its
-        // unlink is durable.
-        match std::fs::remove_file(&segment.path) {
-            Ok(()) => crate::power_loss::removed(&segment.path),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(format!("removing segment {}", segment.id), e)),
-        }
-        sync_dir(&shared.dir.join("segments"))
-            .map_err(|e| Error::io("syncing the segment directory", e))?;
-        shared
-            .segments
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&segment.id);
-        report.segments_removed.push(segment.id);
-    }
+        Ok(())
+    })();
+    // Once a segment is gone, a fresh snapshot stops naming it (an older
+    // one would make the next open replay everything), even when a later
+    // step failed.
     if !report.segments_removed.is_empty() {
-        request_blocking(handle, Op::Snapshot)?;
+        let snapshot = request_blocking(handle, Op::Snapshot);
+        rewritten?;
+        snapshot?;
+    } else {
+        rewritten?;
     }
     report.bytes_after = shared.segments().values().map(|s| disk_len(s)).sum();
     Ok(report)

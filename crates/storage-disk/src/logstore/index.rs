@@ -164,7 +164,10 @@ impl IndexEntry {
     pub fn size(&self) -> u64 {
         match self.location.blob() {
             Some(blob) => blob.len,
-            None => self.location.sha256_offset() - self.location.value_offset,
+            None => self
+                .location
+                .sha256_offset()
+                .saturating_sub(self.location.value_offset),
         }
     }
 

@@ -325,7 +325,7 @@ impl LogStore {
             epochs,
             compaction: Mutex::new(()),
         });
-        let snapshots = snapshot::spawn(Arc::clone(&shared))
+        let (snapshots, snapshot_thread) = snapshot::spawn(Arc::clone(&shared))
             .map_err(|e| Error::io("starting the snapshot thread", e))?;
         let writer = Writer {
             shared: Arc::clone(&shared),
@@ -333,7 +333,8 @@ impl LogStore {
             next_seq: recovered.next_seq,
             lock: Some(lock),
             sealed_since_snapshot: 0,
-            snapshots,
+            snapshots: Some(snapshots),
+            snapshot_thread: Some(snapshot_thread),
             failed: None,
             dead_blobs: Vec::new(),
         };

@@ -52,7 +52,7 @@ use storage_core::{Error, Key, Result};
 use tokio::sync::oneshot;
 
 use super::index::{Index, IndexEntry, Location};
-use super::record::{BlobRef, RecordMeta};
+use super::record::{BlobRef, HEADER_LEN, RecordMeta, TRAILER_LEN};
 use super::segment::Segment;
 use super::writer::Reply;
 use super::{Durability, Shared, sync_dir};
@@ -99,12 +99,12 @@ pub(crate) enum Done {
 ///
 /// # Errors
 /// The I/O error of spawning the thread.
-pub(crate) fn spawn(shared: Arc<Shared>) -> io::Result<Sender<Job>> {
+pub(crate) fn spawn(shared: Arc<Shared>) -> io::Result<(Sender<Job>, std::thread::JoinHandle<()>)> {
     let (jobs, received) = std::sync::mpsc::channel();
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name("logstore-snapshot".into())
         .spawn(move || run(&shared, received))?;
-    Ok(jobs)
+    Ok((jobs, thread))
 }
 
 fn run(shared: &Shared, jobs: Receiver<Job>) {
@@ -314,6 +314,7 @@ fn parse<R: BufRead>(
         return None;
     }
     let mut name = Vec::with_capacity(storage_core::MAX_KEY_BYTES);
+    let mut lengths: HashMap<u64, u64> = HashMap::new();
     let mut meta = Vec::new();
     loop {
         let key_len = usize::from(r.u16()?);
@@ -330,6 +331,23 @@ fn parse<R: BufRead>(
         let modified_ms = r.u64()?;
         let segment = Arc::clone(segments.get(&r.u64()?)?);
         let (offset, len, value_offset) = (r.u64()?, r.u64()?, r.u64()?);
+        // Checked by a CRC32C only: an entry must at least describe a
+        // record inside its segment, its value before the trailer.
+        let segment_len = match lengths.get(&segment.id) {
+            Some(&len) => len,
+            None => {
+                let len = std::fs::metadata(&segment.path).ok()?.len();
+                lengths.insert(segment.id, len);
+                len
+            }
+        };
+        let plausible = len >= (HEADER_LEN + TRAILER_LEN) as u64
+            && value_offset >= HEADER_LEN as u64
+            && value_offset.checked_add(TRAILER_LEN as u64)? <= len
+            && offset.checked_add(len)? <= segment_len;
+        if !plausible {
+            return None;
+        }
         let blob = match r.take::<1>()?[0] {
             0 => None,
             1 => Some(BlobRef {

@@ -127,8 +127,10 @@ pub struct Writer {
     pub lock: Option<File>,
     /// Segments sealed since the last snapshot.
     pub sealed_since_snapshot: u32,
-    /// The snapshot thread's queue.
-    pub snapshots: std::sync::mpsc::Sender<snapshot::Job>,
+    /// The snapshot thread's queue; `None` once it is stopped.
+    pub snapshots: Option<std::sync::mpsc::Sender<snapshot::Job>>,
+    /// The snapshot thread, joined before the directory lock is released.
+    pub snapshot_thread: Option<std::thread::JoinHandle<()>>,
     /// Set after a failed write or fsync: the file's state is unknown, so
     /// every later write fails until the store is reopened (and recovered).
     pub failed: Option<String>,
@@ -195,6 +197,16 @@ impl Writer {
         // (not after a failed write: what is on disk is unknown).
         if self.failed.is_none() {
             let _ = self.snapshot_and_wait();
+        }
+        self.stop_snapshots();
+    }
+
+    /// Stops the snapshot thread once every queued snapshot is written, so
+    /// that none is written after the directory lock is released.
+    fn stop_snapshots(&mut self) {
+        self.snapshots = None;
+        if let Some(thread) = self.snapshot_thread.take() {
+            let _ = thread.join();
         }
     }
 
@@ -686,9 +698,13 @@ impl Writer {
             next_seq: self.next_seq,
             done,
         };
-        if let Err(unsent) = self.snapshots.send(job) {
+        let sent = match &self.snapshots {
+            Some(snapshots) => snapshots.send(job).map_err(|unsent| unsent.0),
+            None => Err(job),
+        };
+        if let Err(unsent) = sent {
             let e = "the snapshot thread stopped".to_string();
-            unsent.0.done.answer(Err(e.clone()));
+            unsent.done.answer(Err(e.clone()));
             return Err(e);
         }
         self.sealed_since_snapshot = 0;
@@ -705,6 +721,7 @@ impl Writer {
     }
 
     /// Answers sync, snapshot and close requests; returns whether to stop.
+    /// Requests after a close are answered as closed.
     fn run_controls(&mut self, controls: Vec<(Op, oneshot::Sender<Result<Reply>>)>) -> bool {
         let as_error = |message: String| Error::Backend {
             transient: false,
@@ -713,12 +730,18 @@ impl Writer {
         };
         let mut stop = false;
         for (op, reply) in controls {
+            if stop {
+                let _ = reply.send(Err(super::closed()));
+                continue;
+            }
             if let Some(reason) = &self.failed {
+                let error = failed_error(reason);
                 if matches!(op, Op::Close) {
+                    self.stop_snapshots();
                     self.lock = None;
                     stop = true;
                 }
-                let _ = reply.send(Err(failed_error(reason)));
+                let _ = reply.send(Err(error));
                 continue;
             }
             match op {
@@ -726,9 +749,10 @@ impl Writer {
                     let _ = reply.send(self.sync().map(|()| Reply::Done).map_err(as_error));
                 }
                 Op::Close => {
-                    // The lock is released only once the final snapshot is
-                    // written.
+                    // The lock is released only once the final snapshot,
+                    // and every one queued before it, is written.
                     let result = self.snapshot_and_wait();
+                    self.stop_snapshots();
                     self.lock = None;
                     stop = true;
                     let _ = reply.send(result.map(|()| Reply::Done).map_err(as_error));
