@@ -50,7 +50,7 @@ pub(crate) use crate::util::sync_dir;
 /// What the file system of the object directory does to names, if
 /// anything: a probe file is created under one spelling and looked up under
 /// another, for case (`a`, `A`) and Unicode normalization (NFC `é`, NFD `e`
-/// + U+0301), relative to the open directory. `None` too when no probe can
+/// then U+0301), relative to the open directory. `None` too when no probe can
 /// be created (a read-only mount): reads still check each sidecar's key
 /// ([`own`]).
 ///
