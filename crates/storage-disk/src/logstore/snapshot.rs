@@ -31,7 +31,7 @@
 //! harmless: replay from the position applies a record only if its sequence
 //! number is the key's newest, so newer entries are kept and older ones are
 //! replaced or deleted by the records that follow the position. In
-//! [`Durability::Buffered`](super::Durability::Buffered) mode the segments
+//! [`Durability::Buffered`] mode the segments
 //! from the position on are `fdatasync`ed after the walk and before the
 //! rename, so the file never names a record a power loss could take. An
 //! entry in a segment that compaction removes later makes the whole
