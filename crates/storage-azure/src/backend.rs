@@ -725,6 +725,14 @@ impl Backend for AzureBackend {
                     "ConditionNotMet on the pinned version",
                 ));
             }
+            // Azure answers 412 to If-Match on a missing blob; the contract
+            // says NotFound (DESIGN section 2, rule 5).
+            Err(e @ Error::PreconditionFailed { .. }) => {
+                return Err(match self.head(key).await {
+                    Err(missing @ Error::NotFound { .. }) => missing,
+                    _ => e,
+                });
+            }
             Err(e) => return Err(e),
         };
         let headers = response.headers();

@@ -740,6 +740,9 @@ impl Backend for GcsBackend {
         let context = match &options.if_match {
             Some(etag) => {
                 let Some(g) = generation(etag) else {
+                    // No version ever had this ETag; a missing key is
+                    // NotFound all the same (DESIGN section 2, rule 5).
+                    self.head(key).await?;
                     return Err(Error::PreconditionFailed {
                         key: key.to_string(),
                         expected: etag.clone(),
@@ -763,6 +766,12 @@ impl Backend for GcsBackend {
                 .await;
             return Err(match (err, options.range) {
                 (Error::InvalidRange { .. }, Some(range)) => self.invalid_range(key, &range).await,
+                // GCS answers 412 to ifGenerationMatch on a missing object;
+                // the contract says NotFound (DESIGN section 2, rule 5).
+                (e @ Error::PreconditionFailed { .. }, _) => match self.head(key).await {
+                    Err(missing @ Error::NotFound { .. }) => missing,
+                    _ => e,
+                },
                 (other, _) => other,
             });
         }

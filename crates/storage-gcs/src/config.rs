@@ -9,6 +9,10 @@ use storage_core::{Error, Result};
 
 use crate::GcsBackend;
 
+/// The environment variable naming an emulator's host, honoured by
+/// [`GcsConfig::new`] as Google's client libraries honour it.
+pub const EMULATOR_HOST_VARIABLE: &str = "STORAGE_EMULATOR_HOST";
+
 /// The public Cloud Storage endpoint.
 pub const DEFAULT_ENDPOINT: &str = "https://storage.googleapis.com";
 /// Bodies of at least this many bytes (or of unknown length, once they
@@ -62,7 +66,32 @@ impl GcsConfig {
     /// Settings for `bucket` with the defaults: the public endpoint,
     /// Application Default Credentials, connect timeout 5 s, request timeout
     /// 60 s, resumable uploads from 16 MiB in 8 MiB chunks.
+    ///
+    /// When the environment variable `STORAGE_EMULATOR_HOST` is set (for
+    /// example `localhost:4443`, or a URL with its scheme), the endpoint is
+    /// that host, over `http` unless a scheme is given, without credentials,
+    /// as Google's own client libraries do; calls made after `new` (such as
+    /// [`GcsConfig::endpoint`]) still override it.
     pub fn new(bucket: impl Into<String>) -> Self {
+        Self::with_emulator_host(bucket, std::env::var(EMULATOR_HOST_VARIABLE).ok())
+    }
+
+    /// [`GcsConfig::new`] with the value of `STORAGE_EMULATOR_HOST` given.
+    fn with_emulator_host(bucket: impl Into<String>, host: Option<String>) -> Self {
+        let config = Self::defaults(bucket);
+        match host.as_deref().map(str::trim) {
+            Some(host) if !host.is_empty() => {
+                let url = match host.contains("://") {
+                    true => host.to_owned(),
+                    false => format!("http://{host}"),
+                };
+                config.endpoint(url).anonymous()
+            }
+            _ => config,
+        }
+    }
+
+    fn defaults(bucket: impl Into<String>) -> Self {
         GcsConfig {
             bucket: bucket.into(),
             prefix: String::new(),
@@ -78,7 +107,7 @@ impl GcsConfig {
     /// Settings for `bucket` on an emulator (fake-gcs-server) at
     /// `endpoint`, without credentials.
     pub fn emulator(endpoint: impl Into<String>, bucket: impl Into<String>) -> Self {
-        GcsConfig::new(bucket).endpoint(endpoint).anonymous()
+        GcsConfig::defaults(bucket).endpoint(endpoint).anonymous()
     }
 
     /// Stores every key under this prefix (for example `"service-a/"`);
@@ -221,6 +250,21 @@ mod tests {
             "{:?}",
             built.map(|_| ())
         );
+    }
+
+    #[test]
+    fn storage_emulator_host_sets_an_anonymous_http_endpoint() {
+        let config = GcsConfig::with_emulator_host("b", Some("localhost:4443".into()));
+        assert_eq!(config.endpoint, "http://localhost:4443");
+        assert!(matches!(config.credentials, GcsCredentials::Anonymous));
+        let with_scheme = GcsConfig::with_emulator_host("b", Some("https://gcs.test/".into()));
+        assert_eq!(with_scheme.endpoint, "https://gcs.test");
+        let unset = GcsConfig::with_emulator_host("b", None);
+        assert_eq!(unset.endpoint, DEFAULT_ENDPOINT);
+        assert!(matches!(
+            unset.credentials,
+            GcsCredentials::ApplicationDefault
+        ));
     }
 
     #[test]

@@ -31,5 +31,5 @@ use storage_conformance::scripted_server as test_server;
 pub use backend::{DEFAULT_CONTENT_TYPE, GcsBackend};
 pub use config::{
     CHUNK_GRANULARITY, DEFAULT_CHUNK_SIZE, DEFAULT_ENDPOINT, DEFAULT_RESUMABLE_THRESHOLD,
-    GcsConfig, GcsCredentials,
+    EMULATOR_HOST_VARIABLE, GcsConfig, GcsCredentials,
 };

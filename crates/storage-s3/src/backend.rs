@@ -434,13 +434,23 @@ impl Backend for S3Backend {
                     .error(e, "GetObject", key.as_str(), Context::Plain)
                     .await;
                 return Err(match (err, &options.if_match, &options.range) {
-                    (Error::PreconditionFailed { key, actual, .. }, Some(expected), _) => {
+                    // Some S3-compatible stores answer 412 to If-Match on a
+                    // missing key; the contract says NotFound (DESIGN
+                    // section 2, rule 5), as AWS answers.
+                    (
                         Error::PreconditionFailed {
-                            key,
+                            key: name, actual, ..
+                        },
+                        Some(expected),
+                        _,
+                    ) => match self.head(key).await {
+                        Err(missing @ Error::NotFound { .. }) => missing,
+                        _ => Error::PreconditionFailed {
+                            key: name,
                             expected: expected.clone(),
                             actual,
-                        }
-                    }
+                        },
+                    },
                     (Error::InvalidRange { key: k, .. }, _, Some(range)) => Error::InvalidRange {
                         key: k,
                         range: range.to_string(),

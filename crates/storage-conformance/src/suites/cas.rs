@@ -52,6 +52,7 @@ pub fn checks() -> Vec<Check> {
             [ConditionalPut]
         ),
         check!(SUITE, get_if_match_with_a_stale_etag_is_precondition_failed),
+        check!(SUITE, get_if_match_on_a_missing_key_is_not_found),
         check!(SUITE, get_if_match_with_the_current_etag_reads),
         check!(
             SUITE,
@@ -227,6 +228,24 @@ async fn get_if_match_with_a_stale_etag_is_precondition_failed(b: Arc<dyn Backen
         ..Default::default()
     };
     expect_err!(b.get(&k, options).await, Error::PreconditionFailed { .. });
+    Ok(())
+}
+
+/// A conditional read of a key that holds nothing is `NotFound`, as an
+/// unconditional one is (RFC 9110 section 13.2.2 evaluates preconditions
+/// only for a resource that exists; S3 answers 404), whatever ETag it names:
+/// one the key once had, or one it never had.
+async fn get_if_match_on_a_missing_key_is_not_found(b: Arc<dyn Backend>) -> CheckResult {
+    let k = key("k")?;
+    let gone = b.put_bytes(&k, "v1").await?;
+    b.delete(&k, DeleteOptions::default()).await?;
+    for etag in [gone.etag, ETag::new("0123456789abcdef")] {
+        let options = GetOptions {
+            if_match: Some(etag),
+            ..Default::default()
+        };
+        expect_err!(b.get(&k, options).await, Error::NotFound { .. });
+    }
     Ok(())
 }
 
