@@ -202,7 +202,7 @@ const SEED_VARIABLE: &str = "STORAGE_LINEARIZABILITY_SEED";
 /// The seed used unless [`SEED_VARIABLE`] is set, so that runs repeat.
 const DEFAULT_SEED: u64 = 0x5EED_5EED;
 
-/// Eight tasks run 50 random operations each (gets, overwrites, creates,
+/// Four tasks run 50 random operations each (gets, overwrites, creates,
 /// compare-and-swaps against their last read ETag, deletes) on three keys,
 /// and the history of invocations and responses must be linearizable against
 /// a register per key: every operation took effect at one instant between
@@ -210,6 +210,12 @@ const DEFAULT_SEED: u64 = 0x5EED_5EED;
 /// where the backend supports it. Errors other than the typed answers are
 /// unknown outcomes, which may or may not have taken effect; more than half
 /// of them fails the check, since such a history proves little.
+///
+/// Four tasks, because every backend runs it, through injected faults too:
+/// each unknown outcome may take effect at any later instant, and with
+/// eight tasks the search outgrows its budget on the fault runs. The disk
+/// backends and memory are also checked with eight tasks in
+/// `storage-disk`'s `tests/linearizability.rs`.
 async fn linearizability(b: Arc<dyn Backend>) -> CheckResult {
     let seed = match std::env::var(SEED_VARIABLE) {
         Ok(text) => text
@@ -218,7 +224,7 @@ async fn linearizability(b: Arc<dyn Backend>) -> CheckResult {
             .map_err(|e| Failure(format!("{SEED_VARIABLE}={text:?} is not a u64: {e}")))?,
         Err(_) => DEFAULT_SEED,
     };
-    check_random_history(&[b], 8, 50, 3, seed).await
+    check_random_history(&[b], 4, 50, 3, seed).await
 }
 
 /// Runs `tasks` tasks of `operations` random operations each on `keys` keys
