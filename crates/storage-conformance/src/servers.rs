@@ -524,6 +524,7 @@ pub struct Limitation {
 const SEAWEEDFS_ORDER: &str = "lists keys below '/' before keys with a smaller byte at the same position (directories first), so byte order across '/' is wrong";
 const MOTO_COPY: &str = "ignores If-None-Match and If-Match on CopyObject (answers 200)";
 const MOTO_SLOW: &str = "serves requests one at a time: under 64 concurrent puts its answers can take longer than the 200 ms attempt limit of the fault runs (`cargo xtask conformance --retry`), so the read that settles a put of unknown outcome can run out of attempts; passes when answers are fast enough";
+const MOTO_LOST_INCREMENT: &str = "under 16 tasks swapping one key, a counter ends one increment short in about one run of three (seen twice on 2026-11-30, bare and through faults): a compare-and-swap answered as applied did not count, which moto's HTTP 500 answers to concurrent writes (retried by `Retry`) or a conditional PutObject that is not atomic across moto's request threads can cause; SeaweedFS, Azurite and fake-gcs-server never lose one; the cause is not isolated yet";
 const FAKE_GCS_COPY: &str = "ignores ifGenerationMatch on copyTo (answers 200)";
 const FAKE_GCS_DELETE: &str = "ignores ifGenerationMatch on delete (answers 200 and deletes)";
 
@@ -649,6 +650,14 @@ pub const LIMITATIONS: &[Limitation] = &[
         check: "concurrent_puts_to_distinct_keys_all_land",
         reason: MOTO_SLOW,
         fails_with: "is unknown",
+        intermittent: true,
+    },
+    Limitation {
+        server: "moto",
+        suite: "concurrency",
+        check: "cas_counter_16_tasks_100_increments_ends_at_1600",
+        reason: MOTO_LOST_INCREMENT,
+        fails_with: "final counter value",
         intermittent: true,
     },
     Limitation {
