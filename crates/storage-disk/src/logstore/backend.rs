@@ -254,10 +254,9 @@ fn integrity_error(key: &Key, what: &str) -> Error {
 /// The content's SHA-256 from the trailer of `record`, the entry's whole
 /// record.
 fn trailer_sha256(entry: &IndexEntry, record: &[u8], key: &Key) -> Result<[u8; 32]> {
-    usize::try_from(entry.location.sha256_offset())
-        .ok()
-        .and_then(|at| record.get(at..at + 32))
-        .and_then(|b| b.try_into().ok())
+    entry
+        .location
+        .sha256_in(record)
         .ok_or_else(|| integrity_error(key, "record length"))
 }
 

@@ -156,6 +156,13 @@ impl Location {
     pub fn sha256_offset(&self) -> u64 {
         self.len.saturating_sub(TRAILER_LEN as u64)
     }
+
+    /// The content's SHA-256 from `record`, this location's whole record;
+    /// `None` when the record is shorter than its length says.
+    pub fn sha256_in(&self, record: &[u8]) -> Option<[u8; 32]> {
+        let at = usize::try_from(self.sha256_offset()).ok()?;
+        record.get(at..at + 32)?.try_into().ok()
+    }
 }
 
 impl IndexEntry {

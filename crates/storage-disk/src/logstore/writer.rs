@@ -460,11 +460,7 @@ impl Writer {
             expected: "a record holding the staged value".into(),
             actual: "a shorter record: the segment is corrupt".into(),
         };
-        let sha256: [u8; 32] = usize::try_from(entry.location.sha256_offset())
-            .ok()
-            .and_then(|at| record.get(at..at + 32))
-            .and_then(|b| b.try_into().ok())
-            .ok_or_else(short)?;
+        let sha256 = entry.location.sha256_in(&record).ok_or_else(short)?;
         if entry.location.blob().is_some() {
             return Ok((entry, Bytes::new(), sha256));
         }
@@ -785,9 +781,7 @@ fn install(
     let len = entry.location.len as usize;
     let seq = entry.seq;
     let record = batch.slice(at..at + len);
-    let sha256 = record
-        .get(len - record::TRAILER_LEN..len - 4)
-        .and_then(|b| <[u8; 32]>::try_from(b).ok());
+    let sha256 = entry.location.sha256_in(&record);
     entry.location.tail = Some(Box::new(record));
     let meta = entry.object_meta(&key, &shared.epochs, sha256);
     if let Some(old) = shared.index.set(key.clone(), entry)
