@@ -374,6 +374,7 @@ impl Head {
             method,
             target,
             headers,
+            body: Vec::new(),
         })
     }
 

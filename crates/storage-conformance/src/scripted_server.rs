@@ -4,7 +4,7 @@
 //! give, and count the requests an operation costs.
 //!
 //! Each answer closes its connection (`Connection: close`); a request body
-//! is read (by `Content-Length` or chunked) and dropped.
+//! is read (by `Content-Length` or chunked) and kept with the request.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -21,6 +21,9 @@ pub struct Seen {
     pub target: String,
     /// The header names (lower-case) and values.
     pub headers: Vec<(String, String)>,
+    /// The request body (de-chunked); empty where the request had none or
+    /// where a proxy forwarded it without reading it.
+    pub body: Vec<u8>,
 }
 
 impl Seen {
@@ -200,10 +203,11 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Seen> {
             headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
         }
     }
-    let request = Seen {
+    let mut request = Seen {
         method,
         target,
         headers,
+        body: Vec::new(),
     };
     if request
         .header("transfer-encoding")
@@ -226,6 +230,7 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Seen> {
             }
             let mut chunk = vec![0u8; size + 2];
             reader.read_exact(&mut chunk).ok()?;
+            request.body.extend_from_slice(&chunk[..size]);
         }
     } else if let Some(len) = request
         .header("content-length")
@@ -233,6 +238,7 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Seen> {
     {
         let mut body = vec![0u8; len];
         reader.read_exact(&mut body).ok()?;
+        request.body = body;
     }
     Some(request)
 }

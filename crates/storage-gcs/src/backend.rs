@@ -85,7 +85,11 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
 ///   returned once, and a page holds at most `page_size` entries even where
 ///   the server returns every common prefix on every page
 ///   (fake-gcs-server). On a truncated answer only entries up to its last
-///   object are used; the rest come with the next request.
+///   object are used (the rest come with the next request), or up to its
+///   last common prefix when no object is new: GCS counts prefixes against
+///   `maxResults` too, so a page can hold one already-seen object and
+///   prefixes. A truncated answer with nothing new is an error, never a
+///   repeated request.
 /// - A put without a content type stores [`DEFAULT_CONTENT_TYPE`].
 /// - A missing bucket is [`Error::BucketNotFound`] on every operation, never
 ///   the [`Error::NotFound`] of an object. GCS answers a missing object and
@@ -614,6 +618,44 @@ impl GcsBackend {
     }
 }
 
+/// How far a truncated listing page is complete: every name up to the
+/// returned bound (inclusive) has been returned, so the next request starts
+/// after it. `None` when the page returned nothing past `after`, which
+/// would repeat the same request forever.
+///
+/// GCS counts objects and common prefixes together against `maxResults`
+/// and returns the first ones in name order (Cloud Storage JSON API,
+/// "Objects: list", `maxResults`), so everything up to the last object or
+/// prefix returned is complete. fake-gcs-server counts objects only and
+/// returns every common prefix on every page, so only names up to the last
+/// object are complete there. The bound is therefore the last object where
+/// it is past `after` (right on both), and otherwise the last common
+/// prefix, which GCS makes complete (a page of one repeated object plus
+/// prefixes, on which a bound from objects alone would never move).
+fn page_bound(items: &[Object], groups: &[String], after: Option<&str>) -> Option<String> {
+    let past = |name: &str| after.is_none_or(|a| name > a);
+    items
+        .last()
+        .map(|o| o.name.as_str())
+        .filter(|n| past(n))
+        .or_else(|| groups.last().map(String::as_str).filter(|g| past(g)))
+        .map(str::to_owned)
+}
+
+/// The error for a truncated listing page with nothing past `after`: a
+/// server that keeps answering so would make the listing loop forever.
+fn no_progress(request: &ListObjectsRequest, after: Option<&str>) -> Error {
+    Error::backend(
+        false,
+        format!(
+            "a truncated listing page of bucket {} (prefix {:?}, startOffset {:?}) returned \
+             nothing past {:?}; listing stopped rather than repeating the request",
+            request.bucket, request.prefix, request.start_offset, after
+        ),
+        "gcs",
+    )
+}
+
 /// The status, GCS reason and message of a failed answer: the JSON API
 /// error body where there is one, the body as text otherwise.
 pub(crate) async fn read_answer(response: reqwest::Response) -> (u16, Option<String>, String) {
@@ -936,19 +978,16 @@ impl Backend for GcsBackend {
                 .is_some_and(|t| !t.is_empty());
             let items = raw.items.unwrap_or_default();
             let mut groups = raw.prefixes.unwrap_or_default();
-            // On a truncated page, entries past its last object may hide
-            // objects the server has not returned yet (fake-gcs-server
-            // returns every common prefix on every page).
-            let bound: Option<String> = if truncated {
-                items
-                    .last()
-                    .map(|o| o.name.clone())
-                    .or_else(|| groups.last().cloned())
+            groups.sort();
+            groups.dedup();
+            let bound = if truncated {
+                Some(
+                    page_bound(&items, &groups, after.as_deref())
+                        .ok_or_else(|| no_progress(&request, after.as_deref()))?,
+                )
             } else {
                 None
             };
-            groups.sort();
-            groups.dedup();
             let mut entries: Vec<(String, Option<&Object>)> = items
                 .iter()
                 .map(|o| (o.name.clone(), Some(o)))
@@ -1002,8 +1041,8 @@ impl Backend for GcsBackend {
                 last = Some(name);
             }
             match bound {
-                Some(bound) if truncated => after = Some(bound),
-                _ => return Ok(page),
+                Some(bound) => after = Some(bound),
+                None => return Ok(page),
             }
         }
     }
