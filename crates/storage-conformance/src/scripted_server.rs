@@ -12,8 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// A request as the server saw it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A request as the server saw it (its `Debug` form shows the body's
+/// length, not its bytes).
+#[derive(Clone, PartialEq, Eq)]
 pub struct Seen {
     /// `GET`, `HEAD`, `PUT`, …
     pub method: String,
@@ -24,6 +25,17 @@ pub struct Seen {
     /// The request body (de-chunked); empty where the request had none or
     /// where a proxy forwarded it without reading it.
     pub body: Vec<u8>,
+}
+
+impl std::fmt::Debug for Seen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Seen")
+            .field("method", &self.method)
+            .field("target", &self.target)
+            .field("headers", &self.headers)
+            .field("body_len", &self.body.len())
+            .finish()
+    }
 }
 
 impl Seen {

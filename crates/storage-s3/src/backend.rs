@@ -28,7 +28,15 @@ use crate::error::{Class, Context, classify_sdk, from_sdk, missing};
 /// An object store in an S3 bucket (AWS S3 or an S3-compatible server).
 ///
 /// - Conditional puts send `If-None-Match: *` and `If-Match` (S3 conditional
-///   writes, 2024); conditional deletes send `If-Match`.
+///   writes, 2024); conditional deletes send `If-Match`. For S3-compatible
+///   servers that ignore them, [`S3Config::conditional_put`],
+///   [`S3Config::conditional_delete`] and [`S3Config::conditional_copy`]
+///   turn them off: the capability is then false and such requests fail
+///   with [`Error::Unsupported`] before any I/O (a conditional copy falls
+///   back to a read and a conditional put). A 304 answer to `If-None-Match`
+///   (some S3-compatible servers) reads as a failed precondition.
+/// - A body of unknown length is read up to the multipart threshold before
+///   the upload is chosen: one that ends below it goes as one PutObject.
 /// - A put below the multipart threshold sends the body's SHA-256 as
 ///   `x-amz-checksum-sha256`, which the server verifies and stores; `head`
 ///   and `get` ask for it back (`x-amz-checksum-mode: ENABLED`) and a full
@@ -254,14 +262,16 @@ impl S3Backend {
         }
     }
 
-    /// One `PutObject` of a body held in memory, with its SHA-256.
+    /// One `PutObject` of a body held in memory, with its SHA-256 (`None`:
+    /// computed here; the upload engine passes the one it computed).
     pub(crate) async fn put_single(
         &self,
         key: &Key,
         data: Bytes,
+        sha256: Option<[u8; 32]>,
         options: PutOptions,
     ) -> Result<ObjectMeta> {
-        let sha256: [u8; 32] = Sha256::digest(&data).into();
+        let sha256: [u8; 32] = sha256.unwrap_or_else(|| Sha256::digest(&data).into());
         let size = data.len() as u64;
         let mut request = self
             .client
@@ -321,6 +331,44 @@ impl S3Backend {
     }
 }
 
+/// A body of unknown length after [`buffer_below`].
+enum Buffered {
+    /// It ended below the threshold: these are all its bytes.
+    Whole(Bytes),
+    /// It reached the threshold: the bytes read so far, then the rest.
+    Longer(Body),
+}
+
+/// Reads `body` until it ends or holds `threshold` bytes, so that a stream
+/// of unknown length that turns out small goes as one PutObject (one
+/// request, whole-object SHA-256) rather than as a multipart upload. At
+/// most `threshold` bytes (plus one chunk) are held.
+async fn buffer_below(body: Body, threshold: u64) -> Result<Buffered> {
+    let mut stream = body.into_stream();
+    let mut held: Vec<Bytes> = Vec::new();
+    let mut size = 0u64;
+    while size < threshold {
+        match stream.next().await {
+            Some(chunk) => {
+                let chunk = chunk?;
+                size += chunk.len() as u64;
+                held.push(chunk);
+            }
+            None => {
+                let mut whole = bytes::BytesMut::with_capacity(size as usize);
+                for chunk in held {
+                    whole.extend_from_slice(&chunk);
+                }
+                return Ok(Buffered::Whole(whole.freeze()));
+            }
+        }
+    }
+    let rest: BodyStream = futures::stream::iter(held.into_iter().map(Ok))
+        .chain(stream)
+        .boxed();
+    Ok(Buffered::Longer(Body::stream(rest, None)))
+}
+
 /// The presigning settings for an expiry (S3 allows at most 7 days).
 fn presigning(expires_in: Duration) -> Result<PresigningConfig> {
     PresigningConfig::expires_in(expires_in).map_err(|e| Error::invalid_argument(e.to_string()))
@@ -370,8 +418,8 @@ impl Backend for S3Backend {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            conditional_put: true,
-            conditional_delete: true,
+            conditional_put: self.config.conditional_put,
+            conditional_delete: self.config.conditional_delete,
             presigned_urls: true,
             multipart: true,
             server_side_copy: true,
@@ -386,6 +434,9 @@ impl Backend for S3Backend {
     async fn put(&self, key: &Key, body: Body, mut options: PutOptions) -> Result<ObjectMeta> {
         options.validate()?;
         self.check_length(key)?;
+        if options.mode != PutMode::Overwrite && !self.config.conditional_put {
+            return Err(storage_core::unsupported(self, "conditional put"));
+        }
         options
             .content_type
             .get_or_insert_with(|| DEFAULT_CONTENT_TYPE.to_owned());
@@ -393,9 +444,13 @@ impl Backend for S3Backend {
         match body.len() {
             Some(len) if len < threshold => {
                 let data = body.into_bytes().await?;
-                self.put_single(key, data, options).await
+                self.put_single(key, data, None, options).await
             }
-            _ => self.put_multipart(key, body, options).await,
+            Some(_) => self.put_multipart(key, body, options).await,
+            None => match buffer_below(body, threshold).await? {
+                Buffered::Whole(data) => self.put_single(key, data, None, options).await,
+                Buffered::Longer(body) => self.put_multipart(key, body, options).await,
+            },
         }
     }
 
@@ -517,6 +572,9 @@ impl Backend for S3Backend {
     }
 
     async fn delete(&self, key: &Key, options: DeleteOptions) -> Result<()> {
+        if options.if_match.is_some() && !self.config.conditional_delete {
+            return Err(storage_core::unsupported(self, "conditional delete"));
+        }
         let mut request = self
             .client
             .delete_object()
@@ -603,6 +661,12 @@ impl Backend for S3Backend {
 
     async fn copy(&self, from: &Key, to: &Key, mode: PutMode) -> Result<ObjectMeta> {
         self.check_length(to)?;
+        if mode != PutMode::Overwrite && !self.config.conditional_copy {
+            if !self.config.conditional_put {
+                return Err(storage_core::unsupported(self, "conditional copy"));
+            }
+            return storage_core::copy_through_client(self, from, to, mode).await;
+        }
         let source = format!(
             "{}/{}",
             self.config.bucket,

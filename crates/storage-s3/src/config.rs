@@ -40,6 +40,9 @@ pub struct S3Config {
     pub(crate) part_size: u64,
     pub(crate) parts_in_flight: usize,
     pub(crate) public_base_url: Option<String>,
+    pub(crate) conditional_put: bool,
+    pub(crate) conditional_delete: bool,
+    pub(crate) conditional_copy: bool,
 }
 
 /// Bodies of at least this many bytes (or of unknown length) are sent as a
@@ -69,6 +72,9 @@ impl S3Config {
             part_size: DEFAULT_PART_SIZE,
             parts_in_flight: 3,
             public_base_url: None,
+            conditional_put: true,
+            conditional_delete: true,
+            conditional_copy: true,
         }
     }
 
@@ -136,6 +142,38 @@ impl S3Config {
         self.multipart_threshold = threshold;
         self.part_size = part_size;
         self.parts_in_flight = in_flight;
+        self
+    }
+
+    /// Whether the server honours `If-None-Match: *` and `If-Match` on
+    /// PutObject and CompleteMultipartUpload (default: yes, as AWS S3 does
+    /// since 2024; "Add preconditions to S3 operations with conditional
+    /// requests"). Set `false` for an S3-compatible server that ignores
+    /// them: [`Capabilities::conditional_put`](storage_core::Capabilities)
+    /// is then false and a conditional put fails with
+    /// [`Error::Unsupported`] before any request, instead of silently
+    /// overwriting (object_store's `S3ConditionalPut::Disabled`).
+    pub fn conditional_put(mut self, supported: bool) -> Self {
+        self.conditional_put = supported;
+        self
+    }
+
+    /// Whether the server honours `If-Match` on DeleteObject (default:
+    /// yes, as AWS S3 does). Set `false` for a server that ignores it:
+    /// `Capabilities::conditional_delete` is then false and a conditional
+    /// delete fails with [`Error::Unsupported`] before any request.
+    pub fn conditional_delete(mut self, supported: bool) -> Self {
+        self.conditional_delete = supported;
+        self
+    }
+
+    /// Whether the server honours `If-None-Match: *` and `If-Match` on the
+    /// destination of CopyObject (default: yes). Set `false` for a server
+    /// that ignores them: a conditional copy then reads the source and
+    /// writes it with a conditional put (the bytes pass through this
+    /// client), so the precondition still holds where conditional puts do.
+    pub fn conditional_copy(mut self, supported: bool) -> Self {
+        self.conditional_copy = supported;
         self
     }
 

@@ -14,6 +14,7 @@
 //! | 404 | `NoSuchUpload` | KeyNotFound | `NotFound` (the multipart upload is gone) | no |
 //! | 404 | any | KeyOrBucketNotFound | `NotFound`, or `BucketNotFound` after one HeadBucket (HEAD answers have no body: the SDK reads their 404 as code `NotFound`) | no |
 //! | 412 | any | ConditionFailed | `PreconditionFailed` | no |
+//! | 304 | any | ConditionFailed | `PreconditionFailed` (some S3-compatible servers answer `If-None-Match: *` on a write with 304 Not Modified rather than 412) | no |
 //! | 416 | any | InvalidRange | `InvalidRange` | no |
 //! | 400 | `RequestTimeout` | Transient | `Backend` | yes |
 //! | 400 | `BadDigest` | ChecksumMismatch | `ChecksumMismatch` | no |
@@ -137,6 +138,7 @@ pub const TABLE: &[Row] = &[
     Row::exact(404, "NoSuchUpload", Class::KeyNotFound),
     Row::status(404, Class::KeyOrBucketNotFound),
     Row::status(412, Class::ConditionFailed),
+    Row::status(304, Class::ConditionFailed),
     Row::status(416, Class::InvalidRange),
     Row::exact(400, "RequestTimeout", Class::Transient),
     Row::exact(400, "BadDigest", Class::ChecksumMismatch),

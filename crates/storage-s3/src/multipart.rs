@@ -213,9 +213,9 @@ impl ChunkedUpload for S3Upload {
         }
     }
 
-    async fn put_whole(&self, bytes: Bytes, _whole: &Uploaded) -> Result<ObjectMeta> {
+    async fn put_whole(&self, bytes: Bytes, whole: &Uploaded) -> Result<ObjectMeta> {
         self.backend
-            .put_single(&self.key, bytes, self.options.clone())
+            .put_single(&self.key, bytes, Some(whole.sha256), self.options.clone())
             .await
     }
 }

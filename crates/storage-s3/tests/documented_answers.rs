@@ -1,0 +1,241 @@
+//! Behaviour of AWS S3 and S3-compatible servers that SeaweedFS and moto do
+//! not reproduce, pinned by a scripted server that answers as the Amazon S3
+//! API Reference says (each answer cites its page). No account is needed.
+
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::Bytes;
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+use storage_conformance::scripted_server::{Reply, Seen, TestServer};
+use storage_core::{
+    Backend, Body, ByteStream, DeleteOptions, ETag, Error, Key, PutMode, PutOptions,
+};
+use storage_s3::{S3Backend, S3Config};
+
+const MIB: usize = 1024 * 1024;
+
+fn key(s: &str) -> Key {
+    Key::new(s).expect("key")
+}
+
+fn config(server: &TestServer) -> S3Config {
+    S3Config::new("b")
+        .endpoint(server.url())
+        .region("us-east-1")
+        .credentials("id", "secret", None)
+        .path_style(true)
+        .request_timeout(Duration::from_secs(10))
+}
+
+async fn store(config: S3Config) -> S3Backend {
+    config.build().await.expect("client")
+}
+
+/// A body of unknown length: `data` in 1 MiB chunks.
+fn unknown_length(data: &Bytes) -> Body {
+    let chunks: Vec<storage_core::Result<Bytes>> = data
+        .chunks(MIB)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    let stream: ByteStream = futures::stream::iter(chunks).boxed();
+    Body::stream(stream, None)
+}
+
+/// Answers the writes of PutObject and of a multipart upload as the API
+/// Reference's examples do: PutObject, CreateMultipartUpload
+/// (`InitiateMultipartUploadResult`), UploadPart (an `ETag` header) and
+/// CompleteMultipartUpload (`CompleteMultipartUploadResult`).
+fn s3_writes(request: &Seen) -> Reply {
+    let xml = |body: &str| {
+        Reply::status(200)
+            .header("content-type", "application/xml")
+            .body(format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n{body}"
+            ))
+    };
+    match request.method.as_str() {
+        "POST" if request.has_query("uploads") => xml(
+            "<InitiateMultipartUploadResult><Bucket>b</Bucket><Key>k</Key>\
+             <UploadId>upload-1</UploadId></InitiateMultipartUploadResult>",
+        ),
+        "PUT" if request.has_query("uploadId") => {
+            Reply::status(200).header("etag", "\"part-etag\"")
+        }
+        "POST" if request.has_query("uploadId") => xml(
+            "<CompleteMultipartUploadResult><Location>http://b/k</Location><Bucket>b</Bucket>\
+             <Key>k</Key><ETag>\"whole-etag-3\"</ETag></CompleteMultipartUploadResult>",
+        ),
+        "PUT" => Reply::status(200).header("etag", "\"object-etag\""),
+        "DELETE" if request.has_query("uploadId") => Reply::status(204),
+        _ => Reply::status(500),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_of_unknown_length_below_the_threshold_is_one_put_object() {
+    let server = TestServer::start(s3_writes);
+    // The defaults: multipart from 16 MiB, in 8 MiB parts.
+    let store = store(config(&server)).await;
+    let data = storage_conformance::support::pattern(12 * MIB, 12);
+    let meta = store
+        .put(&key("k"), unknown_length(&data), PutOptions::default())
+        .await
+        .expect("put");
+    let seen = server.seen();
+    let kinds: Vec<_> = seen
+        .iter()
+        .map(|r| {
+            (
+                r.method.as_str(),
+                r.has_query("uploads") || r.has_query("uploadId"),
+            )
+        })
+        .collect();
+    assert_eq!(kinds, [("PUT", false)], "one PutObject: {seen:?}");
+    let sha256: [u8; 32] = Sha256::digest(&data).into();
+    assert_eq!(
+        seen[0].header("x-amz-checksum-sha256"),
+        Some(BASE64.encode(sha256).as_str())
+    );
+    assert_eq!(meta.sha256, Some(sha256));
+    assert_eq!(meta.size, data.len() as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_of_unknown_length_over_the_threshold_is_one_multipart_upload() {
+    let server = TestServer::start(s3_writes);
+    let store = store(config(&server)).await;
+    let data = storage_conformance::support::pattern(20 * MIB, 20);
+    store
+        .put(&key("k"), unknown_length(&data), PutOptions::default())
+        .await
+        .expect("put");
+    let seen = server.seen();
+    assert!(seen[0].has_query("uploads"), "{:?}", seen[0]);
+    let parts: Vec<usize> = seen
+        .iter()
+        .filter(|r| r.method == "PUT" && r.has_query("partNumber"))
+        .map(|r| r.body.len())
+        .collect();
+    assert_eq!(parts.iter().sum::<usize>(), data.len(), "{parts:?}");
+    assert_eq!(parts.len(), 3, "8 MiB parts: {parts:?}");
+    let last = seen.last().expect("requests");
+    assert!(
+        last.method == "POST" && last.has_query("uploadId"),
+        "{last:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_over_5_tib_fails_before_any_request() {
+    let server = TestServer::start(s3_writes);
+    let store = store(config(&server)).await;
+    let huge = (5u64 << 40) + 1;
+    let stream: ByteStream = futures::stream::empty().boxed();
+    let result = store
+        .put(
+            &key("k"),
+            Body::stream(stream, Some(huge)),
+            PutOptions::default(),
+        )
+        .await;
+    assert!(
+        matches!(result, Err(Error::TooLarge { size, .. }) if size == huge),
+        "{:?}",
+        result.map(|m| m.size)
+    );
+    assert!(server.seen().is_empty(), "{:?}", server.seen());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_304_answer_to_a_create_only_put_is_already_exists() {
+    // Some S3-compatible servers answer a failed `If-None-Match` on a write
+    // with 304 Not Modified, as RFC 9110 section 13.1.2 prescribes for GET
+    // and HEAD, rather than S3's 412 ("Conditional requests").
+    let server = TestServer::start(|request| match request.method.as_str() {
+        "PUT" if request.header("if-none-match") == Some("*") => Reply::status(304),
+        _ => Reply::status(500),
+    });
+    let store = store(config(&server)).await;
+    let result = store
+        .put(
+            &key("k"),
+            Body::from(Bytes::from_static(b"x")),
+            PutOptions::mode(PutMode::IfNotExists),
+        )
+        .await;
+    assert!(
+        matches!(result, Err(Error::AlreadyExists { .. })),
+        "{:?}",
+        result.map(|m| m.etag)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_conditional_writes_conditional_requests_are_unsupported_before_any_request() {
+    let server = TestServer::start(s3_writes);
+    let store = store(
+        config(&server)
+            .conditional_put(false)
+            .conditional_delete(false),
+    )
+    .await;
+    assert!(!store.capabilities().conditional_put);
+    assert!(!store.capabilities().conditional_delete);
+    for mode in [PutMode::IfNotExists, PutMode::IfMatch(ETag::new("\"e\""))] {
+        let result = store
+            .put(
+                &key("k"),
+                Body::from(Bytes::from_static(b"x")),
+                PutOptions::mode(mode.clone()),
+            )
+            .await;
+        assert!(
+            matches!(result, Err(Error::Unsupported { .. })),
+            "{mode:?}: {:?}",
+            result.map(|m| m.etag)
+        );
+    }
+    let deleted = store
+        .delete(
+            &key("k"),
+            DeleteOptions {
+                if_match: Some(ETag::new("\"e\"")),
+            },
+        )
+        .await;
+    assert!(
+        matches!(deleted, Err(Error::Unsupported { .. })),
+        "{deleted:?}"
+    );
+    assert!(server.seen().is_empty(), "{:?}", server.seen());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_conditional_copy_a_conditional_copy_is_a_read_and_a_conditional_put() {
+    let server = TestServer::start(|request| match request.method.as_str() {
+        "GET" => Reply::status(200)
+            .header("etag", "\"source-etag\"")
+            .header("content-type", "text/plain")
+            .header("last-modified", "Mon, 30 Nov 2026 00:00:00 GMT")
+            .body("hello"),
+        "PUT" if request.header("x-amz-copy-source").is_none() => {
+            Reply::status(200).header("etag", "\"copy-etag\"")
+        }
+        _ => Reply::status(500),
+    });
+    let store = store(config(&server).conditional_copy(false)).await;
+    let meta = store
+        .copy(&key("from"), &key("to"), PutMode::IfNotExists)
+        .await
+        .expect("copy");
+    assert_eq!(meta.etag, ETag::new("\"copy-etag\""));
+    let seen = server.seen();
+    let methods: Vec<_> = seen.iter().map(|r| r.method.as_str()).collect();
+    assert_eq!(methods, ["GET", "PUT"], "{seen:?}");
+    assert_eq!(seen[1].header("if-none-match"), Some("*"));
+    assert_eq!(seen[1].body, b"hello");
+}
