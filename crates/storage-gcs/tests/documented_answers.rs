@@ -95,10 +95,8 @@ fn list_as_gcs_documents(names: &BTreeSet<String>, request: &Seen) -> Reply {
     if !prefixes.is_empty() {
         body["prefixes"] = prefixes.into();
     }
-    if more {
-        if let Some((last, _)) = results.last() {
-            body["nextPageToken"] = last.clone().into();
-        }
+    if more && let Some((last, _)) = results.last() {
+        body["nextPageToken"] = last.clone().into();
     }
     Reply::status(200)
         .header("content-type", "application/json")
