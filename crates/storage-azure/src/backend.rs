@@ -73,6 +73,11 @@ pub(crate) fn header<'a>(headers: &'a Headers, name: &str) -> Option<&'a str> {
 ///   (Put Block, several in flight, bounded memory) and committed with Put
 ///   Block List, which carries the condition. Blocks of a failed upload are
 ///   never committed: Azure discards uncommitted blocks after 7 days.
+/// - Keys holding `\` or a segment ending in `.` are refused with
+///   [`Error::InvalidKey`] before any I/O: Azure reads `\` in a blob name
+///   as `/` and drops a trailing dot ("Naming and Referencing Containers,
+///   Blobs, and Metadata": avoid names whose segments end with a dot), so
+///   such a key would be stored as, and overwrite, another key.
 /// - `IfNotExists` sends `If-None-Match: *`, `IfMatch` sends `If-Match`
 ///   (Azure: "Specifying conditional headers"). Azure answers an existing
 ///   blob with 412, Azurite with 409 `BlobAlreadyExists`: both are
@@ -205,7 +210,8 @@ impl AzureBackend {
     }
 
     /// Checks the prefixed name against Azure's limits (1,024 characters,
-    /// 254 segments), before any I/O.
+    /// 254 segments) and refuses keys Azure would store under another
+    /// name (`\\`, a segment ending in `.`), before any I/O.
     fn check_name(&self, key: &Key) -> Result<()> {
         let name = self.full_name(key);
         if name.chars().count() > AZURE_MAX_NAME_CHARS {
@@ -218,6 +224,18 @@ impl AzureBackend {
             return Err(Error::InvalidKey {
                 key: key.to_string(),
                 reason: "Azure allows at most 254 path segments in a blob name",
+            });
+        }
+        if key.as_str().contains('\\') {
+            return Err(Error::InvalidKey {
+                key: key.to_string(),
+                reason: "Azure reads `\\` in a blob name as `/`, so this key would alias another",
+            });
+        }
+        if key.segments().any(|segment| segment.ends_with('.')) {
+            return Err(Error::InvalidKey {
+                key: key.to_string(),
+                reason: "Azure drops a trailing `.` from a blob name's segments, so this key would alias another",
             });
         }
         Ok(())

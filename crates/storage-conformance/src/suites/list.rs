@@ -29,6 +29,43 @@ pub const TRICKY_KEYS: [&str; 12] = [
     "日本/語",
 ];
 
+/// Keys whose characters need escaping somewhere on the way to a service:
+/// in a URL path or query (space, `+`, `%`, `?`, `#`, `&`, `=`, a literal
+/// `%2F`), in a signature's canonical form, or as 4-byte UTF-8; one sits
+/// under a common prefix that itself needs escaping.
+pub const ESCAPED_KEYS: [&str; 12] = [
+    "esc/amp&ersand",
+    "esc/dir with space/x+y",
+    "esc/emoji-\u{1F600}",
+    "esc/eq=ual",
+    "esc/hash#tag",
+    "esc/lit%2Fslash",
+    "esc/per%cent",
+    "esc/plus+sign",
+    "esc/quest?ion",
+    "esc/sp ace",
+    "esc/tilde~and'quote",
+    "esc/\u{fc}mlaut",
+];
+
+/// Distinct keys that services or file systems are known to fold into one
+/// name: `\` and `/` (Azure; SeaweedFS), a segment ending in `.` and the
+/// same without it (Azure drops a trailing dot), letter case
+/// (case-insensitive file systems), and the NFC and NFD forms of `é`
+/// (file systems that normalise Unicode).
+pub const ALIASING_KEYS: [&str; 10] = [
+    "alias/a\\b",
+    "alias/a/b",
+    "alias/dot.",
+    "alias/dot",
+    "alias/seg./x",
+    "alias/seg/x",
+    "alias/Case",
+    "alias/case",
+    "alias/\u{e9}",
+    "alias/e\u{301}",
+];
+
 /// The checks of this suite.
 pub fn checks() -> Vec<Check> {
     vec![
@@ -45,6 +82,8 @@ pub fn checks() -> Vec<Check> {
         check!(SUITE, deleted_keys_are_not_listed),
         check!(SUITE, page_size_zero_is_invalid_argument),
         check!(SUITE, list_all_streams_every_key),
+        check!(SUITE, keys_that_need_escaping_round_trip),
+        check!(SUITE, distinct_keys_never_alias),
     ]
 }
 
@@ -281,5 +320,99 @@ async fn list_all_streams_every_key(b: Arc<dyn Backend>) -> CheckResult {
         .try_collect()
         .await?;
     ensure_eq!(listed, keys, "keys streamed by list_all over pages of 4");
+    Ok(())
+}
+
+async fn keys_that_need_escaping_round_trip(b: Arc<dyn Backend>) -> CheckResult {
+    fill(&*b, &ESCAPED_KEYS).await?;
+    let listed: Vec<String> = all_pages(&*b, ListOptions::prefix("esc/"))
+        .await?
+        .iter()
+        .flat_map(keys_of)
+        .collect();
+    ensure_eq!(listed, sorted(&ESCAPED_KEYS), "keys listed under esc/");
+    let grouped = b
+        .list(&ListOptions {
+            prefix: "esc/".into(),
+            delimiter: true,
+            ..Default::default()
+        })
+        .await?;
+    let top: Vec<&str> = ESCAPED_KEYS
+        .iter()
+        .copied()
+        .filter(|k| !k["esc/".len()..].contains('/'))
+        .collect();
+    ensure_eq!(
+        keys_of(&grouped),
+        sorted(&top),
+        "objects directly under esc/"
+    );
+    ensure_eq!(
+        grouped.common_prefixes,
+        vec!["esc/dir with space/"],
+        "common prefixes under esc/"
+    );
+    let nested = b.list(&ListOptions::prefix("esc/dir with space/")).await?;
+    ensure_eq!(
+        keys_of(&nested),
+        vec!["esc/dir with space/x+y"],
+        "keys under a prefix with a space"
+    );
+    for k in ESCAPED_KEYS {
+        let expected = format!("content of {k}");
+        ensure_eq!(
+            b.get_bytes(k).await?,
+            expected.as_bytes(),
+            format!("get {k:?}")
+        );
+        let copy = format!("esc-copy/{}", &k["esc/".len()..]);
+        b.copy(&key(k)?, &key(&copy)?, Default::default()).await?;
+        ensure_eq!(
+            b.get_bytes(copy.as_str()).await?,
+            expected.as_bytes(),
+            format!("get the copy {copy:?}")
+        );
+        b.delete(&key(k)?, Default::default()).await?;
+        expect_err!(b.head(&key(k)?).await, Error::NotFound { .. });
+    }
+    let left = b.list(&ListOptions::prefix("esc/")).await?;
+    ensure!(
+        left.objects.is_empty() && left.common_prefixes.is_empty(),
+        "listed after deleting every key: {left:?}"
+    );
+    Ok(())
+}
+
+async fn distinct_keys_never_alias(b: Arc<dyn Backend>) -> CheckResult {
+    // A backend may refuse a key it cannot store distinctly (InvalidKey,
+    // before any I/O); every key it accepts must stay its own object.
+    let mut accepted = Vec::new();
+    for k in ALIASING_KEYS {
+        match b.put_bytes(k, format!("content of {k}")).await {
+            Ok(_) => accepted.push(k),
+            Err(Error::InvalidKey { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    // Compared as sets: byte order is the other checks' concern.
+    let mut listed: Vec<String> = all_pages(&*b, ListOptions::prefix("alias/"))
+        .await?
+        .iter()
+        .flat_map(keys_of)
+        .collect();
+    listed.sort();
+    ensure_eq!(
+        listed,
+        sorted(&accepted),
+        "keys listed back (a missing key was overwritten by another; an unknown one was never put)"
+    );
+    for k in accepted {
+        ensure_eq!(
+            b.get_bytes(k).await?,
+            format!("content of {k}").as_bytes(),
+            format!("content of {k:?} (another key's write landed on it)")
+        );
+    }
     Ok(())
 }
