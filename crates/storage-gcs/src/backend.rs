@@ -453,6 +453,43 @@ impl GcsBackend {
         })
     }
 
+    /// Replaces the user metadata of `key`'s object, generation
+    /// `generation` only (`ifGenerationMatch`): one `PATCH` of the object
+    /// resource ("Objects: patch") answered with the generation alone
+    /// (`fields=generation`; servers that answer the whole resource are
+    /// read for nothing else).
+    ///
+    /// # Errors
+    /// [`Error::PreconditionFailed`] when the object is another generation
+    /// now, [`Error::NotFound`] when it is gone, and the transport's errors.
+    pub(crate) async fn patch_metadata(
+        &self,
+        key: &Key,
+        generation: i64,
+        metadata: &std::collections::HashMap<String, String>,
+    ) -> Result<()> {
+        let op = "record SHA-256";
+        let url = format!(
+            "{}/storage/v1/b/{}/o/{}?ifGenerationMatch={generation}&fields=generation",
+            self.inner.config.endpoint,
+            utf8_percent_encode(self.bucket(), SEGMENT),
+            utf8_percent_encode(&self.full_name(key), SEGMENT)
+        );
+        let body = serde_json::json!({ "metadata": metadata }).to_string();
+        let request = self
+            .inner
+            .http
+            .patch(url)
+            .header("content-type", "application/json")
+            .body(body);
+        let request = self.authorize(request, op, key.as_str()).await?;
+        let response = self.send_raw(request, op, key.as_str()).await?;
+        let context = Context::IfMatch(ETag::new(generation.to_string()));
+        self.json_answer::<serde_json::Value>(response, op, key, context)
+            .await
+            .map(|_| ())
+    }
+
     /// The media download request of `key`.
     pub(crate) fn download_url(&self, key: &Key) -> String {
         format!(

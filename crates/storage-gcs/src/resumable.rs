@@ -13,13 +13,26 @@
 //! failed or dropped upload cancels the session (`DELETE` on the session
 //! URI).
 //!
-//! This code never asks the session for its status (`bytes */*`):
-//! fake-gcs-server commits the partial object on that query. So a chunk
-//! whose request reached the server but whose answer was lost is sent
-//! again whole, which real GCS documents recovering from with that query
-//! instead. A last chunk sent again after the upload finished meets a
-//! finished session (200 with the object on GCS, 404 on emulators): the
-//! object then stored is taken, and its CRC32C must match the body's.
+//! A chunk whose outcome is unknown (a lost answer, a 5xx, a timeout) is
+//! recovered as GCS documents ("Perform resumable uploads", resuming an
+//! interrupted upload): before the chunk is sent again, the session is
+//! asked how many bytes it persisted (`Content-Range: bytes */SIZE`, a 308
+//! answer with `Range`, or the finished object), and only the rest is sent.
+//! fake-gcs-server commits the partial object on that query, so
+//! [`GcsConfig::upload_status_queries`](crate::GcsConfig::upload_status_queries)
+//! turns it off for emulators: a failed chunk is then sent again whole, and
+//! a last chunk sent again after the upload finished meets a finished
+//! session (200 with the object on GCS, 404 on emulators), so the object
+//! then stored is taken.
+//!
+//! After the last chunk, the stored object's CRC32C must match the body's;
+//! when it does not, the object just written is deleted (under
+//! `ifGenerationMatch` of its generation, so a later writer's object is
+//! never touched) and the put fails with `ChecksumMismatch`. When it does,
+//! the content's SHA-256 is recorded in the object's metadata with one
+//! metadata patch under `ifGenerationMatch` (the session was opened before
+//! the content was read, so its metadata could not hold it); the generation,
+//! and so the ETag, stays the same.
 
 use bytes::Bytes;
 use gcloud_storage::http::objects::Object;
@@ -28,8 +41,11 @@ use gcloud_storage::http::objects::upload::{UploadObjectRequest, UploadType};
 use gcloud_storage::http::resumable_upload_client::{
     ChunkSize, ResumableUploadClient, UploadStatus,
 };
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use storage_core::raw::{self, ChunkedUpload, Part, UploadPlan, Uploaded};
-use storage_core::{Body, Error, Key, ObjectMeta, PutOptions, Result};
+
+use storage_core::{Backend, Body, DeleteOptions, Error, Key, ObjectMeta, PutOptions, Result};
 
 use crate::GcsBackend;
 use crate::backend::{condition, context, crc32c_base64};
@@ -67,6 +83,15 @@ struct ResumableUpload {
     options: PutOptions,
 }
 
+/// An open resumable session.
+#[derive(Clone)]
+pub(crate) struct Session {
+    client: ResumableUploadClient,
+    /// A chunk failed with an unknown outcome: how much the session
+    /// persisted must be asked before more is sent.
+    unsure: Arc<AtomicBool>,
+}
+
 /// What a chunk's upload leaves: its CRC32C and length, and for the last
 /// chunk the stored object.
 struct Chunk {
@@ -91,12 +116,87 @@ impl ResumableUpload {
     }
 }
 
+/// How much of an upload a session holds.
+enum Persisted {
+    /// Every byte; the object is stored.
+    Finished(Box<Object>),
+    /// The bytes before this offset.
+    Upto(u64),
+}
+
+impl ResumableUpload {
+    /// Asks the session how many bytes it persisted (`total`: the size,
+    /// when `part` is the last), after a chunk whose outcome is unknown.
+    async fn persisted(
+        &self,
+        session: &Session,
+        part: &Part,
+        total: Option<u64>,
+    ) -> Result<Persisted> {
+        let (b, key) = (&self.backend, &self.key);
+        let op = "resumable upload status";
+        let status = match b.timed(op, session.client.status(total)).await? {
+            Ok(status) => status,
+            Err(e) => return Err(b.error(e, op, key.as_str(), Context::Plain).await),
+        };
+        session.unsure.store(false, Ordering::SeqCst);
+        let stored = match status {
+            UploadStatus::Ok(object) if part.last => {
+                return Ok(Persisted::Finished(Box::new(object)));
+            }
+            UploadStatus::Ok(_) => {
+                return Err(Error::backend(
+                    false,
+                    format!(
+                        "GCS resumable upload of {key}: the session finished before its last chunk"
+                    ),
+                    "resumable upload",
+                ));
+            }
+            UploadStatus::NotStarted => 0,
+            UploadStatus::ResumeIncomplete(range) => range.last_byte + 1,
+        };
+        if stored < part.offset {
+            return Err(Error::backend(
+                false,
+                format!(
+                    "GCS resumable upload of {key}: the session holds {stored} bytes, fewer than the {} sent and acknowledged before",
+                    part.offset
+                ),
+                "resumable upload",
+            ));
+        }
+        Ok(Persisted::Upto(stored))
+    }
+
+    /// Records the content's SHA-256 in the uploaded object's metadata,
+    /// under `ifGenerationMatch` of its generation, and returns its
+    /// metadata. The put has succeeded whatever happens here: when another
+    /// writer replaced or deleted the object first (412, 404), the answer
+    /// describes this put's write, SHA-256 included; when the patch fails
+    /// otherwise, the object stays stored without the record and the answer
+    /// says so (`sha256: None`, as `head` will).
+    async fn record_sha256(&self, uploaded: &Object, sha256: &[u8; 32]) -> Result<ObjectMeta> {
+        let (b, key) = (&self.backend, &self.key);
+        let mut recorded = uploaded.metadata.clone().unwrap_or_default();
+        recorded.insert(metadata::SHA256_NAME.to_owned(), hex::encode(sha256));
+        let mut meta = GcsBackend::meta_from_object(key, uploaded);
+        meta.sha256 = match b.patch_metadata(key, uploaded.generation, &recorded).await {
+            Ok(()) => Some(*sha256),
+            // Replaced or deleted by another writer after this put.
+            Err(Error::PreconditionFailed { .. } | Error::NotFound { .. }) => Some(*sha256),
+            Err(_) => None,
+        };
+        Ok(meta)
+    }
+}
+
 #[async_trait::async_trait]
 impl ChunkedUpload for ResumableUpload {
-    type Session = ResumableUploadClient;
+    type Session = Session;
     type Receipt = Chunk;
 
-    async fn initiate(&self) -> Result<ResumableUploadClient> {
+    async fn initiate(&self) -> Result<Session> {
         let (b, key, options) = (&self.backend, &self.key, &self.options);
         let request = UploadObjectRequest {
             bucket: b.bucket().to_owned(),
@@ -117,7 +217,10 @@ impl ChunkedUpload for ResumableUpload {
             )
             .await?;
         match prepared {
-            Ok(session) => Ok(session),
+            Ok(client) => Ok(Session {
+                client,
+                unsure: Arc::new(AtomicBool::new(false)),
+            }),
             Err(e) => {
                 let context = context(&options.mode);
                 Err(b.error(e, "resumable upload", key.as_str(), context).await)
@@ -125,39 +228,60 @@ impl ChunkedUpload for ResumableUpload {
         }
     }
 
-    async fn upload_part(&self, session: &ResumableUploadClient, part: &Part) -> Result<Chunk> {
+    async fn upload_part(&self, session: &Session, part: &Part) -> Result<Chunk> {
         let (b, key) = (&self.backend, &self.key);
         let len = part.bytes.len() as u64;
         let end = part.offset + len;
         let total = part.last.then_some(end);
-        let range = ChunkSize::new(part.offset, end.saturating_sub(1), total);
+        let done = |object: Option<Object>| Chunk {
+            crc32c: crc32c::crc32c(&part.bytes),
+            len: part.bytes.len(),
+            object,
+        };
+        let mut from = part.offset;
+        if session.unsure.load(Ordering::SeqCst) {
+            match self.persisted(session, part, total).await? {
+                Persisted::Finished(object) => return Ok(done(Some(*object))),
+                Persisted::Upto(stored) if stored >= end && !part.last => return Ok(done(None)),
+                Persisted::Upto(stored) => from = stored.max(part.offset),
+            }
+        }
+        let start = usize::try_from(from - part.offset).unwrap_or(usize::MAX);
+        let bytes = part.bytes.slice(start.min(part.bytes.len())..);
+        let range = ChunkSize::new(from, end.saturating_sub(1), total);
         let sent = b
             .timed(
                 "resumable upload chunk",
-                session.upload_multiple_chunk(part.bytes.clone(), &range),
+                session.client.upload_multiple_chunk(bytes, &range),
             )
-            .await?;
+            .await;
         let status = match sent {
-            Ok(status) => status,
-            Err(e) => {
+            Ok(Ok(status)) => status,
+            Ok(Err(e)) => {
                 let (op, context) = ("resumable upload chunk", context(&self.options.mode));
                 let error = b.error(e, op, key.as_str(), context).await;
-                // The last chunk sent again after an attempt whose answer
-                // was lost (a time limit while the server finalized): real
-                // GCS answers 200 with the object, emulators 404 for the
-                // finished session. Take the stored object; `complete`
+                if b.config().status_queries && error.is_transient() {
+                    session.unsure.store(true, Ordering::SeqCst);
+                    return Err(error);
+                }
+                // Without status queries: the last chunk sent again after an
+                // attempt whose answer was lost (a time limit while the
+                // server finalized) meets a finished session, which
+                // emulators answer 404. Take the stored object; `complete`
                 // checks it against the body's CRC32C.
                 if part.last
                     && matches!(error, Error::NotFound { .. })
                     && let Ok(object) = self.stored_object().await
                 {
-                    return Ok(Chunk {
-                        crc32c: crc32c::crc32c(&part.bytes),
-                        len: part.bytes.len(),
-                        object: Some(object),
-                    });
+                    return Ok(done(Some(object)));
                 }
                 return Err(error);
+            }
+            Err(timeout) => {
+                if b.config().status_queries {
+                    session.unsure.store(true, Ordering::SeqCst);
+                }
+                return Err(timeout);
             }
         };
         let object = match (status, part.last) {
@@ -173,20 +297,16 @@ impl ChunkedUpload for ResumableUpload {
                 ));
             }
         };
-        Ok(Chunk {
-            crc32c: crc32c::crc32c(&part.bytes),
-            len: part.bytes.len(),
-            object,
-        })
+        Ok(done(object))
     }
 
     /// Checks the stored object's CRC32C against the body's: the last
     /// chunk's answer already made the object visible.
     async fn complete(
         &self,
-        _session: &ResumableUploadClient,
+        _session: &Session,
         chunks: Vec<Chunk>,
-        _whole: &Uploaded,
+        whole: &Uploaded,
     ) -> Result<ObjectMeta> {
         let key = &self.key;
         let mut crc = 0u32;
@@ -205,19 +325,34 @@ impl ChunkedUpload for ResumableUpload {
         if let Some(server) = uploaded.crc32c.as_deref()
             && server != crc32c_base64(crc)
         {
+            // Remove what was just written, and only that generation.
+            let written = GcsBackend::meta_from_object(key, &uploaded).etag;
+            let removed = self
+                .backend
+                .delete(
+                    key,
+                    DeleteOptions {
+                        if_match: Some(written),
+                    },
+                )
+                .await;
+            let left = match removed {
+                Ok(()) => "the object written was deleted".to_owned(),
+                Err(e) => format!("deleting the object written failed: {e}"),
+            };
             return Err(Error::ChecksumMismatch {
                 key: key.to_string(),
                 expected: crc32c_base64(crc),
-                actual: format!("{server} (CRC32C stored by GCS)"),
+                actual: format!("{server} (CRC32C stored by GCS; {left})"),
             });
         }
-        Ok(GcsBackend::meta_from_object(key, &uploaded))
+        self.record_sha256(&uploaded, &whole.sha256).await
     }
 
-    async fn abort(&self, session: &ResumableUploadClient) -> Result<()> {
+    async fn abort(&self, session: &Session) -> Result<()> {
         let b = &self.backend;
         let cancelled = b
-            .timed("cancel resumable upload", session.clone().cancel())
+            .timed("cancel resumable upload", session.client.clone().cancel())
             .await?;
         match cancelled {
             Ok(()) => Ok(()),

@@ -10,6 +10,10 @@ use storage_conformance::scripted_server::{Reply, Seen, TestServer};
 use storage_core::{Backend, Error, ListOptions};
 use storage_gcs::GcsConfig;
 
+fn key(s: &str) -> storage_core::Key {
+    storage_core::Key::new(s).expect("key")
+}
+
 /// The decoded value of query parameter `name` of `request`.
 fn query(request: &Seen, name: &str) -> Option<String> {
     let (_, q) = request.target.split_once('?')?;
@@ -206,4 +210,236 @@ async fn a_truncated_page_with_nothing_new_is_an_error_not_a_loop() {
         "{result:?}"
     );
     assert_eq!(server.seen().len(), 1, "{:?}", server.seen());
+}
+
+/// A resumable session as "Perform resumable uploads" documents it: chunks
+/// at `Content-Range: bytes A-B/TOTAL` must start where the session's
+/// persisted bytes end (308 with `Range: bytes=0-N` while incomplete, the
+/// object when every byte arrived); a status query (`bytes */TOTAL`) reports
+/// the persisted range without changing it. The first chunk is broken: half
+/// of it is persisted, then the server answers 503.
+struct ResumableSession {
+    url: std::sync::OnceLock<String>,
+    stored: std::sync::Mutex<Vec<u8>>,
+    chunks: std::sync::atomic::AtomicUsize,
+    /// The CRC32C the server reports for the finished object (`None`: the
+    /// real one).
+    reported_crc32c: Option<&'static str>,
+}
+
+const GENERATION: &str = "7";
+
+impl ResumableSession {
+    fn object(&self, stored: &[u8], metadata: Option<serde_json::Value>) -> serde_json::Value {
+        let mut object = object("b", "big");
+        object["generation"] = GENERATION.into();
+        object["size"] = stored.len().to_string().into();
+        object["crc32c"] = self
+            .reported_crc32c
+            .map(str::to_owned)
+            .unwrap_or_else(|| {
+                use base64::Engine;
+                base64::engine::general_purpose::STANDARD
+                    .encode(crc32c::crc32c(stored).to_be_bytes())
+            })
+            .into();
+        if let Some(metadata) = metadata {
+            object["metadata"] = metadata;
+        }
+        object
+    }
+
+    fn json(value: serde_json::Value) -> Reply {
+        Reply::status(200)
+            .header("content-type", "application/json")
+            .body(value.to_string())
+    }
+
+    fn persisted(stored: &[u8]) -> Reply {
+        match stored.len() {
+            0 => Reply::status(308),
+            n => Reply::status(308).header("range", &format!("bytes=0-{}", n - 1)),
+        }
+    }
+
+    fn answer(&self, request: &Seen) -> Reply {
+        let url = self.url.get().cloned().unwrap_or_default();
+        let mut stored = self.stored.lock().expect("lock");
+        match (request.method.as_str(), request.path()) {
+            ("POST", path) if path.starts_with("/upload/") => {
+                Reply::status(200).header("location", &format!("{url}/session/1"))
+            }
+            ("PUT", "/session/1") => {
+                let range = request.header("content-range").unwrap_or_default();
+                let total: Option<usize> = range.rsplit('/').next().and_then(|t| t.parse().ok());
+                let finished = |stored: &[u8]| total == Some(stored.len());
+                if range.starts_with("bytes */") {
+                    return match finished(&stored) {
+                        true => Self::json(self.object(&stored, None)),
+                        false => Self::persisted(&stored),
+                    };
+                }
+                let first: Option<usize> = range
+                    .strip_prefix("bytes ")
+                    .and_then(|r| r.split('-').next())
+                    .and_then(|a| a.parse().ok());
+                if first != Some(stored.len()) {
+                    // GCS expects the next byte after the persisted ones.
+                    return Reply::status(400).body(format!(
+                        "chunk starts at {first:?}, {} bytes persisted",
+                        stored.len()
+                    ));
+                }
+                let n = self
+                    .chunks
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if n == 0 {
+                    stored.extend_from_slice(&request.body[..request.body.len() / 2]);
+                    return Reply::status(503);
+                }
+                stored.extend_from_slice(&request.body);
+                match finished(&stored) {
+                    true => Self::json(self.object(&stored, None)),
+                    false => Self::persisted(&stored),
+                }
+            }
+            ("PATCH", _) => {
+                let sent: serde_json::Value =
+                    serde_json::from_slice(&request.body).unwrap_or_default();
+                Self::json(self.object(&stored, sent.get("metadata").cloned()))
+            }
+            ("DELETE", _) => Reply::status(204),
+            _ => Reply::status(500),
+        }
+    }
+}
+
+fn resumable_server(
+    reported_crc32c: Option<&'static str>,
+) -> (TestServer, std::sync::Arc<ResumableSession>) {
+    let session = std::sync::Arc::new(ResumableSession {
+        url: std::sync::OnceLock::new(),
+        stored: std::sync::Mutex::new(Vec::new()),
+        chunks: std::sync::atomic::AtomicUsize::new(0),
+        reported_crc32c,
+    });
+    let server = {
+        let session = std::sync::Arc::clone(&session);
+        TestServer::start(move |request| session.answer(request))
+    };
+    session.url.set(server.url()).expect("set once");
+    (server, session)
+}
+
+const KIB: usize = 1024;
+
+async fn resumable_store(server: &TestServer) -> storage_gcs::GcsBackend {
+    GcsConfig::emulator(server.url(), "b")
+        .upload_status_queries(true)
+        .resumable(1024 * KIB as u64, 512 * KIB as u64)
+        .request_timeout(Duration::from_secs(5))
+        .build()
+        .await
+        .expect("client")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_chunk_resumes_from_the_bytes_the_session_persisted() {
+    let (server, session) = resumable_server(None);
+    let store = resumable_store(&server).await;
+    let data = storage_conformance::support::pattern(1536 * KIB + 17, 5);
+    let meta = store
+        .put(
+            &key("big"),
+            storage_core::Body::from(data.clone()),
+            Default::default(),
+        )
+        .await
+        .expect("put");
+    assert_eq!(
+        session.stored.lock().expect("lock").as_slice(),
+        &data[..],
+        "the bytes the session holds"
+    );
+    let seen = server.seen();
+    let ranges: Vec<&str> = seen
+        .iter()
+        .filter_map(|r| r.header("content-range"))
+        .collect();
+    assert_eq!(
+        ranges,
+        [
+            "bytes 0-524287/*",
+            "bytes */*",
+            "bytes 262144-524287/*",
+            "bytes 524288-1048575/*",
+            "bytes 1048576-1572863/*",
+            "bytes 1572864-1572880/1572881",
+        ],
+        "chunks, the status query, and the rest of the broken chunk"
+    );
+    let sha256 = storage_conformance::support::sha256(&data);
+    assert_eq!(meta.sha256, Some(sha256));
+    assert_eq!(meta.etag.as_str(), GENERATION);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumable_upload_records_its_sha256_under_its_generation() {
+    let (server, _session) = resumable_server(None);
+    let store = resumable_store(&server).await;
+    let data = storage_conformance::support::pattern(1536 * KIB, 6);
+    store
+        .put(
+            &key("big"),
+            storage_core::Body::from(data.clone()),
+            Default::default(),
+        )
+        .await
+        .expect("put");
+    let seen = server.seen();
+    let patch = seen
+        .iter()
+        .find(|r| r.method == "PATCH")
+        .expect("a metadata patch");
+    assert_eq!(
+        query(patch, "ifGenerationMatch").as_deref(),
+        Some(GENERATION)
+    );
+    let body: serde_json::Value = serde_json::from_slice(&patch.body).expect("JSON");
+    let sha256 = storage_conformance::support::sha256(&data);
+    assert_eq!(
+        body["metadata"]["storage_sha256"].as_str(),
+        Some(hex::encode(sha256).as_str()),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crc32c_mismatch_deletes_the_generation_just_written_and_fails() {
+    let (server, _session) = resumable_server(Some("AAAAAA=="));
+    let store = resumable_store(&server).await;
+    let data = storage_conformance::support::pattern(1536 * KIB, 7);
+    let result = store
+        .put(
+            &key("big"),
+            storage_core::Body::from(data),
+            Default::default(),
+        )
+        .await;
+    assert!(
+        matches!(result, Err(Error::ChecksumMismatch { .. })),
+        "{:?}",
+        result.map(|m| m.etag)
+    );
+    let seen = server.seen();
+    let delete = seen
+        .iter()
+        .find(|r| r.method == "DELETE")
+        .expect("a delete of the corrupt object");
+    assert!(delete.path().ends_with("/o/big"), "{delete:?}");
+    assert_eq!(
+        query(delete, "ifGenerationMatch").as_deref(),
+        Some(GENERATION)
+    );
+    assert!(!seen.iter().any(|r| r.method == "PATCH"), "{seen:?}");
 }

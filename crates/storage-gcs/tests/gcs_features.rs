@@ -55,6 +55,15 @@ async fn resumable_uploads_store_every_byte_whatever_the_last_chunk() {
         assert_eq!(meta.size, len as u64, "{name}");
         // The full read checks GCS's CRC32C of the object.
         assert_eq!(store.get_bytes(name).await.expect("get"), data, "{name}");
+        // The SHA-256 is recorded after the upload, under the generation.
+        let sha256 = storage_conformance::support::sha256(&data);
+        assert_eq!(meta.sha256, Some(sha256), "{name}");
+        let head = store.head(&key(name)).await.expect("head");
+        assert_eq!(
+            (head.sha256, head.etag),
+            (Some(sha256), meta.etag),
+            "{name}"
+        );
     }
 }
 
