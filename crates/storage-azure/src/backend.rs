@@ -479,7 +479,46 @@ impl AzureBackend {
         })
     }
 
-    /// One Put Blob of a body held in memory, with its SHA-256.
+    /// Aborts the pending copy `copy_id` into `to` ("Abort Copy Blob":
+    /// `PUT ?comp=copy&copyid=…` with `x-ms-copy-action: abort`), then
+    /// deletes the zero-length blob an aborted copy leaves, under `If-Match`
+    /// of that blob, so no empty object stands where the copy was meant to
+    /// land; says what it did, for the copy's error.
+    async fn abort_copy(&self, to: &Key, copy_id: Option<&str>) -> String {
+        let Some(copy_id) = copy_id else {
+            return "the answer named no copy id, so the copy was not aborted".to_owned();
+        };
+        let mut url = self.blob_url(to);
+        url.query_pairs_mut()
+            .append_pair("comp", "copy")
+            .append_pair("copyid", copy_id);
+        let mut request = Request::new(url, Method::Put);
+        request.insert_header("x-ms-copy-action", "abort");
+        request.insert_header("content-length", "0");
+        let op = "Abort Copy Blob";
+        if let Err(e) = self
+            .send(request, op, to.as_str(), Context::Plain, &[204])
+            .await
+        {
+            return format!("aborting it failed: {e}");
+        }
+        let left = match self.head(to).await {
+            Ok(meta) if meta.size == 0 => meta.etag,
+            Ok(_) => return "it was aborted; the destination holds another object".to_owned(),
+            Err(e) => return format!("it was aborted; the destination could not be read: {e}"),
+        };
+        let delete = DeleteOptions {
+            if_match: Some(left),
+        };
+        match self.delete(to, delete).await {
+            Ok(()) => "it was aborted and the empty destination deleted".to_owned(),
+            Err(e) => format!("it was aborted; deleting the empty destination failed: {e}"),
+        }
+    }
+
+    /// One Put Blob of a body held in memory, with its SHA-256 (`None`:
+    /// computed here; the upload engine passes the one it computed) and its
+    /// MD5, which the service verifies (`Md5Mismatch` otherwise).
     ///
     /// Built here rather than with the SDK's `upload`, whose result reads
     /// eight optional headers through error-building lookups (see
@@ -488,13 +527,22 @@ impl AzureBackend {
         &self,
         key: &Key,
         data: bytes::Bytes,
+        sha256: Option<[u8; 32]>,
         options: PutOptions,
     ) -> Result<ObjectMeta> {
-        let sha256: [u8; 32] = Sha256::digest(&data).into();
+        let sha256: [u8; 32] = sha256.unwrap_or_else(|| Sha256::digest(&data).into());
         let size = data.len() as u64;
         let mut request = Request::new(self.blob_url(key), Method::Put);
         request.insert_header("x-ms-blob-type", "BlockBlob");
         request.insert_header("content-length", size.to_string());
+        // Verified by the service ("Put Blob": Content-MD5).
+        request.insert_header(
+            "content-md5",
+            base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                md5::Md5::digest(&data),
+            ),
+        );
         if let Some(content_type) = &options.content_type {
             request.insert_header("x-ms-blob-content-type", content_type.clone());
         }
@@ -695,11 +743,12 @@ impl Backend for AzureBackend {
         let in_memory = body.as_bytes().is_some();
         match body.len() {
             Some(len)
-                if len < config.block_threshold
-                    || (in_memory && len <= config.single_put_in_memory) =>
+                if (len < config.block_threshold
+                    || (in_memory && len <= config.single_put_in_memory))
+                    && config.single_put_limit().is_none_or(|limit| len <= limit) =>
             {
                 let data = body.into_bytes().await?;
-                self.put_single(key, data, options).await
+                self.put_single(key, data, None, options).await
             }
             _ => self.put_blocks(key, body, options).await,
         }
@@ -839,11 +888,11 @@ impl Backend for AzureBackend {
     }
 
     async fn copy(&self, from: &Key, to: &Key, mode: PutMode) -> Result<ObjectMeta> {
+        self.check_name(from)?;
+        self.check_name(to)?;
         if self.inner.account_key.is_none() {
             return storage_core::copy_through_client(self, from, to, mode).await;
         }
-        self.check_name(from)?;
-        self.check_name(to)?;
         let source = self.sas_url(from, BlobPermission::Read, Duration::from_secs(3600))?;
         let mut request = Request::new(self.blob_url(to), Method::Put);
         request.insert_header("x-ms-copy-source", source);
@@ -871,12 +920,16 @@ impl Backend for AzureBackend {
             }
         };
         let mut status = header(response.headers(), "x-ms-copy-status").map(str::to_owned);
+        let copy_id = header(response.headers(), "x-ms-copy-id").map(str::to_owned);
         let deadline = tokio::time::Instant::now() + self.inner.config.request_timeout;
         while status.as_deref() == Some("pending") {
             if tokio::time::Instant::now() >= deadline {
+                let outcome = self.abort_copy(to, copy_id.as_deref()).await;
                 return Err(Error::backend(
                     true,
-                    format!("Azure Copy Blob of {from} to {to}: still pending"),
+                    format!(
+                        "Azure Copy Blob of {from} to {to}: still pending after the request timeout; {outcome}"
+                    ),
                     "copy pending",
                 ));
             }

@@ -12,6 +12,11 @@
 //! an upload needs no request; a dropped upload cancels its in-flight
 //! requests.
 //!
+//! Each Put Block carries the block's MD5 (`Content-MD5`), which the
+//! service verifies, so a block corrupted on the way is refused at write
+//! time (`Md5Mismatch`, read as `ChecksumMismatch`). The block size grows
+//! with a known length so that the body fits in 50,000 blocks.
+//!
 //! Block ids are 20 bytes, the same length for every block of a blob as
 //! Azure requires: 16 random bytes naming the upload, then the block
 //! number (big-endian `u32`; at most 50,000 blocks per blob).
@@ -21,20 +26,39 @@ use std::time::SystemTime;
 use azure_core::http::RequestContent;
 use azure_storage_blob::models::{
     BlockBlobClientCommitBlockListOptions, BlockBlobClientCommitBlockListResultHeaders,
-    BlockLookupList,
+    BlockBlobClientStageBlockOptions, BlockLookupList,
 };
 use bytes::Bytes;
+use md5::{Digest, Md5};
 use ring::rand::{SecureRandom, SystemRandom};
 use storage_core::raw::{self, ChunkedUpload, Part, UploadPlan, Uploaded};
 use storage_core::{Body, ETag, Error, Key, ObjectMeta, PutOptions, Result};
 
 use crate::AzureBackend;
 use crate::backend::{conditions, context};
+use crate::config::{MAX_BLOCK_SIZE, MAX_BLOCKS};
 use crate::error::{Context, missing};
 use crate::metadata;
 
-/// Most blocks in one block blob.
-const MAX_BLOCKS: u64 = 50_000;
+const MIB: u64 = 1024 * 1024;
+
+/// The configured block size, lowered (in whole MiB, to at least 1 MiB) to
+/// what one request carries within the request timeout at the minimum
+/// upload rate ([`AzureConfig::min_upload_rate`](crate::AzureConfig::min_upload_rate)).
+fn capped(config: &crate::AzureConfig) -> u64 {
+    match config.single_put_limit() {
+        None => config.block_size,
+        Some(limit) => config.block_size.min((limit / MIB * MIB).max(MIB)),
+    }
+}
+
+/// The block size for a body of `len` bytes (unknown: `None`): the
+/// configured size, or the smallest whole number of MiB that fits the body
+/// in [`MAX_BLOCKS`] blocks when that is larger.
+pub(crate) fn block_size_for(configured: u64, len: Option<u64>) -> u64 {
+    let needed = len.map_or(0, |len| len.div_ceil(MAX_BLOCKS).div_ceil(MIB) * MIB);
+    configured.max(needed)
+}
 
 impl AzureBackend {
     /// Uploads `body` as staged blocks and commits them.
@@ -45,8 +69,16 @@ impl AzureBackend {
         options: PutOptions,
     ) -> Result<ObjectMeta> {
         let config = self.config();
+        let block_size = block_size_for(capped(config), body.len());
+        if block_size > MAX_BLOCK_SIZE {
+            return Err(Error::TooLarge {
+                key: Some(key.to_string()),
+                size: body.len().unwrap_or(0),
+                limit: MAX_BLOCKS * MAX_BLOCK_SIZE,
+            });
+        }
         let plan = UploadPlan {
-            part_size: config.block_size,
+            part_size: block_size,
             parts_in_flight: config.blocks_in_flight,
             max_parts: MAX_BLOCKS,
         };
@@ -95,10 +127,16 @@ impl ChunkedUpload for BlockUpload {
         let id = Self::block_id(upload_id, part.index);
         let blob = b.blob_client(&self.key).block_blob_client();
         let len = part.bytes.len() as u64;
+        // The service checks each block against its MD5 and refuses a
+        // corrupt one (`Md5Mismatch`) before it can be committed.
+        let options = BlockBlobClientStageBlockOptions {
+            transactional_content_md5: Some(Md5::digest(&part.bytes).to_vec()),
+            ..Default::default()
+        };
         let staged = b
             .timed(
                 "Put Block",
-                blob.stage_block(&id, len, part.bytes.clone().into(), None),
+                blob.stage_block(&id, len, part.bytes.clone().into(), Some(options)),
             )
             .await?;
         match staged {
@@ -174,9 +212,27 @@ impl ChunkedUpload for BlockUpload {
         Ok(())
     }
 
-    async fn put_whole(&self, bytes: Bytes, _whole: &Uploaded) -> Result<ObjectMeta> {
+    async fn put_whole(&self, bytes: Bytes, whole: &Uploaded) -> Result<ObjectMeta> {
         self.backend
-            .put_single(&self.key, bytes, self.options.clone())
+            .put_single(&self.key, bytes, Some(whole.sha256), self.options.clone())
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_block_size_grows_to_fit_fifty_thousand_blocks_in_whole_mib() {
+        let configured = 4 * MIB;
+        assert_eq!(block_size_for(configured, None), configured);
+        assert_eq!(block_size_for(configured, Some(200_000 * MIB)), configured);
+        let len = 200_000 * MIB + 1;
+        let size = block_size_for(configured, Some(len));
+        assert_eq!((size, size % MIB), (5 * MIB, 0));
+        assert!(len.div_ceil(size) <= MAX_BLOCKS);
+        assert!(block_size_for(configured, Some(MAX_BLOCKS * MAX_BLOCK_SIZE)) <= MAX_BLOCK_SIZE);
+        assert!(block_size_for(configured, Some(MAX_BLOCKS * MAX_BLOCK_SIZE + 1)) > MAX_BLOCK_SIZE);
     }
 }

@@ -33,6 +33,10 @@ pub const DEFAULT_SINGLE_PUT_IN_MEMORY: u64 = 256 * 1024 * 1024;
 pub const MAX_SINGLE_PUT: u64 = 5000 * 1024 * 1024;
 /// Largest block Azure accepts in one Put Block: 4,000 MiB.
 pub const MAX_BLOCK_SIZE: u64 = 4000 * 1024 * 1024;
+/// Most blocks in one block blob: 50,000 (Azure: "Put Block List").
+pub const MAX_BLOCKS: u64 = 50_000;
+/// The slowest upload a single Put Blob is planned for, by default: 4 MiB/s.
+pub const DEFAULT_MIN_UPLOAD_RATE: u64 = 4 * 1024 * 1024;
 
 /// How requests are authorized.
 #[derive(Clone)]
@@ -91,6 +95,7 @@ pub struct AzureConfig {
     pub(crate) single_put_in_memory: u64,
     pub(crate) sas_validity: Duration,
     pub(crate) account_sas_requests: bool,
+    pub(crate) min_upload_rate: u64,
 }
 
 impl AzureConfig {
@@ -116,6 +121,7 @@ impl AzureConfig {
             single_put_in_memory: DEFAULT_SINGLE_PUT_IN_MEMORY,
             sas_validity: Duration::from_secs(3600),
             account_sas_requests: false,
+            min_upload_rate: DEFAULT_MIN_UPLOAD_RATE,
         }
     }
 
@@ -178,6 +184,157 @@ impl AzureConfig {
         Ok(self.token_credential(credential))
     }
 
+    /// Authorizes with a managed identity (`azure_identity`'s
+    /// `ManagedIdentityCredential`: App Service, Functions, virtual
+    /// machines through IMDS). The endpoint must be `https`.
+    ///
+    /// # Errors
+    /// [`Error::Unauthenticated`] when the credential cannot be built.
+    #[cfg(feature = "identity")]
+    pub fn managed_identity_credential(self) -> Result<Self> {
+        let credential = azure_identity::ManagedIdentityCredential::new(None).map_err(|e| {
+            Error::Unauthenticated {
+                message: format!("Azure managed identity credential: {e}"),
+            }
+        })?;
+        Ok(self.token_credential(credential))
+    }
+
+    /// Authorizes with workload identity federation (`azure_identity`'s
+    /// `WorkloadIdentityCredential`: Kubernetes pods, from
+    /// `AZURE_TENANT_ID`, `AZURE_CLIENT_ID` and `AZURE_FEDERATED_TOKEN_FILE`).
+    /// The endpoint must be `https`.
+    ///
+    /// # Errors
+    /// [`Error::Unauthenticated`] when those variables are missing.
+    #[cfg(feature = "identity")]
+    pub fn workload_identity_credential(self) -> Result<Self> {
+        let credential = azure_identity::WorkloadIdentityCredential::new(None).map_err(|e| {
+            Error::Unauthenticated {
+                message: format!("Azure workload identity credential: {e}"),
+            }
+        })?;
+        Ok(self.token_credential(credential))
+    }
+
+    /// Settings for `container` from the environment, as the Azure SDKs and
+    /// the Azure CLI read it:
+    ///
+    /// | variable | meaning |
+    /// |---|---|
+    /// | `AZURE_STORAGE_CONNECTION_STRING` | a connection string (see [`AzureConfig::from_connection_string`]); when set, the variables below are not read |
+    /// | `AZURE_STORAGE_ACCOUNT` (or `AZURE_STORAGE_ACCOUNT_NAME`) | the account name |
+    /// | `AZURE_STORAGE_KEY` (or `AZURE_STORAGE_ACCOUNT_KEY`) | the account key |
+    /// | `AZURE_STORAGE_SAS_TOKEN` | a SAS token, used when no key is set |
+    /// | `AZURE_STORAGE_ENDPOINT` (or `AZURE_STORAGE_BLOB_ENDPOINT`) | the blob endpoint, for clouds other than the public one and emulators |
+    ///
+    /// With neither key nor SAS token and the `identity` feature on,
+    /// workload identity is used where `AZURE_FEDERATED_TOKEN_FILE` is set
+    /// and a managed identity otherwise; without the feature, requests go
+    /// unauthenticated (public containers only).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when no account is named or the
+    /// connection string is malformed; [`Error::Unauthenticated`] when an
+    /// identity credential cannot be built.
+    pub fn from_env(container: impl Into<String>) -> Result<Self> {
+        Self::from_vars(container, |name| {
+            std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+        })
+    }
+
+    /// [`AzureConfig::from_env`] over a lookup of variables.
+    fn from_vars(
+        container: impl Into<String>,
+        var: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self> {
+        let container = container.into();
+        if let Some(connection) = var("AZURE_STORAGE_CONNECTION_STRING") {
+            return Self::from_connection_string(&connection, container);
+        }
+        let either = |a: &str, b: &str| var(a).or_else(|| var(b));
+        let account =
+            either("AZURE_STORAGE_ACCOUNT", "AZURE_STORAGE_ACCOUNT_NAME").ok_or_else(|| {
+                Error::invalid_argument("AZURE_STORAGE_ACCOUNT (or a connection string) is not set")
+            })?;
+        let mut config = AzureConfig::new(account, container);
+        if let Some(endpoint) = either("AZURE_STORAGE_ENDPOINT", "AZURE_STORAGE_BLOB_ENDPOINT") {
+            config = config.endpoint(endpoint);
+        }
+        if let Some(key) = either("AZURE_STORAGE_KEY", "AZURE_STORAGE_ACCOUNT_KEY") {
+            return Ok(config.account_key(key));
+        }
+        if let Some(sas) = var("AZURE_STORAGE_SAS_TOKEN") {
+            return Ok(config.sas_token(sas));
+        }
+        #[cfg(feature = "identity")]
+        let config = match var("AZURE_FEDERATED_TOKEN_FILE") {
+            Some(_) => config.workload_identity_credential()?,
+            None => config.managed_identity_credential()?,
+        };
+        Ok(config)
+    }
+
+    /// Settings for `container` from an Azure Storage connection string
+    /// ("Configure Azure Storage connection strings"): `;`-separated
+    /// `Name=value` pairs, of which `AccountName`, `AccountKey`,
+    /// `SharedAccessSignature`, `BlobEndpoint`, `DefaultEndpointsProtocol`
+    /// and `EndpointSuffix` are read, and `UseDevelopmentStorage=true`
+    /// names the emulator (Azurite at `http://127.0.0.1:10000`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a pair without `=`, or when neither
+    /// `AccountName` nor a `BlobEndpoint` to take it from is given.
+    pub fn from_connection_string(connection: &str, container: impl Into<String>) -> Result<Self> {
+        let mut pairs = std::collections::HashMap::new();
+        for pair in connection
+            .split(';')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
+            let (name, value) = pair.split_once('=').ok_or_else(|| {
+                Error::invalid_argument(format!(
+                    "connection string: {:?} is not Name=value",
+                    pair.split('=').next().unwrap_or_default()
+                ))
+            })?;
+            pairs.insert(name.trim().to_ascii_lowercase(), value.trim().to_owned());
+        }
+        let get = |name: &str| pairs.get(name).cloned();
+        if get("usedevelopmentstorage").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+            let endpoint = format!("http://127.0.0.1:10000/{EMULATOR_ACCOUNT}");
+            return Ok(AzureConfig::emulator(endpoint, container));
+        }
+        let endpoint = get("blobendpoint");
+        let account = get("accountname")
+            .or_else(|| {
+                // https://{account}.blob.… names the account.
+                let host = Url::parse(endpoint.as_deref()?)
+                    .ok()?
+                    .host_str()?
+                    .to_owned();
+                host.split('.').next().map(str::to_owned)
+            })
+            .ok_or_else(|| {
+                Error::invalid_argument("connection string: no AccountName and no BlobEndpoint")
+            })?;
+        let endpoint = endpoint.or_else(|| {
+            let protocol = get("defaultendpointsprotocol").unwrap_or_else(|| "https".to_owned());
+            let suffix = get("endpointsuffix")?;
+            Some(format!("{protocol}://{account}.blob.{suffix}"))
+        });
+        let mut config = AzureConfig::new(account, container);
+        if let Some(endpoint) = endpoint {
+            config = config.endpoint(endpoint);
+        }
+        if let Some(key) = get("accountkey") {
+            config = config.account_key(key);
+        } else if let Some(sas) = get("sharedaccesssignature") {
+            config = config.sas_token(sas);
+        }
+        Ok(config)
+    }
+
     /// Time allowed to connect.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
@@ -193,9 +350,12 @@ impl AzureConfig {
 
     /// Staged blocks from `threshold` bytes, in blocks of `block_size` bytes
     /// (at most 4,000 MiB), `in_flight` blocks at a time. Memory held by an
-    /// upload is about `block_size × (in_flight + 2)` (24 MiB by default); a
-    /// blob holds at most 50,000 blocks (195 GiB with 4 MiB blocks: raise
-    /// the block size for larger objects).
+    /// upload is about `block_size × (in_flight + 2)` (24 MiB by default). A
+    /// blob holds at most 50,000 blocks: for a body of known length the
+    /// block size grows, in whole MiB, so that it fits (a body over
+    /// 50,000 × 4,000 MiB fails with `TooLarge` before any request); a
+    /// stream of unknown length keeps `block_size`, so it can hold at most
+    /// 50,000 blocks of it (195 GiB with 4 MiB blocks).
     pub fn blocks(mut self, threshold: u64, block_size: u64, in_flight: usize) -> Self {
         self.block_threshold = threshold;
         self.block_size = block_size;
@@ -223,6 +383,29 @@ impl AzureConfig {
     pub fn single_put_in_memory(mut self, max: u64) -> Self {
         self.single_put_in_memory = max;
         self
+    }
+
+    /// The slowest upload rate, in bytes per second, a single Put Blob is
+    /// planned for (default [`DEFAULT_MIN_UPLOAD_RATE`], 4 MiB/s): a body
+    /// goes as one Put Blob only while it fits the request timeout at this
+    /// rate (`len ≤ request_timeout × rate`, 240 MiB with the defaults), so
+    /// that a slow link stages blocks (each retried alone) instead of
+    /// failing one long request at the time limit; staged blocks are no
+    /// larger than that limit either (in whole MiB, at least 1 MiB). 0
+    /// turns the rule off: bodies go by the block threshold and
+    /// [`AzureConfig::single_put_in_memory`] alone.
+    pub fn min_upload_rate(mut self, bytes_per_second: u64) -> Self {
+        self.min_upload_rate = bytes_per_second;
+        self
+    }
+
+    /// The largest body one request carries under this configuration: what
+    /// the request timeout allows at [`AzureConfig::min_upload_rate`]
+    /// (`None`: the rule is off).
+    pub(crate) fn single_put_limit(&self) -> Option<u64> {
+        let seconds = self.request_timeout.as_secs_f64();
+        (self.min_upload_rate > 0)
+            .then(|| (seconds * self.min_upload_rate as f64).min(MAX_SINGLE_PUT as f64) as u64)
     }
 
     /// How long each account SAS signed from the account key is valid; it
@@ -382,5 +565,107 @@ mod tests {
             matches!(built, Err(Error::InvalidArgument { .. })),
             "{built:?}"
         );
+    }
+}
+
+#[cfg(test)]
+mod env_tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: std::collections::HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    #[test]
+    fn account_and_key_come_from_the_cli_variables() {
+        let config = AzureConfig::from_vars(
+            "c",
+            vars(&[
+                ("AZURE_STORAGE_ACCOUNT", "acct"),
+                ("AZURE_STORAGE_KEY", "a2V5"),
+            ]),
+        )
+        .expect("config");
+        assert_eq!(config.account, "acct");
+        assert!(
+            matches!(config.credential, Some(AzureCredential::AccountKey(ref k)) if k == "a2V5")
+        );
+        assert_eq!(
+            config.container_url().expect("url").as_str(),
+            "https://acct.blob.core.windows.net/c"
+        );
+    }
+
+    #[test]
+    fn a_sas_token_is_used_when_no_key_is_set() {
+        let config = AzureConfig::from_vars(
+            "c",
+            vars(&[
+                ("AZURE_STORAGE_ACCOUNT_NAME", "acct"),
+                ("AZURE_STORAGE_SAS_TOKEN", "sv=2026-04-06&sig=x"),
+            ]),
+        )
+        .expect("config");
+        assert!(matches!(config.credential, Some(AzureCredential::Sas(_))));
+    }
+
+    #[test]
+    fn a_connection_string_wins_and_names_the_endpoint() {
+        let config = AzureConfig::from_vars(
+            "c",
+            vars(&[
+                (
+                    "AZURE_STORAGE_CONNECTION_STRING",
+                    "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=a2V5;EndpointSuffix=core.chinacloudapi.cn",
+                ),
+                ("AZURE_STORAGE_ACCOUNT", "other"),
+            ]),
+        )
+        .expect("config");
+        assert_eq!(config.account, "acct");
+        assert_eq!(
+            config.container_url().expect("url").as_str(),
+            "https://acct.blob.core.chinacloudapi.cn/c"
+        );
+        assert!(matches!(
+            config.credential,
+            Some(AzureCredential::AccountKey(_))
+        ));
+    }
+
+    #[test]
+    fn a_blob_endpoint_and_sas_connection_string_names_the_account_from_the_host() {
+        let config = AzureConfig::from_connection_string(
+            "BlobEndpoint=https://acct.blob.core.windows.net/;SharedAccessSignature=sv=2026&sig=a%2Bb=",
+            "c",
+        )
+        .expect("config");
+        assert_eq!(config.account, "acct");
+        assert!(
+            matches!(config.credential, Some(AzureCredential::Sas(ref s)) if s == "sv=2026&sig=a%2Bb=")
+        );
+    }
+
+    #[test]
+    fn use_development_storage_names_azurite() {
+        let config =
+            AzureConfig::from_connection_string("UseDevelopmentStorage=true", "c").expect("config");
+        assert_eq!(config.account, EMULATOR_ACCOUNT);
+        assert_eq!(
+            config.container_url().expect("url").as_str(),
+            "http://127.0.0.1:10000/devstoreaccount1/c"
+        );
+    }
+
+    #[test]
+    fn no_account_is_a_clear_error() {
+        let err = AzureConfig::from_vars("c", vars(&[("AZURE_STORAGE_KEY", "a2V5")]));
+        assert!(matches!(err, Err(Error::InvalidArgument { .. })), "{err:?}");
+        let bad = AzureConfig::from_connection_string("AccountName", "c");
+        assert!(matches!(bad, Err(Error::InvalidArgument { .. })), "{bad:?}");
     }
 }

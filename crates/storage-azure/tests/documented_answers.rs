@@ -90,3 +90,193 @@ async fn keys_azure_would_rename_are_refused_before_any_request() {
     }
     assert!(server.seen().is_empty(), "{:?}", server.seen());
 }
+
+/// Put Blob, Put Block and Put Block List as their pages document their
+/// success answers (201 with `ETag` and `Last-Modified`).
+fn write_answers(request: &Seen) -> Reply {
+    match request.method.as_str() {
+        "PUT" => Reply::status(201)
+            .header("etag", "\"0x8D0000000000002\"")
+            .header("last-modified", "Mon, 30 Nov 2026 00:00:00 GMT"),
+        _ => Reply::status(500),
+    }
+}
+
+fn md5_base64(data: &[u8]) -> String {
+    use base64::Engine;
+    use md5::Digest;
+    base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(data))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_put_blob_and_put_block_carries_the_md5_the_service_verifies() {
+    let server = TestServer::start(write_answers);
+    let store = AzureConfig::emulator(format!("{}/devstoreaccount1", server.url()), "box")
+        .blocks(1 << 20, 1 << 20, 2)
+        .single_put_in_memory(0)
+        .build()
+        .expect("config");
+    let small = Bytes::from_static(b"small body");
+    store
+        .put(
+            &key("small"),
+            Body::from(small.clone()),
+            PutOptions::default(),
+        )
+        .await
+        .expect("put blob");
+    let large = storage_conformance::support::pattern(3 << 20, 3);
+    store
+        .put(&key("large"), Body::from(large), PutOptions::default())
+        .await
+        .expect("put blocks");
+    let seen = server.seen();
+    let put_blob = &seen[0];
+    assert!(!put_blob.has_query("comp"), "{put_blob:?}");
+    assert_eq!(
+        put_blob.header("content-md5"),
+        Some(md5_base64(&small).as_str())
+    );
+    let blocks: Vec<&Seen> = seen.iter().filter(|r| r.has_query("blockid")).collect();
+    assert_eq!(blocks.len(), 3, "{seen:?}");
+    for block in blocks {
+        assert_eq!(
+            block.header("content-md5"),
+            Some(md5_base64(&block.body).as_str()),
+            "{block:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_the_service_finds_corrupt_is_a_checksum_mismatch() {
+    // "Put Block": 400 Md5Mismatch when the body does not match Content-MD5.
+    let server = TestServer::start(|request: &Seen| {
+        if request.has_query("blockid") {
+            Reply::status(400)
+                .header("x-ms-error-code", "Md5Mismatch")
+                .header("content-type", "application/xml")
+                .body("<?xml version=\"1.0\" encoding=\"utf-8\"?><Error><Code>Md5Mismatch</Code><Message>The MD5 value specified in the request did not match with the MD5 value calculated by the server.</Message></Error>")
+        } else {
+            write_answers(request)
+        }
+    });
+    let store = AzureConfig::emulator(format!("{}/devstoreaccount1", server.url()), "box")
+        .blocks(1 << 20, 1 << 20, 1)
+        .single_put_in_memory(0)
+        .build()
+        .expect("config");
+    let result = store
+        .put(
+            &key("large"),
+            Body::from(storage_conformance::support::pattern(3 << 20, 4)),
+            PutOptions::default(),
+        )
+        .await;
+    assert!(
+        matches!(result, Err(Error::ChecksumMismatch { .. })),
+        "{:?}",
+        result.map(|m| m.etag)
+    );
+    assert!(
+        !server
+            .seen()
+            .iter()
+            .any(|r| r.target.contains("comp=blocklist")),
+        "a corrupt upload was committed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_cannot_arrive_within_the_timeout_at_the_minimum_rate_is_staged() {
+    let server = TestServer::start(write_answers);
+    // 2 s at 1 MiB/s: one Put Blob carries at most 2 MiB.
+    let store = AzureConfig::emulator(format!("{}/devstoreaccount1", server.url()), "box")
+        .request_timeout(std::time::Duration::from_secs(2))
+        .min_upload_rate(1 << 20)
+        .build()
+        .expect("config");
+    let fits = storage_conformance::support::pattern(2 << 20, 5);
+    store
+        .put(&key("fits"), Body::from(fits), PutOptions::default())
+        .await
+        .expect("put");
+    let seen = server.seen();
+    assert_eq!(seen.len(), 1, "one Put Blob: {seen:?}");
+    let too_slow = storage_conformance::support::pattern(3 << 20, 6);
+    store
+        .put(&key("slow"), Body::from(too_slow), PutOptions::default())
+        .await
+        .expect("put");
+    let seen = server.seen();
+    assert!(
+        seen[1..].iter().all(|r| r.has_query("comp")),
+        "staged blocks, then a block list: {seen:?}"
+    );
+    assert!(
+        seen.last()
+            .is_some_and(|r| r.target.contains("comp=blocklist"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_still_pending_at_the_deadline_is_aborted_and_its_empty_blob_removed() {
+    // "Copy Blob": 202 with x-ms-copy-status pending and x-ms-copy-id;
+    // "Abort Copy Blob": 204, leaving a zero-length destination blob.
+    let aborted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let server = {
+        let aborted = std::sync::Arc::clone(&aborted);
+        TestServer::start(move |request: &Seen| {
+            use std::sync::atomic::Ordering;
+            match request.method.as_str() {
+                "PUT" if request.header("x-ms-copy-action") == Some("abort") => {
+                    aborted.store(true, Ordering::SeqCst);
+                    Reply::status(204)
+                }
+                "PUT" if request.header("x-ms-copy-source").is_some() => Reply::status(202)
+                    .header("etag", "\"0x8D0000000000003\"")
+                    .header("last-modified", "Mon, 30 Nov 2026 00:00:00 GMT")
+                    .header("x-ms-copy-id", "copy-1")
+                    .header("x-ms-copy-status", "pending"),
+                "HEAD" => {
+                    let status = match aborted.load(Ordering::SeqCst) {
+                        true => "aborted",
+                        false => "pending",
+                    };
+                    Reply::status(200)
+                        .header("etag", "\"0x8D0000000000004\"")
+                        .header("last-modified", "Mon, 30 Nov 2026 00:00:00 GMT")
+                        .header("content-length", "0")
+                        .header("x-ms-blob-type", "BlockBlob")
+                        .header("x-ms-copy-status", status)
+                }
+                "DELETE" => Reply::status(202),
+                _ => Reply::status(500),
+            }
+        })
+    };
+    let store = AzureConfig::emulator(format!("{}/devstoreaccount1", server.url()), "box")
+        .request_timeout(std::time::Duration::from_millis(500))
+        .build()
+        .expect("config");
+    let result = store
+        .copy(&key("from"), &key("to"), Default::default())
+        .await;
+    assert!(
+        matches!(result, Err(Error::Backend { .. })),
+        "{:?}",
+        result.map(|m| m.etag)
+    );
+    let seen = server.seen();
+    let abort = seen
+        .iter()
+        .find(|r| r.header("x-ms-copy-action") == Some("abort"))
+        .expect("an Abort Copy Blob");
+    assert!(
+        abort.target.contains("comp=copy") && abort.target.contains("copyid=copy-1"),
+        "{abort:?}"
+    );
+    let delete = seen.last().expect("requests");
+    assert_eq!(delete.method, "DELETE", "{seen:?}");
+    assert_eq!(delete.header("if-match"), Some("\"0x8D0000000000004\""));
+}

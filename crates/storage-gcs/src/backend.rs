@@ -58,16 +58,20 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
 ///   upload form whose precondition fake-gcs-server honours.
 /// - Larger bodies, and bodies of unknown length past one chunk, are
 ///   resumable uploads streamed in chunks (two chunks in memory at most),
-///   carrying the same precondition; this crate never sends the status
-///   query (`bytes */*`), which makes fake-gcs-server commit the partial
-///   object. A failed or dropped upload cancels its session.
+///   carrying the same precondition; a chunk of unknown outcome is
+///   recovered with the session's status query, except on emulators (see
+///   [`GcsConfig::upload_status_queries`]). A failed or dropped upload
+///   cancels its session.
 /// - The SHA-256 of the content is stored as metadata (`storage_sha256`,
-///   see [`crate::metadata`]) on multipart uploads and checked on full
-///   reads ([`Error::ChecksumMismatch`]). Resumable uploads send their
-///   metadata before the content, so they record no SHA-256; GCS's own
-///   CRC32C is sent with multipart uploads (the server verifies it), checked
-///   against the server's after a resumable upload, and checked on every
-///   full read where the server returns it (`x-goog-hash`).
+///   see [`crate::metadata`]) and checked on full reads
+///   ([`Error::ChecksumMismatch`]): multipart uploads send it with the
+///   content; resumable uploads, which send their metadata before the
+///   content, record it afterwards with a metadata patch under
+///   `ifGenerationMatch`. GCS's own CRC32C is sent with multipart uploads
+///   (the server verifies it), checked against the server's after a
+///   resumable upload (a mismatch deletes the generation the session
+///   wrote), and checked on every full read where the server returns it
+///   (`x-goog-hash`).
 /// - A get is one media download (`alt=media`) whose `x-goog-generation`,
 ///   `x-goog-hash` and `x-goog-meta-*` headers give the version and
 ///   metadata of exactly the bytes returned (a download without
@@ -88,8 +92,9 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
 ///   object are used (the rest come with the next request), or up to its
 ///   last common prefix when no object is new: GCS counts prefixes against
 ///   `maxResults` too, so a page can hold one already-seen object and
-///   prefixes. A truncated answer with nothing new is an error, never a
-///   repeated request.
+///   prefixes. A truncated answer with nothing new by name is followed by
+///   its page token (GCS may omit duplicate prefixes after counting them);
+///   a repeated token is an error, never a repeated request.
 /// - A put without a content type stores [`DEFAULT_CONTENT_TYPE`].
 /// - A missing bucket is [`Error::BucketNotFound`] on every operation, never
 ///   the [`Error::NotFound`] of an object. GCS answers a missing object and
@@ -655,6 +660,10 @@ impl GcsBackend {
     }
 }
 
+/// Most truncated listing pages in a row with nothing new by name that a
+/// listing follows by page token before it fails as making no progress.
+const MAX_STALLED_PAGES: u32 = 100;
+
 /// How far a truncated listing page is complete: every name up to the
 /// returned bound (inclusive) has been returned, so the next request starts
 /// after it. `None` when the page returned nothing past `after`, which
@@ -668,7 +677,10 @@ impl GcsBackend {
 /// object are complete there. The bound is therefore the last object where
 /// it is past `after` (right on both), and otherwise the last common
 /// prefix, which GCS makes complete (a page of one repeated object plus
-/// prefixes, on which a bound from objects alone would never move).
+/// prefixes, on which a bound from objects alone would never move). With
+/// nothing past `after` the listing follows the server's page token
+/// instead, and fails after [`MAX_STALLED_PAGES`] such pages or a repeated
+/// token.
 fn page_bound(items: &[Object], groups: &[String], after: Option<&str>) -> Option<String> {
     let past = |name: &str| after.is_none_or(|a| name > a);
     items
@@ -679,8 +691,9 @@ fn page_bound(items: &[Object], groups: &[String], after: Option<&str>) -> Optio
         .map(str::to_owned)
 }
 
-/// The error for a truncated listing page with nothing past `after`: a
-/// server that keeps answering so would make the listing loop forever.
+/// The error for truncated listing pages that bring nothing past `after`
+/// and no new page token: a server that keeps answering so would make the
+/// listing loop forever.
 fn no_progress(request: &ListObjectsRequest, after: Option<&str>) -> Error {
     Error::backend(
         false,
@@ -980,6 +993,10 @@ impl Backend for GcsBackend {
             .max();
         let mut page = ListPage::default();
         let mut last: Option<String> = None;
+        // The server's page token, followed only while pages bring nothing
+        // new by name (see `page_bound`), and how many such pages in a row.
+        let mut token: Option<String> = None;
+        let mut stalled = 0u32;
         loop {
             let start_offset = after.as_ref().map(|a| {
                 if options.delimiter && a.ends_with('/') {
@@ -997,6 +1014,7 @@ impl Backend for GcsBackend {
                 // One more than needed: `startOffset` includes `after` itself.
                 max_results: Some(i32::try_from(wanted.max(1) + 1).unwrap_or(i32::MAX)),
                 start_offset,
+                page_token: token.clone(),
                 ..Default::default()
             };
             let raw = match self
@@ -1009,21 +1027,24 @@ impl Backend for GcsBackend {
                     return Err(err.await);
                 }
             };
-            let truncated = raw
-                .next_page_token
-                .as_deref()
-                .is_some_and(|t| !t.is_empty());
+            let next_token = raw.next_page_token.clone().filter(|t| !t.is_empty());
             let items = raw.items.unwrap_or_default();
             let mut groups = raw.prefixes.unwrap_or_default();
             groups.sort();
             groups.dedup();
-            let bound = if truncated {
-                Some(
-                    page_bound(&items, &groups, after.as_deref())
-                        .ok_or_else(|| no_progress(&request, after.as_deref()))?,
-                )
-            } else {
-                None
+            // Where the next request starts: past a bound by name, or, when
+            // a truncated page brought nothing new by name (GCS may return
+            // fewer entries than `maxResults`, omitting duplicate prefixes
+            // after counting them), at the server's page token.
+            let (bound, follow) = match next_token {
+                None => (None, None),
+                Some(next) => match page_bound(&items, &groups, after.as_deref()) {
+                    Some(bound) => (Some(bound), None),
+                    None if Some(&next) != token.as_ref() && stalled < MAX_STALLED_PAGES => {
+                        (None, Some(next))
+                    }
+                    None => return Err(no_progress(&request, after.as_deref())),
+                },
             };
             let mut entries: Vec<(String, Option<&Object>)> = items
                 .iter()
@@ -1077,9 +1098,17 @@ impl Backend for GcsBackend {
                 }
                 last = Some(name);
             }
-            match bound {
-                Some(bound) => after = Some(bound),
-                None => return Ok(page),
+            match (bound, follow) {
+                (Some(bound), _) => {
+                    after = Some(bound);
+                    token = None;
+                    stalled = 0;
+                }
+                (None, Some(next)) => {
+                    token = Some(next);
+                    stalled += 1;
+                }
+                (None, None) => return Ok(page),
             }
         }
     }

@@ -98,6 +98,9 @@ struct Chunk {
     crc32c: u32,
     len: usize,
     object: Option<Object>,
+    /// The object came from this session (a chunk's answer or the status
+    /// query), not from reading the key afterwards.
+    from_session: bool,
 }
 
 impl ResumableUpload {
@@ -237,6 +240,7 @@ impl ChunkedUpload for ResumableUpload {
             crc32c: crc32c::crc32c(&part.bytes),
             len: part.bytes.len(),
             object,
+            from_session: true,
         };
         let mut from = part.offset;
         if session.unsure.load(Ordering::SeqCst) {
@@ -273,7 +277,10 @@ impl ChunkedUpload for ResumableUpload {
                     && matches!(error, Error::NotFound { .. })
                     && let Ok(object) = self.stored_object().await
                 {
-                    return Ok(done(Some(object)));
+                    return Ok(Chunk {
+                        from_session: false,
+                        ..done(Some(object))
+                    });
                 }
                 return Err(error);
             }
@@ -311,8 +318,12 @@ impl ChunkedUpload for ResumableUpload {
         let key = &self.key;
         let mut crc = 0u32;
         let mut uploaded = None;
+        let mut from_session = true;
         for chunk in chunks {
             crc = crc32c::crc32c_combine(crc, chunk.crc32c, chunk.len);
+            if chunk.object.is_some() {
+                from_session = chunk.from_session;
+            }
             uploaded = chunk.object.or(uploaded);
         }
         let uploaded = uploaded.ok_or_else(|| {
@@ -325,7 +336,18 @@ impl ChunkedUpload for ResumableUpload {
         if let Some(server) = uploaded.crc32c.as_deref()
             && server != crc32c_base64(crc)
         {
-            // Remove what was just written, and only that generation.
+            if !from_session {
+                // Read from the key after a lost answer: it may be another
+                // writer's object, which is never deleted here.
+                return Err(Error::ChecksumMismatch {
+                    key: key.to_string(),
+                    expected: crc32c_base64(crc),
+                    actual: format!(
+                        "{server} (CRC32C of the object stored under the key after the upload's last answer was lost; left in place)"
+                    ),
+                });
+            }
+            // Remove what this session wrote, and only that generation.
             let written = GcsBackend::meta_from_object(key, &uploaded).etag;
             let removed = self
                 .backend
@@ -337,7 +359,7 @@ impl ChunkedUpload for ResumableUpload {
                 )
                 .await;
             let left = match removed {
-                Ok(()) => "the object written was deleted".to_owned(),
+                Ok(()) => "its generation was deleted, or was already gone".to_owned(),
                 Err(e) => format!("deleting the object written failed: {e}"),
             };
             return Err(Error::ChecksumMismatch {

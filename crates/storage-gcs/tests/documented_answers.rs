@@ -209,7 +209,56 @@ async fn a_truncated_page_with_nothing_new_is_an_error_not_a_loop() {
         ),
         "{result:?}"
     );
-    assert_eq!(server.seen().len(), 1, "{:?}", server.seen());
+    // The first page's token is followed once; the same token again stops.
+    assert_eq!(server.seen().len(), 2, "{:?}", server.seen());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_page_with_nothing_new_by_name_is_followed_by_its_page_token() {
+    // "Objects: list", maxResults: "As duplicate prefixes are omitted,
+    // fewer total results may be returned than requested": a truncated
+    // page can hold only the prefix that contains `startOffset`.
+    let server = TestServer::start(|request| {
+        let json = |value: serde_json::Value| {
+            Reply::status(200)
+                .header("content-type", "application/json")
+                .body(value.to_string())
+        };
+        match (
+            query(request, "prefix").as_deref(),
+            query(request, "pageToken").as_deref(),
+        ) {
+            // The probe for keys after `a/b` inside `a/`.
+            (Some("a/"), _) => json(serde_json::json!({
+                "kind": "storage#objects",
+                "items": [object("b", "a/b"), object("b", "a/c")],
+            })),
+            (_, None) => json(serde_json::json!({
+                "kind": "storage#objects",
+                "prefixes": ["a/"],
+                "nextPageToken": "t1",
+            })),
+            (_, Some("t1")) => json(serde_json::json!({
+                "kind": "storage#objects",
+                "items": [object("b", "b")],
+            })),
+            _ => Reply::status(500),
+        }
+    });
+    let backend = store(&server).await;
+    let options = ListOptions {
+        delimiter: true,
+        start_after: Some("a/b".to_owned()),
+        ..ListOptions::default()
+    };
+    let page = tokio::time::timeout(Duration::from_secs(10), backend.list(&options))
+        .await
+        .expect("the listing ended")
+        .expect("list");
+    assert_eq!(page.common_prefixes, ["a/"], "{page:?}");
+    let objects: Vec<String> = page.objects.iter().map(|o| o.key.to_string()).collect();
+    assert_eq!(objects, ["b"], "{page:?}");
+    assert_eq!(page.continuation, None);
 }
 
 /// A resumable session as "Perform resumable uploads" documents it: chunks
@@ -225,6 +274,11 @@ struct ResumableSession {
     /// The CRC32C the server reports for the finished object (`None`: the
     /// real one).
     reported_crc32c: Option<&'static str>,
+    /// Whether the first chunk is broken (half persisted, then 503).
+    break_first: bool,
+    /// Whether the last chunk is answered 404 (as emulators answer a
+    /// finished session) although the object was stored.
+    lose_last_answer: bool,
 }
 
 const GENERATION: &str = "7";
@@ -293,15 +347,21 @@ impl ResumableSession {
                 let n = self
                     .chunks
                     .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                if n == 0 {
+                if n == 0 && self.break_first {
                     stored.extend_from_slice(&request.body[..request.body.len() / 2]);
                     return Reply::status(503);
                 }
                 stored.extend_from_slice(&request.body);
                 match finished(&stored) {
+                    true if self.lose_last_answer => Reply::status(404),
                     true => Self::json(self.object(&stored, None)),
                     false => Self::persisted(&stored),
                 }
+            }
+            ("GET", path) if path.ends_with("/o/big") => Self::json(self.object(&stored, None)),
+            // "Buckets: get": the bucket exists, so a 404 is the object's.
+            ("GET", path) if path.ends_with("/b/b") => {
+                Self::json(serde_json::json!({"kind": "storage#bucket", "name": "b"}))
             }
             ("PATCH", _) => {
                 let sent: serde_json::Value =
@@ -317,12 +377,18 @@ impl ResumableSession {
 fn resumable_server(
     reported_crc32c: Option<&'static str>,
 ) -> (TestServer, std::sync::Arc<ResumableSession>) {
-    let session = std::sync::Arc::new(ResumableSession {
+    session_server(ResumableSession {
         url: std::sync::OnceLock::new(),
         stored: std::sync::Mutex::new(Vec::new()),
         chunks: std::sync::atomic::AtomicUsize::new(0),
         reported_crc32c,
-    });
+        break_first: true,
+        lose_last_answer: false,
+    })
+}
+
+fn session_server(session: ResumableSession) -> (TestServer, std::sync::Arc<ResumableSession>) {
+    let session = std::sync::Arc::new(session);
     let server = {
         let session = std::sync::Arc::clone(&session);
         TestServer::start(move |request| session.answer(request))
@@ -442,4 +508,49 @@ async fn a_crc32c_mismatch_deletes_the_generation_just_written_and_fails() {
         Some(GENERATION)
     );
     assert!(!seen.iter().any(|r| r.method == "PATCH"), "{seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crc32c_mismatch_of_an_object_read_back_after_a_lost_answer_deletes_nothing() {
+    // Without status queries, a last chunk answered 404 is settled by
+    // reading the key, which may hold another writer's object: a mismatch
+    // then fails the put but deletes nothing.
+    let (server, _session) = session_server(ResumableSession {
+        url: std::sync::OnceLock::new(),
+        stored: std::sync::Mutex::new(Vec::new()),
+        chunks: std::sync::atomic::AtomicUsize::new(0),
+        reported_crc32c: Some("AAAAAA=="),
+        break_first: false,
+        lose_last_answer: true,
+    });
+    let store = GcsConfig::emulator(server.url(), "b")
+        .resumable(1024 * KIB as u64, 512 * KIB as u64)
+        .request_timeout(Duration::from_secs(5))
+        .build()
+        .await
+        .expect("client");
+    let data = storage_conformance::support::pattern(1536 * KIB, 8);
+    let result = store
+        .put(
+            &key("big"),
+            storage_core::Body::from(data),
+            Default::default(),
+        )
+        .await;
+    assert!(
+        matches!(result, Err(Error::ChecksumMismatch { .. })),
+        "{:?}",
+        result.map(|m| m.etag)
+    );
+    let seen = server.seen();
+    assert!(
+        seen.iter().any(|r| r.method == "GET"),
+        "the key was read: {seen:?}"
+    );
+    assert!(
+        !seen
+            .iter()
+            .any(|r| r.method == "DELETE" && r.path().contains("/o/")),
+        "the object was deleted: {seen:?}"
+    );
 }
