@@ -273,15 +273,14 @@ impl S3Backend {
     ) -> Result<ObjectMeta> {
         let sha256: [u8; 32] = sha256.unwrap_or_else(|| Sha256::digest(&data).into());
         let size = data.len() as u64;
-        let mut request = self
-            .client
-            .put_object()
-            .bucket(&self.config.bucket)
-            .key(self.full_key(key))
-            .content_length(size as i64)
-            .checksum_sha256(BASE64.encode(sha256))
-            .body(ByteStream::from(data))
-            .set_content_type(options.content_type.clone());
+        let mut request =
+            crate::encryption::on_write!(self.client.put_object(), self.config.encryption.as_ref())
+                .bucket(&self.config.bucket)
+                .key(self.full_key(key))
+                .content_length(size as i64)
+                .checksum_sha256(BASE64.encode(sha256))
+                .body(ByteStream::from(data))
+                .set_content_type(options.content_type.clone());
         for (k, v) in &options.metadata {
             request = request.metadata(k, v);
         }
@@ -472,13 +471,12 @@ impl Backend for S3Backend {
                 });
             }
         }
-        let mut request = self
-            .client
-            .get_object()
-            .bucket(&self.config.bucket)
-            .key(self.full_key(key))
-            .checksum_mode(ChecksumMode::Enabled)
-            .set_range(options.range.map(|r| r.to_string()));
+        let mut request =
+            crate::encryption::on_read!(self.client.get_object(), self.config.encryption.as_ref())
+                .bucket(&self.config.bucket)
+                .key(self.full_key(key))
+                .checksum_mode(ChecksumMode::Enabled)
+                .set_range(options.range.map(|r| r.to_string()));
         if let Some(etag) = &options.if_match {
             request = request.if_match(quoted(etag));
         }
@@ -555,14 +553,13 @@ impl Backend for S3Backend {
     }
 
     async fn head(&self, key: &Key) -> Result<ObjectMeta> {
-        let sent = self
-            .client
-            .head_object()
-            .bucket(&self.config.bucket)
-            .key(self.full_key(key))
-            .checksum_mode(ChecksumMode::Enabled)
-            .send()
-            .await;
+        let sent =
+            crate::encryption::on_read!(self.client.head_object(), self.config.encryption.as_ref())
+                .bucket(&self.config.bucket)
+                .key(self.full_key(key))
+                .checksum_mode(ChecksumMode::Enabled)
+                .send()
+                .await;
         match sent {
             Ok(output) => Self::meta_from_head(key, &output),
             Err(e) => Err(self
@@ -672,9 +669,9 @@ impl Backend for S3Backend {
             self.config.bucket,
             encode_copy_source(&self.full_key(from))
         );
-        let mut request = self
-            .client
-            .copy_object()
+        let encryption = self.config.encryption.as_ref();
+        let copy = crate::encryption::on_write!(self.client.copy_object(), encryption);
+        let mut request = crate::encryption::on_copy_source!(copy, encryption)
             .bucket(&self.config.bucket)
             .key(self.full_key(to))
             .copy_source(source)

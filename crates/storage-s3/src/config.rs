@@ -11,6 +11,7 @@ use aws_sdk_s3::config::{
 use storage_core::{Error, Result};
 
 use crate::S3Backend;
+use crate::encryption::S3Encryption;
 
 /// Settings of an [`S3Backend`], validated by [`S3Config::build`].
 ///
@@ -43,6 +44,7 @@ pub struct S3Config {
     pub(crate) conditional_put: bool,
     pub(crate) conditional_delete: bool,
     pub(crate) conditional_copy: bool,
+    pub(crate) encryption: Option<S3Encryption>,
 }
 
 /// Bodies of at least this many bytes (or of unknown length) are sent as a
@@ -75,6 +77,7 @@ impl S3Config {
             conditional_put: true,
             conditional_delete: true,
             conditional_copy: true,
+            encryption: None,
         }
     }
 
@@ -174,6 +177,17 @@ impl S3Config {
     /// client), so the precondition still holds where conditional puts do.
     pub fn conditional_copy(mut self, supported: bool) -> Self {
         self.conditional_copy = supported;
+        self
+    }
+
+    /// Server-side encryption of every object this backend writes (SSE-S3,
+    /// SSE-KMS) or writes and reads (SSE-C), sent on every request that
+    /// needs it; see the table in [`S3Encryption`]'s module. Without it the
+    /// bucket's default encryption applies. Presigned URLs carry none of
+    /// these headers: a presigned PUT gets the bucket's default, and an
+    /// SSE-C object is read only by a request that sends its key.
+    pub fn server_side_encryption(mut self, encryption: S3Encryption) -> Self {
+        self.encryption = Some(encryption);
         self
     }
 

@@ -26,6 +26,7 @@
 
 mod backend;
 mod config;
+mod encryption;
 pub mod error;
 mod multipart;
 #[cfg(test)]
@@ -33,3 +34,4 @@ use storage_conformance::scripted_server as test_server;
 
 pub use backend::{DEFAULT_CONTENT_TYPE, S3Backend};
 pub use config::{DEFAULT_MULTIPART_THRESHOLD, DEFAULT_PART_SIZE, MIN_PART_SIZE, S3Config};
+pub use encryption::{CustomerKey, S3Encryption};

@@ -86,13 +86,14 @@ impl ChunkedUpload for S3Upload {
 
     async fn initiate(&self) -> Result<String> {
         let b = &self.backend;
-        let mut create = b
-            .client
-            .create_multipart_upload()
-            .bucket(&b.config.bucket)
-            .key(&self.name)
-            .checksum_algorithm(ChecksumAlgorithm::Sha256)
-            .set_content_type(self.options.content_type.clone());
+        let mut create = crate::encryption::on_write!(
+            b.client.create_multipart_upload(),
+            b.config.encryption.as_ref()
+        )
+        .bucket(&b.config.bucket)
+        .key(&self.name)
+        .checksum_algorithm(ChecksumAlgorithm::Sha256)
+        .set_content_type(self.options.content_type.clone());
         for (k, v) in &self.options.metadata {
             create = create.metadata(k, v);
         }
@@ -112,18 +113,17 @@ impl ChunkedUpload for S3Upload {
         let number = i32::try_from(part.index + 1)
             .map_err(|_| Error::invalid_argument("more parts than S3 numbers"))?;
         let checksum = BASE64.encode(Sha256::digest(&part.bytes));
-        let sent = b
-            .client
-            .upload_part()
-            .bucket(&b.config.bucket)
-            .key(&self.name)
-            .upload_id(upload_id)
-            .part_number(number)
-            .content_length(part.bytes.len() as i64)
-            .checksum_sha256(checksum.clone())
-            .body(ByteStream::from(part.bytes.clone()))
-            .send()
-            .await;
+        let sent =
+            crate::encryption::on_read!(b.client.upload_part(), b.config.encryption.as_ref())
+                .bucket(&b.config.bucket)
+                .key(&self.name)
+                .upload_id(upload_id)
+                .part_number(number)
+                .content_length(part.bytes.len() as i64)
+                .checksum_sha256(checksum.clone())
+                .body(ByteStream::from(part.bytes.clone()))
+                .send()
+                .await;
         let output = match sent {
             Ok(output) => output,
             Err(e) => {

@@ -239,3 +239,184 @@ async fn without_conditional_copy_a_conditional_copy_is_a_read_and_a_conditional
     assert_eq!(seen[1].header("if-none-match"), Some("*"));
     assert_eq!(seen[1].body, b"hello");
 }
+
+/// Answers PutObject, the multipart calls, GetObject, HeadObject and
+/// CopyObject as the API Reference's examples do.
+fn s3_objects(request: &Seen) -> Reply {
+    match request.method.as_str() {
+        "GET" | "HEAD" => Reply::status(200)
+            .header("etag", "\"object-etag\"")
+            .header("content-type", "application/octet-stream")
+            .header("last-modified", "Mon, 30 Nov 2026 00:00:00 GMT")
+            .body("hello"),
+        "PUT" if request.header("x-amz-copy-source").is_some() => Reply::status(200)
+            .header("content-type", "application/xml")
+            .body(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<CopyObjectResult>\
+                 <LastModified>2026-11-30T00:00:00.000Z</LastModified>\
+                 <ETag>\"copy-etag\"</ETag></CopyObjectResult>",
+            ),
+        _ => s3_writes(request),
+    }
+}
+
+/// Each request's kind, for messages.
+fn kind(request: &Seen) -> String {
+    let what = if request.header("x-amz-copy-source").is_some() {
+        "CopyObject"
+    } else if request.has_query("uploads") {
+        "CreateMultipartUpload"
+    } else if request.has_query("partNumber") {
+        "UploadPart"
+    } else if request.method == "POST" {
+        "CompleteMultipartUpload"
+    } else {
+        request.method.as_str()
+    };
+    what.to_owned()
+}
+
+/// Puts a small and a 20 MiB body (unknown length), gets, heads and copies.
+async fn every_operation(store: &S3Backend) {
+    store
+        .put(
+            &key("small"),
+            Body::from(Bytes::from_static(b"hello")),
+            PutOptions::default(),
+        )
+        .await
+        .expect("put");
+    let data = storage_conformance::support::pattern(20 * MIB, 21);
+    store
+        .put(&key("large"), unknown_length(&data), PutOptions::default())
+        .await
+        .expect("multipart put");
+    storage_core::BackendExt::get_bytes(store, "small")
+        .await
+        .expect("get");
+    store.head(&key("small")).await.expect("head");
+    store
+        .copy(&key("small"), &key("copy"), PutMode::Overwrite)
+        .await
+        .expect("copy");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_c_sends_the_customer_key_on_every_request_that_touches_the_bytes() {
+    // "Using server-side encryption with customer-provided keys (SSE-C)":
+    // PutObject, CreateMultipartUpload, UploadPart, GetObject, HeadObject
+    // and CopyObject (its source too) carry the key; completing an upload
+    // does not.
+    let server = TestServer::start(s3_objects);
+    let key_bytes = [9u8; 32];
+    let store = store(
+        config(&server).server_side_encryption(storage_s3::S3Encryption::Customer(
+            storage_s3::CustomerKey::new(key_bytes),
+        )),
+    )
+    .await;
+    every_operation(&store).await;
+    let b64 = BASE64.encode(key_bytes);
+    let mut kinds: Vec<String> = server.seen().iter().map(kind).collect();
+    kinds.sort();
+    kinds.dedup();
+    assert_eq!(
+        kinds,
+        [
+            "CompleteMultipartUpload",
+            "CopyObject",
+            "CreateMultipartUpload",
+            "GET",
+            "HEAD",
+            "PUT",
+            "UploadPart"
+        ],
+        "every kind of request was made"
+    );
+    for request in server.seen() {
+        let sent = request.header("x-amz-server-side-encryption-customer-key");
+        match kind(&request).as_str() {
+            "CompleteMultipartUpload" => assert_eq!(sent, None, "{request:?}"),
+            what => {
+                assert_eq!(sent, Some(b64.as_str()), "{what}: {request:?}");
+                assert_eq!(
+                    request.header("x-amz-server-side-encryption-customer-algorithm"),
+                    Some("AES256"),
+                    "{what}"
+                );
+                assert!(
+                    request
+                        .header("x-amz-server-side-encryption-customer-key-md5")
+                        .is_some(),
+                    "{what}"
+                );
+            }
+        }
+        if kind(&request) == "CopyObject" {
+            assert_eq!(
+                request.header("x-amz-copy-source-server-side-encryption-customer-key"),
+                Some(b64.as_str())
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_kms_is_asked_for_on_object_writes_only() {
+    // "Using server-side encryption with AWS KMS keys (SSE-KMS)": the
+    // headers go on PutObject, CreateMultipartUpload and CopyObject; S3
+    // refuses them on UploadPart, GetObject and HeadObject.
+    let server = TestServer::start(s3_objects);
+    let store = store(
+        config(&server).server_side_encryption(storage_s3::S3Encryption::Kms {
+            key_id: Some("arn:aws:kms:us-east-1:111122223333:key/k".to_owned()),
+            bucket_key: true,
+        }),
+    )
+    .await;
+    every_operation(&store).await;
+    let mut writes = 0;
+    for request in server.seen() {
+        let what = kind(&request);
+        let sse = request.header("x-amz-server-side-encryption");
+        match what.as_str() {
+            "PUT" | "CreateMultipartUpload" | "CopyObject" => {
+                writes += 1;
+                assert_eq!(sse, Some("aws:kms"), "{what}");
+                assert_eq!(
+                    request.header("x-amz-server-side-encryption-aws-kms-key-id"),
+                    Some("arn:aws:kms:us-east-1:111122223333:key/k"),
+                    "{what}"
+                );
+                assert_eq!(
+                    request.header("x-amz-server-side-encryption-bucket-key-enabled"),
+                    Some("true"),
+                    "{what}"
+                );
+            }
+            _ => assert_eq!(sse, None, "{what}: {request:?}"),
+        }
+    }
+    assert_eq!(writes, 3, "PutObject, CreateMultipartUpload, CopyObject");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_s3_is_asked_for_on_object_writes() {
+    let server = TestServer::start(s3_objects);
+    let store =
+        store(config(&server).server_side_encryption(storage_s3::S3Encryption::S3Managed)).await;
+    every_operation(&store).await;
+    for request in server.seen() {
+        let what = kind(&request);
+        let expected = matches!(
+            what.as_str(),
+            "PUT" | "CreateMultipartUpload" | "CopyObject"
+        )
+        .then_some("AES256");
+        assert_eq!(
+            request.header("x-amz-server-side-encryption"),
+            expected,
+            "{what}: {request:?}"
+        );
+    }
+}
