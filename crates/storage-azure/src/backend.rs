@@ -533,6 +533,7 @@ impl AzureBackend {
         let sha256: [u8; 32] = sha256.unwrap_or_else(|| Sha256::digest(&data).into());
         let size = data.len() as u64;
         let mut request = Request::new(self.blob_url(key), Method::Put);
+        crate::encryption::add_headers(&mut request, self.config().encryption.as_ref(), true);
         request.insert_header("x-ms-blob-type", "BlockBlob");
         request.insert_header("content-length", size.to_string());
         // Verified by the service ("Put Blob": Content-MD5).
@@ -589,6 +590,7 @@ impl AzureBackend {
         if_match: Option<&ETag>,
     ) -> Result<AsyncRawResponse> {
         let mut request = Request::new(self.blob_url(key), Method::Get);
+        crate::encryption::add_headers(&mut request, self.config().encryption.as_ref(), false);
         if let Some((start, last)) = range {
             let value = match last {
                 Some(last) => format!("bytes={start}-{last}"),
@@ -846,7 +848,8 @@ impl Backend for AzureBackend {
 
     async fn head(&self, key: &Key) -> Result<ObjectMeta> {
         self.check_name(key)?;
-        let request = Request::new(self.blob_url(key), Method::Head);
+        let mut request = Request::new(self.blob_url(key), Method::Head);
+        crate::encryption::add_headers(&mut request, self.config().encryption.as_ref(), false);
         let response = self
             .send(
                 request,
@@ -890,11 +893,18 @@ impl Backend for AzureBackend {
     async fn copy(&self, from: &Key, to: &Key, mode: PutMode) -> Result<ObjectMeta> {
         self.check_name(from)?;
         self.check_name(to)?;
-        if self.inner.account_key.is_none() {
+        // Copy Blob cannot carry a customer-provided key: such blobs are
+        // copied through this client, read and written with the key.
+        let customer_key = matches!(
+            self.config().encryption,
+            Some(crate::encryption::AzureEncryption::CustomerKey(_))
+        );
+        if self.inner.account_key.is_none() || customer_key {
             return storage_core::copy_through_client(self, from, to, mode).await;
         }
         let source = self.sas_url(from, BlobPermission::Read, Duration::from_secs(3600))?;
         let mut request = Request::new(self.blob_url(to), Method::Put);
+        crate::encryption::add_headers(&mut request, self.config().encryption.as_ref(), true);
         request.insert_header("x-ms-copy-source", source);
         request.insert_header("content-length", "0");
         match &mode {

@@ -129,8 +129,14 @@ impl ChunkedUpload for BlockUpload {
         let len = part.bytes.len() as u64;
         // The service checks each block against its MD5 and refuses a
         // corrupt one (`Md5Mismatch`) before it can be committed.
+        let (encryption_key, encryption_key_sha256, encryption_algorithm, encryption_scope) =
+            crate::encryption::sdk_options(b.config().encryption.as_ref());
         let options = BlockBlobClientStageBlockOptions {
             transactional_content_md5: Some(Md5::digest(&part.bytes).to_vec()),
+            encryption_key,
+            encryption_key_sha256,
+            encryption_algorithm,
+            encryption_scope,
             ..Default::default()
         };
         let staged = b
@@ -155,7 +161,13 @@ impl ChunkedUpload for BlockUpload {
     ) -> Result<ObjectMeta> {
         let (b, key, options) = (&self.backend, &self.key, &self.options);
         let (if_match, if_none_match) = conditions(&options.mode);
+        let (encryption_key, encryption_key_sha256, encryption_algorithm, encryption_scope) =
+            crate::encryption::sdk_options(b.config().encryption.as_ref());
         let commit = BlockBlobClientCommitBlockListOptions {
+            encryption_key,
+            encryption_key_sha256,
+            encryption_algorithm,
+            encryption_scope,
             blob_content_type: options.content_type.clone(),
             metadata: Some(metadata::to_azure(&options.metadata, Some(&whole.sha256))),
             if_match,

@@ -10,6 +10,7 @@ use azure_core::http::{ClientOptions, RetryOptions, Transport, Url};
 use storage_core::{Error, Result};
 
 use crate::AzureBackend;
+use crate::encryption::AzureEncryption;
 use crate::sas::{AccountKey, SasPolicy};
 use crate::shared_key::SharedKeyPolicy;
 use azure_core::http::policies::Policy;
@@ -96,6 +97,7 @@ pub struct AzureConfig {
     pub(crate) sas_validity: Duration,
     pub(crate) account_sas_requests: bool,
     pub(crate) min_upload_rate: u64,
+    pub(crate) encryption: Option<AzureEncryption>,
 }
 
 impl AzureConfig {
@@ -122,6 +124,7 @@ impl AzureConfig {
             sas_validity: Duration::from_secs(3600),
             account_sas_requests: false,
             min_upload_rate: DEFAULT_MIN_UPLOAD_RATE,
+            encryption: None,
         }
     }
 
@@ -382,6 +385,16 @@ impl AzureConfig {
     /// staged. Set 0 to stage every large body.
     pub fn single_put_in_memory(mut self, max: u64) -> Self {
         self.single_put_in_memory = max;
+        self
+    }
+
+    /// Server-side encryption of the blobs this backend writes: a
+    /// customer-provided key (sent on every request that writes or reads a
+    /// blob; copies then go through this client) or an encryption scope
+    /// (sent on every write); see the table in [`AzureEncryption`]'s
+    /// module. Without it the account's or container's default applies.
+    pub fn server_side_encryption(mut self, encryption: AzureEncryption) -> Self {
+        self.encryption = Some(encryption);
         self
     }
 

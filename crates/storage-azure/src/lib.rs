@@ -29,6 +29,7 @@
 mod backend;
 mod blocks;
 mod config;
+mod encryption;
 pub mod error;
 mod list;
 pub mod metadata;
@@ -44,3 +45,4 @@ pub use config::{
     AzureConfig, AzureCredential, DEFAULT_BLOCK_SIZE, DEFAULT_BLOCK_THRESHOLD,
     DEFAULT_SINGLE_PUT_IN_MEMORY, EMULATOR_ACCOUNT, EMULATOR_KEY, MAX_BLOCK_SIZE, MAX_SINGLE_PUT,
 };
+pub use encryption::{AzureEncryption, CustomerKey};

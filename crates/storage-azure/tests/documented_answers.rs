@@ -280,3 +280,142 @@ async fn a_copy_still_pending_at_the_deadline_is_aborted_and_its_empty_blob_remo
     assert_eq!(delete.method, "DELETE", "{seen:?}");
     assert_eq!(delete.header("if-match"), Some("\"0x8D0000000000004\""));
 }
+
+/// Put Blob, Put Block, Put Block List, Get Blob, Get Blob Properties and
+/// Copy Blob (finished at once) as their pages document their success
+/// answers.
+fn blob_service(request: &Seen) -> Reply {
+    let properties = |reply: Reply| {
+        reply
+            .header("etag", "\"0x8D0000000000005\"")
+            .header("last-modified", "Mon, 30 Nov 2026 00:00:00 GMT")
+            .header("content-type", "application/octet-stream")
+            .header("x-ms-blob-type", "BlockBlob")
+    };
+    match request.method.as_str() {
+        "GET" => properties(Reply::status(200)).body("hello"),
+        "HEAD" => properties(Reply::status(200)).header("content-length", "5"),
+        "PUT" if request.header("x-ms-copy-source").is_some() => {
+            properties(Reply::status(202)).header("x-ms-copy-status", "success")
+        }
+        _ => write_answers(request),
+    }
+}
+
+/// What a request of this crate is, by Azure's operation names.
+fn operation(request: &Seen) -> &'static str {
+    match request.method.as_str() {
+        "GET" => "Get Blob",
+        "HEAD" => "Get Blob Properties",
+        "PUT" if request.header("x-ms-copy-source").is_some() => "Copy Blob",
+        "PUT" if request.has_query("blockid") => "Put Block",
+        "PUT" if request.target.contains("comp=blocklist") => "Put Block List",
+        "PUT" => "Put Blob",
+        _ => "other",
+    }
+}
+
+/// Puts a small and a 3 MiB body (1 MiB blocks), reads, heads and copies.
+async fn every_operation(store: &AzureBackend) {
+    store
+        .put(
+            &key("small"),
+            Body::from(Bytes::from_static(b"hello")),
+            PutOptions::default(),
+        )
+        .await
+        .expect("put");
+    store
+        .put(
+            &key("large"),
+            Body::from(storage_conformance::support::pattern(3 << 20, 8)),
+            PutOptions::default(),
+        )
+        .await
+        .expect("put blocks");
+    store.get_bytes("small").await.expect("get");
+    store.head(&key("small")).await.expect("head");
+    store
+        .copy(&key("small"), &key("copy"), Default::default())
+        .await
+        .expect("copy");
+}
+
+fn encrypted_store(
+    server: &TestServer,
+    encryption: storage_azure::AzureEncryption,
+) -> AzureBackend {
+    AzureConfig::emulator(format!("{}/devstoreaccount1", server.url()), "box")
+        .blocks(1 << 20, 1 << 20, 2)
+        .single_put_in_memory(0)
+        .server_side_encryption(encryption)
+        .build()
+        .expect("config")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_provided_key_goes_with_every_request_that_touches_a_blob() {
+    // "Provide an encryption key on a request to Blob storage": Put Blob,
+    // Put Block, Put Block List, Get Blob and Get Blob Properties carry the
+    // key; Copy Blob cannot, so the copy is a Get Blob and a Put Blob.
+    let server = TestServer::start(blob_service);
+    let key_bytes = [3u8; 32];
+    let store = encrypted_store(
+        &server,
+        storage_azure::AzureEncryption::CustomerKey(storage_azure::CustomerKey::new(key_bytes)),
+    );
+    every_operation(&store).await;
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(key_bytes);
+    let seen = server.seen();
+    let mut operations: Vec<&str> = seen.iter().map(operation).collect();
+    operations.sort_unstable();
+    operations.dedup();
+    assert_eq!(
+        operations,
+        [
+            "Get Blob",
+            "Get Blob Properties",
+            "Put Blob",
+            "Put Block",
+            "Put Block List"
+        ],
+        "no Copy Blob under a customer key"
+    );
+    for request in &seen {
+        assert_eq!(
+            request.header("x-ms-encryption-key"),
+            Some(b64.as_str()),
+            "{}: {request:?}",
+            operation(request)
+        );
+        assert_eq!(request.header("x-ms-encryption-algorithm"), Some("AES256"));
+        assert!(request.header("x-ms-encryption-key-sha256").is_some());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encryption_scope_goes_with_every_write() {
+    // "Encryption scopes": Put Blob, Put Block, Put Block List and Copy
+    // Blob name the scope; reads do not.
+    let server = TestServer::start(blob_service);
+    let store = encrypted_store(
+        &server,
+        storage_azure::AzureEncryption::Scope("tenant-scope".to_owned()),
+    );
+    every_operation(&store).await;
+    let seen = server.seen();
+    assert!(seen.iter().any(|r| operation(r) == "Copy Blob"), "{seen:?}");
+    for request in &seen {
+        let expected = match operation(request) {
+            "Get Blob" | "Get Blob Properties" => None,
+            _ => Some("tenant-scope"),
+        };
+        assert_eq!(
+            request.header("x-ms-encryption-scope"),
+            expected,
+            "{}: {request:?}",
+            operation(request)
+        );
+    }
+}
