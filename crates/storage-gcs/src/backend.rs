@@ -209,6 +209,16 @@ impl GcsBackend {
         &self.inner.config
     }
 
+    /// The HTTP client of the requests this crate builds.
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.inner.http
+    }
+
+    /// The configured server-side encryption, if any.
+    pub(crate) fn encryption(&self) -> Option<&crate::GcsEncryption> {
+        self.inner.config.encryption.as_ref()
+    }
+
     pub(crate) fn client(&self) -> &Client {
         &self.inner.client
     }
@@ -342,7 +352,7 @@ impl GcsBackend {
     }
 
     /// Adds the access token, if any, to a request this crate builds.
-    async fn authorize(
+    pub(crate) async fn authorize(
         &self,
         request: reqwest::RequestBuilder,
         op: &str,
@@ -359,7 +369,7 @@ impl GcsBackend {
 
     /// Sends a request this crate built, under the request timeout; a
     /// failure to get an answer is a (transient) transport error.
-    async fn send_raw(
+    pub(crate) async fn send_raw(
         &self,
         request: reqwest::RequestBuilder,
         op: &str,
@@ -414,6 +424,12 @@ impl GcsBackend {
         if let Some(g) = if_generation_match {
             url.push_str(&format!("&ifGenerationMatch={g}"));
         }
+        if let Some(name) = crate::encryption::kms_key_name(self.encryption()) {
+            url.push_str(&format!(
+                "&kmsKeyName={}",
+                utf8_percent_encode(&name, SEGMENT)
+            ));
+        }
         let request = self
             .inner
             .http
@@ -424,6 +440,7 @@ impl GcsBackend {
             )
             .header("content-length", length)
             .body(reqwest::Body::wrap_stream(stream::iter(parts)));
+        let request = crate::encryption::with_headers(request, self.encryption());
         let request = self.authorize(request, "upload", key.as_str()).await?;
         let response = self.send_raw(request, "upload", key.as_str()).await?;
         let uploaded: Object = self
@@ -435,7 +452,7 @@ impl GcsBackend {
     }
 
     /// The JSON body of a successful answer, or the mapped error.
-    async fn json_answer<T: serde::de::DeserializeOwned>(
+    pub(crate) async fn json_answer<T: serde::de::DeserializeOwned>(
         &self,
         response: reqwest::Response,
         op: &str,
@@ -508,7 +525,7 @@ impl GcsBackend {
     /// The error of a failed request this crate built: the JSON error body
     /// where there is one, the status otherwise; a 404 asks the bucket
     /// first (see [`GcsBackend`]).
-    async fn error_answer(
+    pub(crate) async fn error_answer(
         &self,
         response: reqwest::Response,
         op: &str,
@@ -846,7 +863,8 @@ impl Backend for GcsBackend {
             }
             None => Context::Plain,
         };
-        let mut request = self.inner.http.get(url);
+        let mut request =
+            crate::encryption::with_headers(self.inner.http.get(url), self.encryption());
         if let Some(range) = &range_header {
             request = request.header("range", range);
         }
@@ -937,6 +955,7 @@ impl Backend for GcsBackend {
         let request = GetObjectRequest {
             bucket: self.bucket().to_owned(),
             object: self.full_name(key),
+            encryption: crate::encryption::for_client(self.encryption()),
             ..Default::default()
         };
         match self
@@ -1116,6 +1135,10 @@ impl Backend for GcsBackend {
     async fn copy(&self, from: &Key, to: &Key, mode: PutMode) -> Result<ObjectMeta> {
         self.check_name(from)?;
         self.check_name(to)?;
+        if self.encryption().is_some() {
+            // See the table in `encryption.rs`: copyTo cannot carry the key.
+            return storage_core::copy_through_client(self, from, to, mode).await;
+        }
         let request = CopyObjectRequest {
             source_bucket: self.bucket().to_owned(),
             source_object: self.full_name(from),

@@ -8,6 +8,7 @@ use gcloud_storage::client::{Client, ClientConfig};
 use storage_core::{Error, Result};
 
 use crate::GcsBackend;
+use crate::encryption::GcsEncryption;
 
 /// The environment variable naming an emulator's host, honoured by
 /// [`GcsConfig::new`] as Google's client libraries honour it.
@@ -61,6 +62,7 @@ pub struct GcsConfig {
     pub(crate) resumable_threshold: u64,
     pub(crate) chunk_size: u64,
     pub(crate) status_queries: bool,
+    pub(crate) encryption: Option<GcsEncryption>,
 }
 
 impl GcsConfig {
@@ -106,6 +108,7 @@ impl GcsConfig {
             resumable_threshold: DEFAULT_RESUMABLE_THRESHOLD,
             chunk_size: DEFAULT_CHUNK_SIZE,
             status_queries: true,
+            encryption: None,
         }
     }
 
@@ -117,6 +120,16 @@ impl GcsConfig {
             .endpoint(endpoint)
             .anonymous()
             .upload_status_queries(false)
+    }
+
+    /// Server-side encryption of the objects this backend writes: a Cloud
+    /// KMS key (CMEK) or a customer-supplied key (CSEK, also sent on every
+    /// read), on every request that needs it, copies going through this
+    /// client; see the table in [`GcsEncryption`]'s module. Without it the
+    /// bucket's default applies.
+    pub fn server_side_encryption(mut self, encryption: GcsEncryption) -> Self {
+        self.encryption = Some(encryption);
+        self
     }
 
     /// Whether a resumable upload whose chunk failed with an unknown outcome

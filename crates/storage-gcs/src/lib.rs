@@ -22,6 +22,7 @@
 
 mod backend;
 mod config;
+mod encryption;
 pub mod error;
 pub mod metadata;
 mod resumable;
@@ -33,3 +34,4 @@ pub use config::{
     CHUNK_GRANULARITY, DEFAULT_CHUNK_SIZE, DEFAULT_ENDPOINT, DEFAULT_RESUMABLE_THRESHOLD,
     EMULATOR_HOST_VARIABLE, GcsConfig, GcsCredentials,
 };
+pub use encryption::{CustomerKey, GcsEncryption};

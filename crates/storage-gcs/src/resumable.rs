@@ -39,7 +39,7 @@ use gcloud_storage::http::objects::Object;
 use gcloud_storage::http::objects::get::GetObjectRequest;
 use gcloud_storage::http::objects::upload::{UploadObjectRequest, UploadType};
 use gcloud_storage::http::resumable_upload_client::{
-    ChunkSize, ResumableUploadClient, UploadStatus,
+    ChunkSize, ResumableUploadClient, UploadStatus, UploadedRange,
 };
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -110,6 +110,7 @@ impl ResumableUpload {
         let request = GetObjectRequest {
             bucket: b.bucket().to_owned(),
             object: b.full_name(&self.key),
+            encryption: crate::encryption::for_client(b.encryption()),
             ..Default::default()
         };
         match b.timed("get", b.client().get_object(&request)).await? {
@@ -136,12 +137,14 @@ impl ResumableUpload {
         part: &Part,
         total: Option<u64>,
     ) -> Result<Persisted> {
-        let (b, key) = (&self.backend, &self.key);
-        let op = "resumable upload status";
-        let status = match b.timed(op, session.client.status(total)).await? {
-            Ok(status) => status,
-            Err(e) => return Err(b.error(e, op, key.as_str(), Context::Plain).await),
+        let key = &self.key;
+        let range = match total {
+            Some(total) => format!("bytes */{total}"),
+            None => "bytes */*".to_owned(),
         };
+        let status = self
+            .session_request(session, "resumable upload status", range, Bytes::new())
+            .await?;
         session.unsure.store(false, Ordering::SeqCst);
         let stored = match status {
             UploadStatus::Ok(object) if part.last => {
@@ -170,6 +173,55 @@ impl ResumableUpload {
             ));
         }
         Ok(Persisted::Upto(stored))
+    }
+
+    /// One `PUT` to the session URI with `Content-Range: range` and `body`
+    /// (a chunk, or nothing for a status query), with the customer-supplied
+    /// key's headers where one is configured: 308 with `Range` is the
+    /// persisted prefix (none without it), a success carries the object.
+    /// The session URI authorizes the request ("Perform resumable
+    /// uploads"), so no token is sent.
+    async fn session_request(
+        &self,
+        session: &Session,
+        op: &str,
+        range: String,
+        body: Bytes,
+    ) -> Result<UploadStatus> {
+        let (b, key) = (&self.backend, &self.key);
+        let request = b
+            .http()
+            .put(session.client.url())
+            .header("content-range", range)
+            .header("content-length", body.len())
+            .body(body);
+        let request = crate::encryption::with_headers(request, b.encryption());
+        let response = b.send_raw(request, op, key.as_str()).await?;
+        if response.status().as_u16() != 308 {
+            let context = context(&self.options.mode);
+            let object: Object = b.json_answer(response, op, key, context).await?;
+            return Ok(UploadStatus::Ok(object));
+        }
+        let Some(persisted) = response.headers().get("range") else {
+            return Ok(UploadStatus::NotStarted);
+        };
+        let malformed = || {
+            Error::backend(
+                false,
+                format!("GCS {op} of {key}: a Range header that is not bytes=0-N: {persisted:?}"),
+                "resumable upload",
+            )
+        };
+        let (first, last) = persisted
+            .to_str()
+            .ok()
+            .and_then(|r| r.strip_prefix("bytes="))
+            .and_then(|r| r.split_once('-'))
+            .ok_or_else(malformed)?;
+        Ok(UploadStatus::ResumeIncomplete(UploadedRange {
+            first_byte: first.trim().parse().map_err(|_| malformed())?,
+            last_byte: last.trim().parse().map_err(|_| malformed())?,
+        }))
     }
 
     /// Records the content's SHA-256 in the uploaded object's metadata,
@@ -204,6 +256,8 @@ impl ChunkedUpload for ResumableUpload {
         let request = UploadObjectRequest {
             bucket: b.bucket().to_owned(),
             if_generation_match: condition(key, &options.mode)?,
+            kms_key_name: crate::encryption::kms_key_name(b.encryption()),
+            encryption: crate::encryption::for_client(b.encryption()),
             ..Default::default()
         };
         let object = Object {
@@ -253,17 +307,12 @@ impl ChunkedUpload for ResumableUpload {
         let start = usize::try_from(from - part.offset).unwrap_or(usize::MAX);
         let bytes = part.bytes.slice(start.min(part.bytes.len())..);
         let range = ChunkSize::new(from, end.saturating_sub(1), total);
-        let sent = b
-            .timed(
-                "resumable upload chunk",
-                session.client.upload_multiple_chunk(bytes, &range),
-            )
+        let sent = self
+            .session_request(session, "resumable upload chunk", range.to_string(), bytes)
             .await;
         let status = match sent {
-            Ok(Ok(status)) => status,
-            Ok(Err(e)) => {
-                let (op, context) = ("resumable upload chunk", context(&self.options.mode));
-                let error = b.error(e, op, key.as_str(), context).await;
+            Ok(status) => status,
+            Err(error) => {
                 if b.config().status_queries && error.is_transient() {
                     session.unsure.store(true, Ordering::SeqCst);
                     return Err(error);
@@ -283,12 +332,6 @@ impl ChunkedUpload for ResumableUpload {
                     });
                 }
                 return Err(error);
-            }
-            Err(timeout) => {
-                if b.config().status_queries {
-                    session.unsure.store(true, Ordering::SeqCst);
-                }
-                return Err(timeout);
             }
         };
         let object = match (status, part.last) {

@@ -554,3 +554,170 @@ async fn a_crc32c_mismatch_of_an_object_read_back_after_a_lost_answer_deletes_no
         "the object was deleted: {seen:?}"
     );
 }
+
+/// Uploads (multipart; resumable initiation and chunks), media downloads,
+/// object metadata and metadata patches, as "Objects: insert", "Perform
+/// resumable uploads", "Objects: get" and "Objects: patch" document them.
+fn gcs_objects(server_url: &std::sync::OnceLock<String>, request: &Seen) -> Reply {
+    let json = |value: serde_json::Value| {
+        Reply::status(200)
+            .header("content-type", "application/json")
+            .body(value.to_string())
+    };
+    let name = request
+        .path()
+        .rsplit("/o/")
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    match (
+        request.method.as_str(),
+        query(request, "uploadType").as_deref(),
+    ) {
+        ("POST", Some("multipart")) => json(object("b", "uploaded")),
+        ("POST", Some("resumable")) => Reply::status(200).header(
+            "location",
+            &format!(
+                "{}/session/1",
+                server_url.get().cloned().unwrap_or_default()
+            ),
+        ),
+        ("PUT", _) => {
+            let range = request.header("content-range").unwrap_or_default();
+            match range.ends_with("/*") {
+                true => Reply::status(308).header(
+                    "range",
+                    &format!(
+                        "bytes=0-{}",
+                        range
+                            .trim_start_matches("bytes ")
+                            .split(['-', '/'])
+                            .nth(1)
+                            .unwrap_or("0")
+                    ),
+                ),
+                false => {
+                    // The last chunk: the object, here without a CRC32C.
+                    let mut large = object("b", "large");
+                    if let Some(fields) = large.as_object_mut() {
+                        fields.remove("crc32c");
+                    }
+                    json(large)
+                }
+            }
+        }
+        ("GET", _) if query(request, "alt").as_deref() == Some("media") => Reply::status(200)
+            .header("x-goog-generation", "1")
+            .header("x-goog-metageneration", "1")
+            .header("content-type", "application/octet-stream")
+            .header("last-modified", "Mon, 30 Nov 2026 00:00:00 GMT")
+            .body("x"),
+        ("GET", _) => json(object("b", &name)),
+        ("PATCH", _) => json(object("b", &name)),
+        _ => Reply::status(500),
+    }
+}
+
+fn gcs_objects_server() -> TestServer {
+    let url = std::sync::Arc::new(std::sync::OnceLock::new());
+    let server = {
+        let url = std::sync::Arc::clone(&url);
+        TestServer::start(move |request| gcs_objects(&url, request))
+    };
+    url.set(server.url()).expect("set once");
+    server
+}
+
+/// Puts a small body and a 1.5 MiB one (resumable, 512 KiB chunks), reads,
+/// heads and copies.
+async fn every_operation(server: &TestServer, encryption: storage_gcs::GcsEncryption) {
+    let store = GcsConfig::emulator(server.url(), "b")
+        .resumable(1024 * KIB as u64, 512 * KIB as u64)
+        .server_side_encryption(encryption)
+        .request_timeout(Duration::from_secs(5))
+        .build()
+        .await
+        .expect("client");
+    use storage_core::BackendExt;
+    store.put_bytes("small", "x").await.expect("put");
+    store
+        .put(
+            &key("large"),
+            storage_core::Body::from(storage_conformance::support::pattern(1536 * KIB, 9)),
+            Default::default(),
+        )
+        .await
+        .expect("resumable put");
+    store.get_bytes("small").await.expect("get");
+    store.head(&key("small")).await.expect("head");
+    store
+        .copy(&key("small"), &key("copy"), Default::default())
+        .await
+        .expect("copy");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_supplied_key_goes_with_every_upload_download_and_metadata_read() {
+    // "Use customer-supplied encryption keys": uploads (each request of a
+    // resumable one), downloads and metadata reads carry the key; a copy
+    // is a download and an upload.
+    let server = gcs_objects_server();
+    let key_bytes = [5u8; 32];
+    every_operation(
+        &server,
+        storage_gcs::GcsEncryption::CustomerKey(storage_gcs::CustomerKey::new(key_bytes)),
+    )
+    .await;
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(key_bytes);
+    let seen = server.seen();
+    assert!(
+        !seen.iter().any(|r| r.path().contains("copyTo")),
+        "{seen:?}"
+    );
+    let mut checked = 0;
+    for request in &seen {
+        if request.method == "PATCH" {
+            continue;
+        }
+        checked += 1;
+        assert_eq!(
+            request.header("x-goog-encryption-key"),
+            Some(b64.as_str()),
+            "{request:?}"
+        );
+        assert_eq!(
+            request.header("x-goog-encryption-algorithm"),
+            Some("AES256")
+        );
+    }
+    // Two multipart uploads, a resumable initiation and three chunks, two
+    // downloads and a metadata read.
+    assert_eq!(checked, 9, "{seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kms_key_is_named_on_every_upload() {
+    // "Use customer-managed encryption keys": `kmsKeyName` on each upload;
+    // a copy is a download and an upload, so the copy gets the key too.
+    let server = gcs_objects_server();
+    let name = "projects/p/locations/eu/keyRings/r/cryptoKeys/k";
+    every_operation(&server, storage_gcs::GcsEncryption::KmsKey(name.to_owned())).await;
+    let seen = server.seen();
+    let uploads: Vec<&Seen> = seen
+        .iter()
+        .filter(|r| r.method == "POST" && r.path().starts_with("/upload/"))
+        .collect();
+    assert_eq!(uploads.len(), 3, "{seen:?}");
+    for upload in uploads {
+        assert_eq!(
+            query(upload, "kmsKeyName").as_deref(),
+            Some(name),
+            "{upload:?}"
+        );
+    }
+    assert!(
+        !seen.iter().any(|r| r.path().contains("copyTo")),
+        "{seen:?}"
+    );
+}
