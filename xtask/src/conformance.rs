@@ -45,6 +45,17 @@ pub struct Args {
     /// `Encrypted<Retry<Faults<B>>>`.
     #[arg(long, requires_all = ["encrypt", "retry"])]
     crypto_outside: bool,
+    /// Run against a real account at this endpoint (with `--backend` s3,
+    /// azure or gcs, and `--bucket`): credentials from the environment, the
+    /// run skipped without them; empty for the service's default endpoint.
+    /// Not run by CI.
+    #[arg(long)]
+    endpoint: Option<String>,
+    /// The existing bucket (or container) of a real-account run (default:
+    /// `STORAGE_SMOKE_BUCKET`); each check writes under a prefix of its
+    /// own, all deleted at the end.
+    #[arg(long)]
+    bucket: Option<String>,
     /// Print no matrix (for the per-backend child runs, whose parent prints
     /// one for all).
     #[arg(long, hide = true)]
@@ -76,6 +87,9 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
         names: args.checks.clone(),
         ignore_limitations: args.ignore_limitations,
     };
+    if args.endpoint.is_some() || args.bucket.is_some() {
+        return real_account(&names, &filter, &args).await;
+    }
     let reports = if names.len() == 1 {
         vec![run_here(&names[0], &filter, &args).await?]
     } else {
@@ -103,6 +117,56 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
     }
     let failed = reports.iter().any(|r| r.total().failed > 0);
     Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// The opt-in run against a real account (see `crate::real`).
+async fn real_account(names: &[String], filter: &Filter, args: &Args) -> anyhow::Result<ExitCode> {
+    let [name] = names else {
+        anyhow::bail!("a real-account run takes exactly one --backend: s3, azure or gcs");
+    };
+    anyhow::ensure!(
+        ["s3", "azure", "gcs"].contains(&name.as_str()),
+        "a real-account run is for s3, azure or gcs, not {name:?}"
+    );
+    anyhow::ensure!(
+        !args.retry && !args.encrypt,
+        "a real-account run is always through Retry and never through the fault injector or Encrypted"
+    );
+    let bucket = match args
+        .bucket
+        .clone()
+        .or_else(|| std::env::var("STORAGE_SMOKE_BUCKET").ok())
+    {
+        Some(bucket) => bucket,
+        None => anyhow::bail!("a real-account run needs --bucket (or STORAGE_SMOKE_BUCKET)"),
+    };
+    let endpoint = args.endpoint.clone().unwrap_or_default();
+    let account = match crate::real::RealAccount::new(name, endpoint, bucket) {
+        Ok(account) => account,
+        Err(reason) => {
+            println!("{name} against a real account: skipped: {reason}");
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    eprintln!("running the contract suite against {name} on a real account ...");
+    let report = run(&account, &suites::all(), filter).await;
+    match account.clean_up().await {
+        Ok(n) => eprintln!("deleted the run's {n} objects"),
+        Err(e) => eprintln!("cleaning up the run's objects failed: {e}"),
+    }
+    let reports = [report];
+    if let Some(path) = &args.json {
+        std::fs::write(
+            path,
+            serde_json::to_vec_pretty(&JsonReport { backends: &reports })?,
+        )?;
+    }
+    print_matrix(&reports);
+    Ok(if reports[0].total().failed > 0 {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS

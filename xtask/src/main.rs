@@ -9,6 +9,7 @@ mod conformance;
 mod encrypted;
 mod faulty;
 mod hooks;
+mod real;
 mod servers;
 
 use std::process::ExitCode;
