@@ -174,8 +174,9 @@ fn serve(stream: TcpStream, answer: &Answer, seen: &Mutex<Vec<Seen>>) {
 }
 
 /// Waits `reply`'s delay, then writes it as the whole answer to a `method`
-/// request: `connection: close`, `content-length`, the reply's headers, and
-/// its body unless `method` is `HEAD`.
+/// request: `connection: close`, `content-length` (the body's, unless the
+/// reply names one), the reply's headers, and its body unless `method` is
+/// `HEAD`.
 pub(crate) fn write_reply(
     writer: &mut impl Write,
     reply: &Reply,
@@ -183,10 +184,17 @@ pub(crate) fn write_reply(
 ) -> std::io::Result<()> {
     std::thread::sleep(reply.delay);
     let mut head = format!(
-        "HTTP/1.1 {} Scripted\r\nconnection: close\r\ncontent-length: {}\r\n",
-        reply.status,
-        reply.body.len()
+        "HTTP/1.1 {} Scripted\r\nconnection: close\r\n",
+        reply.status
     );
+    // A reply may name its own length (a HEAD answer about a large object).
+    if !reply
+        .headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+    {
+        head.push_str(&format!("content-length: {}\r\n", reply.body.len()));
+    }
     for (name, value) in &reply.headers {
         head.push_str(&format!("{name}: {value}\r\n"));
     }

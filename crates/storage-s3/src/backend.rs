@@ -46,7 +46,8 @@ use crate::error::{Class, Context, classify_sdk, from_sdk, missing};
 /// - Keys are stored under the configured prefix; listings strip it and skip
 ///   names that are not valid [`Key`]s (written by other clients).
 /// - `copy` is `CopyObject` (server-side, metadata copied) for objects up to
-///   5 GiB.
+///   5 GiB, and a multipart upload of `UploadPartCopy` parts (server-side
+///   too, each part conditional on the source's ETag) for larger ones.
 /// - A put without a content type stores [`DEFAULT_CONTENT_TYPE`]: S3 always
 ///   stores one, and `head` must report what `put` returned.
 /// - ETags are the server's: for single-part uploads the MD5 of the content,
@@ -664,11 +665,7 @@ impl Backend for S3Backend {
             }
             return storage_core::copy_through_client(self, from, to, mode).await;
         }
-        let source = format!(
-            "{}/{}",
-            self.config.bucket,
-            encode_copy_source(&self.full_key(from))
-        );
+        let source = copy_source(&self.config.bucket, &self.full_key(from));
         let encryption = self.config.encryption.as_ref();
         let copy = crate::encryption::on_write!(self.client.copy_object(), encryption);
         let mut request = crate::encryption::on_copy_source!(copy, encryption)
@@ -692,10 +689,29 @@ impl Backend for S3Backend {
             ) {
                 self.head(from).await?;
             }
+            // CopyObject refuses sources over 5 GiB (400 InvalidRequest):
+            // those are copied in parts, inside the service.
+            if matches!(
+                err,
+                Error::Backend {
+                    transient: false,
+                    ..
+                }
+            ) {
+                let source = self.head(from).await?;
+                if source.size > crate::multipart::MAX_COPY_OBJECT_SIZE {
+                    return self.copy_in_parts(from, &source, to, mode).await;
+                }
+            }
             return Err(err);
         }
         self.head(to).await
     }
+}
+
+/// The `x-amz-copy-source` of `name` in `bucket`.
+pub(crate) fn copy_source(bucket: &str, name: &str) -> String {
+    format!("{bucket}/{}", encode_copy_source(name))
 }
 
 /// Bytes escaped in a copy source (`x-amz-copy-source`): everything but

@@ -17,7 +17,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use storage_core::raw::{self, ChunkedUpload, Part, UploadPlan, Uploaded};
-use storage_core::{Body, ETag, Error, Key, ObjectMeta, PutMode, PutOptions, Result};
+use storage_core::{Backend, Body, ETag, Error, Key, ObjectMeta, PutMode, PutOptions, Result};
 
 use crate::S3Backend;
 use crate::error::{Context, missing};
@@ -27,6 +27,13 @@ pub const MAX_PARTS: u64 = 10_000;
 
 /// Largest object S3 stores: 5 TiB.
 pub const MAX_OBJECT_SIZE: u64 = 5 << 40;
+
+/// Largest source CopyObject copies in one request: 5 GiB.
+pub const MAX_COPY_OBJECT_SIZE: u64 = 5 << 30;
+
+/// Part size of a copy in parts: 512 MiB (S3 allows up to 5 GiB per part;
+/// larger objects get larger parts, in whole MiB, to fit 10,000).
+const COPY_PART_SIZE: u64 = 512 * MIB;
 
 const MIB: u64 = 1024 * 1024;
 
@@ -233,5 +240,172 @@ mod tests {
         let size = part_size_for(configured, Some(len));
         assert_eq!((size, size % MIB), (9 * MIB, 0));
         assert!(len.div_ceil(size) <= MAX_PARTS);
+    }
+}
+
+impl S3Backend {
+    /// Copies `from` (whose metadata is `source`) to `to` inside the
+    /// service with a multipart upload of `UploadPartCopy` parts (S3 API,
+    /// UploadPartCopy; "Copy an object using multipart upload"): every part
+    /// names the source's ETag (`x-amz-copy-source-if-match`), so a source
+    /// replaced mid-copy fails the copy rather than mixing versions; the
+    /// completion carries `mode`; any failure aborts the upload.
+    pub(crate) async fn copy_in_parts(
+        &self,
+        from: &Key,
+        source: &ObjectMeta,
+        to: &Key,
+        mode: PutMode,
+    ) -> Result<ObjectMeta> {
+        let options = PutOptions {
+            mode,
+            content_type: source.content_type.clone(),
+            metadata: source.metadata.clone(),
+        };
+        let upload = S3Upload {
+            backend: self.clone(),
+            key: to.clone(),
+            name: self.full_key(to),
+            options,
+        };
+        let upload_id = upload.initiate_plain().await?;
+        let copied = upload.copy_parts(&upload_id, from, source).await;
+        let done = match copied {
+            Ok(parts) => upload.complete_parts(&upload_id, parts).await,
+            Err(e) => Err(e),
+        };
+        match done {
+            Ok(()) => self.head(to).await,
+            Err(e) => {
+                // What the abort leaves is reported with the copy's error.
+                if let Err(abort) = upload.abort(&upload_id).await {
+                    return Err(Error::backend(
+                        e.is_transient(),
+                        format!("{e}; aborting the multipart copy failed too: {abort}"),
+                        e,
+                    ));
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+impl S3Upload {
+    /// CreateMultipartUpload without a checksum algorithm (copied parts
+    /// carry the source's bytes, checked by the service).
+    async fn initiate_plain(&self) -> Result<String> {
+        let b = &self.backend;
+        let mut create = crate::encryption::on_write!(
+            b.client.create_multipart_upload(),
+            b.config.encryption.as_ref()
+        )
+        .bucket(&b.config.bucket)
+        .key(&self.name)
+        .set_content_type(self.options.content_type.clone());
+        for (k, v) in &self.options.metadata {
+            create = create.metadata(k, v);
+        }
+        let op = "CreateMultipartUpload";
+        match create.send().await {
+            Ok(created) => created
+                .upload_id()
+                .map(str::to_owned)
+                .ok_or_else(|| missing(op, self.key.as_str(), "upload id")),
+            Err(e) => Err(b.error(e, op, self.key.as_str(), Context::Plain).await),
+        }
+    }
+
+    /// The UploadPartCopy parts of `from`, `parts_in_flight` at a time.
+    async fn copy_parts(
+        &self,
+        upload_id: &str,
+        from: &Key,
+        source: &ObjectMeta,
+    ) -> Result<Vec<CompletedPart>> {
+        use futures::{StreamExt, TryStreamExt};
+        let b = &self.backend;
+        let part_size = part_size_for(COPY_PART_SIZE, Some(source.size));
+        let ranges: Vec<(i32, u64, u64)> = (0..source.size.div_ceil(part_size))
+            .map(|i| {
+                let first = i * part_size;
+                let last = (first + part_size).min(source.size) - 1;
+                (i as i32 + 1, first, last)
+            })
+            .collect();
+        let copy_source = crate::backend::copy_source(&b.config.bucket, &b.full_key(from));
+        futures::stream::iter(ranges)
+            .map(|(number, first, last)| {
+                let copy_source = copy_source.clone();
+                async move {
+                    let request = crate::encryption::on_read!(
+                        b.client.upload_part_copy(),
+                        b.config.encryption.as_ref()
+                    );
+                    let sent =
+                        crate::encryption::on_copy_source!(request, b.config.encryption.as_ref())
+                            .bucket(&b.config.bucket)
+                            .key(&self.name)
+                            .upload_id(upload_id)
+                            .part_number(number)
+                            .copy_source(copy_source)
+                            .copy_source_range(format!("bytes={first}-{last}"))
+                            .copy_source_if_match(source.etag.quoted())
+                            .send()
+                            .await;
+                    match sent {
+                        Ok(output) => Ok(CompletedPart::builder()
+                            .part_number(number)
+                            .set_e_tag(
+                                output
+                                    .copy_part_result()
+                                    .and_then(|r| r.e_tag())
+                                    .map(str::to_owned),
+                            )
+                            .build()),
+                        Err(e) => {
+                            // A 412 here means the source changed mid-copy.
+                            let context = Context::IfMatch(source.etag.clone());
+                            Err(b.error(e, "UploadPartCopy", from.as_str(), context).await)
+                        }
+                    }
+                }
+            })
+            .buffered(b.config.parts_in_flight)
+            .try_collect()
+            .await
+    }
+
+    /// CompleteMultipartUpload of copied parts, under the copy's mode.
+    async fn complete_parts(&self, upload_id: &str, parts: Vec<CompletedPart>) -> Result<()> {
+        let b = &self.backend;
+        let mut complete = b
+            .client
+            .complete_multipart_upload()
+            .bucket(&b.config.bucket)
+            .key(&self.name)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            );
+        let context = match &self.options.mode {
+            PutMode::Overwrite => Context::Plain,
+            PutMode::IfNotExists => {
+                complete = complete.if_none_match("*");
+                Context::Create
+            }
+            PutMode::IfMatch(etag) => {
+                complete = complete.if_match(etag.quoted());
+                Context::IfMatch(etag.clone())
+            }
+        };
+        match complete.send().await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(b
+                .error(e, "CompleteMultipartUpload", self.key.as_str(), context)
+                .await),
+        }
     }
 }

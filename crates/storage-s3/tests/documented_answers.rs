@@ -420,3 +420,82 @@ async fn sse_s3_is_asked_for_on_object_writes() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_over_5_gib_is_copied_in_upload_part_copy_parts() {
+    // CopyObject: "You can store individual objects of up to 5 TB in Amazon
+    // S3. You create a copy of your object up to 5 GB in size in a single
+    // atomic action using this API. However, to copy an object greater than
+    // 5 GB, you must use the multipart upload Upload Part - Copy
+    // (UploadPartCopy) API."
+    const SIX_GIB: u64 = 6 << 30;
+    let server = TestServer::start(|request| {
+        let xml = |body: &str| {
+            Reply::status(200)
+                .header("content-type", "application/xml")
+                .body(format!(
+                    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n{body}"
+                ))
+        };
+        let copying = request.header("x-amz-copy-source").is_some();
+        match request.method.as_str() {
+            "PUT" if copying && !request.has_query("uploadId") => Reply::status(400)
+                .header("content-type", "application/xml")
+                .body(
+                    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>InvalidRequest</Code>\
+                     <Message>The specified copy source is larger than the maximum allowable size \
+                     for a copy source: 5368709120</Message></Error>",
+                ),
+            "PUT" if copying => xml(
+                "<CopyPartResult><LastModified>2026-11-30T00:00:00.000Z</LastModified>\
+                 <ETag>\"part\"</ETag></CopyPartResult>",
+            ),
+            "HEAD" => Reply::status(200)
+                .header("etag", "\"source-etag\"")
+                .header("content-length", &SIX_GIB.to_string())
+                .header("content-type", "application/octet-stream")
+                .header("last-modified", "Mon, 30 Nov 2026 00:00:00 GMT"),
+            _ => s3_writes(request),
+        }
+    });
+    let store = store(config(&server)).await;
+    let meta = store
+        .copy(&key("from"), &key("to"), PutMode::IfNotExists)
+        .await
+        .expect("copy");
+    assert_eq!(meta.size, SIX_GIB);
+    let seen = server.seen();
+    let mut next = 0u64;
+    let mut parts: Vec<(u64, u64, &Seen)> = seen
+        .iter()
+        .filter(|r| r.has_query("uploadId") && r.header("x-amz-copy-source").is_some())
+        .map(|part| {
+            let range = part.header("x-amz-copy-source-range").expect("a range");
+            let (first, last) = range
+                .strip_prefix("bytes=")
+                .and_then(|r| r.split_once('-'))
+                .expect("bytes=A-B");
+            (first.parse().expect("A"), last.parse().expect("B"), part)
+        })
+        .collect();
+    // Parts in flight arrive in any order.
+    parts.sort_by_key(|(first, _, _)| *first);
+    for &(first, last, part) in &parts {
+        let range = format!("{first}-{last}");
+        assert_eq!(first, next, "{range}");
+        assert!(last - first < 5 << 30, "{range}");
+        next = last + 1;
+        assert_eq!(
+            part.header("x-amz-copy-source-if-match"),
+            Some("\"source-etag\""),
+            "every part copies the same version"
+        );
+    }
+    assert_eq!(next, SIX_GIB, "the parts cover the source");
+    assert!(parts.len() > 1, "{}", parts.len());
+    let complete = seen
+        .iter()
+        .find(|r| r.method == "POST" && r.has_query("uploadId"))
+        .expect("CompleteMultipartUpload");
+    assert_eq!(complete.header("if-none-match"), Some("*"));
+}
