@@ -227,22 +227,6 @@ impl ChunkedUpload for S3Upload {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_part_size_grows_to_fit_ten_thousand_parts_in_whole_mib() {
-        let configured = 8 * MIB;
-        assert_eq!(part_size_for(configured, None), configured);
-        assert_eq!(part_size_for(configured, Some(80_000 * MIB)), configured);
-        let len = 80_000 * MIB + 1;
-        let size = part_size_for(configured, Some(len));
-        assert_eq!((size, size % MIB), (9 * MIB, 0));
-        assert!(len.div_ceil(size) <= MAX_PARTS);
-    }
-}
-
 impl S3Backend {
     /// Copies `from` (whose metadata is `source`) to `to` inside the
     /// service with a multipart upload of `UploadPartCopy` parts (S3 API,
@@ -407,5 +391,21 @@ impl S3Upload {
                 .error(e, "CompleteMultipartUpload", self.key.as_str(), context)
                 .await),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_part_size_grows_to_fit_ten_thousand_parts_in_whole_mib() {
+        let configured = 8 * MIB;
+        assert_eq!(part_size_for(configured, None), configured);
+        assert_eq!(part_size_for(configured, Some(80_000 * MIB)), configured);
+        let len = 80_000 * MIB + 1;
+        let size = part_size_for(configured, Some(len));
+        assert_eq!((size, size % MIB), (9 * MIB, 0));
+        assert!(len.div_ceil(size) <= MAX_PARTS);
     }
 }
