@@ -1,6 +1,5 @@
 //! The `Backend` implementation of `S3Backend`.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
@@ -82,15 +81,6 @@ fn quoted(etag: &ETag) -> String {
 fn modified(dt: Option<&aws_sdk_s3::primitives::DateTime>) -> SystemTime {
     dt.and_then(|d| SystemTime::try_from(*d).ok())
         .unwrap_or(SystemTime::UNIX_EPOCH)
-}
-
-fn user_metadata(map: Option<&HashMap<String, String>>) -> Metadata {
-    map.map(|m| {
-        m.iter()
-            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
-            .collect()
-    })
-    .unwrap_or_default()
 }
 
 fn sha256_of(header: Option<&str>) -> Option<[u8; 32]> {
@@ -282,7 +272,7 @@ impl S3Backend {
                 .checksum_sha256(BASE64.encode(sha256))
                 .body(ByteStream::from(data))
                 .set_content_type(options.content_type.clone());
-        for (k, v) in &options.metadata {
+        for (k, v) in crate::metadata::to_s3(&options.metadata, None) {
             request = request.metadata(k, v);
         }
         request = match &options.mode {
@@ -325,7 +315,7 @@ impl S3Backend {
                 .ok_or_else(|| missing_etag(key))?,
             last_modified: modified(out.last_modified()),
             content_type: out.content_type().map(str::to_owned),
-            metadata: user_metadata(out.metadata()),
+            metadata: crate::metadata::from_s3(out.metadata()).0,
             sha256: sha256_of(out.checksum_sha256()),
         })
     }
@@ -394,6 +384,96 @@ where
 
 fn missing_etag(key: &Key) -> Error {
     missing("GetObject or HeadObject", key.as_str(), "ETag")
+}
+
+/// A multipart object's composite SHA-256 ("checksum of checksums": the
+/// SHA-256 of its parts' SHA-256 digests, S3 User Guide, "Checking object
+/// integrity", using part-level checksums for multipart uploads), with the
+/// number of parts and their size.
+struct Composite {
+    digest: [u8; 32],
+    parts: u64,
+    part_size: u64,
+}
+
+/// The digest and part count of a composite checksum header
+/// (`base64-N`), if it is one.
+fn composite_of(header: Option<&str>) -> Option<([u8; 32], u64)> {
+    let (digest, parts) = header?.rsplit_once('-')?;
+    let digest: [u8; 32] = BASE64.decode(digest).ok()?.try_into().ok()?;
+    Some((digest, parts.parse().ok()?))
+}
+
+/// Passes `body` through, hashing it part by part as `composite` lays it
+/// out; at its end, fails with [`Error::ChecksumMismatch`] unless the
+/// digest of the part digests and the number of parts match.
+fn verify_composite(body: BodyStream, key: Key, composite: Composite) -> BodyStream {
+    struct State {
+        body: BodyStream,
+        part: Sha256,
+        in_part: u64,
+        whole: Sha256,
+        parts: u64,
+    }
+    let state = State {
+        body,
+        part: Sha256::new(),
+        in_part: 0,
+        whole: Sha256::new(),
+        parts: 0,
+    };
+    let part_size = composite.part_size;
+    stream::try_unfold(Some(state), move |state| {
+        let key = key.clone();
+        async move {
+            let Some(mut s) = state else {
+                return Ok(None);
+            };
+            match s.body.next().await {
+                Some(chunk) => {
+                    let chunk = chunk?;
+                    let mut rest: &[u8] = &chunk;
+                    while !rest.is_empty() {
+                        let room = usize::try_from(part_size - s.in_part).unwrap_or(usize::MAX);
+                        let (now, later) = rest.split_at(room.min(rest.len()));
+                        s.part.update(now);
+                        s.in_part += now.len() as u64;
+                        if s.in_part == part_size {
+                            s.whole.update(s.part.finalize_reset());
+                            s.parts += 1;
+                            s.in_part = 0;
+                        }
+                        rest = later;
+                    }
+                    Ok(Some((chunk, Some(s))))
+                }
+                None => {
+                    if s.in_part > 0 {
+                        s.whole.update(s.part.finalize_reset());
+                        s.parts += 1;
+                    }
+                    let actual: [u8; 32] = s.whole.finalize().into();
+                    if (actual, s.parts) != (composite.digest, composite.parts) {
+                        return Err(Error::ChecksumMismatch {
+                            key: key.to_string(),
+                            expected: format!(
+                                "{}-{}",
+                                hex::encode(composite.digest),
+                                composite.parts
+                            ),
+                            actual: format!(
+                                "{}-{} (composite SHA-256 of the parts read)",
+                                hex::encode(actual),
+                                s.parts
+                            ),
+                        });
+                    }
+                    Ok(None)
+                }
+            }
+        }
+    })
+    .boxed()
 }
 
 /// Streams the response body; on a full read with a recorded SHA-256, ends
@@ -532,6 +612,7 @@ impl Backend for S3Backend {
             });
         }
         let sha256 = sha256_of(output.checksum_sha256());
+        let (metadata, part_size) = crate::metadata::from_s3(output.metadata());
         let meta = ObjectMeta {
             key: key.clone(),
             size,
@@ -541,15 +622,26 @@ impl Backend for S3Backend {
                 .ok_or_else(|| missing_etag(key))?,
             last_modified: modified(output.last_modified()),
             content_type: output.content_type().map(str::to_owned),
-            metadata: user_metadata(output.metadata()),
+            metadata,
             sha256,
         };
-        let verify = if options.range.is_none() {
-            sha256
-        } else {
-            None
+        // Only full reads are checked: against the SHA-256, or, for a
+        // multipart object written here, against the composite checksum
+        // with the part size recorded at initiation.
+        let full = options.range.is_none();
+        let composite = composite_of(output.checksum_sha256())
+            .zip(part_size)
+            .filter(|_| full)
+            .map(|((digest, parts), part_size)| Composite {
+                digest,
+                parts,
+                part_size,
+            });
+        let body = body_stream(output.body, key.clone(), sha256.filter(|_| full));
+        let body = match composite {
+            Some(composite) => verify_composite(body, key.clone(), composite),
+            None => body,
         };
-        let body = body_stream(output.body, key.clone(), verify);
         Ok(GetResult::new(meta, range, body))
     }
 

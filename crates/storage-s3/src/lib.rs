@@ -28,6 +28,7 @@ mod backend;
 mod config;
 mod encryption;
 pub mod error;
+mod metadata;
 mod multipart;
 #[cfg(test)]
 use storage_conformance::scripted_server as test_server;

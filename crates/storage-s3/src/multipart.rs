@@ -72,6 +72,7 @@ impl S3Backend {
             key: key.clone(),
             name: self.full_key(key),
             options,
+            part_size: plan.part_size,
         };
         raw::upload(upload, key, body, plan).await
     }
@@ -84,6 +85,8 @@ struct S3Upload {
     key: Key,
     name: String,
     options: PutOptions,
+    /// Bytes per part (all but the last), recorded in the metadata.
+    part_size: u64,
 }
 
 #[async_trait::async_trait]
@@ -101,7 +104,10 @@ impl ChunkedUpload for S3Upload {
         .key(&self.name)
         .checksum_algorithm(ChecksumAlgorithm::Sha256)
         .set_content_type(self.options.content_type.clone());
-        for (k, v) in &self.options.metadata {
+        // The part size, so that a full read can check the composite
+        // checksum.
+        let records = crate::metadata::to_s3(&self.options.metadata, Some(self.part_size));
+        for (k, v) in records {
             create = create.metadata(k, v);
         }
         let op = "CreateMultipartUpload";
@@ -251,6 +257,7 @@ impl S3Backend {
             key: to.clone(),
             name: self.full_key(to),
             options,
+            part_size: 0,
         };
         let upload_id = upload.initiate_plain().await?;
         let copied = upload.copy_parts(&upload_id, from, source).await;
@@ -287,7 +294,7 @@ impl S3Upload {
         .bucket(&b.config.bucket)
         .key(&self.name)
         .set_content_type(self.options.content_type.clone());
-        for (k, v) in &self.options.metadata {
+        for (k, v) in crate::metadata::to_s3(&self.options.metadata, None) {
             create = create.metadata(k, v);
         }
         let op = "CreateMultipartUpload";

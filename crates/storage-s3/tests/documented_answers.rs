@@ -499,3 +499,70 @@ async fn a_source_over_5_gib_is_copied_in_upload_part_copy_parts() {
         .expect("CompleteMultipartUpload");
     assert_eq!(complete.header("if-none-match"), Some("*"));
 }
+
+/// A GetObject answer for a multipart object of `data` in parts of
+/// `part_size`, as S3 gives it with `x-amz-checksum-mode: ENABLED`: the
+/// composite checksum (`base64(SHA-256(part digests))-N`, User Guide,
+/// "Checking object integrity": checksums of multipart objects) and this
+/// crate's record of the part size.
+fn multipart_object(data: &'static [u8], part_size: usize, body: &'static [u8]) -> Reply {
+    let mut digests = Vec::new();
+    for part in data.chunks(part_size) {
+        digests.extend_from_slice(&Sha256::digest(part));
+    }
+    let composite = format!(
+        "{}-{}",
+        BASE64.encode(Sha256::digest(&digests)),
+        data.len().div_ceil(part_size)
+    );
+    Reply::status(200)
+        .header("etag", "\"multipart-etag-3\"")
+        .header("content-type", "application/octet-stream")
+        .header("last-modified", "Mon, 30 Nov 2026 00:00:00 GMT")
+        .header("x-amz-checksum-sha256", &composite)
+        .header("x-amz-checksum-type", "COMPOSITE")
+        .header("x-amz-meta-storage-part-size", &part_size.to_string())
+        .body(body)
+}
+
+const WHOLE: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz!";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_read_of_a_multipart_object_checks_its_composite_checksum() {
+    let server = TestServer::start(|_| multipart_object(WHOLE, 16, WHOLE));
+    let store = store(config(&server)).await;
+    let read = storage_core::BackendExt::get_bytes(&store, "k")
+        .await
+        .expect("get");
+    assert_eq!(&read[..], WHOLE);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multipart_object_whose_bytes_changed_fails_its_full_read() {
+    const FLIPPED: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyZ!";
+    let server = TestServer::start(|_| multipart_object(WHOLE, 16, FLIPPED));
+    let store = store(config(&server)).await;
+    let read = storage_core::BackendExt::get_bytes(&store, "k").await;
+    assert!(
+        matches!(read, Err(Error::ChecksumMismatch { .. })),
+        "{read:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multipart_upload_records_its_part_size() {
+    let server = TestServer::start(s3_writes);
+    let store = store(config(&server)).await;
+    let data = storage_conformance::support::pattern(20 * MIB, 22);
+    store
+        .put(&key("k"), unknown_length(&data), PutOptions::default())
+        .await
+        .expect("put");
+    let seen = server.seen();
+    assert_eq!(
+        seen[0].header("x-amz-meta-storage-part-size"),
+        Some((8 * MIB).to_string().as_str()),
+        "{:?}",
+        seen[0]
+    );
+}
