@@ -525,7 +525,7 @@ const SEAWEEDFS_ORDER: &str = "lists keys below '/' before keys with a smaller b
 const SEAWEEDFS_BACKSLASH: &str = "reads `\\` in an object name as `/`, so `a\\b` and `a/b` are one object and the listing shows `a/b` only (AWS S3 keeps `\\`; storage-s3 passes names through unchanged)";
 const MOTO_COPY: &str = "ignores If-None-Match and If-Match on CopyObject (answers 200)";
 const MOTO_SLOW: &str = "serves requests one at a time: under 64 concurrent puts its answers can take longer than the 200 ms attempt limit of the fault runs (`cargo xtask conformance --retry`), so the read that settles a put of unknown outcome can run out of attempts; passes when answers are fast enough";
-const MOTO_LOST_INCREMENT: &str = "under 16 tasks swapping one key, a counter ends one increment short in about one run of three (seen twice on 2026-11-30, bare and through faults): a compare-and-swap answered as applied did not count, which moto's HTTP 500 answers to concurrent writes (retried by `Retry`) or a conditional PutObject that is not atomic across moto's request threads can cause; SeaweedFS, Azurite and fake-gcs-server never lose one; the cause is not isolated yet";
+const MOTO_LOST_INCREMENT: &str = "checks If-Match and then writes the object as two steps with no lock held between them (moto 5.2.5, `moto/s3/responses.py`, `put_object`), so two concurrent compare-and-swaps on the same ETag can both succeed and one increment is lost; seen in about one run of three under 16 tasks swapping one key; SeaweedFS, Azurite and fake-gcs-server never lose one";
 const FAKE_GCS_COPY: &str = "ignores ifGenerationMatch on copyTo (answers 200)";
 const FAKE_GCS_DELETE: &str = "ignores ifGenerationMatch on delete (answers 200 and deletes)";
 
