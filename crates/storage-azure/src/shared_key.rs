@@ -139,4 +139,30 @@ mod tests {
              /devstoreaccount1/devstoreaccount1/box/a%20b/c\nblockid:QUJD\ncomp:block\ntimeout:5"
         );
     }
+
+    /// "Authorize with Shared Key", Shared Key format for 2009-09-19 and
+    /// later, constructing the canonicalized resource string: the resource's
+    /// encoded URI path as sent (so a blob named `a/b c` signs as
+    /// `a%2Fb%20c`, the form every request of this crate sends), then each
+    /// query parameter with its name lower-cased and its name and value
+    /// URL-decoded, sorted by name, as `name:value`.
+    #[test]
+    fn the_canonicalized_resource_keeps_the_encoded_path_and_decodes_the_query() {
+        let url = Url::parse(
+            "https://myaccount.blob.core.windows.net/mycontainer/a%2Fb%20c%2B%23?restype=container&comp=list&prefix=a%20b%2F&startFrom=x%2By",
+        )
+        .expect("url");
+        let mut request = Request::new(url, Method::Get);
+        request.insert_header("x-ms-version", "2026-04-06");
+        request.insert_header("x-ms-date", "Sun, 22 Nov 2026 03:00:00 GMT");
+        let signed = string_to_sign("myaccount", &request);
+        let resource = signed
+            .split_once("x-ms-version:2026-04-06\n")
+            .map(|(_, r)| r)
+            .expect("the canonicalized resource");
+        assert_eq!(
+            resource,
+            "/myaccount/mycontainer/a%2Fb%20c%2B%23\ncomp:list\nprefix:a b/\nrestype:container\nstartfrom:x+y"
+        );
+    }
 }
