@@ -479,6 +479,23 @@ impl AzureBackend {
         })
     }
 
+    /// Whether the blob at `to` reports a finished copy
+    /// (`x-ms-copy-status: success`).
+    async fn copy_succeeded(&self, to: &Key) -> bool {
+        let mut request = Request::new(self.blob_url(to), Method::Head);
+        crate::encryption::add_headers(&mut request, self.config().encryption.as_ref(), false);
+        let probe = self
+            .send(
+                request,
+                "Get Blob Properties",
+                to.as_str(),
+                Context::Plain,
+                &[200],
+            )
+            .await;
+        probe.is_ok_and(|probe| header(probe.headers(), "x-ms-copy-status") == Some("success"))
+    }
+
     /// Aborts the pending copy `copy_id` into `to` ("Abort Copy Blob":
     /// `PUT ?comp=copy&copyid=…` with `x-ms-copy-action: abort`), then
     /// deletes the zero-length blob an aborted copy leaves, under `If-Match`
@@ -931,14 +948,20 @@ impl Backend for AzureBackend {
         };
         let mut status = header(response.headers(), "x-ms-copy-status").map(str::to_owned);
         let copy_id = header(response.headers(), "x-ms-copy-id").map(str::to_owned);
-        let deadline = tokio::time::Instant::now() + self.inner.config.request_timeout;
+        let deadline = tokio::time::Instant::now() + self.inner.config.copy_timeout;
         while status.as_deref() == Some("pending") {
             if tokio::time::Instant::now() >= deadline {
                 let outcome = self.abort_copy(to, copy_id.as_deref()).await;
+                // The copy may have finished just before the abort.
+                if outcome.starts_with("aborting it failed") && self.copy_succeeded(to).await {
+                    return self.head(to).await;
+                }
+                // Not transient: a copy that outlives its deadline would
+                // outlive it again if retried.
                 return Err(Error::backend(
-                    true,
+                    false,
                     format!(
-                        "Azure Copy Blob of {from} to {to}: still pending after the request timeout; {outcome}"
+                        "Azure Copy Blob of {from} to {to}: still pending after the copy timeout; {outcome}"
                     ),
                     "copy pending",
                 ));

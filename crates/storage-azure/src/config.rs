@@ -98,6 +98,7 @@ pub struct AzureConfig {
     pub(crate) account_sas_requests: bool,
     pub(crate) min_upload_rate: u64,
     pub(crate) encryption: Option<AzureEncryption>,
+    pub(crate) copy_timeout: Duration,
 }
 
 impl AzureConfig {
@@ -125,6 +126,7 @@ impl AzureConfig {
             account_sas_requests: false,
             min_upload_rate: DEFAULT_MIN_UPLOAD_RATE,
             encryption: None,
+            copy_timeout: Duration::from_secs(600),
         }
     }
 
@@ -310,21 +312,22 @@ impl AzureConfig {
         }
         let endpoint = get("blobendpoint");
         let account = get("accountname")
-            .or_else(|| {
-                // https://{account}.blob.… names the account.
-                let host = Url::parse(endpoint.as_deref()?)
-                    .ok()?
-                    .host_str()?
-                    .to_owned();
-                host.split('.').next().map(str::to_owned)
-            })
+            .or_else(|| account_of_endpoint(endpoint.as_deref()?))
             .ok_or_else(|| {
-                Error::invalid_argument("connection string: no AccountName and no BlobEndpoint")
+                Error::invalid_argument(
+                    "connection string: no AccountName, and no BlobEndpoint that names the account",
+                )
             })?;
         let endpoint = endpoint.or_else(|| {
-            let protocol = get("defaultendpointsprotocol").unwrap_or_else(|| "https".to_owned());
-            let suffix = get("endpointsuffix")?;
-            Some(format!("{protocol}://{account}.blob.{suffix}"))
+            let protocol = get("defaultendpointsprotocol");
+            let suffix = get("endpointsuffix");
+            (protocol.is_some() || suffix.is_some()).then(|| {
+                format!(
+                    "{}://{account}.blob.{}",
+                    protocol.as_deref().unwrap_or("https"),
+                    suffix.as_deref().unwrap_or("core.windows.net")
+                )
+            })
         });
         let mut config = AzureConfig::new(account, container);
         if let Some(endpoint) = endpoint {
@@ -395,6 +398,15 @@ impl AzureConfig {
     /// module. Without it the account's or container's default applies.
     pub fn server_side_encryption(mut self, encryption: AzureEncryption) -> Self {
         self.encryption = Some(encryption);
+        self
+    }
+
+    /// How long a server-side copy (Copy Blob, which Azure may run in the
+    /// background) may stay pending before it is aborted and the copy fails
+    /// (default 10 minutes). The aborted destination, a zero-length blob, is
+    /// deleted.
+    pub fn copy_timeout(mut self, timeout: Duration) -> Self {
+        self.copy_timeout = timeout;
         self
     }
 
@@ -581,6 +593,25 @@ mod tests {
     }
 }
 
+/// The account a blob endpoint names: the first path segment of an
+/// emulator-style URL (an IP address or `localhost`, as
+/// `http://127.0.0.1:10000/devstoreaccount1`), otherwise the first label
+/// of a `{account}.blob.…` host; `None` for any other host (a custom
+/// domain names no account).
+fn account_of_endpoint(endpoint: &str) -> Option<String> {
+    let url = Url::parse(endpoint).ok()?;
+    let host = url.host_str()?;
+    let emulator = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok();
+    if emulator {
+        return url
+            .path_segments()?
+            .find(|s| !s.is_empty())
+            .map(str::to_owned);
+    }
+    let (account, rest) = host.split_once('.')?;
+    rest.starts_with("blob.").then(|| account.to_owned())
+}
+
 #[cfg(test)]
 mod env_tests {
     use super::*;
@@ -660,6 +691,45 @@ mod env_tests {
         assert_eq!(config.account, "acct");
         assert!(
             matches!(config.credential, Some(AzureCredential::Sas(ref s)) if s == "sv=2026&sig=a%2Bb=")
+        );
+        assert_eq!(
+            config.container_url().expect("url").as_str(),
+            "https://acct.blob.core.windows.net/c"
+        );
+    }
+
+    #[test]
+    fn an_emulator_blob_endpoint_names_the_account_in_its_path() {
+        let config = AzureConfig::from_connection_string(
+            "BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;SharedAccessSignature=sv=x",
+            "c",
+        )
+        .expect("config");
+        assert_eq!(config.account, "devstoreaccount1");
+        assert_eq!(
+            config.container_url().expect("url").as_str(),
+            "http://127.0.0.1:10000/devstoreaccount1/c"
+        );
+        let custom = AzureConfig::from_connection_string(
+            "BlobEndpoint=https://files.example.com;SharedAccessSignature=sv=x",
+            "c",
+        );
+        assert!(
+            matches!(custom, Err(Error::InvalidArgument { .. })),
+            "{custom:?}"
+        );
+    }
+
+    #[test]
+    fn a_protocol_without_a_suffix_keeps_the_public_cloud() {
+        let config = AzureConfig::from_connection_string(
+            "DefaultEndpointsProtocol=http;AccountName=acct;AccountKey=a2V5",
+            "c",
+        )
+        .expect("config");
+        assert_eq!(
+            config.container_url().expect("url").as_str(),
+            "http://acct.blob.core.windows.net/c"
         );
     }
 

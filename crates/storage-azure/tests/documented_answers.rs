@@ -256,14 +256,20 @@ async fn a_copy_still_pending_at_the_deadline_is_aborted_and_its_empty_blob_remo
         })
     };
     let store = AzureConfig::emulator(format!("{}/devstoreaccount1", server.url()), "box")
-        .request_timeout(std::time::Duration::from_millis(500))
+        .copy_timeout(std::time::Duration::from_millis(500))
         .build()
         .expect("config");
     let result = store
         .copy(&key("from"), &key("to"), Default::default())
         .await;
     assert!(
-        matches!(result, Err(Error::Backend { .. })),
+        matches!(
+            result,
+            Err(Error::Backend {
+                transient: false,
+                ..
+            })
+        ),
         "{:?}",
         result.map(|m| m.etag)
     );

@@ -83,6 +83,9 @@ struct ResumableUpload {
     options: PutOptions,
 }
 
+/// Most answers that store only part of a chunk before the chunk fails.
+const MAX_SHORT_ANSWERS: usize = 8;
+
 /// An open resumable session.
 #[derive(Clone)]
 pub(crate) struct Session {
@@ -304,50 +307,79 @@ impl ChunkedUpload for ResumableUpload {
                 Persisted::Upto(stored) => from = stored.max(part.offset),
             }
         }
-        let start = usize::try_from(from - part.offset).unwrap_or(usize::MAX);
-        let bytes = part.bytes.slice(start.min(part.bytes.len())..);
-        let range = ChunkSize::new(from, end.saturating_sub(1), total);
-        let sent = self
-            .session_request(session, "resumable upload chunk", range.to_string(), bytes)
-            .await;
-        let status = match sent {
-            Ok(status) => status,
-            Err(error) => {
-                if b.config().status_queries && error.is_transient() {
-                    session.unsure.store(true, Ordering::SeqCst);
+        // GCS may persist less than a chunk it answers 308 to ("Perform
+        // resumable uploads": resume from the byte after the returned
+        // `Range`), so the rest is sent until the chunk is in, a few times
+        // at most.
+        for _ in 0..MAX_SHORT_ANSWERS {
+            let start = usize::try_from(from - part.offset).unwrap_or(usize::MAX);
+            let bytes = part.bytes.slice(start.min(part.bytes.len())..);
+            // `from == end` on the last chunk: every byte is in and the
+            // session is finalized with `bytes */TOTAL`.
+            let range = ChunkSize::new(from, end.saturating_sub(1), total);
+            let sent = self
+                .session_request(session, "resumable upload chunk", range.to_string(), bytes)
+                .await;
+            let status = match sent {
+                Ok(status) => status,
+                Err(error) => {
+                    if b.config().status_queries && error.is_transient() {
+                        session.unsure.store(true, Ordering::SeqCst);
+                        return Err(error);
+                    }
+                    // Without status queries: the last chunk sent again after
+                    // an attempt whose answer was lost (a time limit while the
+                    // server finalized) meets a finished session, which
+                    // emulators answer 404. Take the stored object; `complete`
+                    // checks it against the body's CRC32C.
+                    if part.last
+                        && matches!(error, Error::NotFound { .. })
+                        && let Ok(object) = self.stored_object().await
+                    {
+                        return Ok(Chunk {
+                            from_session: false,
+                            ..done(Some(object))
+                        });
+                    }
                     return Err(error);
                 }
-                // Without status queries: the last chunk sent again after an
-                // attempt whose answer was lost (a time limit while the
-                // server finalized) meets a finished session, which
-                // emulators answer 404. Take the stored object; `complete`
-                // checks it against the body's CRC32C.
-                if part.last
-                    && matches!(error, Error::NotFound { .. })
-                    && let Ok(object) = self.stored_object().await
-                {
-                    return Ok(Chunk {
-                        from_session: false,
-                        ..done(Some(object))
-                    });
+            };
+            let stored = match (status, part.last) {
+                (UploadStatus::Ok(object), true) => return Ok(done(Some(object))),
+                (UploadStatus::ResumeIncomplete(range), _) => range.last_byte + 1,
+                // A 308 without `Range`: nothing is persisted.
+                (UploadStatus::NotStarted, _) => 0,
+                (other, _) => {
+                    return Err(Error::backend(
+                        false,
+                        format!(
+                            "GCS resumable upload of {key}: unexpected answer after {end} bytes: {other:?}"
+                        ),
+                        "resumable upload",
+                    ));
                 }
-                return Err(error);
-            }
-        };
-        let object = match (status, part.last) {
-            (UploadStatus::Ok(object), true) => Some(object),
-            (UploadStatus::ResumeIncomplete(_), false) => None,
-            (other, _) => {
+            };
+            if stored < from {
                 return Err(Error::backend(
                     false,
                     format!(
-                        "GCS resumable upload of {key}: unexpected answer after {end} bytes: {other:?}"
+                        "GCS resumable upload of {key}: the session holds {stored} bytes after {from} were acknowledged"
                     ),
                     "resumable upload",
                 ));
             }
-        };
-        Ok(done(object))
+            if !part.last && stored >= end {
+                return Ok(done(None));
+            }
+            from = stored.min(end);
+        }
+        Err(Error::backend(
+            true,
+            format!(
+                "GCS resumable upload of {key}: the chunk ending at {end} bytes was still not stored after {MAX_SHORT_ANSWERS} answers"
+            ),
+            "resumable upload",
+        ))
     }
 
     /// Checks the stored object's CRC32C against the body's: the last

@@ -3,11 +3,11 @@
 //! encryption"; API Reference, PutObject, CreateMultipartUpload,
 //! UploadPart, GetObject, HeadObject, CopyObject).
 //!
-//! | encryption | PutObject, CreateMultipartUpload, CopyObject (destination) | UploadPart | GetObject, HeadObject | CopyObject (source) |
+//! | encryption | PutObject, CreateMultipartUpload, CopyObject (destination) | UploadPart, CompleteMultipartUpload | GetObject, HeadObject | CopyObject (source) |
 //! |---|---|---|---|---|
 //! | SSE-S3 | `x-amz-server-side-encryption: AES256` | — | — | — |
 //! | SSE-KMS | `x-amz-server-side-encryption: aws:kms`, `…-aws-kms-key-id`, `…-bucket-key-enabled` | — | — | — |
-//! | SSE-C | `x-amz-server-side-encryption-customer-algorithm: AES256`, `…-customer-key`, `…-customer-key-MD5` | the same three | the same three | `x-amz-copy-source-server-side-encryption-customer-*` |
+//! | SSE-C | `x-amz-server-side-encryption-customer-algorithm: AES256`, `…-customer-key`, `…-customer-key-MD5` | the same three (CompleteMultipartUpload needs them for uploads created with a checksum algorithm, as every upload here is) | the same three | `x-amz-copy-source-server-side-encryption-customer-*` |
 //!
 //! Under SSE-C every object of the backend is written and read with the one
 //! configured key; a presigned URL of such an object needs the three
@@ -115,7 +115,8 @@ macro_rules! on_write {
 }
 
 /// Adds the SSE-C headers, if SSE-C is configured, to a request that sends
-/// or reads an object's bytes (UploadPart, GetObject, HeadObject).
+/// or reads an object's bytes (UploadPart, UploadPartCopy,
+/// CompleteMultipartUpload, GetObject, HeadObject).
 macro_rules! on_read {
     ($request:expr, $encryption:expr) => {{
         let request = $request;

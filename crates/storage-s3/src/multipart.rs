@@ -159,17 +159,20 @@ impl ChunkedUpload for S3Upload {
         whole: &Uploaded,
     ) -> Result<ObjectMeta> {
         let b = &self.backend;
-        let mut complete = b
-            .client
-            .complete_multipart_upload()
-            .bucket(&b.config.bucket)
-            .key(&self.name)
-            .upload_id(upload_id)
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .set_parts(Some(parts))
-                    .build(),
-            );
+        // SSE-C: CompleteMultipartUpload needs the key when the upload was
+        // created with a checksum algorithm, as every upload here is.
+        let mut complete = crate::encryption::on_read!(
+            b.client.complete_multipart_upload(),
+            b.config.encryption.as_ref()
+        )
+        .bucket(&b.config.bucket)
+        .key(&self.name)
+        .upload_id(upload_id)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build(),
+        );
         let context = match &self.options.mode {
             PutMode::Overwrite => Context::Plain,
             PutMode::IfNotExists => {
