@@ -181,6 +181,10 @@ impl<B: Backend + ?Sized> Retry<B> {
         };
         match self.head_retried(key).await {
             Ok(_) | Err(Error::NotFound { .. }) => {}
+            // A backend refuses a key it cannot store before any I/O (for
+            // example Azure, which would rename it), on every operation:
+            // the put was refused too, as its next attempt will say.
+            Err(Error::InvalidKey { .. }) => return PutOutcome::NotApplied,
             Err(_) => return PutOutcome::Unknown("reading the object failed too"),
         }
         if let Some(meta) = self.seen.written(key, id) {
@@ -291,6 +295,8 @@ impl<B: Backend + ?Sized> Retry<B> {
             (Ok(_), _) => Settled::Unknown(
                 "another version is there, and another write to the key overlapped",
             ),
+            // Refused before any I/O, as the delete was (see `settle_put`).
+            (Err(Error::InvalidKey { .. }), _) => Settled::NotApplied,
             (Err(_), _) => Settled::Unknown("reading the object failed too"),
         }
     }
