@@ -476,18 +476,48 @@ fn verify_composite(body: BodyStream, key: Key, composite: Composite) -> BodyStr
     .boxed()
 }
 
-/// Streams the response body; on a full read with a recorded SHA-256, ends
-/// with the checksum's verdict.
-fn body_stream(body: ByteStream, key: Key, expected: Option<[u8; 32]>) -> BodyStream {
+/// Streams the response body. A full read whose answer carries a plain
+/// (single-part) `x-amz-checksum-sha256` is checked by the SDK, which
+/// validates it whenever the request asked for checksums
+/// (`x-amz-checksum-mode: ENABLED`, as every GetObject here does; see
+/// `aws-sdk-s3`'s `ResponseChecksumInterceptor`), so the bytes are hashed
+/// once; its verdict ends the body as [`Error::ChecksumMismatch`], never as
+/// a transient failure to be retried.
+fn body_stream(body: ByteStream, key: Key) -> BodyStream {
     let name = key.to_string();
-    let chunks = stream::try_unfold(body, |mut body| async move {
+    stream::try_unfold(body, |mut body| async move {
         Ok(body.try_next().await?.map(|chunk| (chunk, body)))
     })
-    .map_err(move |e: aws_sdk_s3::primitives::ByteStreamError| {
-        Error::backend(true, format!("S3 GetObject of {name}: the body failed"), e)
-    })
-    .boxed();
-    storage_core::integrity::verify_sha256(chunks, key, expected)
+    .map_err(
+        move |e: aws_sdk_s3::primitives::ByteStreamError| match sdk_checksum_mismatch(&e) {
+            Some((expected, actual)) => Error::ChecksumMismatch {
+                key: name.clone(),
+                expected: hex::encode(expected),
+                actual: format!("{} (SHA-256 of the bytes read)", hex::encode(actual)),
+            },
+            None => Error::backend(true, format!("S3 GetObject of {name}: the body failed"), e),
+        },
+    )
+    .boxed()
+}
+
+/// The expected and actual checksums of the SDK's checksum verdict, if
+/// `error` (or an error it wraps) is one.
+fn sdk_checksum_mismatch(
+    error: &(dyn std::error::Error + 'static),
+) -> Option<(bytes::Bytes, bytes::Bytes)> {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = current {
+        if let Some(aws_smithy_checksums::body::validate::Error::ChecksumMismatch {
+            expected,
+            actual,
+        }) = e.downcast_ref::<aws_smithy_checksums::body::validate::Error>()
+        {
+            return Some((expected.clone(), actual.clone()));
+        }
+        current = e.source();
+    }
+    None
 }
 
 #[async_trait]
@@ -637,7 +667,7 @@ impl Backend for S3Backend {
                 parts,
                 part_size,
             });
-        let body = body_stream(output.body, key.clone(), sha256.filter(|_| full));
+        let body = body_stream(output.body, key.clone());
         let body = match composite {
             Some(composite) => verify_composite(body, key.clone(), composite),
             None => body,

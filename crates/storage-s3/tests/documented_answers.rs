@@ -574,3 +574,41 @@ async fn a_multipart_object_ending_on_a_part_boundary_passes_its_check() {
         .expect("get");
     assert_eq!(&read[..], EVEN);
 }
+
+/// A GetObject answer for a single-part object whose recorded SHA-256
+/// (`x-amz-checksum-sha256`, "Checking object integrity") is that of
+/// `recorded`, with `body` as its bytes.
+fn single_part_object(recorded: &'static [u8], body: &'static [u8]) -> Reply {
+    Reply::status(200)
+        .header("etag", "\"single-etag\"")
+        .header("content-type", "application/octet-stream")
+        .header("last-modified", "Mon, 30 Nov 2026 00:00:00 GMT")
+        .header(
+            "x-amz-checksum-sha256",
+            &BASE64.encode(Sha256::digest(recorded)),
+        )
+        .header("x-amz-checksum-type", "FULL_OBJECT")
+        .body(body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_read_checked_by_the_sdk_passes_when_the_bytes_match() {
+    let server = TestServer::start(|_| single_part_object(WHOLE, WHOLE));
+    let store = store(config(&server)).await;
+    let read = storage_core::BackendExt::get_bytes(&store, "k")
+        .await
+        .expect("get");
+    assert_eq!(&read[..], WHOLE);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mismatch_the_sdk_detects_is_a_checksum_mismatch_not_a_transient_error() {
+    const CHANGED: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyZ!";
+    let server = TestServer::start(|_| single_part_object(WHOLE, CHANGED));
+    let store = store(config(&server)).await;
+    let read = storage_core::BackendExt::get_bytes(&store, "k").await;
+    assert!(
+        matches!(read, Err(Error::ChecksumMismatch { .. })),
+        "{read:?}"
+    );
+}
