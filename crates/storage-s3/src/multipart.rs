@@ -158,37 +158,10 @@ impl ChunkedUpload for S3Upload {
         parts: Vec<CompletedPart>,
         whole: &Uploaded,
     ) -> Result<ObjectMeta> {
-        let b = &self.backend;
         // SSE-C: CompleteMultipartUpload needs the key when the upload was
         // created with a checksum algorithm, as every upload here is.
-        let mut complete = crate::encryption::on_read!(
-            b.client.complete_multipart_upload(),
-            b.config.encryption.as_ref()
-        )
-        .bucket(&b.config.bucket)
-        .key(&self.name)
-        .upload_id(upload_id)
-        .multipart_upload(
-            CompletedMultipartUpload::builder()
-                .set_parts(Some(parts))
-                .build(),
-        );
-        let context = match &self.options.mode {
-            PutMode::Overwrite => Context::Plain,
-            PutMode::IfNotExists => {
-                complete = complete.if_none_match("*");
-                Context::Create
-            }
-            PutMode::IfMatch(etag) => {
-                complete = complete.if_match(etag.quoted());
-                Context::IfMatch(etag.clone())
-            }
-        };
+        let output = self.send_complete(upload_id, parts, true).await?;
         let op = "CompleteMultipartUpload";
-        let output = match complete.send().await {
-            Ok(output) => output,
-            Err(e) => return Err(b.error(e, op, self.key.as_str(), context).await),
-        };
         let etag = output
             .e_tag()
             .map(ETag::new)
@@ -372,18 +345,34 @@ impl S3Upload {
 
     /// CompleteMultipartUpload of copied parts, under the copy's mode.
     async fn complete_parts(&self, upload_id: &str, parts: Vec<CompletedPart>) -> Result<()> {
+        // Created without a checksum algorithm: no SSE-C key needed.
+        self.send_complete(upload_id, parts, false)
+            .await
+            .map(|_| ())
+    }
+
+    /// CompleteMultipartUpload of `parts` under the upload's mode, with the
+    /// SSE-C key when `customer_key` (and SSE-C is configured).
+    async fn send_complete(
+        &self,
+        upload_id: &str,
+        parts: Vec<CompletedPart>,
+        customer_key: bool,
+    ) -> Result<aws_sdk_s3::operation::complete_multipart_upload::CompleteMultipartUploadOutput>
+    {
         let b = &self.backend;
-        let mut complete = b
-            .client
-            .complete_multipart_upload()
-            .bucket(&b.config.bucket)
-            .key(&self.name)
-            .upload_id(upload_id)
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .set_parts(Some(parts))
-                    .build(),
-            );
+        let mut complete = crate::encryption::on_read!(
+            b.client.complete_multipart_upload(),
+            b.config.encryption.as_ref().filter(|_| customer_key)
+        )
+        .bucket(&b.config.bucket)
+        .key(&self.name)
+        .upload_id(upload_id)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build(),
+        );
         let context = match &self.options.mode {
             PutMode::Overwrite => Context::Plain,
             PutMode::IfNotExists => {
@@ -396,7 +385,7 @@ impl S3Upload {
             }
         };
         match complete.send().await {
-            Ok(_) => Ok(()),
+            Ok(output) => Ok(output),
             Err(e) => Err(b
                 .error(e, "CompleteMultipartUpload", self.key.as_str(), context)
                 .await),
