@@ -106,6 +106,13 @@ pub fn peak_resident_mib() -> Option<u64> {
     peak_resident_kib().map(|kib| kib / 1024)
 }
 
+/// Free space for unprivileged users on the file system holding `path`, in
+/// MiB (`statvfs(3)`: `f_bavail × f_frsize`), or `None` if it cannot be read.
+pub fn free_mib(path: &std::path::Path) -> Option<u64> {
+    let stat = rustix::fs::statvfs(path).ok()?;
+    Some(stat.f_bavail.saturating_mul(stat.f_frsize) >> 20)
+}
+
 /// What [`upload_from_a_sparse_file`] measured.
 #[derive(Debug, Clone, Copy)]
 pub struct UploadFigures {
@@ -130,6 +137,19 @@ pub async fn upload_from_a_sparse_file(
     key: &Key,
     len: u64,
 ) -> std::result::Result<UploadFigures, crate::Failure> {
+    // The local servers keep what they store under the temporary directory:
+    // a full disk shows as an unexplained HTTP 500 from the server, so it is
+    // checked first and named.
+    let tmp = std::env::temp_dir();
+    if let Some(free) = free_mib(&tmp) {
+        let needed = (len >> 20) + 256;
+        crate::ensure!(
+            free >= needed,
+            "{} has {free} MiB free; a local server stores the {} MiB upload there and needs {needed} MiB",
+            tmp.display(),
+            len >> 20
+        );
+    }
     let file = tempfile::NamedTempFile::new().map_err(|e| crate::Failure(e.to_string()))?;
     file.as_file()
         .set_len(len)
@@ -137,7 +157,16 @@ pub async fn upload_from_a_sparse_file(
     let peak_before_mib = peak_resident_mib().unwrap_or(0);
     let started = std::time::Instant::now();
     let body = Body::file(file.path()).await?;
-    let meta = backend.put(key, body, PutOptions::default()).await?;
+    let meta = backend
+        .put(key, body, PutOptions::default())
+        .await
+        .map_err(|e| {
+            let free = free_mib(&tmp).map_or_else(|| "unknown".to_owned(), |f| format!("{f} MiB"));
+            crate::Failure(format!(
+                "put failed: {e} (free space in {}: {free})",
+                tmp.display()
+            ))
+        })?;
     let seconds = started.elapsed().as_secs_f64();
     let peak_after_mib = peak_resident_mib().unwrap_or(0);
     crate::ensure_eq!(meta.size, len, "size returned by put");
