@@ -22,8 +22,8 @@ use futures::stream::{StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
 use storage_core::{
     Backend, Body, ByteRange, ByteStream, Capabilities, DeleteOptions, ETag, Error, GetOptions,
-    GetResult, Key, ListOptions, ListPage, Locality, Metadata, ObjectMeta, PutMode, PutOptions,
-    Result,
+    GetResult, Key, ListOptions, ListPage, Locality, Metadata, ObjectMeta, PresignMethod, PutMode,
+    PutOptions, Result,
 };
 use time::OffsetDateTime;
 
@@ -300,32 +300,14 @@ impl AzureBackend {
         }
     }
 
-    /// A SAS URL that reads `key` (Get Blob) until `expires_in` has passed:
-    /// a service SAS for this one blob, signed with the account key.
-    ///
-    /// # Errors
-    /// [`Error::Unsupported`] unless the backend authenticates with an
-    /// account key ([`Capabilities::presigned_urls`]);
-    /// [`Error::InvalidArgument`] for a zero expiry.
-    pub fn presigned_get(&self, key: &Key, expires_in: Duration) -> Result<String> {
-        self.sas_url(key, BlobPermission::Read, expires_in)
-    }
-
-    /// A SAS URL that writes `key` with a plain HTTP `PUT` (Put Blob; send
-    /// `x-ms-blob-type: BlockBlob`) until `expires_in` has passed.
-    ///
-    /// # Errors
-    /// As [`AzureBackend::presigned_get`].
-    pub fn presigned_put(&self, key: &Key, expires_in: Duration) -> Result<String> {
-        self.sas_url(key, BlobPermission::Write, expires_in)
-    }
-
-    fn sas_url(
-        &self,
-        key: &Key,
-        permission: BlobPermission,
-        expires_in: Duration,
-    ) -> Result<String> {
+    /// The SAS URL of [`Backend::presign`]: a service SAS for this one
+    /// blob, signed with the account key ("Create a service SAS"); a `PUT`
+    /// through it must send `x-ms-blob-type: BlockBlob` (Put Blob).
+    fn sas_url(&self, key: &Key, method: PresignMethod, expires_in: Duration) -> Result<String> {
+        let permission = match method {
+            PresignMethod::Get => BlobPermission::Read,
+            PresignMethod::Put => BlobPermission::Write,
+        };
         let Some(account_key) = &self.inner.account_key else {
             return Err(Error::Unsupported {
                 operation: "SAS URLs without an account key",
@@ -745,11 +727,48 @@ impl Backend for AzureBackend {
             conditional_delete: true,
             presigned_urls: self.inner.account_key.is_some(),
             server_side_copy: self.inner.account_key.is_some(),
-            multipart: true,
             checksums: true,
             unique_etags: true,
             ..Capabilities::none(Locality::Remote)
         }
+    }
+
+    /// [`Error::Unsupported`] unless the backend authenticates with an
+    /// account key ([`Capabilities::presigned_urls`]);
+    /// [`Error::InvalidArgument`] for a zero expiry.
+    async fn presign(
+        &self,
+        method: PresignMethod,
+        key: &Key,
+        expires_in: Duration,
+    ) -> Result<String> {
+        self.sas_url(key, method, expires_in)
+    }
+
+    /// Get Container Properties: 404 is [`Error::BucketNotFound`], a
+    /// refused signature or token [`Error::Unauthenticated`] or
+    /// [`Error::PermissionDenied`], no answer a transient [`Error::Backend`].
+    async fn health(&self) -> Result<()> {
+        let answer = self
+            .timed(
+                "Get Container Properties",
+                self.inner.container.get_properties(None),
+            )
+            .await
+            .and_then(|answer| {
+                answer.map_err(|e| {
+                    from_sdk(
+                        e,
+                        "Get Container Properties",
+                        self.container(),
+                        self.container(),
+                        Context::Bucket,
+                    )
+                })
+            });
+        answer
+            .map(|_| ())
+            .map_err(|e| storage_core::raw::health_failure(e, &self.inner.container_url))
     }
 
     async fn put(&self, key: &Key, body: Body, mut options: PutOptions) -> Result<ObjectMeta> {
@@ -919,7 +938,7 @@ impl Backend for AzureBackend {
         if self.inner.account_key.is_none() || customer_key {
             return storage_core::copy_through_client(self, from, to, mode).await;
         }
-        let source = self.sas_url(from, BlobPermission::Read, Duration::from_secs(3600))?;
+        let source = self.sas_url(from, PresignMethod::Get, Duration::from_secs(3600))?;
         let mut request = Request::new(self.blob_url(to), Method::Put);
         crate::encryption::add_headers(&mut request, self.config().encryption.as_ref(), true);
         request.insert_header("x-ms-copy-source", source);
@@ -1110,11 +1129,12 @@ mod tests {
         assert!(matches!(err, Err(Error::InvalidKey { .. })), "{err:?}");
     }
 
-    #[test]
-    fn presigned_urls_carry_a_blob_sas() {
+    #[tokio::test]
+    async fn presigned_urls_carry_a_blob_sas() {
         let key = Key::new("r/1.csv").expect("key");
         let url = offline()
-            .presigned_get(&key, Duration::from_secs(60))
+            .presign(PresignMethod::Get, &key, Duration::from_secs(60))
+            .await
             .expect("url");
         assert!(
             url.starts_with("http://127.0.0.1:9/devstoreaccount1/box/tenant%2Fr%2F1.csv?sv="),
@@ -1285,8 +1305,8 @@ mod tests {
         assert!(matches!(err, Err(Error::BucketNotFound { .. })), "{err:?}");
     }
 
-    #[test]
-    fn presigned_urls_need_an_account_key() {
+    #[tokio::test]
+    async fn presigned_urls_need_an_account_key() {
         let store = AzureConfig::new("acct", "box")
             .sas_token("sv=2022-11-02&sig=x")
             .build()
@@ -1294,7 +1314,9 @@ mod tests {
         let key = Key::new("k").expect("key");
         assert!(!store.capabilities().presigned_urls);
         assert!(matches!(
-            store.presigned_get(&key, Duration::from_secs(60)),
+            store
+                .presign(PresignMethod::Get, &key, Duration::from_secs(60))
+                .await,
             Err(Error::Unsupported { .. })
         ));
     }

@@ -45,8 +45,8 @@ pub enum AzureCredential {
     /// The storage account key (base64, as the portal shows it). Requests
     /// are signed with it (Shared Key, or an account SAS: see
     /// [`AzureConfig::account_sas_requests`]); the key never leaves the
-    /// process. Enables [`AzureBackend::presigned_get`] and
-    /// [`AzureBackend::presigned_put`].
+    /// process. Enables presigned URLs
+    /// ([`Backend::presign`](storage_core::Backend::presign)).
     AccountKey(String),
     /// A SAS token (the query string, with or without the leading `?`) or a
     /// whole SAS URL, whose query is used. It is sent as given and not

@@ -9,6 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use storage_azure::{AzureConfig, EMULATOR_ACCOUNT};
+use storage_core::PresignMethod;
 use storage_core::{
     Backend, BackendExt, Body, ByteStream, ETag, Error, GetOptions, Key, ListOptions, PutMode,
     PutOptions,
@@ -168,7 +169,12 @@ async fn sas_urls_read_and_write_one_blob_until_they_expire() {
     let http = reqwest::Client::new();
 
     let put_url = store
-        .presigned_put(&key("up/load.txt"), Duration::from_secs(300))
+        .presign(
+            PresignMethod::Put,
+            &key("up/load.txt"),
+            Duration::from_secs(300),
+        )
+        .await
         .expect("put url");
     let put = http
         .put(&put_url)
@@ -181,7 +187,12 @@ async fn sas_urls_read_and_write_one_blob_until_they_expire() {
     assert_eq!(store.get_bytes("up/load.txt").await.expect("get"), "hello");
 
     let get_url = store
-        .presigned_get(&key("up/load.txt"), Duration::from_secs(300))
+        .presign(
+            PresignMethod::Get,
+            &key("up/load.txt"),
+            Duration::from_secs(300),
+        )
+        .await
         .expect("get url");
     let got = http.get(&get_url).send().await.expect("GET");
     assert_eq!(got.status().as_u16(), 200);
@@ -199,7 +210,12 @@ async fn sas_urls_read_and_write_one_blob_until_they_expire() {
 
     // And it expires.
     let short = store
-        .presigned_get(&key("up/load.txt"), Duration::from_secs(1))
+        .presign(
+            PresignMethod::Get,
+            &key("up/load.txt"),
+            Duration::from_secs(1),
+        )
+        .await
         .expect("get url");
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let late = http.get(&short).send().await.expect("GET");
@@ -286,7 +302,8 @@ async fn copy_with_an_account_key_runs_inside_the_service() {
     assert_eq!(copied.sha256, put.sha256, "the recorded SHA-256 travels");
     // Only Copy Blob leaves copy properties on the destination.
     let url = store
-        .presigned_get(&key("dst"), Duration::from_secs(60))
+        .presign(PresignMethod::Get, &key("dst"), Duration::from_secs(60))
+        .await
         .expect("url");
     let head = reqwest::Client::new()
         .head(&url)

@@ -408,6 +408,20 @@ impl<B: Backend> Backend for FaultInjector<B> {
         self.inner.capabilities()
     }
 
+    /// Forwarded without faults: a URL is not a call to the store.
+    async fn presign(
+        &self,
+        method: storage_core::PresignMethod,
+        key: &Key,
+        expires_in: std::time::Duration,
+    ) -> Result<String> {
+        self.inner.presign(method, key, expires_in).await
+    }
+
+    async fn health(&self) -> Result<()> {
+        self.inner.health().await
+    }
+
     async fn put(&self, key: &Key, body: Body, options: PutOptions) -> Result<ObjectMeta> {
         self.plain("put", key.as_str(), self.inner.put(key, body, options))
             .await

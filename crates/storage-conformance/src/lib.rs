@@ -48,6 +48,6 @@ pub use check::{Check, CheckFn, CheckResult, Failure, Requires};
 pub use hooks::Hooks;
 pub use runner::{
     BackendFactory, BackendReport, CHECK_TIMEOUT, CheckReport, Declared, Filter, FnFactory, Status,
-    Tally, assert_no_failures, run,
+    Tally, assert_no_failures, prefix_limitation, run,
 };
 pub use spy::Spy;

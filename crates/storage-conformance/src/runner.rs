@@ -45,6 +45,30 @@ pub trait BackendFactory: Send + Sync {
     }
 }
 
+/// The limitation of a backend seen through a namespace prefix
+/// (`storage_core::Prefixed`, or a cloud backend's own prefix) of
+/// `prefix_len` bytes: the checks that write keys of exactly 1,024 bytes
+/// cannot, since the prefix takes part of the limit, and get
+/// [`Error::InvalidKey`](storage_core::Error::InvalidKey) instead. `None`
+/// for every other check, and for an empty prefix.
+pub fn prefix_limitation(prefix_len: usize, check: &Check) -> Option<Declared> {
+    let full_length = matches!(
+        (check.suite, check.name),
+        ("errors", "key_of_exactly_1024_bytes_is_stored")
+            | (
+                "staging",
+                "staging_past_the_key_length_limit_is_an_invalid_key"
+            )
+    );
+    (full_length && prefix_len > 0).then(|| Declared {
+        reason: format!(
+            "the namespace prefix takes {prefix_len} of the 1,024 bytes a stored key may have"
+        ),
+        fails_with: "a key must be at most 1024 bytes".to_owned(),
+        may_pass: None,
+    })
+}
+
 /// A rule a test server cannot honour, as a factory declares it for one
 /// check.
 #[derive(Debug, Clone, PartialEq, Eq)]

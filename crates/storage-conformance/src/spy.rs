@@ -73,6 +73,19 @@ impl<B: Backend> Backend for Spy<B> {
         self.inner.capabilities()
     }
 
+    async fn presign(
+        &self,
+        method: storage_core::PresignMethod,
+        key: &Key,
+        expires_in: std::time::Duration,
+    ) -> Result<String> {
+        self.inner.presign(method, key, expires_in).await
+    }
+
+    async fn health(&self) -> Result<()> {
+        self.inner.health().await
+    }
+
     async fn put(&self, key: &Key, body: Body, options: PutOptions) -> Result<ObjectMeta> {
         let bytes = body.into_bytes().await?;
         self.record(Call::Put(

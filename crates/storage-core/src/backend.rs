@@ -3,6 +3,7 @@
 use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -11,8 +12,8 @@ use futures::{StreamExt, TryStreamExt};
 
 use crate::{
     Body, ByteStream, Capabilities, ChangeStream, DeleteOptions, Error, GetOptions, Key,
-    ListOptions, ListPage, ObjectMeta, PutMode, PutOptions, Result, StagedListOptions, StagedPage,
-    TxnId,
+    ListOptions, ListPage, ObjectMeta, PresignMethod, PutMode, PutOptions, Result,
+    StagedListOptions, StagedPage, TxnId,
 };
 
 /// The result of [`Backend::get`]: the object's metadata, the bytes served and
@@ -193,6 +194,48 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
         Err(unsupported(self, "watch"))
     }
 
+    /// A URL that lets its holder `GET` or `PUT` the object at `key` without
+    /// credentials, for `expires_in` (S3 SigV4 query signing, GCS V4 signed
+    /// URLs, Azure service SAS). The URL carries no conditions and none of
+    /// this backend's checks: a `PUT` through it stores no SHA-256 and
+    /// bypasses layers such as encryption, which therefore refuse to
+    /// presign.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] unless [`Capabilities::presigned_urls`] is set
+    /// (the default); [`Error::InvalidArgument`] for an expiry the service
+    /// refuses (S3 and GCS: at most 7 days); [`Error::Unauthenticated`]
+    /// when the credentials cannot sign.
+    async fn presign(
+        &self,
+        method: PresignMethod,
+        key: &Key,
+        expires_in: Duration,
+    ) -> Result<String> {
+        let _ = (method, key, expires_in);
+        Err(unsupported(self, "presigned URLs"))
+    }
+
+    /// Checks that the store answers and accepts this backend's
+    /// credentials with one cheap request (S3 `HeadBucket`, GCS bucket
+    /// metadata, Azure Get Container Properties; a stat of the root
+    /// directory on disk). Succeeds without I/O where there is nothing to
+    /// reach (memory).
+    ///
+    /// # Errors
+    /// Which of the three failed, as its own variant:
+    /// - the network: a transient [`Error::Backend`] whose message says the
+    ///   endpoint did not answer;
+    /// - the credentials: [`Error::Unauthenticated`] or
+    ///   [`Error::PermissionDenied`];
+    /// - the bucket or container: [`Error::BucketNotFound`] (on disk, a
+    ///   missing root directory).
+    ///
+    /// [`Error::Unsupported`] where the backend cannot tell (the default).
+    async fn health(&self) -> Result<()> {
+        Err(unsupported(self, "health checks"))
+    }
+
     /// Stages `body` as the write of `key` in transaction `txn`: stores it
     /// at `K/.staging/T` (the layout in [`TxnId`]'s docs), where
     /// ordinary reads of `key` and listings do not see it, replacing what
@@ -313,6 +356,17 @@ macro_rules! forward_backend {
             }
             async fn watch(&self, prefix: &str) -> Result<ChangeStream> {
                 (**self).watch(prefix).await
+            }
+            async fn presign(
+                &self,
+                method: PresignMethod,
+                key: &Key,
+                expires_in: Duration,
+            ) -> Result<String> {
+                (**self).presign(method, key, expires_in).await
+            }
+            async fn health(&self) -> Result<()> {
+                (**self).health().await
             }
             async fn stage(
                 &self,

@@ -30,10 +30,9 @@ pub struct Capabilities {
     pub atomic_promote: bool,
     /// `watch(prefix)` streams changes.
     pub change_feed: bool,
-    /// Presigned or SAS URLs can be issued.
+    /// [`Backend::presign`](crate::Backend::presign) issues presigned or
+    /// SAS URLs.
     pub presigned_urls: bool,
-    /// Large bodies are uploaded in parts.
-    pub multipart: bool,
     /// `copy` runs inside the store, without the data passing the client.
     pub server_side_copy: bool,
     /// The SHA-256 of the content is recorded at put and verified on full reads.
@@ -58,7 +57,6 @@ impl Capabilities {
             atomic_promote: false,
             change_feed: false,
             presigned_urls: false,
-            multipart: false,
             server_side_copy: false,
             checksums: false,
             unique_etags: false,

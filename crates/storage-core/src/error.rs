@@ -222,6 +222,37 @@ impl Error {
         )
     }
 
+    /// A stable snake_case name of the variant, for logs and metric labels:
+    /// `not_found`, `already_exists`, `precondition_failed`, `invalid_key`,
+    /// `invalid_range`, `invalid_argument`, `checksum_mismatch`,
+    /// `integrity`, `permission_denied`, `bucket_not_found`,
+    /// `unauthenticated`, `too_large`, `unsupported`,
+    /// `non_replayable_body`, `locked`, and for [`Error::Backend`]
+    /// `transient` or `backend` after [`Error::is_transient`].
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::NotFound { .. } => "not_found",
+            Error::AlreadyExists { .. } => "already_exists",
+            Error::PreconditionFailed { .. } => "precondition_failed",
+            Error::InvalidKey { .. } => "invalid_key",
+            Error::InvalidRange { .. } => "invalid_range",
+            Error::InvalidArgument { .. } => "invalid_argument",
+            Error::ChecksumMismatch { .. } => "checksum_mismatch",
+            Error::Integrity { .. } => "integrity",
+            Error::PermissionDenied { .. } => "permission_denied",
+            Error::BucketNotFound { .. } => "bucket_not_found",
+            Error::Unauthenticated { .. } => "unauthenticated",
+            Error::TooLarge { .. } => "too_large",
+            Error::Unsupported { .. } => "unsupported",
+            Error::NonReplayableBody { .. } => "non_replayable_body",
+            Error::Locked { .. } => "locked",
+            Error::Backend {
+                transient: true, ..
+            } => "transient",
+            Error::Backend { .. } => "backend",
+        }
+    }
+
     /// An [`Error::InvalidArgument`] with the given message.
     pub fn invalid_argument(message: impl Into<String>) -> Self {
         Error::InvalidArgument {

@@ -47,6 +47,7 @@ pub mod list;
 mod memory;
 mod meta;
 mod options;
+mod prefixed;
 pub mod raw;
 mod staging;
 pub mod timeout;
@@ -66,9 +67,10 @@ pub use meta::{
     MAX_METADATA_BYTES, Metadata, ObjectMeta, validate_content_type, validate_metadata,
 };
 pub use options::{
-    ByteRange, DeleteOptions, GetOptions, ListOptions, ListPage, MAX_PAGE_SIZE, PutMode,
-    PutOptions, parse_content_range,
+    ByteRange, DeleteOptions, GetOptions, ListOptions, ListPage, MAX_PAGE_SIZE, PresignMethod,
+    PutMode, PutOptions, parse_content_range,
 };
+pub use prefixed::Prefixed;
 pub use staging::{MAX_TXN_ID_BYTES, StagedListOptions, StagedObject, StagedPage, TxnId};
 pub use txn::{ABORTED_KEEP, CommitReport, LOCK_TTL, ReconcileReport, Txn, reconcile};
 pub use watch::{CHANGE_FEED_CAPACITY, Change, ChangeFeed, ChangeKind, ChangeStream};

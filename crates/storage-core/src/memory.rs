@@ -257,6 +257,11 @@ impl Backend for MemoryBackend {
         }
     }
 
+    /// Always healthy: there is nothing to reach.
+    async fn health(&self) -> Result<()> {
+        Ok(())
+    }
+
     async fn put(&self, key: &Key, body: Body, options: PutOptions) -> Result<ObjectMeta> {
         options.validate()?;
         let data = Chunks::collect(body).await?;

@@ -20,6 +20,27 @@ pub enum PutMode {
     IfMatch(ETag),
 }
 
+/// The HTTP method a presigned URL is good for
+/// ([`Backend::presign`](crate::Backend::presign)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PresignMethod {
+    /// Reading the object (`GET`; the URL serves `HEAD` too on S3 and GCS).
+    Get,
+    /// Writing the whole object with one `PUT` of its body (on Azure with
+    /// the header `x-ms-blob-type: BlockBlob`, as Put Blob requires).
+    Put,
+}
+
+impl PresignMethod {
+    /// The method's name as sent on the wire: `"GET"` or `"PUT"`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            PresignMethod::Get => "GET",
+            PresignMethod::Put => "PUT",
+        }
+    }
+}
+
 /// Options of [`Backend::put`](crate::Backend::put).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PutOptions {

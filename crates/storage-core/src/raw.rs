@@ -9,6 +9,7 @@
 //! - [`count_client_copies`]: how the suite checks server-side copies;
 //! - [`stored_key`] and [`is_reserved_name`]: reading back names a store
 //!   holds, the staging layer's reserved ones included;
+//! - [`health_failure`]: the error of a failed health check;
 //! - [`promote_by_copy`]: the default of `Backend::promote`, for wrappers
 //!   that override it; [`promotion_target`]: the key a staged object
 //!   becomes.
@@ -23,6 +24,27 @@ pub use crate::upload::{
 use std::cell::Cell;
 
 use crate::{Key, Result};
+
+/// The error of a failed [`Backend::health`](crate::Backend::health): a
+/// transient failure (no connection, a timeout, a 5xx) gets a message that
+/// names the network and `endpoint`; the definite answers (credentials,
+/// a missing bucket) pass unchanged, their variant being the cause.
+pub fn health_failure(error: crate::Error, endpoint: impl std::fmt::Display) -> crate::Error {
+    match error {
+        crate::Error::Backend {
+            transient: true,
+            message,
+            source,
+        } => crate::Error::Backend {
+            transient: true,
+            message: format!(
+                "network: {endpoint} did not answer the health check, or answered that it is unavailable ({message})"
+            ),
+            source,
+        },
+        other => other,
+    }
+}
 
 /// Validates a name read back from a store (a listing entry, a sidecar, a
 /// log record) as a [`Key`]: every rule of [`Key::new`] but the reserved

@@ -608,6 +608,26 @@ impl<B: Backend> Backend for Encrypted<B> {
         }
     }
 
+    /// [`Error::Unsupported`]: a presigned `GET` would serve ciphertext and
+    /// a presigned `PUT` would store plaintext that reads then refuse.
+    async fn presign(
+        &self,
+        method: storage_core::PresignMethod,
+        key: &Key,
+        expires_in: std::time::Duration,
+    ) -> Result<String> {
+        let _ = (method, key, expires_in);
+        Err(storage_core::unsupported(
+            self,
+            "presigned URLs through encryption",
+        ))
+    }
+
+    /// The inner backend's health check (the keyring needs none).
+    async fn health(&self) -> Result<()> {
+        self.inner.health().await
+    }
+
     async fn put(&self, key: &Key, body: Body, options: PutOptions) -> Result<ObjectMeta> {
         let context = self.codec.context(key);
         let shown = (options.metadata.clone(), options.content_type.clone());

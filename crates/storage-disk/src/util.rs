@@ -67,3 +67,29 @@ pub(crate) fn create_dirs(path: &Path) -> std::io::Result<Vec<PathBuf>> {
     }
     Ok(missing)
 }
+
+/// The health check of a backend rooted at `root` (`Backend::health`): a
+/// stat of the directory. Missing, or not a directory, is
+/// [`Error::BucketNotFound`] naming it; no permission to reach it is
+/// [`Error::PermissionDenied`]; any other failure is the classified I/O
+/// error.
+pub(crate) async fn root_health(root: &Path) -> Result<()> {
+    let root = root.to_path_buf();
+    blocking(move || match std::fs::metadata(&root) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(Error::BucketNotFound {
+            bucket: format!("{} (not a directory)", root.display()),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::BucketNotFound {
+            bucket: root.display().to_string(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            Err(Error::PermissionDenied {
+                key: None,
+                message: format!("stat of {}: {e}", root.display()),
+            })
+        }
+        Err(e) => Err(Error::io(format!("stat of {}", root.display()), e)),
+    })
+    .await
+}

@@ -21,8 +21,8 @@ use reqwest::header::HeaderMap;
 use sha2::{Digest, Sha256};
 use storage_core::{
     Backend, Body, ByteRange, ByteStream, Capabilities, DeleteOptions, ETag, Error, GetOptions,
-    GetResult, Key, ListOptions, ListPage, Locality, Metadata, ObjectMeta, PutMode, PutOptions,
-    Result,
+    GetResult, Key, ListOptions, ListPage, Locality, Metadata, ObjectMeta, PresignMethod, PutMode,
+    PutOptions, Result,
 };
 use token_source::TokenSource;
 
@@ -284,32 +284,19 @@ impl GcsBackend {
         }
     }
 
-    /// A V4 signed URL that reads `key` (`GET`) until `expires_in` has
-    /// passed (at most 7 days). The URL names `storage.googleapis.com`.
-    ///
-    /// # Errors
-    /// [`Error::Unsupported`] unless a service account key is configured
-    /// ([`Capabilities::presigned_urls`]); [`Error::InvalidArgument`] for an
-    /// expiry over 7 days or a signing failure.
-    pub async fn presigned_get(&self, key: &Key, expires_in: Duration) -> Result<String> {
-        self.signed_url(key, SignedURLMethod::GET, expires_in).await
-    }
-
-    /// A V4 signed URL that writes `key` with a plain HTTP `PUT` until
-    /// `expires_in` has passed.
-    ///
-    /// # Errors
-    /// As [`GcsBackend::presigned_get`].
-    pub async fn presigned_put(&self, key: &Key, expires_in: Duration) -> Result<String> {
-        self.signed_url(key, SignedURLMethod::PUT, expires_in).await
-    }
-
+    /// The V4 signed URL of [`Backend::presign`] (GCS: "V4 signing
+    /// process with Cloud Storage tools"), at most 7 days; it names
+    /// `storage.googleapis.com`.
     async fn signed_url(
         &self,
         key: &Key,
-        method: SignedURLMethod,
+        method: PresignMethod,
         expires_in: Duration,
     ) -> Result<String> {
+        let method = match method {
+            PresignMethod::Get => SignedURLMethod::GET,
+            PresignMethod::Put => SignedURLMethod::PUT,
+        };
         if !self.inner.can_sign {
             return Err(Error::Unsupported {
                 operation: "signed URLs without a service account key",
@@ -803,12 +790,50 @@ impl Backend for GcsBackend {
             conditional_put: true,
             conditional_delete: true,
             presigned_urls: self.inner.can_sign,
-            multipart: true,
             server_side_copy: true,
             checksums: true,
             unique_etags: true,
             ..Capabilities::none(Locality::Remote)
         }
+    }
+
+    /// [`Error::Unsupported`] unless a service account key is configured
+    /// ([`Capabilities::presigned_urls`]).
+    async fn presign(
+        &self,
+        method: PresignMethod,
+        key: &Key,
+        expires_in: Duration,
+    ) -> Result<String> {
+        self.signed_url(key, method, expires_in).await
+    }
+
+    /// The bucket's metadata (`GET /storage/v1/b/{bucket}`): 404 is
+    /// [`Error::BucketNotFound`], 401 [`Error::Unauthenticated`], 403
+    /// [`Error::PermissionDenied`], no answer a transient [`Error::Backend`].
+    async fn health(&self) -> Result<()> {
+        use gcloud_storage::http::buckets::get::GetBucketRequest;
+        let request = GetBucketRequest {
+            bucket: self.bucket().to_owned(),
+            ..Default::default()
+        };
+        let answer = self
+            .timed("get bucket", self.client().get_bucket(&request))
+            .await
+            .and_then(|answer| {
+                answer.map_err(|e| {
+                    from_sdk(
+                        e,
+                        "get bucket",
+                        self.bucket(),
+                        self.bucket(),
+                        Context::Bucket,
+                    )
+                })
+            });
+        answer
+            .map(|_| ())
+            .map_err(|e| storage_core::raw::health_failure(e, &self.inner.config.endpoint))
     }
 
     async fn put(&self, key: &Key, body: Body, mut options: PutOptions) -> Result<ObjectMeta> {
@@ -1347,7 +1372,9 @@ mod tests {
         let key = Key::new("k").expect("key");
         assert!(!store.capabilities().presigned_urls);
         assert!(matches!(
-            store.presigned_get(&key, Duration::from_secs(60)).await,
+            store
+                .presign(PresignMethod::Get, &key, Duration::from_secs(60))
+                .await,
             Err(Error::Unsupported { .. })
         ));
     }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
+use storage_core::PresignMethod;
 use storage_core::{
     Backend, BackendExt, Body, ByteStream, Error, GetOptions, Key, ListOptions, PutMode, PutOptions,
 };
@@ -181,7 +182,11 @@ async fn signed_urls_are_v4_and_signed_by_the_service_account() {
         .expect("client");
     assert!(store.capabilities().presigned_urls);
     let url = store
-        .presigned_get(&key("r/1.csv"), Duration::from_secs(600))
+        .presign(
+            PresignMethod::Get,
+            &key("r/1.csv"),
+            Duration::from_secs(600),
+        )
         .await
         .expect("signed URL");
     assert!(
@@ -197,7 +202,11 @@ async fn signed_urls_are_v4_and_signed_by_the_service_account() {
         assert!(url.contains(part), "{part} missing from {url}");
     }
     let too_long = store
-        .presigned_put(&key("k"), Duration::from_secs(8 * 24 * 3600))
+        .presign(
+            PresignMethod::Put,
+            &key("k"),
+            Duration::from_secs(8 * 24 * 3600),
+        )
         .await;
     assert!(matches!(too_long, Err(Error::InvalidArgument { .. })));
 }

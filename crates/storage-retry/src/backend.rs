@@ -362,6 +362,22 @@ impl<B: Backend + ?Sized> Backend for Retry<B> {
         self.inner.capabilities()
     }
 
+    /// The inner backend's URL, signed once: signing sends no request.
+    async fn presign(
+        &self,
+        method: storage_core::PresignMethod,
+        key: &Key,
+        expires_in: std::time::Duration,
+    ) -> Result<String> {
+        self.inner.presign(method, key, expires_in).await
+    }
+
+    /// The inner backend's health check, tried once: a health check reports
+    /// the failure it meets, it does not wait it out.
+    async fn health(&self) -> Result<()> {
+        self.inner.health().await
+    }
+
     /// Stores `body` under `key`, retrying transient failures; see the
     /// type's docs for which bodies are sent again and how attempts of
     /// unknown outcome are settled.

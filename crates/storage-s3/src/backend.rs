@@ -17,8 +17,8 @@ use sha2::{Digest, Sha256};
 use storage_core::raw;
 use storage_core::{
     Backend, Body, ByteRange, ByteStream as BodyStream, Capabilities, DeleteOptions, ETag, Error,
-    GetOptions, GetResult, Key, ListOptions, ListPage, Locality, Metadata, ObjectMeta, PutMode,
-    PutOptions, Result,
+    GetOptions, GetResult, Key, ListOptions, ListPage, Locality, Metadata, ObjectMeta,
+    PresignMethod, PutMode, PutOptions, Result,
 };
 
 use crate::config::S3Config;
@@ -203,36 +203,48 @@ impl S3Backend {
         &self.client
     }
 
-    /// A presigned URL that reads `key` until `expires_in` has passed
-    /// (SigV4 query signing; S3 allows at most 7 days).
-    ///
-    /// # Errors
-    /// [`Error::InvalidArgument`] for an expiry over 7 days.
-    pub async fn presigned_get(&self, key: &Key, expires_in: Duration) -> Result<String> {
-        let request = self
-            .client
-            .get_object()
-            .bucket(&self.config.bucket)
-            .key(self.full_key(key))
-            .presigned(presigning(expires_in)?)
-            .await;
-        presigned_uri(request, "presign GetObject", self.bucket(), key)
+    /// The presigned URL of [`Backend::presign`]: SigV4 query signing, at
+    /// most 7 days (S3 API reference, "Authenticating Requests: Using Query
+    /// Parameters").
+    async fn presigned(
+        &self,
+        method: PresignMethod,
+        key: &Key,
+        expires_in: Duration,
+    ) -> Result<String> {
+        let config = presigning(expires_in)?;
+        match method {
+            PresignMethod::Get => {
+                let request = self
+                    .client
+                    .get_object()
+                    .bucket(&self.config.bucket)
+                    .key(self.full_key(key))
+                    .presigned(config)
+                    .await;
+                presigned_uri(request, "presign GetObject", self.bucket(), key)
+            }
+            PresignMethod::Put => {
+                let request = self
+                    .client
+                    .put_object()
+                    .bucket(&self.config.bucket)
+                    .key(self.full_key(key))
+                    .presigned(config)
+                    .await;
+                presigned_uri(request, "presign PutObject", self.bucket(), key)
+            }
+        }
     }
 
-    /// A presigned URL that writes `key` with a plain HTTP `PUT` until
-    /// `expires_in` has passed.
-    ///
-    /// # Errors
-    /// [`Error::InvalidArgument`] for an expiry over 7 days.
-    pub async fn presigned_put(&self, key: &Key, expires_in: Duration) -> Result<String> {
-        let request = self
-            .client
-            .put_object()
-            .bucket(&self.config.bucket)
-            .key(self.full_key(key))
-            .presigned(presigning(expires_in)?)
-            .await;
-        presigned_uri(request, "presign PutObject", self.bucket(), key)
+    /// The endpoint the client talks to, for messages: the configured one,
+    /// or AWS's for the region.
+    fn endpoint_name(&self) -> String {
+        match (&self.config.endpoint, self.client.config().region()) {
+            (Some(endpoint), _) => endpoint.clone(),
+            (None, Some(region)) => format!("https://s3.{region}.amazonaws.com"),
+            (None, None) => "https://s3.amazonaws.com".to_owned(),
+        }
     }
 
     /// The public URL of `key` under the configured public base URL, if any.
@@ -531,13 +543,35 @@ impl Backend for S3Backend {
             conditional_put: self.config.conditional_put,
             conditional_delete: self.config.conditional_delete,
             presigned_urls: true,
-            multipart: true,
             server_side_copy: true,
             checksums: true,
             // ETags are the MD5 of the content (of the parts, for multipart
             // uploads): the same bytes give the same ETag.
             unique_etags: false,
             ..Capabilities::none(Locality::Remote)
+        }
+    }
+
+    async fn presign(
+        &self,
+        method: PresignMethod,
+        key: &Key,
+        expires_in: Duration,
+    ) -> Result<String> {
+        self.presigned(method, key, expires_in).await
+    }
+
+    /// `HeadBucket`: 404 is [`Error::BucketNotFound`], 403
+    /// [`Error::PermissionDenied`] (S3 answers a HEAD with a bad signature
+    /// with a bare 403 too), no answer a transient [`Error::Backend`].
+    async fn health(&self) -> Result<()> {
+        let bucket = &self.config.bucket;
+        match self.client.head_bucket().bucket(bucket).send().await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(raw::health_failure(
+                from_sdk(e, "HeadBucket", bucket, bucket, Context::Bucket),
+                self.endpoint_name(),
+            )),
         }
     }
 

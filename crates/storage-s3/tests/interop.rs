@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use storage_conformance::servers::{S3_ACCESS_KEY, S3_SECRET_KEY, tools_dir};
+use storage_core::PresignMethod;
 use storage_core::{Backend, BackendExt, Body, Key, Metadata, PutOptions};
 
 const SCRIPT: &str = r#"
@@ -110,14 +111,14 @@ async fn boto3_and_storage_s3_read_each_others_objects() {
 
     // Presigned URLs from plain HTTP.
     let url = store
-        .presigned_get(&key, Duration::from_secs(60))
+        .presign(PresignMethod::Get, &key, Duration::from_secs(60))
         .await
         .expect("presign");
     let fetched = python("fetch", &endpoint, "interop", "-", &url);
     assert_eq!(fetched["sha256"], sha256_hex(&got));
     let target = Key::new("uploaded/by-url").expect("key");
     let url = store
-        .presigned_put(&target, Duration::from_secs(60))
+        .presign(PresignMethod::Put, &target, Duration::from_secs(60))
         .await
         .expect("presign put");
     let uploaded = python("upload", &endpoint, "interop", "-", &url);

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::stream::{self, StreamExt};
+use storage_core::PresignMethod;
 use storage_core::{Backend, BackendExt, Body, Error, Key, PutMode, PutOptions};
 
 const MIB: usize = 1024 * 1024;
@@ -159,7 +160,7 @@ async fn presigned_urls_name_the_object_and_expire() {
     let store = common::create_bucket(&server, "presign").await;
     let key = Key::new("shared/report.csv").expect("key");
     let get = store
-        .presigned_get(&key, Duration::from_secs(300))
+        .presign(PresignMethod::Get, &key, Duration::from_secs(300))
         .await
         .expect("presign get");
     assert!(
@@ -171,12 +172,12 @@ async fn presigned_urls_name_the_object_and_expire() {
         "{get}"
     );
     let put = store
-        .presigned_put(&key, Duration::from_secs(60))
+        .presign(PresignMethod::Put, &key, Duration::from_secs(60))
         .await
         .expect("presign put");
     assert!(put.contains("X-Amz-Expires=60"), "{put}");
     let too_long = store
-        .presigned_get(&key, Duration::from_secs(8 * 24 * 3600))
+        .presign(PresignMethod::Get, &key, Duration::from_secs(8 * 24 * 3600))
         .await;
     assert!(
         matches!(too_long, Err(Error::InvalidArgument { .. })),

@@ -723,6 +723,11 @@ impl Backend for FsBackend {
         }
     }
 
+    /// A stat of the root directory.
+    async fn health(&self) -> Result<()> {
+        crate::util::root_health(self.root()).await
+    }
+
     async fn put(&self, key: &Key, body: Body, options: PutOptions) -> Result<ObjectMeta> {
         options.validate()?;
         let location = self.location(key);

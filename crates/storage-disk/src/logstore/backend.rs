@@ -369,6 +369,11 @@ impl Backend for LogStore {
         }
     }
 
+    /// A stat of the root directory.
+    async fn health(&self) -> Result<()> {
+        crate::util::root_health(&self.shared.dir).await
+    }
+
     async fn put(&self, key: &Key, body: Body, options: PutOptions) -> Result<ObjectMeta> {
         options.validate()?;
         let mut guard = RemoveOnDrop::default();

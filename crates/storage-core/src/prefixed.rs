@@ -1,0 +1,287 @@
+//! `Prefixed`: a namespace view of a backend, every key under one prefix.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+
+use crate::{
+    Backend, Body, Capabilities, ChangeStream, DeleteOptions, Error, GetOptions, GetResult, Key,
+    ListOptions, ListPage, ObjectMeta, PresignMethod, PutMode, PutOptions, Result, TxnId,
+};
+
+/// A view of `inner` in which key `k` is stored as `{prefix}k`: reads,
+/// writes, copies, staged writes, presigned URLs and change feeds all go
+/// under the prefix, and listings and watches see only the keys under it,
+/// with the prefix stripped. Two views with different prefixes never see
+/// each other's keys; the inner backend sees them all.
+///
+/// The prefix is empty or a valid key followed by `/` (`tenant-a/`,
+/// `env/prod/`): with the `/`, the staging layer's reserved names
+/// (`K/.staging/T`, `.staging/T`) of the view stay reserved names of the
+/// inner backend, so its ordinary listings leave them out too. A key whose
+/// prefixed form exceeds 1,024 bytes is [`Error::InvalidKey`], before any
+/// I/O.
+///
+/// Capabilities are the inner backend's; a conditional put, delete or
+/// promotion is exactly the inner one, on the prefixed key.
+///
+/// ```
+/// use storage_core::{Backend, BackendExt, ListOptions, MemoryBackend, Prefixed};
+/// # async fn example() -> storage_core::Result<()> {
+/// let shared = std::sync::Arc::new(MemoryBackend::new());
+/// let tenant = Prefixed::new(shared.clone(), "tenant-a/")?;
+/// tenant.put_bytes("report.csv", "a,b\n").await?;
+/// assert!(shared.exists("tenant-a/report.csv").await?);
+/// let page = tenant.list(&ListOptions::prefix("")).await?;
+/// assert_eq!(page.objects[0].key.as_str(), "report.csv");
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Prefixed<B> {
+    inner: B,
+    prefix: String,
+}
+
+impl<B: Backend> Prefixed<B> {
+    /// A view of `inner` under `prefix`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] unless `prefix` is empty or a valid,
+    /// non-reserved key followed by `/`.
+    pub fn new(inner: B, prefix: impl Into<String>) -> Result<Self> {
+        let prefix = prefix.into();
+        if !prefix.is_empty() {
+            let Some(stem) = prefix.strip_suffix('/') else {
+                return Err(Error::invalid_argument(format!(
+                    "prefix {prefix:?}: a namespace prefix must end with '/'"
+                )));
+            };
+            Key::new(stem).map_err(|e| {
+                Error::invalid_argument(format!("prefix {prefix:?} is not a key and '/': {e}"))
+            })?;
+        }
+        Ok(Prefixed { inner, prefix })
+    }
+
+    /// The prefix, as given.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The backend underneath.
+    pub fn inner(&self) -> &B {
+        &self.inner
+    }
+
+    /// `key` as the inner backend stores it.
+    fn outer_to_inner(&self, key: &Key) -> Result<Key> {
+        if self.prefix.is_empty() {
+            return Ok(key.clone());
+        }
+        Key::stored(&format!("{}{key}", self.prefix))
+    }
+
+    /// A name the inner backend returned, as this view names it.
+    fn inner_to_outer(&self, name: &str) -> Result<String> {
+        name.strip_prefix(self.prefix.as_str())
+            .map(str::to_owned)
+            .ok_or_else(|| Error::Backend {
+                transient: false,
+                message: format!(
+                    "the {} backend returned {name:?}, outside the prefix {:?}",
+                    self.inner.name(),
+                    self.prefix
+                ),
+                source: None,
+            })
+    }
+
+    /// `error` with the key it names as this view names it, where the
+    /// key is under the prefix (an inner key outside it is left whole).
+    fn view_error(&self, mut error: Error) -> Error {
+        let key = match &mut error {
+            Error::NotFound { key }
+            | Error::AlreadyExists { key }
+            | Error::PreconditionFailed { key, .. }
+            | Error::InvalidKey { key, .. }
+            | Error::InvalidRange { key, .. }
+            | Error::ChecksumMismatch { key, .. }
+            | Error::Integrity { key, .. }
+            | Error::NonReplayableBody { key, .. }
+            | Error::PermissionDenied { key: Some(key), .. }
+            | Error::TooLarge { key: Some(key), .. } => key,
+            _ => return error,
+        };
+        if let Some(stripped) = key.strip_prefix(self.prefix.as_str()) {
+            *key = stripped.to_owned();
+        }
+        error
+    }
+
+    fn strip(&self, mut meta: ObjectMeta) -> Result<ObjectMeta> {
+        meta.key = Key::stored(&self.inner_to_outer(meta.key.as_str())?)?;
+        Ok(meta)
+    }
+}
+
+#[async_trait]
+impl<B: Backend> Backend for Prefixed<B> {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+
+    async fn put(&self, key: &Key, body: Body, options: PutOptions) -> Result<ObjectMeta> {
+        let put = async {
+            let inner = self.outer_to_inner(key)?;
+            self.strip(self.inner.put(&inner, body, options).await?)
+        };
+        put.await.map_err(|e| self.view_error(e))
+    }
+
+    async fn get(&self, key: &Key, options: GetOptions) -> Result<GetResult> {
+        let get = async {
+            let inner = self.outer_to_inner(key)?;
+            let mut result = self.inner.get(&inner, options).await?;
+            result.meta = self.strip(result.meta)?;
+            Ok(result)
+        };
+        get.await.map_err(|e| self.view_error(e))
+    }
+
+    async fn head(&self, key: &Key) -> Result<ObjectMeta> {
+        let head = async {
+            let inner = self.outer_to_inner(key)?;
+            self.strip(self.inner.head(&inner).await?)
+        };
+        head.await.map_err(|e| self.view_error(e))
+    }
+
+    async fn delete(&self, key: &Key, options: DeleteOptions) -> Result<()> {
+        let delete = async {
+            let inner = self.outer_to_inner(key)?;
+            self.inner.delete(&inner, options).await
+        };
+        delete.await.map_err(|e| self.view_error(e))
+    }
+
+    /// The inner listing of `{prefix}{options.prefix}`, names stripped; the
+    /// continuation token is the inner backend's, passed through.
+    async fn list(&self, options: &ListOptions) -> Result<ListPage> {
+        crate::validate_prefix(&options.prefix)?;
+        let inner_options = ListOptions {
+            prefix: format!("{}{}", self.prefix, options.prefix),
+            start_after: options
+                .start_after
+                .as_ref()
+                .map(|after| format!("{}{after}", self.prefix)),
+            ..options.clone()
+        };
+        let page = self.inner.list(&inner_options).await?;
+        Ok(ListPage {
+            objects: page
+                .objects
+                .into_iter()
+                .map(|meta| self.strip(meta))
+                .collect::<Result<_>>()?,
+            common_prefixes: page
+                .common_prefixes
+                .iter()
+                .map(|p| self.inner_to_outer(p))
+                .collect::<Result<_>>()?,
+            continuation: page.continuation,
+        })
+    }
+
+    async fn copy(&self, from: &Key, to: &Key, mode: PutMode) -> Result<ObjectMeta> {
+        let copy = async {
+            let (from, to) = (self.outer_to_inner(from)?, self.outer_to_inner(to)?);
+            self.strip(self.inner.copy(&from, &to, mode).await?)
+        };
+        copy.await.map_err(|e| self.view_error(e))
+    }
+
+    async fn watch(&self, prefix: &str) -> Result<ChangeStream> {
+        crate::validate_prefix(prefix)?;
+        let stream = self
+            .inner
+            .watch(&format!("{}{prefix}", self.prefix))
+            .await?;
+        let view_prefix = self.prefix.clone();
+        Ok(stream
+            .map(move |change| {
+                let mut change = change?;
+                let name = change
+                    .key
+                    .as_str()
+                    .strip_prefix(view_prefix.as_str())
+                    .ok_or_else(|| {
+                        Error::backend(
+                            false,
+                            format!("a change to {} outside the prefix", change.key),
+                            "watch",
+                        )
+                    })?;
+                change.key = Key::stored(name)?;
+                Ok(change)
+            })
+            .boxed())
+    }
+
+    async fn presign(
+        &self,
+        method: PresignMethod,
+        key: &Key,
+        expires_in: Duration,
+    ) -> Result<String> {
+        let presign = async {
+            let inner = self.outer_to_inner(key)?;
+            self.inner.presign(method, &inner, expires_in).await
+        };
+        presign.await.map_err(|e| self.view_error(e))
+    }
+
+    async fn health(&self) -> Result<()> {
+        self.inner.health().await
+    }
+
+    async fn stage(
+        &self,
+        key: &Key,
+        txn: &TxnId,
+        body: Body,
+        options: PutOptions,
+    ) -> Result<ObjectMeta> {
+        let stage = async {
+            let inner = self.outer_to_inner(key)?;
+            self.strip(self.inner.stage(&inner, txn, body, options).await?)
+        };
+        stage.await.map_err(|e| self.view_error(e))
+    }
+
+    /// The inner promotion of the prefixed key: atomic where the inner
+    /// backend's is.
+    async fn promote(&self, key: &Key, txn: &TxnId, mode: PutMode) -> Result<ObjectMeta> {
+        let promote = async {
+            let inner = self.outer_to_inner(key)?;
+            self.strip(self.inner.promote(&inner, txn, mode).await?)
+        };
+        promote.await.map_err(|e| self.view_error(e))
+    }
+
+    async fn discard(&self, key: &Key, txn: &TxnId) -> Result<()> {
+        let discard = async {
+            let inner = self.outer_to_inner(key)?;
+            self.inner.discard(&inner, txn).await
+        };
+        discard.await.map_err(|e| self.view_error(e))
+    }
+
+    // `list_staged` keeps the trait's default, which lists through this
+    // view: the view's own root forms (`.staging/T`, stored as
+    // `{prefix}.staging/T`) are then found too.
+}
