@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
-use futures::{StreamExt, TryStreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 
 use crate::{
     Body, ByteStream, Capabilities, ChangeStream, DeleteOptions, Error, GetOptions, Key,
@@ -50,6 +50,34 @@ impl GetResult {
     /// must not start any I/O before it is first polled.
     pub fn with_collect(mut self, collect: BoxFuture<'static, Result<Bytes>>) -> Self {
         self.collect = Some(collect);
+        self
+    }
+
+    /// Calls `observe` with every chunk of the body the caller receives,
+    /// whichever way it reads ([`GetResult::body`] or
+    /// [`GetResult::bytes`]): for layers that count bytes. Errors are not
+    /// observed.
+    pub fn inspect_chunks(mut self, observe: impl Fn(&Bytes) + Send + Sync + 'static) -> Self {
+        let observe = Arc::new(observe);
+        let on_stream = Arc::clone(&observe);
+        let body = std::mem::replace(&mut self.body, futures::stream::empty().boxed());
+        self.body = body
+            .inspect(move |chunk| {
+                if let Ok(chunk) = chunk {
+                    on_stream(chunk);
+                }
+            })
+            .boxed();
+        if let Some(collect) = self.collect.take() {
+            self.collect = Some(
+                async move {
+                    let data = collect.await?;
+                    observe(&data);
+                    Ok(data)
+                }
+                .boxed(),
+            );
+        }
         self
     }
 

@@ -1,0 +1,226 @@
+//! `open(url)`: a backend and its layers from a URL and options.
+
+use std::sync::Arc;
+
+use storage_core::{Backend, Error, Prefixed, Result};
+
+use crate::options::Options;
+
+/// The options every scheme takes: the layers.
+const LAYER_OPTIONS: [&str; 5] = [
+    "prefix",
+    "retry",
+    "keyring_env",
+    "keyring_file",
+    "instrument",
+];
+
+/// Opens the backend `url` names, with the layers its query asks for; see
+/// [`open_with`] for the schemes and options.
+///
+/// ```
+/// # async fn example() -> storage_core::Result<()> {
+/// use storage::BackendExt;
+/// let store = storage::open("memory://").await?;
+/// store.put_bytes("greeting.txt", "hello").await?;
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+/// As [`open_with`].
+pub async fn open(url: &str) -> Result<Arc<dyn Backend>> {
+    open_with(url, std::iter::empty::<(String, String)>()).await
+}
+
+/// Opens the backend `url` names, with options from its query and from
+/// `options` (which win over the query; the names are the same).
+///
+/// | URL | backend | feature |
+/// |---|---|---|
+/// | `memory://` | a new, empty `MemoryBackend` per call | `memory` (default) |
+/// | `file:///abs/path` | `FsBackend` rooted there (created if missing) | `fs` |
+/// | `logstore:///abs/path` | `LogStore` in that directory | `logstore` |
+/// | `s3://bucket/prefix` | `S3Backend` | `s3` |
+/// | `gs://bucket/prefix` | `GcsBackend` | `gcs` |
+/// | `az://account/container/prefix`, `https://account.blob.core.windows.net/container/prefix` | `AzureBackend` | `azure` |
+///
+/// A cloud URL's path is the backend's own key prefix; a `/` is added if
+/// it does not end with one, so `s3://b/logs` holds `logs/a`, never
+/// `logsa`.
+///
+/// Options of every scheme, applied in this order from the backend out:
+/// - `retry=true`: [`storage_retry::Retry`] with its default policy
+///   (feature `retry`);
+/// - `keyring_env=VAR` or `keyring_file=PATH`: `storage_crypto::Encrypted`
+///   with the keyring in that variable or file (`Keyring::from_text`
+///   format) and every key of context kind `state` (feature `crypto`);
+///   encryption sits outside retry, so a retried write re-sends the same
+///   ciphertext;
+/// - `prefix=tenant/`: a [`Prefixed`] view (outside encryption, so the
+///   associated data binds the whole stored key);
+/// - `instrument=true`: [`Instrumented`](crate::Instrumented) (feature
+///   `instrument`), outermost, so its spans time what the caller waits for.
+///
+/// Options of one scheme:
+/// - `s3`: `region`, `endpoint` (an S3-compatible server), `path_style`
+///   (`true` for servers without virtual-hosted buckets),
+///   `access_key_id`, `secret_access_key`, `session_token`. Without keys,
+///   the AWS default chain (`AWS_*` variables, profiles, web identity,
+///   instance metadata) is used, as `aws-config` resolves it.
+/// - `gs`: `endpoint`, `anonymous=true`, `service_account_path`,
+///   `emulator=URL` (fake-gcs-server: that endpoint, anonymous, no
+///   upload-status queries). `STORAGE_EMULATOR_HOST` is honoured as by
+///   Google's libraries; otherwise Application Default Credentials.
+/// - `az`: `access_key`, `sas_token`, `endpoint` (for example
+///   `http://127.0.0.1:10000/devstoreaccount1`), `use_emulator=true`
+///   (Azurite's well-known account key). Without a key or token, the
+///   variables `AZURE_STORAGE_KEY` and `AZURE_STORAGE_SAS_TOKEN` are read.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] naming the part that is wrong: a URL that
+/// does not parse, an unknown scheme, a scheme whose feature is off, a
+/// missing bucket, container or path, an unknown option (with the known
+/// ones), a malformed value; the errors of the backend's constructor
+/// (opening a `LogStore` locks its directory: [`Error::Locked`]).
+pub async fn open_with<I, K, V>(url: &str, options: I) -> Result<Arc<dyn Backend>>
+where
+    I: IntoIterator<Item = (K, V)>,
+    K: Into<String>,
+    V: Into<String>,
+{
+    let parsed = url::Url::parse(url)
+        .map_err(|e| Error::invalid_argument(format!("URL {url:?} does not parse: {e}")))?;
+    let mut options = Options::new(
+        &parsed,
+        options.into_iter().map(|(k, v)| (k.into(), v.into())),
+    )?;
+    let layers = Layers::take(&mut options)?;
+    let backend = crate::schemes::backend(&parsed, &mut options).await?;
+    layers.apply(backend)
+}
+
+/// The layer options, taken before the scheme's.
+#[derive(Debug)]
+struct Layers {
+    prefix: Option<String>,
+    retry: bool,
+    keyring: Option<Keyring>,
+    instrument: bool,
+}
+
+#[derive(Debug)]
+enum Keyring {
+    Env(String),
+    File(String),
+}
+
+impl Layers {
+    fn take(options: &mut Options) -> Result<Self> {
+        let keyring = match (options.take("keyring_env"), options.take("keyring_file")) {
+            (Some(_), Some(_)) => {
+                return Err(Error::invalid_argument(format!(
+                    "options `keyring_env` and `keyring_file` of {} exclude each other",
+                    options.url()
+                )));
+            }
+            (Some(var), None) => Some(Keyring::Env(var)),
+            (None, Some(path)) => Some(Keyring::File(path)),
+            (None, None) => None,
+        };
+        Ok(Layers {
+            prefix: options.take("prefix"),
+            retry: options.take_bool("retry")?.unwrap_or(false),
+            keyring,
+            instrument: options.take_bool("instrument")?.unwrap_or(false),
+        })
+    }
+
+    fn apply(self, backend: Arc<dyn Backend>) -> Result<Arc<dyn Backend>> {
+        let mut backend = backend;
+        if self.retry {
+            backend = retry(backend)?;
+        }
+        if let Some(keyring) = self.keyring {
+            backend = encrypt(backend, keyring)?;
+        }
+        if let Some(prefix) = self.prefix {
+            backend = Arc::new(Prefixed::new(backend, prefix)?);
+        }
+        if self.instrument {
+            backend = instrument(backend)?;
+        }
+        Ok(backend)
+    }
+}
+
+#[cfg(feature = "retry")]
+fn retry(backend: Arc<dyn Backend>) -> Result<Arc<dyn Backend>> {
+    Ok(Arc::new(storage_retry::Retry::from_arc(
+        backend,
+        storage_retry::RetryPolicy::default(),
+    )))
+}
+
+#[cfg(not(feature = "retry"))]
+fn retry(_: Arc<dyn Backend>) -> Result<Arc<dyn Backend>> {
+    Err(feature_off("option `retry`", "retry"))
+}
+
+#[cfg(feature = "crypto")]
+fn encrypt(backend: Arc<dyn Backend>, keyring: Keyring) -> Result<Arc<dyn Backend>> {
+    let keyring = match keyring {
+        Keyring::Env(var) => storage_crypto::Keyring::from_env(&var)?,
+        Keyring::File(path) => storage_crypto::Keyring::from_file(path)?,
+    };
+    Ok(Arc::new(storage_crypto::Encrypted::new(
+        backend,
+        keyring,
+        storage_crypto::all_state(),
+    )))
+}
+
+#[cfg(not(feature = "crypto"))]
+fn encrypt(_: Arc<dyn Backend>, keyring: Keyring) -> Result<Arc<dyn Backend>> {
+    let what = match keyring {
+        Keyring::Env(var) => format!("option `keyring_env={var}`"),
+        Keyring::File(path) => format!("option `keyring_file={path}`"),
+    };
+    Err(feature_off(&what, "crypto"))
+}
+
+#[cfg(feature = "instrument")]
+fn instrument(backend: Arc<dyn Backend>) -> Result<Arc<dyn Backend>> {
+    Ok(Arc::new(crate::Instrumented::new(backend)))
+}
+
+#[cfg(not(feature = "instrument"))]
+fn instrument(_: Arc<dyn Backend>) -> Result<Arc<dyn Backend>> {
+    Err(feature_off("option `instrument`", "instrument"))
+}
+
+/// The error for `what` when the crate was built without `feature` (unused
+/// when every feature is on).
+#[cfg_attr(
+    all(
+        feature = "memory",
+        feature = "fs",
+        feature = "logstore",
+        feature = "s3",
+        feature = "gcs",
+        feature = "azure",
+        feature = "retry",
+        feature = "crypto",
+        feature = "instrument"
+    ),
+    allow(dead_code)
+)]
+pub(crate) fn feature_off(what: &str, feature: &str) -> Error {
+    Error::invalid_argument(format!(
+        "{what} needs the `{feature}` feature of the `storage` crate"
+    ))
+}
+
+/// The options known for a scheme: its own and the layers'.
+pub(crate) fn known<'a>(own: &[&'a str]) -> Vec<&'a str> {
+    own.iter().copied().chain(LAYER_OPTIONS).collect()
+}
