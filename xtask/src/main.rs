@@ -98,6 +98,10 @@ fn run_tests() -> anyhow::Result<ExitCode> {
     for args in [
         &["test", "--workspace", "--all-targets"][..],
         &["test", "--workspace", "--doc"][..],
+        // The facade's tests of its optional backends and layers (a
+        // workspace build gives it only its default feature).
+        &["test", "-p", "storage", "--all-features", "--all-targets"][..],
+        &["test", "-p", "storage", "--all-features", "--doc"][..],
     ] {
         let status = std::process::Command::new(&cargo)
             .args(args)

@@ -49,7 +49,7 @@ pub async fn open(url: &str) -> Result<Arc<dyn Backend>> {
 /// `logsa`.
 ///
 /// Options of every scheme, applied in this order from the backend out:
-/// - `retry=true`: [`storage_retry::Retry`] with its default policy
+/// - `retry=true`: `storage_retry::Retry` with its default policy
 ///   (feature `retry`);
 /// - `keyring_env=VAR` or `keyring_file=PATH`: `storage_crypto::Encrypted`
 ///   with the keyring in that variable or file (`Keyring::from_text`
@@ -58,7 +58,7 @@ pub async fn open(url: &str) -> Result<Arc<dyn Backend>> {
 ///   ciphertext;
 /// - `prefix=tenant/`: a [`Prefixed`] view (outside encryption, so the
 ///   associated data binds the whole stored key);
-/// - `instrument=true`: [`Instrumented`](crate::Instrumented) (feature
+/// - `instrument=true`: `Instrumented` (feature
 ///   `instrument`), outermost, so its spans time what the caller waits for.
 ///
 /// Options of one scheme:
