@@ -395,7 +395,7 @@ async fn s3_pair() -> anyhow::Result<(Store, Store, storage_conformance::servers
             .prefix(prefix)
     };
     let admin = config("").build().await?;
-    crate::backends::when_ready(&server, "the bench bucket", || admin.create_bucket())
+    crate::cloud::when_ready(&server, "the bench bucket", || admin.create_bucket())
         .await
         .map_err(anyhow::Error::msg)?;
     let ours = config("ours/").build().await?;
@@ -428,7 +428,7 @@ async fn azure_pair() -> anyhow::Result<(Store, Store, storage_conformance::serv
     let endpoint = format!("{}/{EMULATOR_ACCOUNT}", server.endpoint);
     let config = |prefix: &str| AzureConfig::emulator(&endpoint, "bench").prefix(prefix);
     let admin = config("").build()?;
-    crate::backends::when_ready(&server, "the bench container", || admin.create_container())
+    crate::cloud::when_ready(&server, "the bench container", || admin.create_container())
         .await
         .map_err(anyhow::Error::msg)?;
     let ours = config("ours/").build()?;
@@ -463,7 +463,7 @@ async fn gcs_store() -> anyhow::Result<(Store, storage_conformance::servers::Run
         .prefix("ours/")
         .build()
         .await?;
-    crate::backends::when_ready(&server, "the bench bucket", || {
+    crate::cloud::when_ready(&server, "the bench bucket", || {
         store.create_bucket("bench-project")
     })
     .await

@@ -123,7 +123,15 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// Without the `full` feature (`cargo xtask` re-runs itself with it for
+/// `--endpoint`, so this is reached only by a direct build).
+#[cfg(not(feature = "full"))]
+async fn real_account(_: &[String], _: &Filter, _: &Args) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("a real-account run needs xtask's `full` feature")
+}
+
 /// The opt-in run against a real account (see `crate::real`).
+#[cfg(feature = "full")]
 async fn real_account(names: &[String], filter: &Filter, args: &Args) -> anyhow::Result<ExitCode> {
     let [name] = names else {
         anyhow::bail!("a real-account run takes exactly one --backend: s3, azure or gcs");

@@ -10,15 +10,22 @@
 
 use std::sync::Arc;
 
+#[cfg(feature = "full")]
 use object_store::{ObjectStore, PutPayload};
-use storage_conformance::hooks::{MakeBackendFn, TamperFn};
-use storage_core::{Backend, Key};
+use storage_conformance::hooks::MakeBackendFn;
+#[cfg(feature = "full")]
+use storage_conformance::hooks::TamperFn;
+use storage_core::Backend;
+#[cfg(feature = "full")]
+use storage_core::Key;
 
+#[cfg(feature = "full")]
 /// Bytes that replace an object's content: same length, other bytes.
 fn corrupted(original: &[u8]) -> Vec<u8> {
     original.iter().map(|b| b ^ 0x5a).collect()
 }
 
+#[cfg(feature = "full")]
 /// What the tamper hooks need of the object they corrupt: its current
 /// bytes and the SHA-256 the backend recorded.
 async fn current(backend: &Arc<dyn Backend>, key: &Key) -> Result<(Vec<u8>, [u8; 32]), String> {
@@ -34,6 +41,7 @@ async fn current(backend: &Arc<dyn Backend>, key: &Key) -> Result<(Vec<u8>, [u8;
     Ok((bytes.to_vec(), sha256))
 }
 
+#[cfg(feature = "full")]
 /// Azure: a Put Blob of other bytes carrying the old `storage_sha256`.
 pub fn azure_tamper(backend: Arc<dyn Backend>, endpoint: String, container: String) -> TamperFn {
     use storage_azure::{EMULATOR_ACCOUNT, EMULATOR_KEY};
@@ -71,6 +79,7 @@ pub fn azure_tamper(backend: Arc<dyn Backend>, endpoint: String, container: Stri
     })
 }
 
+#[cfg(feature = "full")]
 /// GCS: a media upload of other bytes, then the old `storage_sha256` patched
 /// back into the object's metadata.
 pub fn gcs_tamper(backend: Arc<dyn Backend>, endpoint: String, bucket: String) -> TamperFn {

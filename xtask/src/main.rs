@@ -2,13 +2,19 @@
 //! `cargo xtask test`.
 
 mod backends;
+#[cfg(feature = "full")]
 mod bench;
+#[cfg(feature = "full")]
 mod bench_crypto;
+#[cfg(feature = "full")]
 mod bench_logstore;
+#[cfg(feature = "full")]
+mod cloud;
 mod conformance;
 mod encrypted;
 mod faulty;
 mod hooks;
+#[cfg(feature = "full")]
 mod real;
 mod servers;
 
@@ -28,6 +34,7 @@ enum Command {
     /// Run the contract suite against backends and print the matrix.
     Conformance(conformance::Args),
     /// Measure put and get throughput against object_store's peers.
+    #[cfg(feature = "full")]
     Bench(bench::Args),
     /// Run every test of the workspace and the conformance matrix on every
     /// backend (the README's test command); installs the test servers first.
@@ -39,24 +46,33 @@ enum Command {
     },
     /// Open a LogStore and print the open time and peak memory (used by
     /// `bench`, in a fresh process).
+    #[cfg(feature = "full")]
     #[command(hide = true)]
     LogstoreOpen { dir: std::path::PathBuf },
     /// Compare per-request client and server CPU of our client and
     /// `object_store`'s against one test server (`s3` or `azure`).
+    #[cfg(feature = "full")]
     #[command(hide = true)]
     Probe { backend: String, requests: usize },
 }
 
 fn main() -> ExitCode {
+    #[cfg(not(feature = "full"))]
+    if let Some(code) = full::rerun_if_needed() {
+        return code;
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Conformance(args) => runtime().and_then(|rt| rt.block_on(conformance::main(args))),
+        #[cfg(feature = "full")]
         Command::Bench(args) => runtime().and_then(|rt| rt.block_on(bench::main(args))),
         Command::Test => run_tests(),
         Command::Servers { action } => servers::main(action),
+        #[cfg(feature = "full")]
         Command::Probe { backend, requests } => runtime()
             .and_then(|rt| rt.block_on(bench::probe(&backend, requests)))
             .map(|()| ExitCode::SUCCESS),
+        #[cfg(feature = "full")]
         Command::LogstoreOpen { dir } => runtime()
             .and_then(|rt| rt.block_on(bench_logstore::open_child(&dir)))
             .map(|()| ExitCode::SUCCESS),
@@ -66,6 +82,93 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// The light build of xtask (the default) and the step to the full one.
+#[cfg(not(feature = "full"))]
+mod full {
+    use std::ffi::OsString;
+    use std::process::ExitCode;
+
+    /// Whether a command line needs the `full` feature: benchmarks (and
+    /// their hidden helpers), and conformance runs on a cloud backend
+    /// (`--all`, a cloud `--backend`, a real account's `--endpoint`).
+    pub fn needs_full(args: &[OsString]) -> bool {
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let Some(command) = args.first() else {
+            return false;
+        };
+        const CLOUD: [&str; 4] = ["s3", "s3-moto", "azure", "gcs"];
+        match command.as_str() {
+            "bench" | "probe" | "logstore-open" => true,
+            "conformance" => args.iter().enumerate().any(|(i, arg)| {
+                arg == "--all"
+                    || arg == "--endpoint"
+                    || arg.starts_with("--endpoint=")
+                    || arg
+                        .strip_prefix("--backend=")
+                        .is_some_and(|b| CLOUD.contains(&b))
+                    || (arg == "--backend"
+                        && args.get(i + 1).is_some_and(|b| CLOUD.contains(&b.as_str())))
+            }),
+            _ => false,
+        }
+    }
+
+    /// Runs this command line again through `cargo run` with the `full`
+    /// feature when it needs it, returning its exit code; `None` when this
+    /// build can run it. Only then do the cloud SDKs and the benchmark
+    /// peers get compiled: `cargo xtask conformance` on the embedded
+    /// backends never builds them.
+    pub fn rerun_if_needed() -> Option<ExitCode> {
+        let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+        if !needs_full(&args) {
+            return None;
+        }
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+        eprintln!("cargo xtask: this command needs the cloud backends; building xtask with `--features full` ...");
+        let status = std::process::Command::new(cargo)
+            .args(["run", "--quiet", "--release", "--manifest-path", manifest])
+            .args(["--features", "full", "--"])
+            .args(&args)
+            .status();
+        Some(match status {
+            Ok(status) if status.success() => ExitCode::SUCCESS,
+            Ok(status) => ExitCode::from(u8::try_from(status.code().unwrap_or(1)).unwrap_or(1)),
+            Err(e) => {
+                eprintln!("error: running cargo: {e}");
+                ExitCode::FAILURE
+            }
+        })
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::needs_full;
+
+        fn line(args: &str) -> Vec<std::ffi::OsString> {
+            args.split_whitespace().map(Into::into).collect()
+        }
+
+        #[test]
+        fn embedded_runs_stay_light() {
+            assert!(!needs_full(&line("conformance")));
+            assert!(!needs_full(&line("conformance --backend logstore --retry")));
+            assert!(!needs_full(&line("servers start")));
+        }
+
+        #[test]
+        fn cloud_runs_and_benchmarks_need_full() {
+            assert!(needs_full(&line("conformance --all")));
+            assert!(needs_full(&line("conformance --backend memory --backend s3")));
+            assert!(needs_full(&line("conformance --backend=gcs")));
+            assert!(needs_full(&line("bench")));
         }
     }
 }
