@@ -132,7 +132,9 @@ mod full {
         }
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
-        eprintln!("cargo xtask: this command needs the cloud backends; building xtask with `--features full` ...");
+        eprintln!(
+            "cargo xtask: this command needs the cloud backends; building xtask with `--features full` ..."
+        );
         let status = std::process::Command::new(cargo)
             .args(["run", "--quiet", "--release", "--manifest-path", manifest])
             .args(["--features", "full", "--"])
@@ -166,7 +168,9 @@ mod full {
         #[test]
         fn cloud_runs_and_benchmarks_need_full() {
             assert!(needs_full(&line("conformance --all")));
-            assert!(needs_full(&line("conformance --backend memory --backend s3")));
+            assert!(needs_full(&line(
+                "conformance --backend memory --backend s3"
+            )));
             assert!(needs_full(&line("conformance --backend=gcs")));
             assert!(needs_full(&line("bench")));
         }

@@ -742,6 +742,7 @@ impl Backend for AzureBackend {
         key: &Key,
         expires_in: Duration,
     ) -> Result<String> {
+        self.check_name(key)?;
         self.sas_url(key, method, expires_in)
     }
 

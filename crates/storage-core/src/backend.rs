@@ -81,6 +81,20 @@ impl GetResult {
         self
     }
 
+    /// Passes every error of the body through `map`, whichever way the
+    /// caller reads ([`GetResult::body`] or [`GetResult::bytes`]): for
+    /// layers that rename keys in errors or count them.
+    pub fn map_errors(mut self, map: impl Fn(Error) -> Error + Send + Sync + 'static) -> Self {
+        let map = Arc::new(map);
+        let on_stream = Arc::clone(&map);
+        let body = std::mem::replace(&mut self.body, futures::stream::empty().boxed());
+        self.body = body.map_err(move |e| on_stream(e)).boxed();
+        if let Some(collect) = self.collect.take() {
+            self.collect = Some(async move { collect.await.map_err(|e| map(e)) }.boxed());
+        }
+        self
+    }
+
     /// Collects the body into one buffer.
     ///
     /// # Errors

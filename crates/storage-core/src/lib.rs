@@ -70,7 +70,7 @@ pub use options::{
     ByteRange, DeleteOptions, GetOptions, ListOptions, ListPage, MAX_PAGE_SIZE, PresignMethod,
     PutMode, PutOptions, parse_content_range,
 };
-pub use prefixed::Prefixed;
+pub use prefixed::{Prefixed, validate_namespace_prefix};
 pub use staging::{MAX_TXN_ID_BYTES, StagedListOptions, StagedObject, StagedPage, TxnId};
 pub use txn::{ABORTED_KEEP, CommitReport, LOCK_TTL, ReconcileReport, Txn, reconcile};
 pub use watch::{CHANGE_FEED_CAPACITY, Change, ChangeFeed, ChangeKind, ChangeStream};

@@ -13,18 +13,27 @@ use crate::{
 /// A view of `inner` in which key `k` is stored as `{prefix}k`: reads,
 /// writes, copies, staged writes, presigned URLs and change feeds all go
 /// under the prefix, and listings and watches see only the keys under it,
-/// with the prefix stripped. Two views with different prefixes never see
-/// each other's keys; the inner backend sees them all.
+/// with the prefix stripped (in errors too). Views with prefixes neither of
+/// which starts the other never see each other's keys; a view of `a/`
+/// sees everything of a view of `a/b/`, and the inner backend sees all.
 ///
 /// The prefix is empty or a valid key followed by `/` (`tenant-a/`,
-/// `env/prod/`): with the `/`, the staging layer's reserved names
-/// (`K/.staging/T`, `.staging/T`) of the view stay reserved names of the
-/// inner backend, so its ordinary listings leave them out too. A key whose
-/// prefixed form exceeds 1,024 bytes is [`Error::InvalidKey`], before any
-/// I/O.
+/// `env/prod/`; [`validate_namespace_prefix`]): with the `/`, the staging
+/// layer's reserved names (`K/.staging/T`, `.staging/T`) of the view stay
+/// reserved names of the inner backend, so its ordinary listings leave them
+/// out too. A key whose prefixed form exceeds 1,024 bytes is
+/// [`Error::InvalidKey`], before any I/O.
 ///
 /// Capabilities are the inner backend's; a conditional put, delete or
 /// promotion is exactly the inner one, on the prefixed key.
+///
+/// **Transactions.** A view's transactions keep their records inside the
+/// view (`{prefix}.txn/T`, `{prefix}K/.staging/T`). Run
+/// [`reconcile`](crate::reconcile) through the view, never on the inner
+/// backend or another ancestor view: from there the view's staged writes
+/// look like writes of keys `{prefix}K` with no decision record, and would
+/// be discarded once old enough, even those of a committed transaction not
+/// yet promoted.
 ///
 /// ```
 /// use storage_core::{Backend, BackendExt, ListOptions, MemoryBackend, Prefixed};
@@ -43,24 +52,35 @@ pub struct Prefixed<B> {
     prefix: String,
 }
 
+/// Checks a namespace prefix of [`Prefixed`]: empty, or a valid,
+/// non-reserved key followed by `/`.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] naming the prefix and the broken rule.
+pub fn validate_namespace_prefix(prefix: &str) -> Result<()> {
+    if prefix.is_empty() {
+        return Ok(());
+    }
+    let Some(stem) = prefix.strip_suffix('/') else {
+        return Err(Error::invalid_argument(format!(
+            "prefix {prefix:?}: a namespace prefix must end with '/'"
+        )));
+    };
+    Key::new(stem).map_err(|e| {
+        Error::invalid_argument(format!("prefix {prefix:?} is not a key and '/': {e}"))
+    })?;
+    Ok(())
+}
+
 impl<B: Backend> Prefixed<B> {
     /// A view of `inner` under `prefix`.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] unless `prefix` is empty or a valid,
-    /// non-reserved key followed by `/`.
+    /// non-reserved key followed by `/` ([`validate_namespace_prefix`]).
     pub fn new(inner: B, prefix: impl Into<String>) -> Result<Self> {
         let prefix = prefix.into();
-        if !prefix.is_empty() {
-            let Some(stem) = prefix.strip_suffix('/') else {
-                return Err(Error::invalid_argument(format!(
-                    "prefix {prefix:?}: a namespace prefix must end with '/'"
-                )));
-            };
-            Key::new(stem).map_err(|e| {
-                Error::invalid_argument(format!("prefix {prefix:?} is not a key and '/': {e}"))
-            })?;
-        }
+        validate_namespace_prefix(&prefix)?;
         Ok(Prefixed { inner, prefix })
     }
 
@@ -97,9 +117,48 @@ impl<B: Backend> Prefixed<B> {
             })
     }
 
-    /// `error` with the key it names as this view names it, where the
-    /// key is under the prefix (an inner key outside it is left whole).
-    fn view_error(&self, mut error: Error) -> Error {
+    /// [`Backend::list`] of the view, before its errors are renamed.
+    async fn list_inner(&self, options: &ListOptions) -> Result<ListPage> {
+        crate::validate_prefix(&options.prefix)?;
+        let inner_options = ListOptions {
+            prefix: format!("{}{}", self.prefix, options.prefix),
+            start_after: options
+                .start_after
+                .as_ref()
+                .map(|after| format!("{}{after}", self.prefix)),
+            ..options.clone()
+        };
+        let page = self.inner.list(&inner_options).await?;
+        Ok(ListPage {
+            objects: page
+                .objects
+                .into_iter()
+                .map(|meta| self.strip(meta))
+                .collect::<Result<_>>()?,
+            common_prefixes: page
+                .common_prefixes
+                .iter()
+                .map(|p| self.inner_to_outer(p))
+                .collect::<Result<_>>()?,
+            continuation: page.continuation,
+        })
+    }
+
+    /// `error` with the key it names as this view names it.
+    fn view_error(&self, error: Error) -> Error {
+        view_error(&self.prefix, error)
+    }
+
+    fn strip(&self, mut meta: ObjectMeta) -> Result<ObjectMeta> {
+        meta.key = Key::stored(&self.inner_to_outer(meta.key.as_str())?)?;
+        Ok(meta)
+    }
+}
+
+/// `error` with the key it names as a view under `prefix` names it, where
+/// the key is under the prefix (an inner key outside it is left whole).
+fn view_error(prefix: &str, mut error: Error) -> Error {
+    {
         let key = match &mut error {
             Error::NotFound { key }
             | Error::AlreadyExists { key }
@@ -113,15 +172,10 @@ impl<B: Backend> Prefixed<B> {
             | Error::TooLarge { key: Some(key), .. } => key,
             _ => return error,
         };
-        if let Some(stripped) = key.strip_prefix(self.prefix.as_str()) {
+        if let Some(stripped) = key.strip_prefix(prefix) {
             *key = stripped.to_owned();
         }
         error
-    }
-
-    fn strip(&self, mut meta: ObjectMeta) -> Result<ObjectMeta> {
-        meta.key = Key::stored(&self.inner_to_outer(meta.key.as_str())?)?;
-        Ok(meta)
     }
 }
 
@@ -148,7 +202,8 @@ impl<B: Backend> Backend for Prefixed<B> {
             let inner = self.outer_to_inner(key)?;
             let mut result = self.inner.get(&inner, options).await?;
             result.meta = self.strip(result.meta)?;
-            Ok(result)
+            let prefix = self.prefix.clone();
+            Ok(result.map_errors(move |e| view_error(&prefix, e)))
         };
         get.await.map_err(|e| self.view_error(e))
     }
@@ -172,29 +227,9 @@ impl<B: Backend> Backend for Prefixed<B> {
     /// The inner listing of `{prefix}{options.prefix}`, names stripped; the
     /// continuation token is the inner backend's, passed through.
     async fn list(&self, options: &ListOptions) -> Result<ListPage> {
-        crate::validate_prefix(&options.prefix)?;
-        let inner_options = ListOptions {
-            prefix: format!("{}{}", self.prefix, options.prefix),
-            start_after: options
-                .start_after
-                .as_ref()
-                .map(|after| format!("{}{after}", self.prefix)),
-            ..options.clone()
-        };
-        let page = self.inner.list(&inner_options).await?;
-        Ok(ListPage {
-            objects: page
-                .objects
-                .into_iter()
-                .map(|meta| self.strip(meta))
-                .collect::<Result<_>>()?,
-            common_prefixes: page
-                .common_prefixes
-                .iter()
-                .map(|p| self.inner_to_outer(p))
-                .collect::<Result<_>>()?,
-            continuation: page.continuation,
-        })
+        self.list_inner(options)
+            .await
+            .map_err(|e| self.view_error(e))
     }
 
     async fn copy(&self, from: &Key, to: &Key, mode: PutMode) -> Result<ObjectMeta> {
@@ -210,11 +245,12 @@ impl<B: Backend> Backend for Prefixed<B> {
         let stream = self
             .inner
             .watch(&format!("{}{prefix}", self.prefix))
-            .await?;
+            .await
+            .map_err(|e| self.view_error(e))?;
         let view_prefix = self.prefix.clone();
         Ok(stream
             .map(move |change| {
-                let mut change = change?;
+                let mut change = change.map_err(|e| view_error(&view_prefix, e))?;
                 let name = change
                     .key
                     .as_str()

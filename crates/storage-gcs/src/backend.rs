@@ -805,12 +805,15 @@ impl Backend for GcsBackend {
         key: &Key,
         expires_in: Duration,
     ) -> Result<String> {
+        self.check_name(key)?;
         self.signed_url(key, method, expires_in).await
     }
 
-    /// The bucket's metadata (`GET /storage/v1/b/{bucket}`): 404 is
-    /// [`Error::BucketNotFound`], 401 [`Error::Unauthenticated`], 403
-    /// [`Error::PermissionDenied`], no answer a transient [`Error::Backend`].
+    /// The bucket's metadata (`GET /storage/v1/b/{bucket}`), or where the
+    /// credentials may not read it (403: no `storage.buckets.get`) a
+    /// listing of one object: 404 is [`Error::BucketNotFound`], 401
+    /// [`Error::Unauthenticated`], 403 on both [`Error::PermissionDenied`],
+    /// no answer a transient [`Error::Backend`].
     async fn health(&self) -> Result<()> {
         use gcloud_storage::http::buckets::get::GetBucketRequest;
         let request = GetBucketRequest {
@@ -831,9 +834,20 @@ impl Backend for GcsBackend {
                     )
                 })
             });
-        answer
-            .map(|_| ())
-            .map_err(|e| storage_core::raw::health_failure(e, &self.inner.config.endpoint))
+        let answer = match answer {
+            // Object roles (`roles/storage.objectUser`, `objectAdmin`) lack
+            // `storage.buckets.get`: one listed object proves the bucket,
+            // the credentials and the network just as well.
+            Err(Error::PermissionDenied { .. }) => {
+                let probe = ListOptions {
+                    page_size: Some(1),
+                    ..ListOptions::default()
+                };
+                self.list(&probe).await.map(|_| ())
+            }
+            other => other.map(|_| ()),
+        };
+        answer.map_err(|e| storage_core::raw::health_failure(e, &self.inner.config.endpoint))
     }
 
     async fn put(&self, key: &Key, body: Body, mut options: PutOptions) -> Result<ObjectMeta> {

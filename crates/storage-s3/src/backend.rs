@@ -558,12 +558,14 @@ impl Backend for S3Backend {
         key: &Key,
         expires_in: Duration,
     ) -> Result<String> {
+        self.check_length(key)?;
         self.presigned(method, key, expires_in).await
     }
 
-    /// `HeadBucket`: 404 is [`Error::BucketNotFound`], 403
-    /// [`Error::PermissionDenied`] (S3 answers a HEAD with a bad signature
-    /// with a bare 403 too), no answer a transient [`Error::Backend`].
+    /// `HeadBucket` (it needs `s3:ListBucket`): 404 is
+    /// [`Error::BucketNotFound`], 403 [`Error::PermissionDenied`] (S3
+    /// answers a HEAD with a bad signature with a bare 403 too), no answer
+    /// a transient [`Error::Backend`].
     async fn health(&self) -> Result<()> {
         let bucket = &self.config.bucket;
         match self.client.head_bucket().bucket(bucket).send().await {

@@ -14,10 +14,13 @@ use tracing::Instrument;
 use tracing::field::Empty;
 
 /// Counter of operations, labelled `backend`, `operation` and `outcome`
-/// (`ok` or `error`).
+/// (`ok` or `error`). A `get` counts as `ok` once the store answered with
+/// a body; an error while that body streams (a checksum mismatch, a
+/// broken connection) is counted in [`ERRORS`] only.
 pub const OPERATIONS: &str = "storage_operations_total";
 /// Counter of failed operations, labelled `backend`, `operation` and
-/// `kind` ([`Error::kind`](storage_core::Error::kind)).
+/// `kind` ([`Error::kind`](storage_core::Error::kind)); for `get`, errors
+/// of the body stream too.
 pub const ERRORS: &str = "storage_errors_total";
 /// Histogram of operation latency in seconds, labelled `backend` and
 /// `operation`: from the call to its answer (for `get`, to the response
@@ -167,7 +170,14 @@ impl<B: Backend> Backend for Instrumented<B> {
             })
             .await?;
         let counter = metrics::counter!(BYTES_READ, "backend" => self.backend.to_string());
-        Ok(result.inspect_chunks(move |chunk| counter.increment(chunk.len() as u64)))
+        let backend = self.backend.to_string();
+        Ok(result
+            .inspect_chunks(move |chunk| counter.increment(chunk.len() as u64))
+            .map_errors(move |error| {
+                metrics::counter!(ERRORS, "backend" => backend.clone(), "operation" => "get", "kind" => error.kind())
+                    .increment(1);
+                error
+            }))
     }
 
     async fn head(&self, key: &Key) -> Result<ObjectMeta> {

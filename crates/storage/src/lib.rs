@@ -20,6 +20,8 @@
 //!
 //! The schemes and options are listed at [`open_with`].
 
+#![warn(missing_docs)]
+
 mod open;
 mod options;
 mod schemes;

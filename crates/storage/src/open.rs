@@ -44,9 +44,14 @@ pub async fn open(url: &str) -> Result<Arc<dyn Backend>> {
 /// | `gs://bucket/prefix` | `GcsBackend` | `gcs` |
 /// | `az://account/container/prefix`, `https://account.blob.core.windows.net/container/prefix` | `AzureBackend` | `azure` |
 ///
-/// A cloud URL's path is the backend's own key prefix; a `/` is added if
-/// it does not end with one, so `s3://b/logs` holds `logs/a`, never
-/// `logsa`.
+/// A cloud URL's path is the backend's own key prefix, percent-decoded; a
+/// `/` is added if it does not end with one, so `s3://b/logs` holds
+/// `logs/a`, never `logsa`. Query values are percent-decoded only (a `+`
+/// stays a `+`): percent-encode `&`, `=`, `%` and `#` in secrets, or pass
+/// secrets to `open_with` rather than in the URL. Error messages never show
+/// the query. Options that exclude each other (`access_key` and
+/// `sas_token`, `keyring_env` and `keyring_file`) are refused together
+/// whether they come from the query or from `options`.
 ///
 /// Options of every scheme, applied in this order from the backend out:
 /// - `retry=true`: `storage_retry::Retry` with its default policy
@@ -56,15 +61,20 @@ pub async fn open(url: &str) -> Result<Arc<dyn Backend>> {
 ///   format) and every key of context kind `state` (feature `crypto`);
 ///   encryption sits outside retry, so a retried write re-sends the same
 ///   ciphertext;
-/// - `prefix=tenant/`: a [`Prefixed`] view (outside encryption, so the
-///   associated data binds the whole stored key);
+/// - `prefix=tenant/`: a [`Prefixed`] view, outside encryption: the
+///   associated data binds the key with this prefix, but not the URL
+///   path's prefix (the backend's own, below encryption). So
+///   `s3://b/?prefix=logs/` and `s3://b/logs/` store `k` at the same
+///   place, but ciphertext written through one reads through the other
+///   only as [`Error::Integrity`]: keep to one form;
 /// - `instrument=true`: `Instrumented` (feature
 ///   `instrument`), outermost, so its spans time what the caller waits for.
 ///
 /// Options of one scheme:
 /// - `s3`: `region`, `endpoint` (an S3-compatible server), `path_style`
 ///   (`true` for servers without virtual-hosted buckets),
-///   `access_key_id`, `secret_access_key`, `session_token`. Without keys,
+///   `access_key_id` with `secret_access_key` (and optionally
+///   `session_token`). Without keys,
 ///   the AWS default chain (`AWS_*` variables, profiles, web identity,
 ///   instance metadata) is used, as `aws-config` resolves it.
 /// - `gs`: `endpoint`, `anonymous=true`, `service_account_path`,
@@ -73,8 +83,13 @@ pub async fn open(url: &str) -> Result<Arc<dyn Backend>> {
 ///   Google's libraries; otherwise Application Default Credentials.
 /// - `az`: `access_key`, `sas_token`, `endpoint` (for example
 ///   `http://127.0.0.1:10000/devstoreaccount1`), `use_emulator=true`
-///   (Azurite's well-known account key). Without a key or token, the
-///   variables `AZURE_STORAGE_KEY` and `AZURE_STORAGE_SAS_TOKEN` are read.
+///   (Azurite's well-known account key, and its endpoint
+///   `http://127.0.0.1:10000/{account}` unless one is given). Without a key
+///   or token, the variables `AZURE_STORAGE_KEY` and
+///   `AZURE_STORAGE_SAS_TOKEN` are read. An `https://` URL of an account
+///   (the account is the host's first label) may carry a SAS as its whole
+///   query (`?sv=…&sig=…`, as the portal copies it): a query holding `sig`
+///   is taken as the SAS token, not as options.
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] naming the part that is wrong: a URL that
@@ -88,13 +103,25 @@ where
     K: Into<String>,
     V: Into<String>,
 {
-    let parsed = url::Url::parse(url)
-        .map_err(|e| Error::invalid_argument(format!("URL {url:?} does not parse: {e}")))?;
+    // The query may hold secrets: messages show the URL without it.
+    let shown = url.split_once('?').map_or(url, |(head, _)| head);
+    let mut parsed = url::Url::parse(url)
+        .map_err(|e| Error::invalid_argument(format!("URL {shown:?} does not parse: {e}")))?;
+    // An Azure SAS URL as the portal copies it: the query is the token.
+    let sas = crate::schemes::sas_query(&parsed);
+    if sas.is_some() {
+        parsed.set_query(None);
+    }
     let mut options = Options::new(
         &parsed,
         options.into_iter().map(|(k, v)| (k.into(), v.into())),
     )?;
-    let layers = Layers::take(&mut options)?;
+    if let Some(sas) = sas {
+        options.set_if_absent("sas_token", sas);
+    }
+    // Every layer is checked (and its keyring loaded) before the backend
+    // is opened: a bad option leaves no directory made and no store locked.
+    let layers = Layers::take(&mut options)?.prepare()?;
     let backend = crate::schemes::backend(&parsed, &mut options).await?;
     layers.apply(backend)
 }
@@ -104,12 +131,13 @@ where
 struct Layers {
     prefix: Option<String>,
     retry: bool,
-    keyring: Option<Keyring>,
+    keyring: Option<KeyringSource>,
     instrument: bool,
 }
 
+/// Where the `Encrypted` layer's keyring comes from.
 #[derive(Debug)]
-enum Keyring {
+enum KeyringSource {
     Env(String),
     File(String),
 }
@@ -119,12 +147,12 @@ impl Layers {
         let keyring = match (options.take("keyring_env"), options.take("keyring_file")) {
             (Some(_), Some(_)) => {
                 return Err(Error::invalid_argument(format!(
-                    "options `keyring_env` and `keyring_file` of {} exclude each other",
+                    "options `keyring_env` and `keyring_file` of {} exclude each other (wherever each is given)",
                     options.url()
                 )));
             }
-            (Some(var), None) => Some(Keyring::Env(var)),
-            (None, Some(path)) => Some(Keyring::File(path)),
+            (Some(var), None) => Some(KeyringSource::Env(var)),
+            (None, Some(path)) => Some(KeyringSource::File(path)),
             (None, None) => None,
         };
         Ok(Layers {
@@ -135,85 +163,118 @@ impl Layers {
         })
     }
 
+    /// Checks every layer and loads the keyring, before any I/O on the
+    /// store.
+    fn prepare(self) -> Result<Prepared> {
+        if self.retry && !cfg!(feature = "retry") {
+            return Err(feature_off("option `retry`", "retry"));
+        }
+        if self.instrument && !cfg!(feature = "instrument") {
+            return Err(feature_off("option `instrument`", "instrument"));
+        }
+        if let Some(prefix) = &self.prefix {
+            storage_core::validate_namespace_prefix(prefix)?;
+        }
+        Ok(Prepared {
+            prefix: self.prefix,
+            retry: self.retry,
+            keyring: self.keyring.map(load_keyring).transpose()?,
+            instrument: self.instrument,
+        })
+    }
+}
+
+/// The layers, checked and ready.
+struct Prepared {
+    prefix: Option<String>,
+    retry: bool,
+    keyring: Option<Keyring>,
+    instrument: bool,
+}
+
+impl Prepared {
     fn apply(self, backend: Arc<dyn Backend>) -> Result<Arc<dyn Backend>> {
         let mut backend = backend;
         if self.retry {
-            backend = retry(backend)?;
+            backend = retry(backend);
         }
         if let Some(keyring) = self.keyring {
-            backend = encrypt(backend, keyring)?;
+            backend = encrypt(backend, keyring);
         }
         if let Some(prefix) = self.prefix {
             backend = Arc::new(Prefixed::new(backend, prefix)?);
         }
         if self.instrument {
-            backend = instrument(backend)?;
+            backend = instrument(backend);
         }
         Ok(backend)
     }
 }
 
 #[cfg(feature = "retry")]
-fn retry(backend: Arc<dyn Backend>) -> Result<Arc<dyn Backend>> {
-    Ok(Arc::new(storage_retry::Retry::from_arc(
+fn retry(backend: Arc<dyn Backend>) -> Arc<dyn Backend> {
+    Arc::new(storage_retry::Retry::from_arc(
         backend,
         storage_retry::RetryPolicy::default(),
-    )))
+    ))
 }
 
+/// Unreachable: [`Layers::prepare`] refuses `retry` without the feature.
 #[cfg(not(feature = "retry"))]
-fn retry(_: Arc<dyn Backend>) -> Result<Arc<dyn Backend>> {
-    Err(feature_off("option `retry`", "retry"))
+fn retry(backend: Arc<dyn Backend>) -> Arc<dyn Backend> {
+    backend
 }
 
 #[cfg(feature = "crypto")]
-fn encrypt(backend: Arc<dyn Backend>, keyring: Keyring) -> Result<Arc<dyn Backend>> {
-    let keyring = match keyring {
-        Keyring::Env(var) => storage_crypto::Keyring::from_env(&var)?,
-        Keyring::File(path) => storage_crypto::Keyring::from_file(path)?,
-    };
-    Ok(Arc::new(storage_crypto::Encrypted::new(
-        backend,
-        keyring,
-        storage_crypto::all_state(),
-    )))
+type Keyring = storage_crypto::Keyring;
+
+#[cfg(not(feature = "crypto"))]
+type Keyring = std::convert::Infallible;
+
+#[cfg(feature = "crypto")]
+fn load_keyring(source: KeyringSource) -> Result<Keyring> {
+    match source {
+        KeyringSource::Env(var) => storage_crypto::Keyring::from_env(&var),
+        KeyringSource::File(path) => storage_crypto::Keyring::from_file(path),
+    }
 }
 
 #[cfg(not(feature = "crypto"))]
-fn encrypt(_: Arc<dyn Backend>, keyring: Keyring) -> Result<Arc<dyn Backend>> {
-    let what = match keyring {
-        Keyring::Env(var) => format!("option `keyring_env={var}`"),
-        Keyring::File(path) => format!("option `keyring_file={path}`"),
+fn load_keyring(source: KeyringSource) -> Result<Keyring> {
+    let what = match source {
+        KeyringSource::Env(var) => format!("option `keyring_env={var}`"),
+        KeyringSource::File(path) => format!("option `keyring_file={path}`"),
     };
     Err(feature_off(&what, "crypto"))
 }
 
+#[cfg(feature = "crypto")]
+fn encrypt(backend: Arc<dyn Backend>, keyring: Keyring) -> Arc<dyn Backend> {
+    Arc::new(storage_crypto::Encrypted::new(
+        backend,
+        keyring,
+        storage_crypto::all_state(),
+    ))
+}
+
+#[cfg(not(feature = "crypto"))]
+fn encrypt(_: Arc<dyn Backend>, keyring: Keyring) -> Arc<dyn Backend> {
+    match keyring {}
+}
+
 #[cfg(feature = "instrument")]
-fn instrument(backend: Arc<dyn Backend>) -> Result<Arc<dyn Backend>> {
-    Ok(Arc::new(crate::Instrumented::new(backend)))
+fn instrument(backend: Arc<dyn Backend>) -> Arc<dyn Backend> {
+    Arc::new(crate::Instrumented::new(backend))
 }
 
+/// Unreachable: [`Layers::prepare`] refuses `instrument` without the
+/// feature.
 #[cfg(not(feature = "instrument"))]
-fn instrument(_: Arc<dyn Backend>) -> Result<Arc<dyn Backend>> {
-    Err(feature_off("option `instrument`", "instrument"))
+fn instrument(backend: Arc<dyn Backend>) -> Arc<dyn Backend> {
+    backend
 }
 
-/// The error for `what` when the crate was built without `feature` (unused
-/// when every feature is on).
-#[cfg_attr(
-    all(
-        feature = "memory",
-        feature = "fs",
-        feature = "logstore",
-        feature = "s3",
-        feature = "gcs",
-        feature = "azure",
-        feature = "retry",
-        feature = "crypto",
-        feature = "instrument"
-    ),
-    allow(dead_code)
-)]
+/// The error for `what` when the crate was built without `feature`.
 pub(crate) fn feature_off(what: &str, feature: &str) -> Error {
     Error::invalid_argument(format!(
         "{what} needs the `{feature}` feature of the `storage` crate"

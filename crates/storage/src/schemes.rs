@@ -23,12 +23,27 @@ pub(crate) async fn backend(url: &Url, options: &mut Options) -> Result<Arc<dyn 
         "gs" => gcs(url, options).await,
         "az" | "azure" => azure(url, options),
         "https" | "http" if is_azure_host(url) => azure(url, options),
+        "https" | "http" => Err(Error::invalid_argument(format!(
+            "{}: an https:// URL is understood only for Azure accounts (*.blob.core.windows.net); use s3:// with `endpoint` for other servers",
+            options.url()
+        ))),
         other => Err(Error::invalid_argument(format!(
             "unknown scheme `{other}` in {} (known: {})",
             options.url(),
             SCHEMES.join(", ")
         ))),
     }
+}
+
+/// The query of an Azure `https://` URL that is a SAS token (it holds a
+/// `sig` parameter), as given.
+pub(crate) fn sas_query(url: &Url) -> Option<String> {
+    let query = url.query()?;
+    let is_sas = query
+        .split('&')
+        .any(|pair| pair.split('=').next() == Some("sig"));
+    (matches!(url.scheme(), "https" | "http") && is_azure_host(url) && is_sas)
+        .then(|| query.to_owned())
 }
 
 /// `https://{account}.blob.core.windows.net/...`.
@@ -42,16 +57,26 @@ fn finish(options: &Options, own: &[&str]) -> Result<()> {
     options.finish(&known(own))
 }
 
-/// A URL's path without its leading `/`, as a key prefix ending with `/`
-/// (empty stays empty).
+/// A URL's path without its leading `/`, percent-decoded, as a key prefix
+/// ending with `/` (empty stays empty).
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when the decoded path is not UTF-8.
 #[cfg(any(feature = "s3", feature = "gcs", feature = "azure"))]
-fn path_prefix(path: &str) -> String {
-    let path = path.trim_start_matches('/');
-    if path.is_empty() || path.ends_with('/') {
-        path.to_owned()
+fn path_prefix(path: &str, options: &Options) -> Result<String> {
+    let path = percent_encoding::percent_decode_str(path.trim_start_matches('/'))
+        .decode_utf8()
+        .map_err(|_| {
+            Error::invalid_argument(format!(
+                "the path of {} holds a percent-encoded sequence that is not UTF-8",
+                options.url()
+            ))
+        })?;
+    Ok(if path.is_empty() || path.ends_with('/') {
+        path.into_owned()
     } else {
         format!("{path}/")
-    }
+    })
 }
 
 /// The host of a URL, which names the bucket or account: required.
@@ -147,7 +172,7 @@ async fn s3(url: &Url, options: &mut Options) -> Result<Arc<dyn Backend>> {
         "session_token",
     ];
     let bucket = required_host(url, options, "bucket")?;
-    let mut config = storage_s3::S3Config::new(bucket).prefix(path_prefix(url.path()));
+    let mut config = storage_s3::S3Config::new(bucket).prefix(path_prefix(url.path(), options)?);
     if let Some(region) = options.take("region") {
         config = config.region(region);
     }
@@ -160,14 +185,15 @@ async fn s3(url: &Url, options: &mut Options) -> Result<Arc<dyn Backend>> {
     match (
         options.take("access_key_id"),
         options.take("secret_access_key"),
+        options.take("session_token"),
     ) {
-        (Some(id), Some(secret)) => {
-            config = config.credentials(id, secret, options.take("session_token"));
+        (Some(id), Some(secret), token) => {
+            config = config.credentials(id, secret, token);
         }
-        (None, None) => {}
+        (None, None, None) => {}
         _ => {
             return Err(Error::invalid_argument(format!(
-                "{}: `access_key_id` and `secret_access_key` go together",
+                "{}: `access_key_id` and `secret_access_key` go together, and `session_token` needs both",
                 options.url()
             )));
         }
@@ -189,7 +215,7 @@ async fn gcs(url: &Url, options: &mut Options) -> Result<Arc<dyn Backend>> {
         Some(endpoint) => storage_gcs::GcsConfig::emulator(endpoint, bucket),
         None => storage_gcs::GcsConfig::new(bucket),
     };
-    config = config.prefix(path_prefix(url.path()));
+    config = config.prefix(path_prefix(url.path(), options)?);
     if let Some(endpoint) = options.take("endpoint") {
         config = config.endpoint(endpoint);
     }
@@ -208,20 +234,36 @@ async fn gcs(_: &Url, _: &mut Options) -> Result<Arc<dyn Backend>> {
     Err(feature_off("scheme gs://", "gcs"))
 }
 
+/// Where an Azure URL points: `az://account/container/prefix` or
+/// `https://account.blob.core.windows.net/container/prefix`.
 #[cfg(feature = "azure")]
-fn azure(url: &Url, options: &mut Options) -> Result<Arc<dyn Backend>> {
-    const OWN: [&str; 4] = ["access_key", "sas_token", "endpoint", "use_emulator"];
-    let (account, path) = if url.scheme().starts_with("http") {
-        let host = required_host(url, options, "account")?;
-        let account = host.trim_end_matches(".blob.core.windows.net");
-        (account.to_owned(), url.path())
+#[derive(Debug, PartialEq)]
+struct AzureParts {
+    account: String,
+    container: String,
+    prefix: String,
+    /// The https URL's origin, for `https://` URLs.
+    endpoint: Option<String>,
+}
+
+#[cfg(feature = "azure")]
+fn azure_parts(url: &Url, options: &Options) -> Result<AzureParts> {
+    let host = required_host(url, options, "account")?;
+    let (account, endpoint) = if url.scheme().starts_with("http") {
+        // The account is the first label (private endpoints add labels:
+        // `acct.privatelink.blob.core.windows.net`).
+        let account = host.split('.').next().unwrap_or_default();
+        (account.to_owned(), Some(url.origin().ascii_serialization()))
     } else {
-        (
-            required_host(url, options, "account")?.to_owned(),
-            url.path(),
-        )
+        (host.to_owned(), None)
     };
-    let path = path.trim_start_matches('/');
+    if account.is_empty() {
+        return Err(Error::invalid_argument(format!(
+            "{} names no account",
+            options.url()
+        )));
+    }
+    let path = url.path().trim_start_matches('/');
     let (container, prefix) = path.split_once('/').unwrap_or((path, ""));
     if container.is_empty() {
         return Err(Error::invalid_argument(format!(
@@ -229,18 +271,28 @@ fn azure(url: &Url, options: &mut Options) -> Result<Arc<dyn Backend>> {
             options.url()
         )));
     }
+    Ok(AzureParts {
+        account,
+        container: container.to_owned(),
+        prefix: path_prefix(prefix, options)?,
+        endpoint,
+    })
+}
+
+#[cfg(feature = "azure")]
+fn azure(url: &Url, options: &mut Options) -> Result<Arc<dyn Backend>> {
+    const OWN: [&str; 4] = ["access_key", "sas_token", "endpoint", "use_emulator"];
+    let parts = azure_parts(url, options)?;
+    let emulator = options.take_bool("use_emulator")? == Some(true);
+    let endpoint = options
+        .take("endpoint")
+        .or(parts.endpoint)
+        .or_else(|| emulator.then(|| format!("http://127.0.0.1:10000/{}", parts.account)));
     let mut config =
-        storage_azure::AzureConfig::new(account, container).prefix(path_prefix(prefix));
-    if url.scheme().starts_with("http") {
-        let mut endpoint = url.clone();
-        endpoint.set_path("");
-        endpoint.set_query(None);
-        config = config.endpoint(endpoint.as_str().trim_end_matches('/'));
-    }
-    if let Some(endpoint) = options.take("endpoint") {
+        storage_azure::AzureConfig::new(parts.account, parts.container).prefix(parts.prefix);
+    if let Some(endpoint) = endpoint {
         config = config.endpoint(endpoint);
     }
-    let emulator = options.take_bool("use_emulator")? == Some(true);
     let key = options
         .take("access_key")
         .or_else(|| emulator.then(|| storage_azure::EMULATOR_KEY.to_owned()));
@@ -248,7 +300,7 @@ fn azure(url: &Url, options: &mut Options) -> Result<Arc<dyn Backend>> {
     match (key, sas) {
         (Some(_), Some(_)) => {
             return Err(Error::invalid_argument(format!(
-                "{}: `access_key` and `sas_token` exclude each other",
+                "{}: `access_key` (or `use_emulator`) and `sas_token` exclude each other",
                 options.url()
             )));
         }
@@ -277,4 +329,54 @@ fn azure(_: &Url, _: &mut Options) -> Result<Arc<dyn Backend>> {
         "schemes az:// and https://*.blob.core.windows.net",
         "azure",
     ))
+}
+
+#[cfg(all(test, feature = "azure"))]
+mod tests {
+    use super::*;
+
+    fn parts(url: &str) -> Result<AzureParts> {
+        let parsed = Url::parse(url).expect("url");
+        azure_parts(&parsed, &Options::new(&parsed, []).expect("options"))
+    }
+
+    #[test]
+    fn an_az_url_names_account_container_and_prefix() {
+        assert_eq!(
+            parts("az://acct/box/logs/2026").expect("parts"),
+            AzureParts {
+                account: "acct".into(),
+                container: "box".into(),
+                prefix: "logs/2026/".into(),
+                endpoint: None,
+            }
+        );
+    }
+
+    #[test]
+    fn an_https_url_takes_the_first_label_as_account_and_keeps_the_origin() {
+        let got =
+            parts("https://acct.privatelink.blob.core.windows.net/box/a%20b/").expect("parts");
+        assert_eq!(got.account, "acct");
+        assert_eq!(got.container, "box");
+        assert_eq!(got.prefix, "a b/");
+        assert_eq!(
+            got.endpoint.as_deref(),
+            Some("https://acct.privatelink.blob.core.windows.net")
+        );
+    }
+
+    #[test]
+    fn a_portal_sas_url_is_read_as_a_token() {
+        let url =
+            Url::parse("https://acct.blob.core.windows.net/box?sv=2022-11-02&sp=r&sig=abc%2B")
+                .expect("url");
+        assert_eq!(
+            sas_query(&url).as_deref(),
+            Some("sv=2022-11-02&sp=r&sig=abc%2B")
+        );
+        let plain =
+            Url::parse("https://acct.blob.core.windows.net/box?use_emulator=true").expect("url");
+        assert_eq!(sas_query(&plain), None);
+    }
 }

@@ -322,18 +322,72 @@ async fn health_with_a_wrong_azure_key_is_a_credentials_error() {
 }
 
 #[tokio::test]
-async fn a_stored_object_reads_back_through_a_second_open() {
+async fn the_prefix_option_and_a_percent_encoded_path_place_keys_where_they_say() {
     let server = start(Cloud::S3);
-    create_bucket(Cloud::S3, &server, "twice")
+    create_bucket(Cloud::S3, &server, "placed")
         .await
         .expect("bucket");
-    let address = format!("{}&prefix=app/", url(Cloud::S3, &server.endpoint, "twice"));
-    open(&address)
+    let root = url(Cloud::S3, &server.endpoint, "placed");
+    let in_path = root.replacen("placed/?", "placed/my%20logs/?", 1);
+    open(&in_path)
         .await
         .expect("open")
-        .put_bytes("k", "v")
+        .put_bytes("k", "path")
         .await
         .expect("put");
-    let again = open(&address).await.expect("open again");
-    assert_eq!(again.get_bytes("k").await.expect("get"), "v".as_bytes());
+    open(&format!("{root}&prefix=app/"))
+        .await
+        .expect("open")
+        .put_bytes("k", "option")
+        .await
+        .expect("put");
+    let bucket = open(&root).await.expect("open the bucket's root");
+    assert_eq!(
+        bucket.get_bytes("my logs/k").await.expect("get"),
+        "path".as_bytes()
+    );
+    assert_eq!(
+        bucket.get_bytes("app/k").await.expect("get"),
+        "option".as_bytes()
+    );
+}
+
+/// SigV4 signing is local: no server is needed to see the URL.
+fn offline_s3(options: &str) -> String {
+    format!(
+        "s3://b/?endpoint=http://127.0.0.1:9&region=us-east-1&path_style=true\
+         &access_key_id={S3_ACCESS_KEY}&secret_access_key={S3_SECRET_KEY}{options}"
+    )
+}
+
+#[tokio::test]
+async fn a_presigned_url_through_a_prefix_names_the_stored_key() {
+    let store = open(&offline_s3("&prefix=p/")).await.expect("open");
+    let url = store
+        .presign(
+            PresignMethod::Get,
+            &"k".parse().expect("key"),
+            Duration::from_secs(60),
+        )
+        .await
+        .expect("url");
+    assert!(url.starts_with("http://127.0.0.1:9/b/p/k?"), "{url}");
+}
+
+#[tokio::test]
+async fn an_encrypted_store_refuses_to_presign() {
+    let dir = tempfile::tempdir().expect("dir");
+    let keyring = dir.path().join("keyring");
+    std::fs::write(&keyring, format!("k1={}=\n", "A".repeat(43))).expect("keyring");
+    let store = open(&offline_s3(&format!("&keyring_file={}", keyring.display())))
+        .await
+        .expect("open");
+    let url = store
+        .presign(
+            PresignMethod::Put,
+            &"k".parse().expect("key"),
+            Duration::from_secs(60),
+        )
+        .await;
+    assert!(matches!(url, Err(Error::Unsupported { .. })), "{url:?}");
 }

@@ -132,3 +132,15 @@ async fn health_of_a_file_store_whose_root_is_gone_is_bucket_not_found() {
         "{health:?}"
     );
 }
+
+#[tokio::test]
+async fn a_bad_layer_option_fails_before_the_store_is_touched() {
+    let dir = tempfile::tempdir().expect("dir");
+    let root = dir.path().join("never-made");
+    let opened = open(&format!("file://{}?prefix=no-slash", root.display())).await;
+    assert!(
+        matches!(opened, Err(Error::InvalidArgument { .. })),
+        "{opened:?}"
+    );
+    assert!(!root.exists(), "the store's directory was made");
+}
