@@ -39,3 +39,20 @@ pub use storage_core::{
     Backend, BackendExt, Body, Capabilities, Error, GetOptions, Key, ListOptions, MemoryBackend,
     ObjectMeta, Prefixed, PresignMethod, PutMode, PutOptions, Result,
 };
+
+/// The README's Rust blocks, compiled as doc tests of this crate (they use
+/// every backend crate, so only with every feature on:
+/// `cargo test -p storage --all-features --doc`).
+#[cfg(all(
+    doctest,
+    feature = "fs",
+    feature = "logstore",
+    feature = "s3",
+    feature = "gcs",
+    feature = "azure",
+    feature = "retry",
+    feature = "crypto",
+    feature = "instrument"
+))]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;
