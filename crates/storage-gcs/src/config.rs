@@ -79,6 +79,24 @@ impl GcsConfig {
         Self::with_emulator_host(bucket, std::env::var(EMULATOR_HOST_VARIABLE).ok())
     }
 
+    /// Settings for `bucket` from the environment, as Google's client
+    /// libraries read it: `STORAGE_EMULATOR_HOST` (an emulator, without
+    /// credentials), else `GOOGLE_APPLICATION_CREDENTIALS` (a service
+    /// account key file, which also enables signed URLs), else the rest of
+    /// Application Default Credentials (gcloud's user credentials, the
+    /// metadata server), resolved when the backend is built.
+    pub fn from_env(bucket: impl Into<String>) -> Self {
+        let config = Self::new(bucket);
+        let key_file =
+            std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS").filter(|path| !path.is_empty());
+        match (&config.credentials, key_file) {
+            (GcsCredentials::ApplicationDefault, Some(path)) => {
+                config.service_account_file(PathBuf::from(path))
+            }
+            _ => config,
+        }
+    }
+
     /// [`GcsConfig::new`] with the value of `STORAGE_EMULATOR_HOST` given.
     fn with_emulator_host(bucket: impl Into<String>, host: Option<String>) -> Self {
         let config = Self::defaults(bucket);

@@ -88,6 +88,39 @@ impl S3Config {
         self
     }
 
+    /// Settings for `bucket` from the environment, as the AWS tools read
+    /// it: the region from `AWS_REGION` (or `AWS_DEFAULT_REGION`), the
+    /// endpoint from `AWS_ENDPOINT_URL_S3` (or `AWS_ENDPOINT_URL`), with
+    /// path-style addressing when `AWS_S3_FORCE_PATH_STYLE` is `true` (as
+    /// the AWS CLI's `s3.addressing_style = path`), and the keys from
+    /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and
+    /// `AWS_SESSION_TOKEN`. What is not set falls to the SDK's default
+    /// chain when the backend is built (profiles in `~/.aws`, web identity,
+    /// container and instance credentials).
+    pub fn from_env(bucket: impl Into<String>) -> Self {
+        Self::from_vars(bucket, |name| {
+            std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+        })
+    }
+
+    /// [`S3Config::from_env`] with the variables read by `var`.
+    fn from_vars(bucket: impl Into<String>, var: impl Fn(&str) -> Option<String>) -> Self {
+        let mut config = Self::new(bucket);
+        if let Some(region) = var("AWS_REGION").or_else(|| var("AWS_DEFAULT_REGION")) {
+            config = config.region(region);
+        }
+        if let Some(endpoint) = var("AWS_ENDPOINT_URL_S3").or_else(|| var("AWS_ENDPOINT_URL")) {
+            config = config.endpoint(endpoint);
+        }
+        if var("AWS_S3_FORCE_PATH_STYLE").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+            config = config.path_style(true);
+        }
+        if let (Some(id), Some(secret)) = (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY")) {
+            config = config.credentials(id, secret, var("AWS_SESSION_TOKEN"));
+        }
+        config
+    }
+
     /// The region, for example `us-east-1`. Set it (and credentials) for
     /// S3-compatible servers so nothing probes the cloud metadata address.
     pub fn region(mut self, region: impl Into<String>) -> Self {

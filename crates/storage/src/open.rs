@@ -74,13 +74,16 @@ pub async fn open(url: &str) -> Result<Arc<dyn Backend>> {
 /// - `s3`: `region`, `endpoint` (an S3-compatible server), `path_style`
 ///   (`true` for servers without virtual-hosted buckets),
 ///   `access_key_id` with `secret_access_key` (and optionally
-///   `session_token`). Without keys,
-///   the AWS default chain (`AWS_*` variables, profiles, web identity,
-///   instance metadata) is used, as `aws-config` resolves it.
+///   `session_token`). What the URL does not set comes from the
+///   environment (`S3Config::from_env`: `AWS_REGION`,
+///   `AWS_ENDPOINT_URL_S3`, `AWS_S3_FORCE_PATH_STYLE`, the `AWS_*` keys),
+///   then from the AWS default chain (profiles, web identity, instance
+///   metadata).
 /// - `gs`: `endpoint`, `anonymous=true`, `service_account_path`,
 ///   `emulator=URL` (fake-gcs-server: that endpoint, anonymous, no
-///   upload-status queries). `STORAGE_EMULATOR_HOST` is honoured as by
-///   Google's libraries; otherwise Application Default Credentials.
+///   upload-status queries). Otherwise `GcsConfig::from_env`:
+///   `STORAGE_EMULATOR_HOST`, `GOOGLE_APPLICATION_CREDENTIALS`, then
+///   Application Default Credentials.
 /// - `az`: `access_key`, `sas_token`, `endpoint` (for example
 ///   `http://127.0.0.1:10000/devstoreaccount1`), `use_emulator=true`
 ///   (Azurite's well-known account key, and its endpoint

@@ -172,7 +172,8 @@ async fn s3(url: &Url, options: &mut Options) -> Result<Arc<dyn Backend>> {
         "session_token",
     ];
     let bucket = required_host(url, options, "bucket")?;
-    let mut config = storage_s3::S3Config::new(bucket).prefix(path_prefix(url.path(), options)?);
+    let mut config =
+        storage_s3::S3Config::from_env(bucket).prefix(path_prefix(url.path(), options)?);
     if let Some(region) = options.take("region") {
         config = config.region(region);
     }
@@ -213,7 +214,7 @@ async fn gcs(url: &Url, options: &mut Options) -> Result<Arc<dyn Backend>> {
     let bucket = required_host(url, options, "bucket")?;
     let mut config = match options.take("emulator") {
         Some(endpoint) => storage_gcs::GcsConfig::emulator(endpoint, bucket),
-        None => storage_gcs::GcsConfig::new(bucket),
+        None => storage_gcs::GcsConfig::from_env(bucket),
     };
     config = config.prefix(path_prefix(url.path(), options)?);
     if let Some(endpoint) = options.take("endpoint") {
