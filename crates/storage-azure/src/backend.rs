@@ -337,7 +337,7 @@ impl AzureBackend {
         future: impl std::future::Future<Output = T>,
     ) -> Result<T> {
         let limit = self.inner.config.request_timeout;
-        storage_core::timeout::within(limit, future, || format!("Azure {op}")).await
+        storage_core::raw::timeout::within(limit, future, || format!("Azure {op}")).await
     }
 
     /// Converts an SDK error of operation `op` on `key`; a 404 that does not
@@ -712,7 +712,7 @@ fn body_stream(response: AsyncRawResponse, key: Key, expected: Option<[u8; 32]>)
             )
         })
         .boxed();
-    storage_core::integrity::verify_sha256(chunks, key, expected)
+    storage_core::raw::integrity::verify_sha256(chunks, key, expected)
 }
 
 #[async_trait]
@@ -854,7 +854,7 @@ impl Backend for AzureBackend {
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(0);
         let (served, size) =
-            match header(headers, CONTENT_RANGE).and_then(storage_core::parse_content_range) {
+            match header(headers, CONTENT_RANGE).and_then(storage_core::raw::parse_content_range) {
                 Some(parsed) => parsed,
                 None => (0..length, length),
             };
@@ -937,7 +937,7 @@ impl Backend for AzureBackend {
             Some(crate::encryption::AzureEncryption::CustomerKey(_))
         );
         if self.inner.account_key.is_none() || customer_key {
-            return storage_core::copy_through_client(self, from, to, mode).await;
+            return storage_core::raw::copy_through_client(self, from, to, mode).await;
         }
         let source = self.sas_url(from, PresignMethod::Get, Duration::from_secs(3600))?;
         let mut request = Request::new(self.blob_url(to), Method::Put);

@@ -6,7 +6,7 @@
 //! table, [`TABLE`], read top to bottom (the first row that matches wins;
 //! "any" matches every status or code); an answer that matches no row is a
 //! [`Class::Other`]. The error column is what an unconditional request on a
-//! blob gets; [`Context`] says how conditional and container requests read
+//! blob gets; `Context` says how conditional and container requests read
 //! a missing blob and a failed precondition (second table).
 //!
 //! | status | code | class | error, unconditional request on a blob | transient |
@@ -54,7 +54,7 @@
 //! | `Connection`, `Io`: no connection, reset, broken body | `Backend` | yes |
 //! | `DataConversion`, `Other`: a request or answer that cannot be built or read | `Backend` | no |
 //!
-//! The request time limit is this crate's ([`storage_core::timeout`]): a
+//! The request time limit is this crate's ([`storage_core::raw::timeout`]): a
 //! transient `Backend`. Every message names the operation, the key, the
 //! Azure error code and the status.
 //!
@@ -71,7 +71,7 @@ use storage_core::{ETag, Error};
 /// What the failed request was, which decides how a missing blob and a
 /// failed precondition read.
 #[derive(Debug, Clone)]
-pub enum Context {
+pub(crate) enum Context {
     /// A put or copy with `If-None-Match: *`.
     Create,
     /// A put, copy or delete with `If-Match` on this ETag.
@@ -83,7 +83,7 @@ pub enum Context {
     Bucket,
 }
 
-/// What an answer means, before the request's [`Context`] is applied.
+/// What an answer means, before the request's `Context` is applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {
     /// The container does not exist: [`Error::BucketNotFound`].
@@ -182,7 +182,7 @@ pub fn classify(status: u16, code: Option<&str>) -> Class {
 
 /// The status and Azure error code of an SDK error, if it came from an
 /// answer.
-pub fn status_and_code(err: &azure_core::Error) -> (Option<u16>, Option<String>) {
+pub(crate) fn status_and_code(err: &azure_core::Error) -> (Option<u16>, Option<String>) {
     match err.kind() {
         ErrorKind::HttpResponse {
             status, error_code, ..
@@ -193,7 +193,7 @@ pub fn status_and_code(err: &azure_core::Error) -> (Option<u16>, Option<String>)
 
 /// The class of an SDK error that carries an answer; `None` for failures
 /// without one.
-pub fn classify_sdk(err: &azure_core::Error) -> Option<Class> {
+pub(crate) fn classify_sdk(err: &azure_core::Error) -> Option<Class> {
     match status_and_code(err) {
         (Some(status), code) => Some(classify(status, code.as_deref())),
         (None, _) => None,
@@ -201,7 +201,7 @@ pub fn classify_sdk(err: &azure_core::Error) -> Option<Class> {
 }
 
 /// Converts an SDK error of operation `op` on `key` in `container`.
-pub fn from_sdk(
+pub(crate) fn from_sdk(
     err: azure_core::Error,
     op: &str,
     container: &str,
@@ -308,7 +308,7 @@ fn chain(err: &(dyn StdError + 'static)) -> String {
 
 /// The error for an Azure answer that lacks a field the protocol requires
 /// (an ETag): a server bug, not transient.
-pub fn missing(op: &str, key: &str, field: &str) -> Error {
+pub(crate) fn missing(op: &str, key: &str, field: &str) -> Error {
     Error::backend(
         false,
         format!("Azure {op} of {key}: the answer has no {field}"),

@@ -57,7 +57,7 @@ pub(crate) fn from_azure<'a>(
     for (name, value) in pairs {
         let name = name.to_ascii_lowercase();
         if name == SHA256_NAME {
-            sha256 = storage_core::integrity::sha256_from_hex(value);
+            sha256 = storage_core::raw::integrity::sha256_from_hex(value);
         } else if let Some(encoded) = name.strip_prefix(ENCODED) {
             if let Some(decoded) = hex::decode(encoded)
                 .ok()

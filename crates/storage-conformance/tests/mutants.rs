@@ -510,7 +510,7 @@ impl Backend for Broken {
             Bug::CopyIgnoresMode => PutMode::Overwrite,
             _ => mode,
         };
-        storage_core::copy_through_client(self, from, to, mode).await
+        storage_core::raw::copy_through_client(self, from, to, mode).await
     }
 
     async fn watch(&self, prefix: &str) -> Result<ChangeStream> {

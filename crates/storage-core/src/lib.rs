@@ -41,34 +41,31 @@ mod capabilities;
 mod error;
 mod etag;
 mod ext;
-pub mod integrity;
 mod key;
-pub mod list;
 mod memory;
 mod meta;
 mod options;
 mod prefixed;
 pub mod raw;
 mod staging;
-pub mod timeout;
 mod txn;
 mod upload;
 mod watch;
 
-pub use backend::{Backend, GetResult, copy_through_client, unsupported};
+pub use backend::{Backend, GetResult};
 pub use body::{Body, ByteStream, FILE_CHUNK_BYTES, FileRegion, OpenFn};
 pub use capabilities::{Capabilities, Locality};
 pub use error::{BoxError, Error, Result};
 pub use etag::ETag;
 pub use ext::BackendExt;
 pub use key::{IntoKey, Key, MAX_KEY_BYTES, RESERVED_SEGMENTS, validate_prefix};
-pub use memory::{MemoryBackend, check_if_match, check_put_mode};
+pub use memory::MemoryBackend;
 pub use meta::{
     MAX_METADATA_BYTES, Metadata, ObjectMeta, validate_content_type, validate_metadata,
 };
 pub use options::{
     ByteRange, DeleteOptions, GetOptions, ListOptions, ListPage, MAX_PAGE_SIZE, PresignMethod,
-    PutMode, PutOptions, parse_content_range,
+    PutMode, PutOptions,
 };
 pub use prefixed::{Prefixed, validate_namespace_prefix};
 pub use staging::{MAX_TXN_ID_BYTES, StagedListOptions, StagedObject, StagedPage, TxnId};

@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 use futures::TryStreamExt;
 use futures::stream::{self, StreamExt};
 
-use crate::list::{page_from_sorted, scan_start};
+use crate::raw::list::{page_from_sorted, scan_start};
 use crate::{
     Backend, Body, Capabilities, Change, ChangeFeed, ChangeKind, ChangeStream, DeleteOptions, ETag,
     Error, GetOptions, GetResult, Key, ListOptions, ListPage, Locality, Metadata, ObjectMeta,

@@ -1,6 +1,13 @@
 //! Helpers for backend authors and the conformance suite, not for users of a
 //! backend.
 //!
+//! - [`check_put_mode`], [`check_if_match`]: a put mode's or an `If-Match`'s
+//!   verdict against the current ETag; [`unsupported`]: the error of a
+//!   missing capability; [`copy_through_client`]: the default of
+//!   `Backend::copy`, for backends that fall back to it;
+//!   [`parse_content_range`]: an HTTP `Content-Range` header;
+//! - [`integrity`], [`list`], [`timeout`]: verified streams, sorted pages,
+//!   request time limits;
 //! - [`upload`]: the upload engine every chunked upload goes through (S3
 //!   multipart uploads, Azure staged blocks, GCS resumable uploads), with
 //!   [`ChunkedUpload`] for a service's calls and [`PartRetry`] for the
@@ -14,7 +21,16 @@
 //!   that override it; [`promotion_target`]: the key a staged object
 //!   becomes.
 
+pub use crate::backend::{copy_through_client, unsupported};
+pub use crate::memory::{check_if_match, check_put_mode};
+pub use crate::options::parse_content_range;
 pub use crate::staging::promote as promote_by_copy;
+#[path = "integrity.rs"]
+pub mod integrity;
+#[path = "list.rs"]
+pub mod list;
+#[path = "timeout.rs"]
+pub mod timeout;
 pub use crate::staging::promotion_target;
 pub use crate::upload::{
     ChunkedUpload, Part, PartBackoff, PartFailure, PartRetry, UploadPlan, Uploaded, part_retry,
@@ -72,7 +88,7 @@ tokio::task_local! {
 }
 
 /// Runs `future` and counts the copies it made through the client
-/// ([`copy_through_client`](crate::copy_through_client): the content read
+/// ([`copy_through_client`]: the content read
 /// and written back by this process) while it ran in this task: how the
 /// conformance suite checks a backend's claim of
 /// [`Capabilities::server_side_copy`](crate::Capabilities::server_side_copy).
@@ -180,7 +196,7 @@ mod tests {
         let store = MemoryBackend::new();
         store.put_bytes("a", "x").await.expect("put");
         let (from, to) = (Key::new("a").expect("key"), Key::new("b").expect("key"));
-        let (copied, count) = count_client_copies(crate::copy_through_client(
+        let (copied, count) = count_client_copies(crate::raw::copy_through_client(
             &store,
             &from,
             &to,

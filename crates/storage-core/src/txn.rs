@@ -427,7 +427,7 @@ impl<'a, B: Backend + ?Sized> Txn<'a, B> {
                 Err(Error::NotFound { .. }) => None,
                 Err(e) => return Err(e),
             };
-            crate::check_put_mode(target, mode, current.as_ref())?;
+            crate::raw::check_put_mode(target, mode, current.as_ref())?;
         }
         Ok(())
     }

@@ -342,7 +342,7 @@ where
     loop {
         let attempt = call();
         let result = match ctx.retry.attempt_timeout(len) {
-            Some(limit) => crate::timeout::within(limit, attempt, || match part {
+            Some(limit) => crate::raw::timeout::within(limit, attempt, || match part {
                 Some(p) => format!("upload of {}: part {}", ctx.key, p.index),
                 None => format!("upload of {}", ctx.key),
             })

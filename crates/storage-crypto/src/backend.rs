@@ -8,10 +8,11 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 use bytes::Bytes;
 use futures::{StreamExt, stream};
+use storage_core::raw::copy_through_client;
 use storage_core::{
     Backend, Body, ByteRange, ByteStream, Capabilities, ChangeStream, DeleteOptions, Error,
     GetOptions, GetResult, Key, ListOptions, ListPage, Metadata, ObjectMeta, PutMode, PutOptions,
-    Result, StagedListOptions, StagedPage, TxnId, copy_through_client,
+    Result, StagedListOptions, StagedPage, TxnId,
 };
 use zeroize::Zeroizing;
 
@@ -617,7 +618,7 @@ impl<B: Backend> Backend for Encrypted<B> {
         expires_in: std::time::Duration,
     ) -> Result<String> {
         let _ = (method, key, expires_in);
-        Err(storage_core::unsupported(
+        Err(storage_core::raw::unsupported(
             self,
             "presigned URLs through encryption",
         ))

@@ -251,7 +251,7 @@ impl GcsBackend {
         future: impl std::future::Future<Output = T>,
     ) -> Result<T> {
         let limit = self.inner.config.request_timeout;
-        storage_core::timeout::within(limit, future, || format!("GCS {op}")).await
+        storage_core::raw::timeout::within(limit, future, || format!("GCS {op}")).await
     }
 
     /// Creates the configured bucket in `project`; succeeds if it exists.
@@ -750,7 +750,7 @@ fn body_stream(
         Some(expected) => verify_crc32c(chunks, key.clone(), expected),
         None => chunks,
     };
-    storage_core::integrity::verify_sha256(checked, key, sha256)
+    storage_core::raw::integrity::verify_sha256(checked, key, sha256)
 }
 
 /// Passes `body` through and ends it with [`Error::ChecksumMismatch`] when
@@ -941,11 +941,12 @@ impl Backend for GcsBackend {
         let length = header(headers, "content-length")
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(0);
-        let (served, size) =
-            match header(headers, "content-range").and_then(storage_core::parse_content_range) {
-                Some(parsed) => parsed,
-                None => (0..length, length),
-            };
+        let (served, size) = match header(headers, "content-range")
+            .and_then(storage_core::raw::parse_content_range)
+        {
+            Some(parsed) => parsed,
+            None => (0..length, length),
+        };
         if let Some(requested) = &options.range {
             // fake-gcs-server answers a range starting at the size with no
             // bytes and no Content-Range.
@@ -1176,7 +1177,7 @@ impl Backend for GcsBackend {
         self.check_name(to)?;
         if self.encryption().is_some() {
             // See the table in `encryption.rs`: copyTo cannot carry the key.
-            return storage_core::copy_through_client(self, from, to, mode).await;
+            return storage_core::raw::copy_through_client(self, from, to, mode).await;
         }
         let request = CopyObjectRequest {
             source_bucket: self.bucket().to_owned(),

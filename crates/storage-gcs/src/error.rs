@@ -8,7 +8,7 @@
 //! and reason, read top to bottom (the first row that matches wins; "any"
 //! matches every status or reason); an answer that matches no row is a
 //! [`Class::Other`]. The error column is what an unconditional request on
-//! an object gets; [`Context`] says how conditional and bucket requests
+//! an object gets; `Context` says how conditional and bucket requests
 //! read a missing object and a failed precondition (second table).
 //!
 //! | status | reason | class | error, unconditional request on an object | transient |
@@ -56,7 +56,7 @@ use storage_core::{BoxError, ETag, Error};
 /// What the failed request was, which decides how a missing object and a
 /// failed precondition read.
 #[derive(Debug, Clone)]
-pub enum Context {
+pub(crate) enum Context {
     /// A put or copy with `ifGenerationMatch=0`.
     Create,
     /// A put, copy, delete or get with `ifGenerationMatch` on this ETag.
@@ -68,7 +68,7 @@ pub enum Context {
     Bucket,
 }
 
-/// What an answer means, before the request's [`Context`] is applied.
+/// What an answer means, before the request's `Context` is applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {
     /// A 404, which GCS sends alike for a missing object and a missing
@@ -139,7 +139,7 @@ pub fn classify(status: u16, reason: Option<&str>) -> Class {
 
 /// A failed answer: its status, GCS reason and message.
 #[derive(Debug, Clone, Copy)]
-pub struct Answer<'a> {
+pub(crate) struct Answer<'a> {
     /// The HTTP status.
     pub status: u16,
     /// The reason (`errors[0].reason`), if the body is a JSON API error.
@@ -166,12 +166,12 @@ fn answer_of(err: &GcsError) -> Option<(u16, Option<String>, String)> {
 
 /// The class of an SDK error that carries an answer; `None` for failures
 /// without one.
-pub fn classify_sdk(err: &GcsError) -> Option<Class> {
+pub(crate) fn classify_sdk(err: &GcsError) -> Option<Class> {
     answer_of(err).map(|(status, reason, _)| classify(status, reason.as_deref()))
 }
 
 /// Converts an SDK error of operation `op` on `key` in `bucket`.
-pub fn from_sdk(err: GcsError, op: &str, bucket: &str, key: &str, context: Context) -> Error {
+pub(crate) fn from_sdk(err: GcsError, op: &str, bucket: &str, key: &str, context: Context) -> Error {
     if let Some((status, reason, message)) = answer_of(&err) {
         let answer = Answer {
             status,
@@ -197,7 +197,7 @@ pub fn from_sdk(err: GcsError, op: &str, bucket: &str, key: &str, context: Conte
 
 /// Converts a failed answer to operation `op` on `key` in `bucket`,
 /// keeping `source`.
-pub fn from_answer<E>(
+pub(crate) fn from_answer<E>(
     answer: Answer<'_>,
     op: &str,
     bucket: &str,
@@ -281,7 +281,7 @@ where
 
 /// Converts a request of this crate's own that got no answer (connection,
 /// timeout, broken body, a request that cannot be built).
-pub fn from_transport(err: reqwest::Error, op: &str, key: &str) -> Error {
+pub(crate) fn from_transport(err: reqwest::Error, op: &str, key: &str) -> Error {
     let transient = !err.is_builder() && !err.is_decode();
     let message = format!("GCS {op} of {key}: {}", chain(&err));
     Error::backend(transient, message, err)
@@ -291,7 +291,7 @@ pub fn from_transport(err: reqwest::Error, op: &str, key: &str) -> Error {
 /// server or the token endpoint could not be reached, timed out, answered
 /// something other than a token, or answered with a status the table calls
 /// transient; [`Error::Unauthenticated`] otherwise.
-pub fn token_failure(err: BoxError, op: &str, key: &str) -> Error {
+pub(crate) fn token_failure(err: BoxError, op: &str, key: &str) -> Error {
     let message = format!("GCS {op} of {key}: the access token: {}", chain(&*err));
     let transient = match err.downcast_ref::<AuthError>() {
         Some(AuthError::HttpError(e)) => match e.status() {
@@ -328,7 +328,7 @@ fn chain(err: &(dyn StdError + 'static)) -> String {
 
 /// The error for a GCS answer that lacks a field the protocol requires (a
 /// generation): a server bug, not transient.
-pub fn missing(op: &str, key: &str, field: &str) -> Error {
+pub(crate) fn missing(op: &str, key: &str, field: &str) -> Error {
     Error::backend(
         false,
         format!("GCS {op} of {key}: the answer has no {field}"),

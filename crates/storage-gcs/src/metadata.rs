@@ -44,7 +44,7 @@ pub(crate) fn from_gcs<'a>(
     for (name, value) in pairs {
         let name = name.to_ascii_lowercase();
         if name == SHA256_NAME {
-            sha256 = storage_core::integrity::sha256_from_hex(value);
+            sha256 = storage_core::raw::integrity::sha256_from_hex(value);
         } else if let Some(user) = name.strip_prefix(ESCAPED) {
             metadata.insert(user.to_owned(), value.to_owned());
         } else if !name.starts_with(RESERVED) {

@@ -465,7 +465,7 @@ pub(crate) async fn within<T>(
     if let std::task::Poll::Ready(out) = futures::poll!(attempt.as_mut()) {
         return out;
     }
-    storage_core::timeout::within(limit, attempt, || match key {
+    storage_core::raw::timeout::within(limit, attempt, || match key {
         Some(key) => format!("{operation} of {key}"),
         None => operation.to_string(),
     })

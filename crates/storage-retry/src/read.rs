@@ -34,9 +34,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream;
+use storage_core::raw::integrity::verify_sha256;
 use storage_core::{
     Backend, ByteRange, ByteStream, ETag, Error, GetOptions, GetResult, Key, Result,
-    integrity::verify_sha256,
 };
 
 use crate::policy::{Attempts, Operation, RetryPolicy, within};

@@ -581,7 +581,7 @@ impl Backend for S3Backend {
         options.validate()?;
         self.check_length(key)?;
         if options.mode != PutMode::Overwrite && !self.config.conditional_put {
-            return Err(storage_core::unsupported(self, "conditional put"));
+            return Err(storage_core::raw::unsupported(self, "conditional put"));
         }
         options
             .content_type
@@ -663,7 +663,7 @@ impl Backend for S3Backend {
         let length = output.content_length().unwrap_or(0).max(0) as u64;
         let (range, size) = match output
             .content_range()
-            .and_then(storage_core::parse_content_range)
+            .and_then(storage_core::raw::parse_content_range)
         {
             Some(parsed) => parsed,
             None => (0..length, length),
@@ -729,7 +729,7 @@ impl Backend for S3Backend {
 
     async fn delete(&self, key: &Key, options: DeleteOptions) -> Result<()> {
         if options.if_match.is_some() && !self.config.conditional_delete {
-            return Err(storage_core::unsupported(self, "conditional delete"));
+            return Err(storage_core::raw::unsupported(self, "conditional delete"));
         }
         let mut request = self
             .client
@@ -819,9 +819,9 @@ impl Backend for S3Backend {
         self.check_length(to)?;
         if mode != PutMode::Overwrite && !self.config.conditional_copy {
             if !self.config.conditional_put {
-                return Err(storage_core::unsupported(self, "conditional copy"));
+                return Err(storage_core::raw::unsupported(self, "conditional copy"));
             }
-            return storage_core::copy_through_client(self, from, to, mode).await;
+            return storage_core::raw::copy_through_client(self, from, to, mode).await;
         }
         let source = copy_source(&self.config.bucket, &self.full_key(from));
         let encryption = self.config.encryption.as_ref();

@@ -4,7 +4,7 @@
 //! [`TABLE`], read top to bottom (the first row that matches wins; "any"
 //! matches every status or code); an answer that matches no row is a
 //! [`Class::Other`]. The error column is what an unconditional request on a
-//! key gets; [`Context`] says how conditional and bucket requests read a
+//! key gets; `Context` says how conditional and bucket requests read a
 //! missing key and a failed precondition (second table).
 //!
 //! | status | code | class | error, unconditional request on a key | transient |
@@ -73,7 +73,7 @@ use storage_core::{ETag, Error};
 /// What the failed request was, which decides how a missing key and a
 /// failed precondition read.
 #[derive(Debug, Clone)]
-pub enum Context {
+pub(crate) enum Context {
     /// A put or copy with `If-None-Match: *`.
     Create,
     /// A put, copy or delete with `If-Match` on this ETag.
@@ -85,7 +85,7 @@ pub enum Context {
     Bucket,
 }
 
-/// What an answer means, before the request's [`Context`] is applied.
+/// What an answer means, before the request's `Context` is applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {
     /// The bucket does not exist: [`Error::BucketNotFound`].
@@ -178,7 +178,7 @@ pub fn classify(status: u16, code: Option<&str>) -> Class {
 
 /// The class of an SDK error that carries an answer; `None` for failures
 /// without one (and for answers the SDK could not read).
-pub fn classify_sdk<E>(err: &SdkError<E, HttpResponse>) -> Option<Class>
+pub(crate) fn classify_sdk<E>(err: &SdkError<E, HttpResponse>) -> Option<Class>
 where
     E: ProvideErrorMetadata,
 {
@@ -192,7 +192,7 @@ where
 }
 
 /// Converts an SDK error of operation `op` on `key` in `bucket`.
-pub fn from_sdk<E>(
+pub(crate) fn from_sdk<E>(
     err: SdkError<E, HttpResponse>,
     op: &str,
     bucket: &str,
@@ -320,7 +320,7 @@ fn credentials_failure<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a Cred
 
 /// The error for an S3 answer that lacks a field the protocol requires (an
 /// ETag, an upload id): a server bug, not transient.
-pub fn missing(op: &str, key: &str, field: &str) -> Error {
+pub(crate) fn missing(op: &str, key: &str, field: &str) -> Error {
     Error::backend(
         false,
         format!("S3 {op} of {key}: the answer has no {field}"),

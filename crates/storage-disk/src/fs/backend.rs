@@ -9,11 +9,11 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
-use storage_core::list::page_from_sorted;
+use storage_core::raw::list::page_from_sorted;
+use storage_core::raw::{check_if_match, check_put_mode};
 use storage_core::{
     Backend, Body, ByteStream, Capabilities, DeleteOptions, ETag, Error, GetOptions, GetResult,
-    Key, ListOptions, ListPage, Locality, ObjectMeta, PutMode, PutOptions, Result, check_if_match,
-    check_put_mode,
+    Key, ListOptions, ListPage, Locality, ObjectMeta, PutMode, PutOptions, Result,
 };
 use tokio::io::AsyncWriteExt;
 

@@ -11,11 +11,12 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
-use storage_core::list::{page_from_sorted, scan_start};
+use storage_core::raw::check_if_match;
+use storage_core::raw::list::{page_from_sorted, scan_start};
 use storage_core::{
     Backend, Body, ByteStream, Capabilities, ChangeStream, DeleteOptions, Error, GetOptions,
     GetResult, Key, ListOptions, ListPage, Locality, ObjectMeta, PutMode, PutOptions, Result,
-    TxnId, check_if_match,
+    TxnId,
 };
 
 use super::index::IndexEntry;

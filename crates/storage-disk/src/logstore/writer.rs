@@ -14,10 +14,8 @@ use std::sync::Arc;
 use std::sync::mpsc::Receiver;
 
 use bytes::Bytes;
-use storage_core::{
-    Change, ChangeKind, ETag, Error, Key, ObjectMeta, PutMode, Result, check_if_match,
-    check_put_mode,
-};
+use storage_core::raw::{check_if_match, check_put_mode};
+use storage_core::{Change, ChangeKind, ETag, Error, Key, ObjectMeta, PutMode, Result};
 use tokio::sync::oneshot;
 
 use super::index::{IndexEntry, Location};
