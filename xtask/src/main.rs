@@ -15,6 +15,8 @@ mod encrypted;
 mod faulty;
 mod hooks;
 #[cfg(feature = "full")]
+mod public_api;
+#[cfg(feature = "full")]
 mod real;
 mod servers;
 
@@ -39,6 +41,13 @@ enum Command {
     /// Run every test of the workspace and the conformance matrix on every
     /// backend (the README's test command); installs the test servers first.
     Test,
+    /// Write every library crate's public API to `crates/<name>/public-api.txt`
+    /// (nightly rustdoc JSON); with `--check`, fail if a listing changed.
+    #[cfg(feature = "full")]
+    PublicApi {
+        #[arg(long)]
+        check: bool,
+    },
     /// Manage the local test servers (SeaweedFS, moto, Azurite, fake-gcs-server).
     Servers {
         #[command(subcommand)]
@@ -68,6 +77,8 @@ fn main() -> ExitCode {
         Command::Bench(args) => runtime().and_then(|rt| rt.block_on(bench::main(args))),
         Command::Test => run_tests(),
         Command::Servers { action } => servers::main(action),
+        #[cfg(feature = "full")]
+        Command::PublicApi { check } => public_api::main(check),
         #[cfg(feature = "full")]
         Command::Probe { backend, requests } => runtime()
             .and_then(|rt| rt.block_on(bench::probe(&backend, requests)))
@@ -105,7 +116,7 @@ mod full {
         };
         const CLOUD: [&str; 4] = ["s3", "s3-moto", "azure", "gcs"];
         match command.as_str() {
-            "bench" | "probe" | "logstore-open" => true,
+            "bench" | "probe" | "logstore-open" | "public-api" => true,
             "conformance" => args.iter().enumerate().any(|(i, arg)| {
                 arg == "--all"
                     || arg == "--endpoint"

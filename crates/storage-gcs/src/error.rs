@@ -171,7 +171,13 @@ pub(crate) fn classify_sdk(err: &GcsError) -> Option<Class> {
 }
 
 /// Converts an SDK error of operation `op` on `key` in `bucket`.
-pub(crate) fn from_sdk(err: GcsError, op: &str, bucket: &str, key: &str, context: Context) -> Error {
+pub(crate) fn from_sdk(
+    err: GcsError,
+    op: &str,
+    bucket: &str,
+    key: &str,
+    context: Context,
+) -> Error {
     if let Some((status, reason, message)) = answer_of(&err) {
         let answer = Answer {
             status,
