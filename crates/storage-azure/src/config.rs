@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use azure_core::credentials::TokenCredential;
 use azure_core::http::{ClientOptions, RetryOptions, Transport, Url};
+use storage_core::raw::url_options::{UrlForm, UrlOptions, path_prefix};
 use storage_core::{Error, Result};
 
 use crate::AzureBackend;
@@ -21,6 +22,81 @@ pub const EMULATOR_ACCOUNT: &str = "devstoreaccount1";
 /// (Azurite); never a secret.
 pub const EMULATOR_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// The options of [`AzureConfig::from_url`].
+pub const URL_OPTIONS: [&str; 4] = ["access_key", "sas_token", "endpoint", "use_emulator"];
+
+/// Deserializes from [`UrlForm`] (`{"url": "az://…", "options": {…}}`)
+/// through [`AzureConfig::from_url`], so the environment fills in what the
+/// form leaves out.
+impl<'de> serde::Deserialize<'de> for AzureConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        let form = UrlForm::deserialize(deserializer)?;
+        AzureConfig::from_url(&form.url, form.options).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Where an Azure URL points.
+#[derive(Debug, PartialEq)]
+struct UrlParts {
+    account: String,
+    container: String,
+    prefix: String,
+    /// The origin of an `https://` URL.
+    endpoint: Option<String>,
+}
+
+/// Whether `url` is an account's `https://` URL.
+fn is_account_url(url: &Url) -> bool {
+    matches!(url.scheme(), "https" | "http")
+        && url
+            .host_str()
+            .is_some_and(|host| host.ends_with(".blob.core.windows.net"))
+}
+
+/// The query of an account's `https://` URL when it is a SAS token (it
+/// holds a `sig` parameter), as given.
+fn portal_sas(url: &Url) -> Option<String> {
+    let query = url.query()?;
+    let is_sas = query
+        .split('&')
+        .any(|pair| pair.split('=').next() == Some("sig"));
+    (is_account_url(url) && is_sas).then(|| query.to_owned())
+}
+
+fn url_parts(url: &Url, shown: &str) -> Result<UrlParts> {
+    let host = url.host_str().unwrap_or_default();
+    let (account, endpoint) = match url.scheme() {
+        "az" | "azure" => (host.to_owned(), None),
+        "https" | "http" if is_account_url(url) => (
+            host.split('.').next().unwrap_or_default().to_owned(),
+            Some(url.origin().ascii_serialization()),
+        ),
+        _ => {
+            return Err(Error::invalid_argument(format!(
+                "{shown} is neither az://account/container nor https://account.blob.core.windows.net/container"
+            )));
+        }
+    };
+    if account.is_empty() {
+        return Err(Error::invalid_argument(format!("{shown} names no account")));
+    }
+    let path = url.path().trim_start_matches('/');
+    let (container, prefix) = path.split_once('/').unwrap_or((path, ""));
+    if container.is_empty() {
+        return Err(Error::invalid_argument(format!(
+            "{shown} names no container (expected az://account/container/prefix)"
+        )));
+    }
+    Ok(UrlParts {
+        account,
+        container: container.to_owned(),
+        prefix: path_prefix(prefix, shown)?,
+        endpoint,
+    })
+}
 
 /// Bodies of at least this many bytes (or of unknown length) are uploaded as
 /// staged blocks by default: 16 MiB.
@@ -338,6 +414,86 @@ impl AzureConfig {
         } else if let Some(sas) = get("sharedaccesssignature") {
             config = config.sas_token(sas);
         }
+        Ok(config)
+    }
+
+    /// Settings from a URL and `options` (the same names, winning over the
+    /// query):
+    /// - `az://account/container/prefix`, or
+    /// - `https://account.blob.core.windows.net/container/prefix` (the
+    ///   account is the host's first label, so private endpoints such as
+    ///   `acct.privatelink.blob.core.windows.net` work; the URL's origin is
+    ///   the endpoint). A query holding `sig` is a SAS token as the portal
+    ///   copies it, used whole, not read as options.
+    ///
+    /// The path after the container, percent-decoded, is the key prefix (a
+    /// `/` is added if it does not end with one). The options are
+    /// [`URL_OPTIONS`]: `access_key`, `sas_token` (they exclude each
+    /// other), `endpoint` (for example
+    /// `http://127.0.0.1:10000/devstoreaccount1`), `use_emulator` (`true`:
+    /// Azurite's well-known key, and its endpoint
+    /// `http://127.0.0.1:10000/{account}` unless one is given). Without a
+    /// key or token, `AZURE_STORAGE_KEY` and then `AZURE_STORAGE_SAS_TOKEN`
+    /// are read.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming the part that is wrong: a URL that
+    /// does not parse, another scheme or host, no account or container, an
+    /// unknown option (with the known ones), both a key and a token.
+    /// Messages never show the query.
+    pub fn from_url<I, K, V>(url: &str, options: I) -> Result<Self>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let shown = url.split_once('?').map_or(url, |(head, _)| head);
+        let mut parsed = Url::parse(url)
+            .map_err(|e| Error::invalid_argument(format!("URL {shown:?} does not parse: {e}")))?;
+        let parts = url_parts(&parsed, shown)?;
+        let portal_sas = portal_sas(&parsed);
+        if portal_sas.is_some() {
+            parsed.set_query(None);
+        }
+        let extra = options.into_iter().map(|(k, v)| (k.into(), v.into()));
+        let mut options = UrlOptions::new(parsed.query(), shown, extra)?;
+        if let Some(sas) = portal_sas {
+            options.set_if_absent("sas_token", sas);
+        }
+        let emulator = options.take_bool("use_emulator")? == Some(true);
+        let endpoint = options
+            .take("endpoint")
+            .or(parts.endpoint)
+            .or_else(|| emulator.then(|| format!("http://127.0.0.1:10000/{}", parts.account)));
+        let mut config = Self::new(parts.account, parts.container).prefix(parts.prefix);
+        if let Some(endpoint) = endpoint {
+            config = config.endpoint(endpoint);
+        }
+        let key = options
+            .take("access_key")
+            .or_else(|| emulator.then(|| EMULATOR_KEY.to_owned()));
+        match (key, options.take("sas_token")) {
+            (Some(_), Some(_)) => {
+                return Err(Error::invalid_argument(format!(
+                    "{shown}: `access_key` (or `use_emulator`) and `sas_token` exclude each other"
+                )));
+            }
+            (Some(key), None) => config = config.account_key(key),
+            (None, Some(sas)) => config = config.sas_token(sas),
+            (None, None) => {
+                let var = |name| {
+                    std::env::var(name)
+                        .ok()
+                        .filter(|v: &String| !v.trim().is_empty())
+                };
+                if let Some(key) = var("AZURE_STORAGE_KEY") {
+                    config = config.account_key(key);
+                } else if let Some(sas) = var("AZURE_STORAGE_SAS_TOKEN") {
+                    config = config.sas_token(sas);
+                }
+            }
+        }
+        options.finish(&URL_OPTIONS)?;
         Ok(config)
     }
 
@@ -750,5 +906,49 @@ mod env_tests {
         assert!(matches!(err, Err(Error::InvalidArgument { .. })), "{err:?}");
         let bad = AzureConfig::from_connection_string("AccountName", "c");
         assert!(matches!(bad, Err(Error::InvalidArgument { .. })), "{bad:?}");
+    }
+
+    fn parts(url: &str) -> Result<UrlParts> {
+        url_parts(&Url::parse(url).expect("url"), url)
+    }
+
+    #[test]
+    fn an_az_url_names_account_container_and_prefix() {
+        assert_eq!(
+            parts("az://acct/box/logs/2026").expect("parts"),
+            UrlParts {
+                account: "acct".into(),
+                container: "box".into(),
+                prefix: "logs/2026/".into(),
+                endpoint: None,
+            }
+        );
+    }
+
+    #[test]
+    fn an_https_url_takes_the_first_label_as_account_and_keeps_the_origin() {
+        let got =
+            parts("https://acct.privatelink.blob.core.windows.net/box/a%20b/").expect("parts");
+        assert_eq!(got.account, "acct");
+        assert_eq!(got.container, "box");
+        assert_eq!(got.prefix, "a b/");
+        assert_eq!(
+            got.endpoint.as_deref(),
+            Some("https://acct.privatelink.blob.core.windows.net")
+        );
+    }
+
+    #[test]
+    fn a_portal_sas_url_is_read_as_a_token() {
+        let url =
+            Url::parse("https://acct.blob.core.windows.net/box?sv=2022-11-02&sp=r&sig=abc%2B")
+                .expect("url");
+        assert_eq!(
+            portal_sas(&url).as_deref(),
+            Some("sv=2022-11-02&sp=r&sig=abc%2B")
+        );
+        let plain =
+            Url::parse("https://acct.blob.core.windows.net/box?use_emulator=true").expect("url");
+        assert_eq!(portal_sas(&plain), None);
     }
 }

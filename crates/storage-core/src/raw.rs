@@ -7,7 +7,8 @@
 //!   `Backend::copy`, for backends that fall back to it;
 //!   [`parse_content_range`]: an HTTP `Content-Range` header;
 //! - [`integrity`], [`list`], [`timeout`]: verified streams, sorted pages,
-//!   request time limits;
+//!   request time limits; [`url_options`]: a store URL's options and path
+//!   prefix, for the backends' `from_url`;
 //! - [`upload`]: the upload engine every chunked upload goes through (S3
 //!   multipart uploads, Azure staged blocks, GCS resumable uploads), with
 //!   [`ChunkedUpload`] for a service's calls and [`PartRetry`] for the
@@ -31,6 +32,8 @@ pub mod integrity;
 pub mod list;
 #[path = "timeout.rs"]
 pub mod timeout;
+#[path = "url_options.rs"]
+pub mod url_options;
 pub use crate::staging::promotion_target;
 pub use crate::upload::{
     ChunkedUpload, Part, PartBackoff, PartFailure, PartRetry, UploadPlan, Uploaded, part_retry,

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use gcloud_storage::client::google_cloud_auth::credentials::CredentialsFile;
 use gcloud_storage::client::{Client, ClientConfig};
+use storage_core::raw::url_options::{UrlForm, UrlOptions, path_prefix};
 use storage_core::{Error, Result};
 
 use crate::GcsBackend;
@@ -24,6 +25,21 @@ pub const DEFAULT_CHUNK_SIZE: u64 = 8 * 1024 * 1024;
 /// Resumable upload chunks are multiples of this: 256 KiB (GCS: "Perform
 /// resumable uploads").
 pub const CHUNK_GRANULARITY: u64 = 256 * 1024;
+
+/// The options of [`GcsConfig::from_url`].
+pub const URL_OPTIONS: [&str; 4] = ["emulator", "endpoint", "anonymous", "service_account_path"];
+
+/// Deserializes from [`UrlForm`] (`{"url": "gs://…", "options": {…}}`)
+/// through [`GcsConfig::from_url`], so the environment fills in what the
+/// form leaves out.
+impl<'de> serde::Deserialize<'de> for GcsConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        let form = UrlForm::deserialize(deserializer)?;
+        GcsConfig::from_url(&form.url, form.options).map_err(serde::de::Error::custom)
+    }
+}
 
 /// How requests are authorized.
 #[derive(Debug, Clone)]
@@ -95,6 +111,61 @@ impl GcsConfig {
             }
             _ => config,
         }
+    }
+
+    /// Settings from a URL, `gs://bucket/prefix?option=value&…`, and
+    /// `options` (the same names, winning over the query): the bucket is
+    /// the host; the path, percent-decoded, is the key prefix (a `/` is
+    /// added if it does not end with one); the options are
+    /// [`URL_OPTIONS`]: `emulator` (an emulator's endpoint, as
+    /// [`GcsConfig::emulator`]), `endpoint`, `anonymous` (`true`: no
+    /// credentials), `service_account_path` (a key file). What the URL does
+    /// not set comes from [`GcsConfig::from_env`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming the part that is wrong: a URL that
+    /// does not parse or is not `gs://`, no bucket, an unknown option (with
+    /// the known ones), a malformed boolean. Messages never show the query.
+    pub fn from_url<I, K, V>(url: &str, options: I) -> Result<Self>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let shown = url.split_once('?').map_or(url, |(head, _)| head);
+        let parsed = url::Url::parse(url)
+            .map_err(|e| Error::invalid_argument(format!("URL {shown:?} does not parse: {e}")))?;
+        if parsed.scheme() != "gs" {
+            return Err(Error::invalid_argument(format!(
+                "{shown} is not a gs:// URL"
+            )));
+        }
+        let bucket = match parsed.host_str() {
+            Some(host) if !host.is_empty() => host,
+            _ => {
+                return Err(Error::invalid_argument(format!(
+                    "{shown} names no bucket (expected gs://bucket/prefix)"
+                )));
+            }
+        };
+        let extra = options.into_iter().map(|(k, v)| (k.into(), v.into()));
+        let mut options = UrlOptions::new(parsed.query(), shown, extra)?;
+        let mut config = match options.take("emulator") {
+            Some(endpoint) => Self::emulator(endpoint, bucket),
+            None => Self::from_env(bucket),
+        };
+        config = config.prefix(path_prefix(parsed.path(), shown)?);
+        if let Some(endpoint) = options.take("endpoint") {
+            config = config.endpoint(endpoint);
+        }
+        if options.take_bool("anonymous")? == Some(true) {
+            config = config.anonymous();
+        }
+        if let Some(path) = options.take("service_account_path") {
+            config = config.service_account_file(path);
+        }
+        options.finish(&URL_OPTIONS)?;
+        Ok(config)
     }
 
     /// [`GcsConfig::new`] with the value of `STORAGE_EMULATOR_HOST` given.

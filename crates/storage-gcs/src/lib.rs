@@ -32,6 +32,6 @@ use storage_conformance::scripted_server as test_server;
 pub use backend::{DEFAULT_CONTENT_TYPE, GcsBackend};
 pub use config::{
     CHUNK_GRANULARITY, DEFAULT_CHUNK_SIZE, DEFAULT_ENDPOINT, DEFAULT_RESUMABLE_THRESHOLD,
-    EMULATOR_HOST_VARIABLE, GcsConfig, GcsCredentials,
+    EMULATOR_HOST_VARIABLE, GcsConfig, GcsCredentials, URL_OPTIONS,
 };
 pub use encryption::{CustomerKey, GcsEncryption};

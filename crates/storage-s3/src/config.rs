@@ -8,6 +8,7 @@ use aws_sdk_s3::config::{
     Region, RequestChecksumCalculation, ResponseChecksumValidation, retry::RetryConfig,
     timeout::TimeoutConfig,
 };
+use storage_core::raw::url_options::{UrlForm, UrlOptions, path_prefix};
 use storage_core::{Error, Result};
 
 use crate::S3Backend;
@@ -45,6 +46,28 @@ pub struct S3Config {
     pub(crate) conditional_delete: bool,
     pub(crate) conditional_copy: bool,
     pub(crate) encryption: Option<S3Encryption>,
+}
+
+/// The options of [`S3Config::from_url`].
+pub const URL_OPTIONS: [&str; 6] = [
+    "region",
+    "endpoint",
+    "path_style",
+    "access_key_id",
+    "secret_access_key",
+    "session_token",
+];
+
+/// Deserializes from [`UrlForm`] (`{"url": "s3://…", "options": {…}}`)
+/// through [`S3Config::from_url`], so the environment fills in what the
+/// form leaves out.
+impl<'de> serde::Deserialize<'de> for S3Config {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        let form = UrlForm::deserialize(deserializer)?;
+        S3Config::from_url(&form.url, form.options).map_err(serde::de::Error::custom)
+    }
 }
 
 /// Bodies of at least this many bytes (or of unknown length) are sent as a
@@ -101,6 +124,74 @@ impl S3Config {
         Self::from_vars(bucket, |name| {
             std::env::var(name).ok().filter(|v| !v.trim().is_empty())
         })
+    }
+
+    /// Settings from a URL, `s3://bucket/prefix?option=value&…`, and
+    /// `options` (the same names, winning over the query): the bucket is
+    /// the host; the path, percent-decoded, is the key prefix (a `/` is
+    /// added if it does not end with one); the options are
+    /// [`URL_OPTIONS`]: `region`, `endpoint` (an S3-compatible server),
+    /// `path_style` (`true` or `false`), `access_key_id` with
+    /// `secret_access_key` (and optionally `session_token`). What the URL
+    /// does not set comes from [`S3Config::from_env`]. Query values are
+    /// percent-decoded only (a `+` stays a `+`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming the part that is wrong: a URL that
+    /// does not parse or is not `s3://`, no bucket, an unknown option (with
+    /// the known ones), a malformed boolean, half a key pair. Messages
+    /// never show the query, which may hold secrets.
+    pub fn from_url<I, K, V>(url: &str, options: I) -> Result<Self>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let shown = url.split_once('?').map_or(url, |(head, _)| head);
+        let parsed = url::Url::parse(url)
+            .map_err(|e| Error::invalid_argument(format!("URL {shown:?} does not parse: {e}")))?;
+        if parsed.scheme() != "s3" {
+            return Err(Error::invalid_argument(format!(
+                "{shown} is not an s3:// URL"
+            )));
+        }
+        let bucket = match parsed.host_str() {
+            Some(host) if !host.is_empty() => host,
+            _ => {
+                return Err(Error::invalid_argument(format!(
+                    "{shown} names no bucket (expected s3://bucket/prefix)"
+                )));
+            }
+        };
+        let extra = options.into_iter().map(|(k, v)| (k.into(), v.into()));
+        let mut options = UrlOptions::new(parsed.query(), shown, extra)?;
+        let mut config = Self::from_env(bucket).prefix(path_prefix(parsed.path(), shown)?);
+        if let Some(region) = options.take("region") {
+            config = config.region(region);
+        }
+        if let Some(endpoint) = options.take("endpoint") {
+            config = config.endpoint(endpoint);
+        }
+        if let Some(path_style) = options.take_bool("path_style")? {
+            config = config.path_style(path_style);
+        }
+        match (
+            options.take("access_key_id"),
+            options.take("secret_access_key"),
+            options.take("session_token"),
+        ) {
+            (Some(id), Some(secret), token) => {
+                config = config.credentials(id, secret, token);
+            }
+            (None, None, None) => {}
+            _ => {
+                return Err(Error::invalid_argument(format!(
+                    "{shown}: `access_key_id` and `secret_access_key` go together, and `session_token` needs both"
+                )));
+            }
+        }
+        options.finish(&URL_OPTIONS)?;
+        Ok(config)
     }
 
     /// [`S3Config::from_env`] with the variables read by `var`.

@@ -34,5 +34,7 @@ mod multipart;
 use storage_conformance::scripted_server as test_server;
 
 pub use backend::{DEFAULT_CONTENT_TYPE, S3Backend};
-pub use config::{DEFAULT_MULTIPART_THRESHOLD, DEFAULT_PART_SIZE, MIN_PART_SIZE, S3Config};
+pub use config::{
+    DEFAULT_MULTIPART_THRESHOLD, DEFAULT_PART_SIZE, MIN_PART_SIZE, S3Config, URL_OPTIONS,
+};
 pub use encryption::{CustomerKey, S3Encryption};

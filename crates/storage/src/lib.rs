@@ -23,14 +23,14 @@
 #![warn(missing_docs)]
 
 mod open;
-mod options;
 mod schemes;
 
 #[cfg(feature = "instrument")]
 pub mod instrumented;
 
-pub use open::{open, open_with};
+pub use open::{open, open_config, open_with};
 pub use schemes::SCHEMES;
+pub use storage_core::raw::url_options::UrlForm as StoreConfig;
 
 #[cfg(feature = "instrument")]
 pub use instrumented::Instrumented;

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use storage_core::{Backend, Error, Prefixed, Result};
 
-use crate::options::Options;
+use storage_core::raw::url_options::{UrlForm, UrlOptions as Options};
 
 /// The options every scheme takes: the layers.
 const LAYER_OPTIONS: [&str; 5] = [
@@ -116,7 +116,8 @@ where
         parsed.set_query(None);
     }
     let mut options = Options::new(
-        &parsed,
+        parsed.query(),
+        shown,
         options.into_iter().map(|(k, v)| (k.into(), v.into())),
     )?;
     if let Some(sas) = sas {
@@ -127,6 +128,16 @@ where
     let layers = Layers::take(&mut options)?.prepare()?;
     let backend = crate::schemes::backend(&parsed, &mut options).await?;
     layers.apply(backend)
+}
+
+/// Opens the store a deserialized [`StoreConfig`](crate::StoreConfig)
+/// names (`{"url": "…", "options": {…}}`), as [`open_with`] its URL and
+/// options.
+///
+/// # Errors
+/// As [`open_with`].
+pub async fn open_config(config: &UrlForm) -> Result<Arc<dyn Backend>> {
+    open_with(&config.url, config.options.clone()).await
 }
 
 /// The layer options, taken before the scheme's.
