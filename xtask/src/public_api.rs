@@ -15,7 +15,7 @@ const CRATES: [(&str, &[&str]); 9] = [
     ("storage-core", &[]),
     ("storage-disk", &[]),
     ("storage-s3", &[]),
-    ("storage-azure", &[]),
+    ("storage-azure", &["--all-features"]),
     ("storage-gcs", &[]),
     ("storage-retry", &[]),
     ("storage-crypto", &[]),

@@ -433,8 +433,10 @@ impl AzureConfig {
     /// `http://127.0.0.1:10000/devstoreaccount1`), `use_emulator` (`true`:
     /// Azurite's well-known key, and its endpoint
     /// `http://127.0.0.1:10000/{account}` unless one is given). Without a
-    /// key or token, `AZURE_STORAGE_KEY` and then `AZURE_STORAGE_SAS_TOKEN`
-    /// are read.
+    /// key or token: [`AzureConfig::from_env`]'s credential (and endpoint)
+    /// when the environment names the URL's account (a connection string,
+    /// or `AZURE_STORAGE_ACCOUNT`); otherwise `AZURE_STORAGE_KEY`, then
+    /// `AZURE_STORAGE_SAS_TOKEN`, for the URL's account.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] naming the part that is wrong: a URL that
@@ -480,18 +482,31 @@ impl AzureConfig {
             }
             (Some(key), None) => config = config.account_key(key),
             (None, Some(sas)) => config = config.sas_token(sas),
-            (None, None) => {
-                let var = |name| {
-                    std::env::var(name)
-                        .ok()
-                        .filter(|v: &String| !v.trim().is_empty())
-                };
-                if let Some(key) = var("AZURE_STORAGE_KEY") {
-                    config = config.account_key(key);
-                } else if let Some(sas) = var("AZURE_STORAGE_SAS_TOKEN") {
-                    config = config.sas_token(sas);
+            (None, None) => match Self::from_env(config.container.clone()) {
+                // The environment names this account (`AZURE_STORAGE_ACCOUNT`
+                // or a connection string): its credential, and its endpoint
+                // unless the URL gave one.
+                Ok(env) if env.account == config.account => {
+                    config.credential = env.credential;
+                    if config.endpoint.is_none() {
+                        config.endpoint = env.endpoint;
+                    }
                 }
-            }
+                // It names another account, or none: a bare key or token
+                // is taken for the URL's account.
+                _ => {
+                    let var = |name| {
+                        std::env::var(name)
+                            .ok()
+                            .filter(|v: &String| !v.trim().is_empty())
+                    };
+                    if let Some(key) = var("AZURE_STORAGE_KEY") {
+                        config = config.account_key(key);
+                    } else if let Some(sas) = var("AZURE_STORAGE_SAS_TOKEN") {
+                        config = config.sas_token(sas);
+                    }
+                }
+            },
         }
         options.finish(&URL_OPTIONS)?;
         Ok(config)

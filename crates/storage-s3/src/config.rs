@@ -113,9 +113,11 @@ impl S3Config {
 
     /// Settings for `bucket` from the environment, as the AWS tools read
     /// it: the region from `AWS_REGION` (or `AWS_DEFAULT_REGION`), the
-    /// endpoint from `AWS_ENDPOINT_URL_S3` (or `AWS_ENDPOINT_URL`), with
-    /// path-style addressing when `AWS_S3_FORCE_PATH_STYLE` is `true` (as
-    /// the AWS CLI's `s3.addressing_style = path`), and the keys from
+    /// endpoint from `AWS_ENDPOINT_URL_S3` (or `AWS_ENDPOINT_URL`; neither
+    /// when `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS` is `true`), with
+    /// path-style addressing when `AWS_S3_FORCE_PATH_STYLE` is `true` or
+    /// `1` (not an AWS variable: the AWS CLI's `s3.addressing_style = path`
+    /// has none; `object_store` reads this one), and the keys from
     /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and
     /// `AWS_SESSION_TOKEN`. What is not set falls to the SDK's default
     /// chain when the backend is built (profiles in `~/.aws`, web identity,
@@ -200,10 +202,15 @@ impl S3Config {
         if let Some(region) = var("AWS_REGION").or_else(|| var("AWS_DEFAULT_REGION")) {
             config = config.region(region);
         }
-        if let Some(endpoint) = var("AWS_ENDPOINT_URL_S3").or_else(|| var("AWS_ENDPOINT_URL")) {
+        let ignore_endpoints = var("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let endpoint = var("AWS_ENDPOINT_URL_S3").or_else(|| var("AWS_ENDPOINT_URL"));
+        if let (Some(endpoint), false) = (endpoint, ignore_endpoints) {
             config = config.endpoint(endpoint);
         }
-        if var("AWS_S3_FORCE_PATH_STYLE").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+        if var("AWS_S3_FORCE_PATH_STYLE")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+        {
             config = config.path_style(true);
         }
         if let (Some(id), Some(secret)) = (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY")) {
@@ -371,5 +378,61 @@ impl S3Config {
         }
         let client = aws_sdk_s3::Client::from_conf(builder.build());
         Ok(S3Backend::new(client, self))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from(vars: &[(&str, &str)]) -> S3Config {
+        S3Config::from_vars("b", |name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        })
+    }
+
+    #[test]
+    fn the_s3_endpoint_variable_wins_over_the_general_one() {
+        let config = from(&[
+            ("AWS_ENDPOINT_URL", "http://general:1"),
+            ("AWS_ENDPOINT_URL_S3", "http://s3:2"),
+        ]);
+        assert_eq!(config.endpoint.as_deref(), Some("http://s3:2"));
+    }
+
+    #[test]
+    fn configured_endpoints_can_be_ignored() {
+        let ignored = from(&[
+            ("AWS_ENDPOINT_URL", "http://general:1"),
+            ("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true"),
+        ]);
+        assert_eq!(ignored.endpoint, None);
+    }
+
+    #[test]
+    fn the_region_variable_wins_over_the_default_region() {
+        assert_eq!(
+            from(&[("AWS_DEFAULT_REGION", "eu-west-3")])
+                .region
+                .as_deref(),
+            Some("eu-west-3")
+        );
+        let both = from(&[
+            ("AWS_DEFAULT_REGION", "eu-west-3"),
+            ("AWS_REGION", "us-east-2"),
+        ]);
+        assert_eq!(both.region.as_deref(), Some("us-east-2"));
+    }
+
+    #[test]
+    fn half_a_key_pair_in_the_environment_is_left_to_the_sdk_chain() {
+        assert!(from(&[("AWS_ACCESS_KEY_ID", "AKIA")]).credentials.is_none());
+        let pair = from(&[
+            ("AWS_ACCESS_KEY_ID", "AKIA"),
+            ("AWS_SECRET_ACCESS_KEY", "s"),
+        ]);
+        assert_eq!(pair.credentials, Some(("AKIA".into(), "s".into(), None)));
     }
 }

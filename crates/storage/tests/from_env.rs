@@ -16,12 +16,34 @@ const CHILD: &str = "STORAGE_FROM_ENV_CHILD";
 /// it passes there.
 fn in_child(test: &str, vars: &[(&str, String)]) {
     let exe = std::env::current_exe().expect("test binary");
-    let output = std::process::Command::new(exe)
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+    let mut command = std::process::Command::new(exe);
+    command.args([test, "--exact", "--nocapture", "--test-threads=1"]);
+    // Only the variables given reach the child: none of the developer's.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy().into_owned();
+        if ["AWS_", "AZURE_", "GOOGLE_", "STORAGE_EMULATOR_HOST"]
+            .iter()
+            .any(|p| name.starts_with(p))
+        {
+            command.env_remove(name);
+        }
+    }
+    let mut child = command
         .env(CHILD, "1")
         .envs(vars.iter().map(|(k, v)| (k, v)))
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("child test");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while child.try_wait().expect("child status").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("child {test} did not finish within 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().expect("child output");
     assert!(
         output.status.success(),
         "child {test} failed:\n{}\n{}",
@@ -83,7 +105,9 @@ async fn s3_from_env() {
     in_child(
         "s3_from_env",
         &[
-            ("AWS_ENDPOINT_URL", server.endpoint.clone()),
+            // The S3-specific variable must win over the general one.
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:9".to_owned()),
+            ("AWS_ENDPOINT_URL_S3", server.endpoint.clone()),
             ("AWS_REGION", "us-east-1".into()),
             ("AWS_S3_FORCE_PATH_STYLE", "true".into()),
             ("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY.into()),
@@ -125,6 +149,8 @@ async fn azure_from_env() {
             .build()
             .expect("build");
         round_trip(&store, "azure config").await;
+        let opened = open("az://devstoreaccount1/fromenv").await.expect("open");
+        round_trip(opened.as_ref(), "azure url").await;
         return;
     }
     let server = started(servers::start_azurite(
