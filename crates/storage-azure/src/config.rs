@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use azure_core::credentials::TokenCredential;
 use azure_core::http::{ClientOptions, RetryOptions, Transport, Url};
-use storage_core::raw::url_options::{UrlForm, UrlOptions, path_prefix};
+use storage_core::raw::url_options::{UrlForm, UrlOptions, path_prefix, without_query};
 use storage_core::{Error, Result};
 
 use crate::AzureBackend;
@@ -449,7 +449,7 @@ impl AzureConfig {
         K: Into<String>,
         V: Into<String>,
     {
-        let shown = url.split_once('?').map_or(url, |(head, _)| head);
+        let shown = without_query(url);
         let mut parsed = Url::parse(url)
             .map_err(|e| Error::invalid_argument(format!("URL {shown:?} does not parse: {e}")))?;
         let parts = url_parts(&parsed, shown)?;
@@ -510,6 +510,14 @@ impl AzureConfig {
         }
         options.finish(&URL_OPTIONS)?;
         Ok(config)
+    }
+
+    /// The SAS token an account's `https://` URL carries as its whole
+    /// query, as the portal copies it (a query holding `sig`), or `None`
+    /// for any other URL: what [`AzureConfig::from_url`] takes as the
+    /// token rather than as options.
+    pub fn portal_sas(url: &str) -> Option<String> {
+        Url::parse(url).ok().as_ref().and_then(portal_sas)
     }
 
     /// Time allowed to connect.

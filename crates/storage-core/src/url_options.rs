@@ -133,6 +133,36 @@ impl UrlOptions {
     }
 }
 
+/// `url` without its query, for messages (the query may hold secrets).
+pub fn without_query(url: &str) -> &str {
+    url.split_once('?').map_or(url, |(head, _)| head)
+}
+
+/// The bucket of a `{expected}://bucket/prefix` URL: its host, given as
+/// `host` with the URL's `scheme` (as the `url` crate parsed them).
+///
+/// # Errors
+/// [`Error::InvalidArgument`] naming `shown` when the scheme is not
+/// `expected` or there is no host.
+pub fn bucket_host<'a>(
+    scheme: &str,
+    host: Option<&'a str>,
+    expected: &str,
+    shown: &str,
+) -> Result<&'a str> {
+    if scheme != expected {
+        return Err(Error::invalid_argument(format!(
+            "{shown} is not an {expected}:// URL"
+        )));
+    }
+    match host {
+        Some(host) if !host.is_empty() => Ok(host),
+        _ => Err(Error::invalid_argument(format!(
+            "{shown} names no bucket (expected {expected}://bucket/prefix)"
+        ))),
+    }
+}
+
 /// A URL's path (as the `url` crate returns it, percent-encoded) as a key
 /// prefix: without its leading `/`, percent-decoded, ending with `/` unless
 /// empty, so `s3://b/logs` holds `logs/a`, never `logsa`.

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use gcloud_storage::client::google_cloud_auth::credentials::CredentialsFile;
 use gcloud_storage::client::{Client, ClientConfig};
-use storage_core::raw::url_options::{UrlForm, UrlOptions, path_prefix};
+use storage_core::raw::url_options::{
+    UrlForm, UrlOptions, bucket_host, path_prefix, without_query,
+};
 use storage_core::{Error, Result};
 
 use crate::GcsBackend;
@@ -132,22 +134,10 @@ impl GcsConfig {
         K: Into<String>,
         V: Into<String>,
     {
-        let shown = url.split_once('?').map_or(url, |(head, _)| head);
+        let shown = without_query(url);
         let parsed = url::Url::parse(url)
             .map_err(|e| Error::invalid_argument(format!("URL {shown:?} does not parse: {e}")))?;
-        if parsed.scheme() != "gs" {
-            return Err(Error::invalid_argument(format!(
-                "{shown} is not a gs:// URL"
-            )));
-        }
-        let bucket = match parsed.host_str() {
-            Some(host) if !host.is_empty() => host,
-            _ => {
-                return Err(Error::invalid_argument(format!(
-                    "{shown} names no bucket (expected gs://bucket/prefix)"
-                )));
-            }
-        };
+        let bucket = bucket_host(parsed.scheme(), parsed.host_str(), "gs", shown)?;
         let extra = options.into_iter().map(|(k, v)| (k.into(), v.into()));
         let mut options = UrlOptions::new(parsed.query(), shown, extra)?;
         let mut config = match options.take("emulator") {

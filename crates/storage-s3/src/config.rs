@@ -8,7 +8,9 @@ use aws_sdk_s3::config::{
     Region, RequestChecksumCalculation, ResponseChecksumValidation, retry::RetryConfig,
     timeout::TimeoutConfig,
 };
-use storage_core::raw::url_options::{UrlForm, UrlOptions, path_prefix};
+use storage_core::raw::url_options::{
+    UrlForm, UrlOptions, bucket_host, path_prefix, without_query,
+};
 use storage_core::{Error, Result};
 
 use crate::S3Backend;
@@ -149,22 +151,10 @@ impl S3Config {
         K: Into<String>,
         V: Into<String>,
     {
-        let shown = url.split_once('?').map_or(url, |(head, _)| head);
+        let shown = without_query(url);
         let parsed = url::Url::parse(url)
             .map_err(|e| Error::invalid_argument(format!("URL {shown:?} does not parse: {e}")))?;
-        if parsed.scheme() != "s3" {
-            return Err(Error::invalid_argument(format!(
-                "{shown} is not an s3:// URL"
-            )));
-        }
-        let bucket = match parsed.host_str() {
-            Some(host) if !host.is_empty() => host,
-            _ => {
-                return Err(Error::invalid_argument(format!(
-                    "{shown} names no bucket (expected s3://bucket/prefix)"
-                )));
-            }
-        };
+        let bucket = bucket_host(parsed.scheme(), parsed.host_str(), "s3", shown)?;
         let extra = options.into_iter().map(|(k, v)| (k.into(), v.into()));
         let mut options = UrlOptions::new(parsed.query(), shown, extra)?;
         let mut config = Self::from_env(bucket).prefix(path_prefix(parsed.path(), shown)?);

@@ -107,7 +107,7 @@ where
     V: Into<String>,
 {
     // The query may hold secrets: messages show the URL without it.
-    let shown = url.split_once('?').map_or(url, |(head, _)| head);
+    let shown = storage_core::raw::url_options::without_query(url);
     let mut parsed = url::Url::parse(url)
         .map_err(|e| Error::invalid_argument(format!("URL {shown:?} does not parse: {e}")))?;
     // An Azure SAS URL as the portal copies it: the query is the token.

@@ -36,14 +36,16 @@ pub(crate) async fn backend(url: &Url, options: &mut Options) -> Result<Arc<dyn 
 }
 
 /// The query of an Azure `https://` URL that is a SAS token (it holds a
-/// `sig` parameter), as given.
+/// `sig` parameter), as given; storage-azure decides.
+#[cfg(feature = "azure")]
 pub(crate) fn sas_query(url: &Url) -> Option<String> {
-    let query = url.query()?;
-    let is_sas = query
-        .split('&')
-        .any(|pair| pair.split('=').next() == Some("sig"));
-    (matches!(url.scheme(), "https" | "http") && is_azure_host(url) && is_sas)
-        .then(|| query.to_owned())
+    storage_azure::AzureConfig::portal_sas(url.as_str())
+}
+
+/// Without the `azure` feature no URL is opened as Azure's.
+#[cfg(not(feature = "azure"))]
+pub(crate) fn sas_query(_: &Url) -> Option<String> {
+    None
 }
 
 /// `https://{account}.blob.core.windows.net/...`.
