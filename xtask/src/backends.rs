@@ -10,13 +10,18 @@ use storage_core::{Backend, MemoryBackend};
 use storage_conformance::Hooks;
 use storage_disk::{FsBackend, LogStore};
 
-use crate::hooks;
+use storage_conformance::hooks;
 
 /// Backends run when none is named: the embedded ones.
 pub const DEFAULT: [&str; 3] = ["memory", "fs", "logstore"];
 /// Every backend xtask knows; `s3` runs on SeaweedFS, `s3-moto` on moto,
 /// `azure` on Azurite, `gcs` on fake-gcs-server, each started here.
 pub const ALL: [&str; 7] = ["memory", "fs", "logstore", "s3", "s3-moto", "azure", "gcs"];
+
+/// Whether backend `name` runs against a test server (the cloud ones).
+pub fn needs_servers(name: &str) -> bool {
+    !DEFAULT.contains(&name)
+}
 
 /// A factory for the backend named `name`; `scratch` is a fresh directory for
 /// local backends. `retried`: the caller puts every backend behind `Retry`

@@ -394,11 +394,11 @@ async fn s3_pair() -> anyhow::Result<(Store, Store, storage_conformance::servers
             .credentials(S3_ACCESS_KEY, S3_SECRET_KEY, None)
             .prefix(prefix)
     };
-    let admin = config("").build().await?;
+    let admin = config("").build()?;
     crate::cloud::when_ready(&server, "the bench bucket", || admin.create_bucket())
         .await
         .map_err(anyhow::Error::msg)?;
-    let ours = config("ours/").build().await?;
+    let ours = config("ours/").build()?;
     let peer = object_store::aws::AmazonS3Builder::new()
         .with_endpoint(server.endpoint.clone())
         .with_bucket_name("bench")
@@ -461,8 +461,7 @@ async fn gcs_store() -> anyhow::Result<(Store, storage_conformance::servers::Run
     let server = servers::start_fake_gcs(&tools, Lifetime::TiedToThisProcess)?;
     let store = GcsConfig::emulator(server.endpoint.clone(), "bench")
         .prefix("ours/")
-        .build()
-        .await?;
+        .build()?;
     crate::cloud::when_ready(&server, "the bench bucket", || {
         store.create_bucket("bench-project")
     })

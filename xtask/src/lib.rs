@@ -13,7 +13,6 @@ mod cloud;
 mod conformance;
 mod encrypted;
 mod faulty;
-mod hooks;
 #[cfg(feature = "full")]
 mod public_api;
 #[cfg(feature = "full")]
@@ -217,6 +216,7 @@ pub(crate) const MMAP_THRESHOLD: (&str, &str) = ("MALLOC_MMAP_THRESHOLD_", "1310
 fn run_tests() -> anyhow::Result<ExitCode> {
     storage_conformance::servers::install(&storage_conformance::servers::tools_dir())?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let started = std::time::Instant::now();
     for args in [
         &["test", "--workspace", "--all-targets"][..],
         &["test", "--workspace", "--doc"][..],
@@ -229,6 +229,11 @@ fn run_tests() -> anyhow::Result<ExitCode> {
             .args(args)
             .env(MMAP_THRESHOLD.0, MMAP_THRESHOLD.1)
             .status()?;
+        eprintln!(
+            "cargo xtask test: `cargo {}` ended at {} s",
+            args.join(" "),
+            started.elapsed().as_secs()
+        );
         if !status.success() {
             return Ok(ExitCode::FAILURE);
         }
@@ -241,6 +246,10 @@ fn run_tests() -> anyhow::Result<ExitCode> {
             .arg(std::path::Path::new(&dir).join("conformance.json"));
     }
     let status = matrix.env(MMAP_THRESHOLD.0, MMAP_THRESHOLD.1).status()?;
+    eprintln!(
+        "cargo xtask test: the conformance matrix ended at {} s",
+        started.elapsed().as_secs()
+    );
     Ok(if status.success() {
         ExitCode::SUCCESS
     } else {

@@ -10,7 +10,7 @@ use std::process::{Command, ExitCode};
 
 /// The crates whose API is recorded, with the features documented (the
 /// facade's every feature, so that every scheme and layer is listed).
-const CRATES: [(&str, &[&str]); 9] = [
+const CRATES: [(&str, &[&str]); 10] = [
     ("storage", &["--all-features"]),
     ("storage-core", &[]),
     ("storage-disk", &[]),
@@ -19,7 +19,8 @@ const CRATES: [(&str, &[&str]); 9] = [
     ("storage-gcs", &[]),
     ("storage-retry", &[]),
     ("storage-crypto", &[]),
-    ("storage-conformance", &[]),
+    ("storage-conformance", &["--all-features"]),
+    ("storage-object-store", &[]),
 ];
 
 /// Writes (or with `check`, compares) every crate's listing.

@@ -92,7 +92,7 @@ impl RealAccount {
                 if let Ok(region) = std::env::var("AWS_REGION") {
                     config = config.region(region);
                 }
-                Arc::new(config.build().await?)
+                Arc::new(config.build()?)
             }
             "azure" => {
                 let mut config = storage_azure::AzureConfig::from_env(&self.bucket)?.prefix(prefix);
@@ -106,7 +106,7 @@ impl RealAccount {
                 if !self.endpoint.is_empty() {
                     config = config.endpoint(&self.endpoint);
                 }
-                Arc::new(config.build().await?)
+                Arc::new(config.build()?)
             }
         };
         Ok(Arc::new(storage_retry::Retry::new(bare)))

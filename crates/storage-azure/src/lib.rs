@@ -27,14 +27,18 @@
 #![warn(missing_docs)]
 
 mod backend;
-mod blocks;
 mod config;
+mod core;
 mod encryption;
 pub mod error;
 mod list;
 pub mod metadata;
+mod presign;
+mod read;
 mod sas;
 mod shared_key;
+mod upload;
+mod write;
 #[cfg(test)]
 use storage_conformance::scripted_server as test_server;
 

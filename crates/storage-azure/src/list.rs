@@ -4,8 +4,13 @@
 //!
 //! Source: Azure Storage REST reference, "List Blobs", response body.
 
+use azure_core::http::{Method, Request};
 use serde::Deserialize;
-use storage_core::{Error, Result};
+use storage_core::{ETag, Error, ListOptions, ListPage, Metadata, ObjectMeta, Result};
+
+use crate::backend::AzureBackend;
+use crate::core::parse_http_date;
+use crate::error::{Context, from_sdk};
 
 /// One page of a listing, names as stored (with the configured prefix).
 #[derive(Debug, Default, PartialEq)]
@@ -133,6 +138,144 @@ pub(crate) fn parse(xml: &str, container: &str) -> Result<RawPage> {
         }
     }
     Ok(page)
+}
+
+impl AzureBackend {
+    pub(crate) async fn list_blobs(&self, options: &ListOptions) -> Result<ListPage> {
+        options.validate()?;
+        let page_size = options.effective_page_size()?;
+        let base = self.inner.config.prefix.as_str();
+        let prefix = format!("{base}{}", options.prefix);
+        let after = options.start_after.as_ref().map(|s| format!("{base}{s}"));
+        let mut marker = options.continuation.clone();
+        loop {
+            let start_from = if marker.is_none() {
+                after.as_deref()
+            } else {
+                None
+            };
+            let raw = self
+                .list_page(
+                    &prefix,
+                    options.delimiter,
+                    page_size,
+                    marker.as_deref(),
+                    start_from,
+                )
+                .await?;
+            let strip = |name: &str| name.strip_prefix(base).map(str::to_owned);
+            let mut page = ListPage::default();
+            for blob in raw.blobs {
+                if after.as_deref().is_some_and(|a| blob.name.as_str() <= a) {
+                    continue;
+                }
+                // Staged state and transaction records have their own
+                // listing.
+                let Some(key) =
+                    strip(&blob.name).and_then(|k| storage_core::raw::stored_key(&k).ok())
+                else {
+                    continue;
+                };
+                if key.is_reserved() && !options.reserved {
+                    continue;
+                }
+                page.objects.push(ObjectMeta {
+                    key,
+                    size: blob.size,
+                    etag: ETag::new(&blob.etag),
+                    last_modified: parse_http_date(blob.last_modified.as_deref()),
+                    content_type: None,
+                    metadata: Metadata::new(),
+                    sha256: None,
+                });
+            }
+            for group in raw.prefixes {
+                let keep = match after.as_deref() {
+                    None => true,
+                    Some(a) if group.as_str() > a => true,
+                    Some(a) if a.starts_with(group.as_str()) => self.any_after(&group, a).await?,
+                    Some(_) => false,
+                };
+                if keep
+                    && let Some(stripped) = strip(&group)
+                    && (options.reserved || !storage_core::raw::is_reserved_name(&stripped))
+                {
+                    page.common_prefixes.push(stripped);
+                }
+            }
+            page.common_prefixes.sort();
+            page.continuation = raw.next_marker;
+            if !page.objects.is_empty()
+                || !page.common_prefixes.is_empty()
+                || page.continuation.is_none()
+            {
+                return Ok(page);
+            }
+            marker = page.continuation;
+        }
+    }
+
+    /// One List Blobs page, names as stored.
+    pub(crate) async fn list_page(
+        &self,
+        prefix: &str,
+        delimiter: bool,
+        max_results: usize,
+        marker: Option<&str>,
+        start_from: Option<&str>,
+    ) -> Result<RawPage> {
+        let mut url = self.inner.container_url.clone();
+        {
+            let mut query = url.query_pairs_mut();
+            query
+                .append_pair("restype", "container")
+                .append_pair("comp", "list")
+                .append_pair("maxresults", &max_results.to_string());
+            if !prefix.is_empty() {
+                query.append_pair("prefix", prefix);
+            }
+            if delimiter {
+                query.append_pair("delimiter", "/");
+            }
+            if let Some(marker) = marker {
+                query.append_pair("marker", marker);
+            }
+            if let Some(start_from) = start_from {
+                query.append_pair("startFrom", start_from);
+            }
+        }
+        let request = Request::new(url, Method::Get);
+        let response = self
+            .send(request, "List Blobs", prefix, Context::Bucket, &[200])
+            .await?;
+        let body = self
+            .timed("List Blobs", response.into_body().collect())
+            .await?
+            .map_err(|e| from_sdk(e, "List Blobs", self.container(), prefix, Context::Bucket))?;
+        let text = std::str::from_utf8(&body)
+            .map_err(|e| Error::backend(false, "Azure List Blobs: the answer is not UTF-8", e))?;
+        parse(text, self.container())
+    }
+
+    /// Whether any blob under `group` sorts after `after` (which starts with
+    /// `group`): decides whether a common prefix that `start_after` falls
+    /// inside is listed.
+    pub(crate) async fn any_after(&self, group: &str, after: &str) -> Result<bool> {
+        let mut marker: Option<String> = None;
+        loop {
+            let start_from = marker.is_none().then_some(after);
+            let page = self
+                .list_page(group, false, 100, marker.as_deref(), start_from)
+                .await?;
+            if page.blobs.iter().any(|b| b.name.as_str() > after) {
+                return Ok(true);
+            }
+            match page.next_marker {
+                Some(next) => marker = Some(next),
+                None => return Ok(false),
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -42,7 +42,7 @@ impl SharedKeyPolicy {
 /// The string-to-sign of `request` (whose `x-ms-date` is already set).
 pub(crate) fn string_to_sign(account: &str, request: &Request) -> String {
     let headers = request.headers();
-    let header = |name: &str| crate::backend::header(headers, name).unwrap_or("");
+    let header = |name: &str| crate::core::header(headers, name).unwrap_or("");
     let content_length = match header("content-length") {
         "" | "0" => match request.body().len() {
             Some(len) if len > 0 => len.to_string(),

@@ -107,3 +107,16 @@ fn flip_in_file(path: &Path, needle: &[u8]) -> std::io::Result<usize> {
     }
     Ok(changed)
 }
+
+/// A [`MakeBackendFn`] from an async constructor, its error turned into
+/// the hook's message.
+pub fn make_backend<F, Fut>(make: F) -> MakeBackendFn
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = storage_core::Result<Arc<dyn Backend>>> + Send + 'static,
+{
+    Arc::new(move || {
+        let made = make();
+        Box::pin(async move { made.await.map_err(|e| e.to_string()) })
+    })
+}

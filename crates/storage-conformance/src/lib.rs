@@ -33,6 +33,8 @@
 #![warn(missing_docs)]
 
 mod check;
+#[cfg(any(feature = "s3", feature = "azure", feature = "gcs"))]
+pub mod cloud;
 pub mod fault_proxy;
 pub mod faults;
 pub mod hooks;

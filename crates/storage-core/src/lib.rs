@@ -46,6 +46,7 @@ mod memory;
 mod meta;
 mod options;
 mod prefixed;
+pub mod presign;
 pub mod raw;
 mod staging;
 mod txn;

@@ -93,3 +93,25 @@ pub(crate) async fn root_health(root: &Path) -> Result<()> {
     })
     .await
 }
+
+/// The presigned URL of a disk store: signed by `presigner`, or
+/// [`storage_core::Error::Unsupported`] without one.
+///
+/// # Errors
+/// As [`LocalPresigner::sign`](storage_core::presign::LocalPresigner::sign),
+/// and `Unsupported` without a presigner.
+pub(crate) fn presign(
+    backend: &dyn storage_core::Backend,
+    presigner: Option<&storage_core::presign::LocalPresigner>,
+    method: storage_core::PresignMethod,
+    key: &storage_core::Key,
+    expires_in: std::time::Duration,
+) -> storage_core::Result<String> {
+    match presigner {
+        Some(presigner) => presigner.sign(method, key, expires_in),
+        None => Err(storage_core::raw::unsupported(
+            backend,
+            "presigned URLs without a LocalPresigner",
+        )),
+    }
+}

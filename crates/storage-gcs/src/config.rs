@@ -11,6 +11,7 @@ use storage_core::raw::url_options::{
 use storage_core::{Error, Result};
 
 use crate::GcsBackend;
+use crate::backend::Auth;
 use crate::encryption::GcsEncryption;
 
 /// The environment variable naming an emulator's host, honoured by
@@ -65,8 +66,7 @@ pub enum GcsCredentials {
 /// let store = GcsConfig::new("my-bucket")
 ///     .prefix("service-a/")
 ///     .application_default_credentials()
-///     .build()
-///     .await?;
+///     .build()?;
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone)]
@@ -102,7 +102,7 @@ impl GcsConfig {
     /// credentials), else `GOOGLE_APPLICATION_CREDENTIALS` (a service
     /// account key file, which also enables signed URLs), else the rest of
     /// Application Default Credentials (gcloud's user credentials, the
-    /// metadata server), resolved when the backend is built.
+    /// metadata server), resolved by the first request.
     pub fn from_env(bucket: impl Into<String>) -> Self {
         let config = Self::new(bucket);
         let key_file =
@@ -286,13 +286,21 @@ impl GcsConfig {
         self
     }
 
-    /// Builds the client.
+    /// Builds the backend: checks the settings and makes the HTTP client.
+    /// The credentials are loaded (Application Default Credentials looked
+    /// up, a token source made) by the first request that needs them; a
+    /// failure then is that request's [`Error::Unauthenticated`], and the
+    /// next request tries again. Only a service account key with a private
+    /// key signs URLs ([`storage_core::Capabilities::presigned_urls`]), so
+    /// a configured key file is read here to know it, the one I/O of
+    /// `build`; Application Default Credentials do not presign, even where
+    /// the metadata server could sign through IAM (configure the key).
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for an empty bucket, a chunk size that is
-    /// not a positive multiple of 256 KiB or a threshold below it;
-    /// [`Error::Unauthenticated`] when the credentials cannot be loaded.
-    pub async fn build(self) -> Result<GcsBackend> {
+    /// not a positive multiple of 256 KiB or a threshold below it, or an
+    /// HTTP client that cannot be made.
+    pub fn build(self) -> Result<GcsBackend> {
         if self.bucket.is_empty() {
             return Err(Error::invalid_argument("the bucket name is empty"));
         }
@@ -309,6 +317,37 @@ impl GcsConfig {
             .read_timeout(self.request_timeout)
             .build()
             .map_err(|e| Error::invalid_argument(format!("HTTP client: {e}")))?;
+        let signs = self.holds_signing_key();
+        Ok(GcsBackend::new(self, http, signs))
+    }
+
+    /// Whether the credentials are a service account key with a private key
+    /// and a client email, the only credentials that sign URLs here: the
+    /// JSON text, or the key file read now (a file that cannot be read
+    /// signs nothing; loading it for requests fails later, as
+    /// [`Error::Unauthenticated`]).
+    fn holds_signing_key(&self) -> bool {
+        let has_key = |text: &str| {
+            serde_json::from_str::<serde_json::Value>(text).is_ok_and(|key| {
+                key["private_key"].as_str().is_some_and(|k| !k.is_empty())
+                    && key["client_email"].as_str().is_some()
+            })
+        };
+        match &self.credentials {
+            GcsCredentials::ServiceAccountJson(json) => has_key(json),
+            GcsCredentials::ServiceAccountFile(path) => {
+                std::fs::read_to_string(path).is_ok_and(|text| has_key(&text))
+            }
+            GcsCredentials::Anonymous | GcsCredentials::ApplicationDefault => false,
+        }
+    }
+
+    /// Loads the credentials and makes the SDK client over `http` (see
+    /// [`GcsConfig::build`]).
+    ///
+    /// # Errors
+    /// [`Error::Unauthenticated`] when the credentials cannot be loaded.
+    pub(crate) async fn resolve(&self, http: &reqwest::Client) -> Result<Auth> {
         let base = ClientConfig {
             http: Some(reqwest_middleware::ClientBuilder::new(http.clone()).build()),
             storage_endpoint: self.endpoint.clone(),
@@ -345,8 +384,11 @@ impl GcsConfig {
             .map(|provider| provider.token_source());
         let can_sign =
             config.default_sign_by.is_some() && config.default_google_access_id.is_some();
-        let client = Client::new(config);
-        Ok(GcsBackend::new(self, client, http, token, can_sign))
+        Ok(Auth {
+            client: Client::new(config),
+            token,
+            can_sign,
+        })
     }
 }
 
@@ -358,8 +400,7 @@ mod tests {
     async fn chunks_must_be_multiples_of_256_kib() {
         let built = GcsConfig::emulator("http://127.0.0.1:1", "b")
             .resumable(16 << 20, 300 * 1024)
-            .build()
-            .await;
+            .build();
         assert!(
             matches!(built, Err(Error::InvalidArgument { .. })),
             "{:?}",
@@ -380,6 +421,25 @@ mod tests {
             unset.credentials,
             GcsCredentials::ApplicationDefault
         ));
+    }
+
+    #[test]
+    fn only_a_key_with_a_private_key_and_an_email_signs() {
+        let signs = |json: &str| {
+            GcsConfig::new("b")
+                .service_account_json(json)
+                .holds_signing_key()
+        };
+        assert!(signs(
+            r#"{"type":"service_account","client_email":"a@p.iam.gserviceaccount.com","private_key":"-----BEGIN PRIVATE KEY-----"}"#
+        ));
+        assert!(!signs(
+            r#"{"type":"authorized_user","client_id":"c","refresh_token":"r"}"#
+        ));
+        assert!(!signs("not json"));
+        let missing = GcsConfig::new("b").service_account_file("/nonexistent/key.json");
+        assert!(!missing.holds_signing_key());
+        assert!(!GcsConfig::new("b").anonymous().holds_signing_key());
     }
 
     #[test]

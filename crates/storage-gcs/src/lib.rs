@@ -12,8 +12,7 @@
 //! use storage_gcs::GcsConfig;
 //! # async fn example() -> storage_core::Result<()> {
 //! let store = GcsConfig::emulator("http://127.0.0.1:4443", "reports")
-//!     .build()
-//!     .await?;
+//!     .build()?;
 //! store.create_bucket("test-project").await?;
 //! store.put_bytes("2026/totals.csv", "year,total\n").await?;
 //! # Ok(()) }
@@ -22,10 +21,15 @@
 
 mod backend;
 mod config;
+mod core;
 mod encryption;
 pub mod error;
+mod list;
 pub mod metadata;
-mod resumable;
+mod presign;
+mod read;
+mod upload;
+mod write;
 #[cfg(test)]
 use storage_conformance::scripted_server as test_server;
 

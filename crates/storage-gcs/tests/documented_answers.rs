@@ -109,7 +109,7 @@ fn list_as_gcs_documents(names: &BTreeSet<String>, request: &Seen) -> Reply {
 
 fn store(server: &TestServer) -> impl std::future::Future<Output = storage_gcs::GcsBackend> {
     let config = GcsConfig::emulator(server.url(), "b").request_timeout(Duration::from_secs(5));
-    async move { config.build().await.expect("client") }
+    async move { config.build().expect("client") }
 }
 
 /// Lists everything with `page_size`, page by page; fails the test rather
@@ -413,7 +413,6 @@ async fn resumable_store(server: &TestServer) -> storage_gcs::GcsBackend {
         .resumable(1024 * KIB as u64, 512 * KIB as u64)
         .request_timeout(Duration::from_secs(5))
         .build()
-        .await
         .expect("client")
 }
 
@@ -536,7 +535,6 @@ async fn a_crc32c_mismatch_of_an_object_read_back_after_a_lost_answer_deletes_no
         .resumable(1024 * KIB as u64, 512 * KIB as u64)
         .request_timeout(Duration::from_secs(5))
         .build()
-        .await
         .expect("client");
     let data = storage_conformance::support::pattern(1536 * KIB, 8);
     let result = store
@@ -645,7 +643,6 @@ async fn every_operation(server: &TestServer, encryption: storage_gcs::GcsEncryp
         .server_side_encryption(encryption)
         .request_timeout(Duration::from_secs(5))
         .build()
-        .await
         .expect("client");
     use storage_core::BackendExt;
     store.put_bytes("small", "x").await.expect("put");

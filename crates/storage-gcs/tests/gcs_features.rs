@@ -41,7 +41,6 @@ async fn resumable_uploads_store_every_byte_whatever_the_last_chunk() {
     let store = common::config(&server, "resumable", "")
         .resumable(512 * KIB as u64, 256 * KIB as u64)
         .build()
-        .await
         .expect("client");
     for (name, len) in [("ragged", 1024 * KIB + 17), ("aligned", 1024 * KIB)] {
         let data = storage_conformance::support::pattern(len, len as u64);
@@ -75,7 +74,6 @@ async fn a_failed_resumable_upload_leaves_no_object() {
     let store = common::config(&server, "broken", "")
         .resumable(512 * KIB as u64, 256 * KIB as u64)
         .build()
-        .await
         .expect("client");
     let mut chunks = chunked(&storage_conformance::support::pattern(768 * KIB, 3));
     chunks.push(Err(Error::backend(true, "the source broke", "test")));
@@ -113,14 +111,12 @@ async fn delimiter_listings_under_a_prefix_return_each_common_prefix_once() {
     common::create_bucket(&server, "listing").await;
     let store = common::config(&server, "listing", "tenant/")
         .build()
-        .await
         .expect("client");
     for k in ["a/1", "a/2", "b/1", "c", "d/x/y", "e"] {
         store.put_bytes(k, "x").await.expect("put");
     }
     let other = common::config(&server, "listing", "other/")
         .build()
-        .await
         .expect("client");
     other.put_bytes("a/9", "x").await.expect("put");
     let mut options = ListOptions {
@@ -178,7 +174,6 @@ async fn signed_urls_are_v4_and_signed_by_the_service_account() {
     let store = GcsConfig::new("signed-bucket")
         .service_account_json(fixture)
         .build()
-        .await
         .expect("client");
     assert!(store.capabilities().presigned_urls);
     let url = store
@@ -218,7 +213,6 @@ async fn a_server_that_never_answers_times_out_as_a_transient_error() {
     let store = GcsConfig::emulator(format!("http://127.0.0.1:{port}"), "b")
         .request_timeout(Duration::from_millis(300))
         .build()
-        .await
         .expect("client");
     let err = store
         .get(&key("k"), GetOptions::default())

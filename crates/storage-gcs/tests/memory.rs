@@ -19,7 +19,6 @@ async fn a_1_gib_upload_from_a_file_stays_under_128_mib() {
     let store = common::config(&server, "memory", "")
         .resumable(16 << 20, 16 << 20)
         .build()
-        .await
         .expect("client");
     let key = Key::new("one-gib").expect("key");
     upload_stays_under(&store, &key, GIB, LIMIT_MIB)

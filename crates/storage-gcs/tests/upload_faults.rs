@@ -6,7 +6,7 @@
 //! must be recovered by asking the session for its status (GCS: "Perform
 //! resumable uploads", resuming an interrupted upload), which
 //! fake-gcs-server answers by committing the partial object; see
-//! `resumable.rs`.
+//! `upload.rs`.
 
 mod common;
 
@@ -39,7 +39,6 @@ async fn a_64_mib_upload_with_a_fifth_of_its_chunks_failing_is_stored_whole() {
     let through_proxy = storage_gcs::GcsConfig::emulator(proxy.url(), "chunk-faults")
         .resumable(2 << 20, 2 << 20)
         .build()
-        .await
         .expect("client");
     assert_stored_whole(
         &proxy,

@@ -26,8 +26,7 @@ use crate::encryption::S3Encryption;
 ///     .prefix("service-a/")
 ///     .region("eu-west-1")
 ///     .request_timeout(Duration::from_secs(30))
-///     .build()
-///     .await?;
+///     .build()?;
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone)]
@@ -122,7 +121,7 @@ impl S3Config {
     /// has none; `object_store` reads this one), and the keys from
     /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and
     /// `AWS_SESSION_TOKEN`. What is not set falls to the SDK's default
-    /// chain when the backend is built (profiles in `~/.aws`, web identity,
+    /// chain on the first request (profiles in `~/.aws`, web identity,
     /// container and instance credentials).
     pub fn from_env(bucket: impl Into<String>) -> Self {
         Self::from_vars(bucket, |name| {
@@ -319,14 +318,18 @@ impl S3Config {
         self
     }
 
-    /// Builds the client. The SDK's own retries are off: wrap the backend
-    /// in `storage-retry`'s `Retry` for backoff that knows which bodies can
-    /// be replayed.
+    /// Builds the backend: checks the settings, without I/O. The shared AWS
+    /// configuration (the region and credentials chains, the profile) is
+    /// loaded by the first request, so this is usable outside an async
+    /// context; credentials that cannot be found then fail that request
+    /// (the SDK's error, mapped as in [`crate::error`]). The SDK's own
+    /// retries are off: wrap the backend in `storage-retry`'s `Retry` for
+    /// backoff that knows which bodies can be replayed.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for an empty bucket, a part size under
     /// 5 MiB, zero parts in flight, or a threshold below the part size.
-    pub async fn build(self) -> Result<S3Backend> {
+    pub fn build(self) -> Result<S3Backend> {
         if self.bucket.is_empty() {
             return Err(Error::invalid_argument("the bucket name is empty"));
         }
@@ -338,6 +341,14 @@ impl S3Config {
                 "multipart needs parts of at least 5 MiB, at least one in flight, and a threshold of at least one part",
             ));
         }
+        Ok(S3Backend::new(self))
+    }
+
+    /// The SDK client of these settings: the shared AWS configuration
+    /// (`aws_config::defaults`: region, credentials chain, profile and
+    /// environment) loaded, then this crate's checksum, timeout and retry
+    /// settings (see [`S3Config::build`]).
+    pub(crate) async fn make_client(&self) -> aws_sdk_s3::Client {
         let mut loader = aws_config::defaults(BehaviorVersion::latest());
         if let Some(region) = &self.region {
             loader = loader.region(Region::new(region.clone()));
@@ -366,8 +377,7 @@ impl S3Config {
         if let Some(endpoint) = &self.endpoint {
             builder = builder.endpoint_url(endpoint.clone());
         }
-        let client = aws_sdk_s3::Client::from_conf(builder.build());
-        Ok(S3Backend::new(client, self))
+        aws_sdk_s3::Client::from_conf(builder.build())
     }
 }
 

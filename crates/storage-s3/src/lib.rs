@@ -17,8 +17,7 @@
 //!     .path_style(true)
 //!     .region("us-east-1")
 //!     .credentials("test", "test", None)
-//!     .build()
-//!     .await?;
+//!     .build()?;
 //! store.put_bytes("reports/2026.csv", "year,total\n").await?;
 //! # Ok(()) }
 //! ```
@@ -26,10 +25,15 @@
 
 mod backend;
 mod config;
+mod core;
 mod encryption;
 pub mod error;
+mod list;
 mod metadata;
-mod multipart;
+mod presign;
+mod read;
+mod upload;
+mod write;
 #[cfg(test)]
 use storage_conformance::scripted_server as test_server;
 

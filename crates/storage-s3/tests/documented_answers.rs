@@ -31,7 +31,7 @@ fn config(server: &TestServer) -> S3Config {
 }
 
 async fn store(config: S3Config) -> S3Backend {
-    config.build().await.expect("client")
+    config.build().expect("client")
 }
 
 /// A body of unknown length: `data` in 1 MiB chunks.

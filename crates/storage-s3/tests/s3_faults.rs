@@ -16,6 +16,7 @@ const MIB: usize = 1024 * 1024;
 async fn open_uploads(store: &storage_s3::S3Backend) -> usize {
     let listed = store
         .client()
+        .await
         .list_multipart_uploads()
         .bucket(store.bucket())
         .send()
@@ -138,7 +139,6 @@ async fn a_prefix_is_applied_and_stripped() {
     let raw = common::create_bucket(&server, "prefixed").await;
     let store = common::config(&server, "prefixed", "tenant-a/")
         .build()
-        .await
         .expect("client");
     store.put_bytes("x/1", "one").await.expect("put");
     let head = raw

@@ -33,7 +33,6 @@ async fn a_64_mib_upload_with_a_fifth_of_its_parts_failing_is_stored_whole() {
         .endpoint(proxy.url())
         .multipart(5 << 20, 5 << 20, 4)
         .build()
-        .await
         .expect("client");
     assert_stored_whole(
         &proxy,

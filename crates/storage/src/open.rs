@@ -71,6 +71,15 @@ pub async fn open(url: &str) -> Result<Arc<dyn Backend>> {
 ///   `instrument`), outermost, so its spans time what the caller waits for.
 ///
 /// Options of one scheme:
+/// - `file` and `logstore`: `presign_base=URL` with `presign_secret=TEXT`
+///   (at least 32 bytes, its UTF-8 bytes are the HMAC key: use a random
+///   string of 64 hex digits or more, and pass it to `open_with`, not in
+///   the URL): presigned URLs under that base, signed by a
+///   [`LocalPresigner`](storage_core::presign::LocalPresigner). The HTTP
+///   server behind the base verifies requests with
+///   `LocalPresigner::new(base, secret)` and serves the keys it returns
+///   from this store. Not with `prefix` (a presigned URL names the store's
+///   own key);
 /// - `s3`: `region`, `endpoint` (an S3-compatible server), `path_style`
 ///   (`true` for servers without virtual-hosted buckets),
 ///   `access_key_id` with `secret_access_key` (and optionally
@@ -125,7 +134,14 @@ where
     }
     // Every layer is checked (and its keyring loaded) before the backend
     // is opened: a bad option leaves no directory made and no store locked.
-    let layers = Layers::take(&mut options)?.prepare()?;
+    let layers = Layers::take(&mut options)?;
+    if layers.prefix.is_some() && options.remaining().any(|(name, _)| name == "presign_base") {
+        return Err(Error::invalid_argument(format!(
+            "options `prefix` and `presign_base` of {} exclude each other: a presigned URL names the store's own key, which the server behind presign_base serves from the store itself, not through the prefix view (put the prefix in the store's path instead)",
+            options.url()
+        )));
+    }
+    let layers = layers.prepare()?;
     let backend = crate::schemes::backend(&parsed, &mut options).await?;
     layers.apply(backend)
 }

@@ -104,11 +104,37 @@ fn memory_backend() -> Result<Arc<dyn Backend>> {
     Err(feature_off("scheme memory://", "memory"))
 }
 
+/// The options of `file://` and `logstore://`.
+#[cfg(any(feature = "fs", feature = "logstore"))]
+const LOCAL_OPTIONS: [&str; 2] = ["presign_base", "presign_secret"];
+
+/// The presigner that `presign_base` and `presign_secret` ask for (both or
+/// neither).
+#[cfg(any(feature = "fs", feature = "logstore"))]
+fn local_presigner(options: &mut Options) -> Result<Option<storage_core::presign::LocalPresigner>> {
+    match (options.take("presign_base"), options.take("presign_secret")) {
+        (None, None) => Ok(None),
+        (Some(base), Some(secret)) => Ok(Some(storage_core::presign::LocalPresigner::new(
+            &base,
+            secret.into_bytes(),
+        )?)),
+        _ => Err(Error::invalid_argument(format!(
+            "{}: presign_base and presign_secret go together",
+            options.url()
+        ))),
+    }
+}
+
 #[cfg(feature = "fs")]
 fn fs(url: &Url, options: &mut Options) -> Result<Arc<dyn Backend>> {
     let path = local_path(url, options)?;
-    finish(options, &[])?;
-    Ok(Arc::new(storage_disk::FsBackend::new(path)?))
+    let presigner = local_presigner(options)?;
+    finish(options, &LOCAL_OPTIONS)?;
+    let store = storage_disk::FsBackend::new(path)?;
+    Ok(match presigner {
+        Some(presigner) => Arc::new(store.with_presigner(presigner)),
+        None => Arc::new(store),
+    })
 }
 
 #[cfg(not(feature = "fs"))]
@@ -119,8 +145,13 @@ fn fs(_: &Url, _: &mut Options) -> Result<Arc<dyn Backend>> {
 #[cfg(feature = "logstore")]
 async fn logstore(url: &Url, options: &mut Options) -> Result<Arc<dyn Backend>> {
     let path = local_path(url, options)?;
-    finish(options, &[])?;
-    Ok(Arc::new(storage_disk::LogStore::open(path).await?))
+    let presigner = local_presigner(options)?;
+    finish(options, &LOCAL_OPTIONS)?;
+    let store = storage_disk::LogStore::open(path).await?;
+    Ok(match presigner {
+        Some(presigner) => Arc::new(store.with_presigner(presigner)),
+        None => Arc::new(store),
+    })
 }
 
 #[cfg(not(feature = "logstore"))]
@@ -150,7 +181,7 @@ fn handed_on(options: &Options, own: &[&str]) -> Result<Vec<(String, String)>> {
 async fn s3(_: &Url, options: &mut Options) -> Result<Arc<dyn Backend>> {
     let pairs = handed_on(options, &storage_s3::URL_OPTIONS)?;
     let config = storage_s3::S3Config::from_url(options.url(), pairs)?;
-    Ok(Arc::new(config.build().await?))
+    Ok(Arc::new(config.build()?))
 }
 
 #[cfg(not(feature = "s3"))]
@@ -162,7 +193,7 @@ async fn s3(_: &Url, _: &mut Options) -> Result<Arc<dyn Backend>> {
 async fn gcs(_: &Url, options: &mut Options) -> Result<Arc<dyn Backend>> {
     let pairs = handed_on(options, &storage_gcs::URL_OPTIONS)?;
     let config = storage_gcs::GcsConfig::from_url(options.url(), pairs)?;
-    Ok(Arc::new(config.build().await?))
+    Ok(Arc::new(config.build()?))
 }
 
 #[cfg(not(feature = "gcs"))]

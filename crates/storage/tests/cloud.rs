@@ -58,7 +58,6 @@ async fn create_bucket(cloud: Cloud, server: &RunningServer, bucket: &str) -> Re
                     .region("us-east-1")
                     .credentials(S3_ACCESS_KEY, S3_SECRET_KEY, None)
                     .build()
-                    .await
                     .map_err(|e| e.to_string())?
                     .create_bucket()
                     .await
@@ -76,7 +75,6 @@ async fn create_bucket(cloud: Cloud, server: &RunningServer, bucket: &str) -> Re
             Cloud::Gcs => {
                 storage_gcs::GcsConfig::emulator(server.endpoint.clone(), bucket)
                     .build()
-                    .await
                     .map_err(|e| e.to_string())?
                     .create_bucket("test-project")
                     .await

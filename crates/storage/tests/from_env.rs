@@ -82,7 +82,6 @@ async fn s3_from_env() {
     if is_child() {
         let store = storage_s3::S3Config::from_env("fromenv")
             .build()
-            .await
             .expect("build");
         round_trip(&store, "s3 config").await;
         let opened = open("s3://fromenv/").await.expect("open");
@@ -99,7 +98,6 @@ async fn s3_from_env() {
         .region("us-east-1")
         .credentials(S3_ACCESS_KEY, S3_SECRET_KEY, None)
         .build()
-        .await
         .expect("admin");
     ready(|| admin.create_bucket()).await;
     in_child(
@@ -121,7 +119,6 @@ async fn gcs_from_env() {
     if is_child() {
         let store = storage_gcs::GcsConfig::from_env("fromenv")
             .build()
-            .await
             .expect("build");
         round_trip(&store, "gcs config").await;
         let opened = open("gs://fromenv").await.expect("open");
@@ -134,7 +131,6 @@ async fn gcs_from_env() {
     ));
     let admin = storage_gcs::GcsConfig::emulator(server.endpoint.clone(), "fromenv")
         .build()
-        .await
         .expect("admin");
     ready(|| admin.create_bucket("test-project")).await;
     let host = server.endpoint.trim_start_matches("http://").to_owned();

@@ -144,3 +144,53 @@ async fn a_bad_layer_option_fails_before_the_store_is_touched() {
     );
     assert!(!root.exists(), "the store's directory was made");
 }
+
+#[tokio::test]
+async fn presign_options_give_a_file_store_local_presigned_urls() {
+    let dir = tempfile::tempdir().expect("dir");
+    let base = "http://127.0.0.1:8080/files";
+    let url = format!("file://{}?presign_base={base}", dir.path().display());
+    let secret = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    let store = storage::open_with(&url, [("presign_secret", secret)])
+        .await
+        .expect("open");
+    assert!(store.capabilities().presigned_urls);
+    let key = storage_core::Key::new("a.txt").expect("key");
+    let signed = store
+        .presign(
+            storage_core::PresignMethod::Put,
+            &key,
+            std::time::Duration::from_secs(60),
+        )
+        .await
+        .expect("presigned");
+    // What the application's server does with the same base and secret.
+    let verifier = storage_core::presign::LocalPresigner::new(base, secret).expect("verifier");
+    let target = signed
+        .strip_prefix("http://127.0.0.1:8080")
+        .expect("under the base");
+    let verified = verifier.verify("PUT", target, std::time::SystemTime::now());
+    assert_eq!(verified.ok(), Some(key));
+}
+
+#[tokio::test]
+async fn presign_options_are_refused_half_given_or_with_a_prefix() {
+    let dir = tempfile::tempdir().expect("dir");
+    let url = format!(
+        "file://{}?presign_base=http://127.0.0.1:8080/files",
+        dir.path().display()
+    );
+    let half = storage::open(&url).await.map(|_| ());
+    assert!(
+        matches!(&half, Err(Error::InvalidArgument { message }) if message.contains("presign_secret")),
+        "{half:?}"
+    );
+    let secret = ("presign_secret", "0123456789abcdef0123456789abcdef");
+    let prefixed = storage::open_with(&format!("{url}&prefix=tenant/"), [secret])
+        .await
+        .map(|_| ());
+    assert!(
+        matches!(&prefixed, Err(Error::InvalidArgument { message }) if message.contains("exclude each other")),
+        "{prefixed:?}"
+    );
+}

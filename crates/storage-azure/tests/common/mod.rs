@@ -1,14 +1,9 @@
 //! Test harness: Azurite started for the test process, and containers on it.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use storage_azure::{AzureBackend, AzureConfig};
 use storage_conformance::servers::{self, Lifetime, RunningServer};
-use storage_conformance::{BackendFactory, Check};
-use storage_core::Backend;
 
 /// Starts Azurite (installed by `cargo xtask servers install`).
 pub fn start() -> RunningServer {
@@ -40,33 +35,5 @@ pub async fn create_container(server: &RunningServer, container: &str) -> AzureB
                 server.log_tail()
             ),
         }
-    }
-}
-
-/// A fresh container per check (no prefix, so 1,024-character names fit).
-#[allow(dead_code)]
-pub struct AzureFactory {
-    pub server: RunningServer,
-    pub containers: AtomicUsize,
-}
-
-#[async_trait]
-impl BackendFactory for AzureFactory {
-    fn name(&self) -> &str {
-        "azure"
-    }
-
-    fn server(&self) -> Option<String> {
-        Some(format!("{} {}", self.server.name, self.server.version))
-    }
-
-    async fn create(&self, _check: &str) -> Result<Arc<dyn Backend>, String> {
-        let n = self.containers.fetch_add(1, Ordering::Relaxed);
-        let container = format!("check-{n:03}");
-        Ok(Arc::new(create_container(&self.server, &container).await))
-    }
-
-    fn limitation(&self, check: &Check) -> Option<storage_conformance::Declared> {
-        servers::declared_limitation(self.server.name, check)
     }
 }

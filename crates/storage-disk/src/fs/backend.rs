@@ -9,11 +9,12 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
+use storage_core::presign::LocalPresigner;
 use storage_core::raw::list::page_from_sorted;
 use storage_core::raw::{check_if_match, check_put_mode};
 use storage_core::{
     Backend, Body, ByteStream, Capabilities, DeleteOptions, ETag, Error, GetOptions, GetResult,
-    Key, ListOptions, ListPage, Locality, ObjectMeta, PutMode, PutOptions, Result,
+    Key, ListOptions, ListPage, Locality, ObjectMeta, PresignMethod, PutMode, PutOptions, Result,
 };
 use tokio::io::AsyncWriteExt;
 
@@ -109,6 +110,9 @@ const OPEN_ATTEMPTS: usize = 16;
 #[derive(Debug, Clone)]
 pub struct FsBackend {
     inner: Arc<Inner>,
+    /// Signs the URLs of [`Backend::presign`] (see
+    /// [`FsBackend::with_presigner`]).
+    presigner: Option<Arc<LocalPresigner>>,
 }
 
 #[derive(Debug)]
@@ -179,7 +183,19 @@ impl FsBackend {
                 locks_dir,
                 dir,
             }),
+            presigner: None,
         })
+    }
+
+    /// This store with presigned URLs: [`Backend::presign`] signs URLs
+    /// under `presigner`'s base URL, which the application serves by
+    /// checking each request with [`LocalPresigner::verify`] and answering
+    /// it from this store (see [`storage_core::presign`]), and
+    /// [`Capabilities::presigned_urls`] is true. Clones share the setting
+    /// they were made with.
+    pub fn with_presigner(mut self, presigner: LocalPresigner) -> Self {
+        self.presigner = Some(Arc::new(presigner));
+        self
     }
 
     /// The root directory.
@@ -717,6 +733,7 @@ impl Backend for FsBackend {
         Capabilities {
             conditional_put: true,
             conditional_delete: true,
+            presigned_urls: self.presigner.is_some(),
             checksums: true,
             unique_etags: true,
             ..Capabilities::none(Locality::Local)
@@ -726,6 +743,17 @@ impl Backend for FsBackend {
     /// A stat of the root directory.
     async fn health(&self) -> Result<()> {
         crate::util::root_health(self.root()).await
+    }
+
+    /// A URL of the configured [`LocalPresigner`]
+    /// ([`FsBackend::with_presigner`]); [`Error::Unsupported`] without one.
+    async fn presign(
+        &self,
+        method: PresignMethod,
+        key: &Key,
+        expires_in: std::time::Duration,
+    ) -> Result<String> {
+        crate::util::presign(self, self.presigner.as_deref(), method, key, expires_in)
     }
 
     async fn put(&self, key: &Key, body: Body, options: PutOptions) -> Result<ObjectMeta> {

@@ -11,12 +11,14 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
+#[cfg(doc)]
+use storage_core::presign::LocalPresigner;
 use storage_core::raw::check_if_match;
 use storage_core::raw::list::{page_from_sorted, scan_start};
 use storage_core::{
     Backend, Body, ByteStream, Capabilities, ChangeStream, DeleteOptions, Error, GetOptions,
-    GetResult, Key, ListOptions, ListPage, Locality, ObjectMeta, PutMode, PutOptions, Result,
-    TxnId,
+    GetResult, Key, ListOptions, ListPage, Locality, ObjectMeta, PresignMethod, PutMode,
+    PutOptions, Result, TxnId,
 };
 
 use super::index::IndexEntry;
@@ -363,11 +365,23 @@ impl Backend for LogStore {
             conditional_put: true,
             conditional_delete: true,
             change_feed: true,
+            presigned_urls: self.presigner().is_some(),
             checksums: true,
             unique_etags: true,
             atomic_promote: true,
             ..Capabilities::none(Locality::Local)
         }
+    }
+
+    /// A URL of the configured [`LocalPresigner`]
+    /// ([`LogStore::with_presigner`]); [`Error::Unsupported`] without one.
+    async fn presign(
+        &self,
+        method: PresignMethod,
+        key: &Key,
+        expires_in: std::time::Duration,
+    ) -> Result<String> {
+        crate::util::presign(self, self.presigner(), method, key, expires_in)
     }
 
     /// A stat of the root directory.

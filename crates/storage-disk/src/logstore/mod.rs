@@ -119,6 +119,7 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use storage_core::presign::LocalPresigner;
 use storage_core::{ChangeFeed, Error, Result};
 
 pub use compaction::CompactionReport;
@@ -244,6 +245,9 @@ pub struct OpenReport {
 pub struct LogStore {
     shared: Arc<Shared>,
     handle: Arc<Handle>,
+    /// Signs the URLs of [`Backend::presign`](storage_core::Backend::presign)
+    /// (see [`LogStore::with_presigner`]).
+    presigner: Option<Arc<LocalPresigner>>,
 }
 
 #[derive(Debug)]
@@ -346,11 +350,28 @@ impl LogStore {
         let store = LogStore {
             shared,
             handle: Arc::new(Handle { requests, report }),
+            presigner: None,
         };
         if let Some(interval) = options.background_compaction {
             compaction::spawn_background(&store, interval)?;
         }
         Ok(store)
+    }
+
+    /// This store with presigned URLs: [`Backend::presign`](storage_core::Backend::presign)
+    /// signs URLs under `presigner`'s base URL, which the application
+    /// serves by checking each request with [`LocalPresigner::verify`] and
+    /// answering it from this store (see [`storage_core::presign`]), and
+    /// [`Capabilities::presigned_urls`](storage_core::Capabilities::presigned_urls)
+    /// is true. Clones share the setting they were made with.
+    pub fn with_presigner(mut self, presigner: LocalPresigner) -> Self {
+        self.presigner = Some(Arc::new(presigner));
+        self
+    }
+
+    /// The presigner set by [`LogStore::with_presigner`], if any.
+    pub(crate) fn presigner(&self) -> Option<&LocalPresigner> {
+        self.presigner.as_deref()
     }
 
     /// What the open found: whether the snapshot was used, and how many

@@ -39,7 +39,7 @@ pub fn config(server: &RunningServer, bucket: &str, prefix: &str) -> S3Config {
 
 /// Creates `bucket`, retrying while the server finishes starting (up to 30 s).
 pub async fn create_bucket(server: &RunningServer, bucket: &str) -> S3Backend {
-    let backend = config(server, bucket, "").build().await.expect("client");
+    let backend = config(server, bucket, "").build().expect("client");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         match backend.create_bucket().await {
@@ -54,5 +54,3 @@ pub async fn create_bucket(server: &RunningServer, bucket: &str) -> S3Backend {
         }
     }
 }
-
-pub mod suite;

@@ -48,7 +48,7 @@ use storage_core::raw::{self, ChunkedUpload, Part, UploadPlan, Uploaded};
 use storage_core::{Backend, Body, DeleteOptions, Error, Key, ObjectMeta, PutOptions, Result};
 
 use crate::GcsBackend;
-use crate::backend::{condition, context, crc32c_base64};
+use crate::core::{condition, context, crc32c_base64};
 use crate::error::Context;
 use crate::metadata;
 
@@ -116,7 +116,10 @@ impl ResumableUpload {
             encryption: crate::encryption::for_client(b.encryption()),
             ..Default::default()
         };
-        match b.timed("get", b.client().get_object(&request)).await? {
+        match b
+            .timed("get", b.client().await?.get_object(&request))
+            .await?
+        {
             Ok(object) => Ok(object),
             Err(e) => Err(b.error(e, "get", self.key.as_str(), Context::Plain).await),
         }
@@ -273,6 +276,7 @@ impl ChunkedUpload for ResumableUpload {
             .timed(
                 "resumable upload",
                 b.client()
+                    .await?
                     .prepare_resumable_upload(&request, &UploadType::Multipart(Box::new(object))),
             )
             .await?;

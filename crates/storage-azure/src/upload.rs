@@ -35,8 +35,8 @@ use storage_core::raw::{self, ChunkedUpload, Part, UploadPlan, Uploaded};
 use storage_core::{Body, ETag, Error, Key, ObjectMeta, PutOptions, Result};
 
 use crate::AzureBackend;
-use crate::backend::{conditions, context};
 use crate::config::{MAX_BLOCK_SIZE, MAX_BLOCKS};
+use crate::core::{conditions, context};
 use crate::error::{Context, missing};
 use crate::metadata;
 

@@ -97,7 +97,7 @@ impl ChunkedUpload for S3Upload {
     async fn initiate(&self) -> Result<String> {
         let b = &self.backend;
         let mut create = crate::encryption::on_write!(
-            b.client.create_multipart_upload(),
+            b.sdk().await.create_multipart_upload(),
             b.config.encryption.as_ref()
         )
         .bucket(&b.config.bucket)
@@ -127,7 +127,7 @@ impl ChunkedUpload for S3Upload {
             .map_err(|_| Error::invalid_argument("more parts than S3 numbers"))?;
         let checksum = BASE64.encode(Sha256::digest(&part.bytes));
         let sent =
-            crate::encryption::on_read!(b.client.upload_part(), b.config.encryption.as_ref())
+            crate::encryption::on_read!(b.sdk().await.upload_part(), b.config.encryption.as_ref())
                 .bucket(&b.config.bucket)
                 .key(&self.name)
                 .upload_id(upload_id)
@@ -182,7 +182,8 @@ impl ChunkedUpload for S3Upload {
     async fn abort(&self, upload_id: &String) -> Result<()> {
         let b = &self.backend;
         let aborted = b
-            .client
+            .sdk()
+            .await
             .abort_multipart_upload()
             .bucket(&b.config.bucket)
             .key(&self.name)
@@ -264,7 +265,7 @@ impl S3Upload {
     async fn initiate_plain(&self) -> Result<String> {
         let b = &self.backend;
         let mut create = crate::encryption::on_write!(
-            b.client.create_multipart_upload(),
+            b.sdk().await.create_multipart_upload(),
             b.config.encryption.as_ref()
         )
         .bucket(&b.config.bucket)
@@ -300,13 +301,13 @@ impl S3Upload {
                 (i as i32 + 1, first, last)
             })
             .collect();
-        let copy_source = crate::backend::copy_source(&b.config.bucket, &b.full_key(from));
+        let copy_source = crate::write::copy_source(&b.config.bucket, &b.full_key(from));
         futures::stream::iter(ranges)
             .map(|(number, first, last)| {
                 let copy_source = copy_source.clone();
                 async move {
                     let request = crate::encryption::on_read!(
-                        b.client.upload_part_copy(),
+                        b.sdk().await.upload_part_copy(),
                         b.config.encryption.as_ref()
                     );
                     let sent =
@@ -362,7 +363,7 @@ impl S3Upload {
     {
         let b = &self.backend;
         let mut complete = crate::encryption::on_read!(
-            b.client.complete_multipart_upload(),
+            b.sdk().await.complete_multipart_upload(),
             b.config.encryption.as_ref().filter(|_| customer_key)
         )
         .bucket(&b.config.bucket)

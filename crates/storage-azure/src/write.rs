@@ -1,0 +1,277 @@
+//! Writes of `AzureBackend`: Put Blob below the block threshold (block
+//! uploads are in [`crate::upload`]), Delete Blob and Copy Blob.
+
+use std::time::{Duration, SystemTime};
+
+use azure_core::http::{Method, Request};
+use azure_storage_blob::models::{BlobClientDeleteOptions, DeleteSnapshotsOptionType};
+use sha2::{Digest, Sha256};
+use storage_core::{
+    Backend, Body, DeleteOptions, ETag, Error, Key, ObjectMeta, PresignMethod, PutMode, PutOptions,
+    Result,
+};
+
+use crate::backend::{AzureBackend, DEFAULT_CONTENT_TYPE};
+use crate::core::{ETAG, LAST_MODIFIED, context, header, parse_http_date, to_etag};
+use crate::error::{Context, missing};
+use crate::metadata;
+
+impl AzureBackend {
+    pub(crate) async fn put_blob(
+        &self,
+        key: &Key,
+        body: Body,
+        mut options: PutOptions,
+    ) -> Result<ObjectMeta> {
+        options.validate()?;
+        self.check_name(key)?;
+        options
+            .content_type
+            .get_or_insert_with(|| DEFAULT_CONTENT_TYPE.to_owned());
+        let config = &self.inner.config;
+        let in_memory = body.as_bytes().is_some();
+        match body.len() {
+            Some(len)
+                if (len < config.block_threshold
+                    || (in_memory && len <= config.single_put_in_memory))
+                    && config.single_put_limit().is_none_or(|limit| len <= limit) =>
+            {
+                let data = body.into_bytes().await?;
+                self.put_single(key, data, None, options).await
+            }
+            _ => self.put_blocks(key, body, options).await,
+        }
+    }
+
+    /// One Put Blob of a body held in memory, with its SHA-256 (`None`:
+    /// computed here; the upload engine passes the one it computed) and its
+    /// MD5, which the service verifies (`Md5Mismatch` otherwise).
+    ///
+    /// Built here rather than with the SDK's `upload`, whose result reads
+    /// eight optional headers through error-building lookups (see
+    /// [`header`]).
+    pub(crate) async fn put_single(
+        &self,
+        key: &Key,
+        data: bytes::Bytes,
+        sha256: Option<[u8; 32]>,
+        options: PutOptions,
+    ) -> Result<ObjectMeta> {
+        let sha256: [u8; 32] = sha256.unwrap_or_else(|| Sha256::digest(&data).into());
+        let size = data.len() as u64;
+        let mut request = Request::new(self.blob_url(key), Method::Put);
+        crate::encryption::add_headers(&mut request, self.config().encryption.as_ref(), true);
+        request.insert_header("x-ms-blob-type", "BlockBlob");
+        request.insert_header("content-length", size.to_string());
+        // Verified by the service ("Put Blob": Content-MD5).
+        request.insert_header(
+            "content-md5",
+            base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                md5::Md5::digest(&data),
+            ),
+        );
+        if let Some(content_type) = &options.content_type {
+            request.insert_header("x-ms-blob-content-type", content_type.clone());
+        }
+        for (name, value) in metadata::to_azure(&options.metadata, Some(&sha256)) {
+            request.insert_header(format!("x-ms-meta-{name}"), value);
+        }
+        match &options.mode {
+            PutMode::Overwrite => {}
+            PutMode::IfNotExists => request.insert_header("if-none-match", "*"),
+            PutMode::IfMatch(etag) => request.insert_header("if-match", etag.quoted()),
+        }
+        request.set_body(data);
+        let response = self
+            .send(
+                request,
+                "Put Blob",
+                key.as_str(),
+                context(&options.mode),
+                &[201],
+            )
+            .await?;
+        let headers = response.headers();
+        let etag = header(headers, ETAG)
+            .map(ETag::new)
+            .ok_or_else(|| missing("Put Blob", key.as_str(), "ETag"))?;
+        Ok(ObjectMeta {
+            key: key.clone(),
+            size,
+            etag,
+            last_modified: header(headers, LAST_MODIFIED)
+                .map(|v| parse_http_date(Some(v)))
+                .unwrap_or_else(SystemTime::now),
+            content_type: options.content_type,
+            metadata: options.metadata,
+            sha256: Some(sha256),
+        })
+    }
+
+    pub(crate) async fn delete_blob(&self, key: &Key, options: DeleteOptions) -> Result<()> {
+        self.check_name(key)?;
+        let context = match &options.if_match {
+            Some(etag) => Context::IfMatch(etag.clone()),
+            None => Context::Plain,
+        };
+        let request = BlobClientDeleteOptions {
+            if_match: options.if_match.as_ref().map(to_etag),
+            delete_snapshots: Some(DeleteSnapshotsOptionType::Include),
+            ..Default::default()
+        };
+        let blob = self.blob_client(key);
+        match self
+            .timed("Delete Blob", blob.delete(Some(request)))
+            .await?
+        {
+            Ok(_) => Ok(()),
+            Err(e) => match self.error(e, "Delete Blob", key.as_str(), context).await {
+                // Without If-Match a missing blob reads as NotFound: deleted.
+                Error::NotFound { .. } => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
+    pub(crate) async fn copy_blob(
+        &self,
+        from: &Key,
+        to: &Key,
+        mode: PutMode,
+    ) -> Result<ObjectMeta> {
+        self.check_name(from)?;
+        self.check_name(to)?;
+        // Copy Blob cannot carry a customer-provided key: such blobs are
+        // copied through this client, read and written with the key.
+        let customer_key = matches!(
+            self.config().encryption,
+            Some(crate::encryption::AzureEncryption::CustomerKey(_))
+        );
+        if self.inner.account_key.is_none() || customer_key {
+            return storage_core::raw::copy_through_client(self, from, to, mode).await;
+        }
+        let source = self.sas_url(from, PresignMethod::Get, Duration::from_secs(3600))?;
+        let mut request = Request::new(self.blob_url(to), Method::Put);
+        crate::encryption::add_headers(&mut request, self.config().encryption.as_ref(), true);
+        request.insert_header("x-ms-copy-source", source);
+        request.insert_header("content-length", "0");
+        match &mode {
+            PutMode::Overwrite => {}
+            PutMode::IfNotExists => request.insert_header("if-none-match", "*"),
+            PutMode::IfMatch(etag) => request.insert_header("if-match", etag.quoted()),
+        }
+        let response = match self
+            .send(request, "Copy Blob", to.as_str(), context(&mode), &[202])
+            .await
+        {
+            Ok(response) => response,
+            Err(err) => {
+                // A missing source is NotFound whatever the destination's
+                // condition.
+                if matches!(
+                    err,
+                    Error::NotFound { .. } | Error::PreconditionFailed { .. }
+                ) {
+                    self.head(from).await?;
+                }
+                return Err(err);
+            }
+        };
+        let mut status = header(response.headers(), "x-ms-copy-status").map(str::to_owned);
+        let copy_id = header(response.headers(), "x-ms-copy-id").map(str::to_owned);
+        let deadline = tokio::time::Instant::now() + self.inner.config.copy_timeout;
+        while status.as_deref() == Some("pending") {
+            if tokio::time::Instant::now() >= deadline {
+                let outcome = self.abort_copy(to, copy_id.as_deref()).await;
+                // The copy may have finished just before the abort.
+                if outcome.starts_with("aborting it failed") && self.copy_succeeded(to).await {
+                    return self.head(to).await;
+                }
+                // Not transient: a copy that outlives its deadline would
+                // outlive it again if retried.
+                return Err(Error::backend(
+                    false,
+                    format!(
+                        "Azure Copy Blob of {from} to {to}: still pending after the copy timeout; {outcome}"
+                    ),
+                    "copy pending",
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let request = Request::new(self.blob_url(to), Method::Head);
+            let probe = self
+                .send(
+                    request,
+                    "Get Blob Properties",
+                    to.as_str(),
+                    Context::Plain,
+                    &[200],
+                )
+                .await?;
+            status = header(probe.headers(), "x-ms-copy-status").map(str::to_owned);
+        }
+        if let Some(failed) = status.filter(|s| s != "success") {
+            return Err(Error::backend(
+                false,
+                format!("Azure Copy Blob of {from} to {to}: {failed}"),
+                "copy failed",
+            ));
+        }
+        self.head(to).await
+    }
+
+    /// Whether the blob at `to` reports a finished copy
+    /// (`x-ms-copy-status: success`).
+    pub(crate) async fn copy_succeeded(&self, to: &Key) -> bool {
+        let mut request = Request::new(self.blob_url(to), Method::Head);
+        crate::encryption::add_headers(&mut request, self.config().encryption.as_ref(), false);
+        let probe = self
+            .send(
+                request,
+                "Get Blob Properties",
+                to.as_str(),
+                Context::Plain,
+                &[200],
+            )
+            .await;
+        probe.is_ok_and(|probe| header(probe.headers(), "x-ms-copy-status") == Some("success"))
+    }
+
+    /// Aborts the pending copy `copy_id` into `to` ("Abort Copy Blob":
+    /// `PUT ?comp=copy&copyid=…` with `x-ms-copy-action: abort`), then
+    /// deletes the zero-length blob an aborted copy leaves, under `If-Match`
+    /// of that blob, so no empty object stands where the copy was meant to
+    /// land; says what it did, for the copy's error.
+    pub(crate) async fn abort_copy(&self, to: &Key, copy_id: Option<&str>) -> String {
+        let Some(copy_id) = copy_id else {
+            return "the answer named no copy id, so the copy was not aborted".to_owned();
+        };
+        let mut url = self.blob_url(to);
+        url.query_pairs_mut()
+            .append_pair("comp", "copy")
+            .append_pair("copyid", copy_id);
+        let mut request = Request::new(url, Method::Put);
+        request.insert_header("x-ms-copy-action", "abort");
+        request.insert_header("content-length", "0");
+        let op = "Abort Copy Blob";
+        if let Err(e) = self
+            .send(request, op, to.as_str(), Context::Plain, &[204])
+            .await
+        {
+            return format!("aborting it failed: {e}");
+        }
+        let left = match self.head(to).await {
+            Ok(meta) if meta.size == 0 => meta.etag,
+            Ok(_) => return "it was aborted; the destination holds another object".to_owned(),
+            Err(e) => return format!("it was aborted; the destination could not be read: {e}"),
+        };
+        let delete = DeleteOptions {
+            if_match: Some(left),
+        };
+        match self.delete(to, delete).await {
+            Ok(()) => "it was aborted and the empty destination deleted".to_owned(),
+            Err(e) => format!("it was aborted; deleting the empty destination failed: {e}"),
+        }
+    }
+}

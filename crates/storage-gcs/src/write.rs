@@ -1,0 +1,221 @@
+//! Writes of `GcsBackend`: uploads below the resumable threshold
+//! (resumable ones are in [`crate::upload`]), metadata patches, deletes
+//! and server-side copies.
+
+use bytes::Bytes;
+use futures::stream;
+use gcloud_storage::http::objects::Object;
+use gcloud_storage::http::objects::copy::CopyObjectRequest;
+use gcloud_storage::http::objects::delete::DeleteObjectRequest;
+use percent_encoding::utf8_percent_encode;
+use sha2::{Digest, Sha256};
+use storage_core::{
+    Backend, Body, DeleteOptions, ETag, Error, Key, ObjectMeta, PutMode, PutOptions, Result,
+};
+
+use crate::backend::{DEFAULT_CONTENT_TYPE, GcsBackend};
+use crate::core::{SEGMENT, condition, context, crc32c_base64, generation};
+use crate::error::Context;
+use crate::metadata;
+
+impl GcsBackend {
+    pub(crate) async fn put_object(
+        &self,
+        key: &Key,
+        body: Body,
+        mut options: PutOptions,
+    ) -> Result<ObjectMeta> {
+        options.validate()?;
+        self.check_name(key)?;
+        condition(key, &options.mode)?;
+        options
+            .content_type
+            .get_or_insert_with(|| DEFAULT_CONTENT_TYPE.to_owned());
+        match body.len() {
+            Some(len) if len < self.inner.config.resumable_threshold => {
+                let data = body.into_bytes().await?;
+                self.put_single(key, data, options).await
+            }
+            _ => self.put_resumable(key, body, options).await,
+        }
+    }
+
+    /// One multipart upload (`multipart/related`: the JSON metadata, then
+    /// the content) of a body held in memory, with its SHA-256 and CRC32C.
+    ///
+    /// Built here rather than with the SDK's `upload_object`, which sends a
+    /// `multipart/form-data` body whose content part has no content type
+    /// (fake-gcs-server then stores none). Source: Cloud Storage JSON API,
+    /// "Perform multipart uploads".
+    pub(crate) async fn put_single(
+        &self,
+        key: &Key,
+        data: Bytes,
+        options: PutOptions,
+    ) -> Result<ObjectMeta> {
+        let sha256: [u8; 32] = Sha256::digest(&data).into();
+        let if_generation_match = condition(key, &options.mode)?;
+        let content_type = options
+            .content_type
+            .clone()
+            .unwrap_or_else(|| DEFAULT_CONTENT_TYPE.to_owned());
+        let object = Object {
+            name: self.full_name(key),
+            content_type: Some(content_type.clone()),
+            metadata: Some(metadata::to_gcs(&options.metadata, Some(&sha256))),
+            crc32c: Some(crc32c_base64(crc32c::crc32c(&data))),
+            ..Default::default()
+        };
+        let json = serde_json::to_string(&object)
+            .map_err(|e| Error::backend(false, format!("GCS upload of {key}: metadata"), e))?;
+        let boundary = format!("storage-gcs-{}", hex::encode(rand::random::<[u8; 16]>()));
+        let head = Bytes::from(format!(
+            "--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n{json}\r\n--{boundary}\r\nContent-Type: {content_type}\r\n\r\n"
+        ));
+        let tail = Bytes::from(format!("\r\n--{boundary}--\r\n"));
+        let length = head.len() + data.len() + tail.len();
+        let parts: Vec<std::result::Result<Bytes, std::io::Error>> =
+            vec![Ok(head), Ok(data), Ok(tail)];
+        let mut url = format!(
+            "{}/upload/storage/v1/b/{}/o?uploadType=multipart",
+            self.inner.config.endpoint,
+            utf8_percent_encode(self.bucket(), SEGMENT)
+        );
+        if let Some(g) = if_generation_match {
+            url.push_str(&format!("&ifGenerationMatch={g}"));
+        }
+        if let Some(name) = crate::encryption::kms_key_name(self.encryption()) {
+            url.push_str(&format!(
+                "&kmsKeyName={}",
+                utf8_percent_encode(&name, SEGMENT)
+            ));
+        }
+        let request = self
+            .inner
+            .http
+            .post(url)
+            .header(
+                "content-type",
+                format!("multipart/related; boundary={boundary}"),
+            )
+            .header("content-length", length)
+            .body(reqwest::Body::wrap_stream(stream::iter(parts)));
+        let request = crate::encryption::with_headers(request, self.encryption());
+        let request = self.authorize(request, "upload", key.as_str()).await?;
+        let response = self.send_raw(request, "upload", key.as_str()).await?;
+        let uploaded: Object = self
+            .json_answer(response, "upload", key, context(&options.mode))
+            .await?;
+        let mut meta = Self::meta_from_object(key, &uploaded);
+        meta.sha256 = Some(sha256);
+        Ok(meta)
+    }
+
+    /// Replaces the user metadata of `key`'s object, generation
+    /// `generation` only (`ifGenerationMatch`): one `PATCH` of the object
+    /// resource ("Objects: patch") answered with the generation alone
+    /// (`fields=generation`; servers that answer the whole resource are
+    /// read for nothing else).
+    ///
+    /// # Errors
+    /// [`Error::PreconditionFailed`] when the object is another generation
+    /// now, [`Error::NotFound`] when it is gone, and the transport's errors.
+    pub(crate) async fn patch_metadata(
+        &self,
+        key: &Key,
+        generation: i64,
+        metadata: &std::collections::HashMap<String, String>,
+    ) -> Result<()> {
+        let op = "record SHA-256";
+        let url = format!(
+            "{}/storage/v1/b/{}/o/{}?ifGenerationMatch={generation}&fields=generation",
+            self.inner.config.endpoint,
+            utf8_percent_encode(self.bucket(), SEGMENT),
+            utf8_percent_encode(&self.full_name(key), SEGMENT)
+        );
+        let body = serde_json::json!({ "metadata": metadata }).to_string();
+        let request = self
+            .inner
+            .http
+            .patch(url)
+            .header("content-type", "application/json")
+            .body(body);
+        let request = self.authorize(request, op, key.as_str()).await?;
+        let response = self.send_raw(request, op, key.as_str()).await?;
+        let context = Context::IfMatch(ETag::new(generation.to_string()));
+        self.json_answer::<serde_json::Value>(response, op, key, context)
+            .await
+            .map(|_| ())
+    }
+
+    pub(crate) async fn delete_object(&self, key: &Key, options: DeleteOptions) -> Result<()> {
+        self.check_name(key)?;
+        let (if_generation_match, context) = match &options.if_match {
+            Some(etag) => {
+                let g = generation(etag).ok_or_else(|| Error::PreconditionFailed {
+                    key: key.to_string(),
+                    expected: etag.clone(),
+                    actual: None,
+                })?;
+                (Some(g), Context::IfMatch(etag.clone()))
+            }
+            None => (None, Context::Plain),
+        };
+        let request = DeleteObjectRequest {
+            bucket: self.bucket().to_owned(),
+            object: self.full_name(key),
+            if_generation_match,
+            ..Default::default()
+        };
+        match self
+            .timed("delete", self.client().await?.delete_object(&request))
+            .await?
+        {
+            Ok(()) => Ok(()),
+            Err(e) => match self.error(e, "delete", key.as_str(), context).await {
+                Error::NotFound { .. } => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
+    pub(crate) async fn copy_object(
+        &self,
+        from: &Key,
+        to: &Key,
+        mode: PutMode,
+    ) -> Result<ObjectMeta> {
+        self.check_name(from)?;
+        self.check_name(to)?;
+        if self.encryption().is_some() {
+            // See the table in `encryption.rs`: copyTo cannot carry the key.
+            return storage_core::raw::copy_through_client(self, from, to, mode).await;
+        }
+        let request = CopyObjectRequest {
+            source_bucket: self.bucket().to_owned(),
+            source_object: self.full_name(from),
+            destination_bucket: self.bucket().to_owned(),
+            destination_object: self.full_name(to),
+            if_generation_match: condition(to, &mode)?,
+            ..Default::default()
+        };
+        match self
+            .timed("copy", self.client().await?.copy_object(&request))
+            .await?
+        {
+            Ok(object) => Ok(Self::meta_from_object(to, &object)),
+            Err(e) => {
+                let err = self.error(e, "copy", to.as_str(), context(&mode)).await;
+                // A missing source is NotFound whatever the destination's
+                // condition.
+                if matches!(
+                    err,
+                    Error::NotFound { .. } | Error::PreconditionFailed { .. }
+                ) {
+                    self.head(from).await?;
+                }
+                Err(err)
+            }
+        }
+    }
+}
