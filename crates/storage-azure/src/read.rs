@@ -3,6 +3,7 @@
 
 use azure_core::http::{AsyncRawResponse, Method, Request};
 use futures::stream::{StreamExt, TryStreamExt};
+use storage_core::raw::conditional_read_failure;
 use storage_core::{
     Backend, ByteRange, ByteStream, ETag, Error, GetOptions, GetResult, Key, ObjectMeta, Result,
 };
@@ -29,26 +30,26 @@ impl AzureBackend {
                 // No suffix ranges on Azure: read the size, then pin the
                 // read to that version.
                 let head = self.head(key).await?;
-                if let Some(expected) = &if_match
-                    && *expected != head.etag
-                {
-                    return Err(Error::PreconditionFailed {
-                        key: key.to_string(),
-                        expected: expected.clone(),
-                        actual: Some(head.etag),
-                    });
-                }
+                options.check(key, &head)?;
                 let resolved = range.resolve(key, head.size)?;
                 pinned = if_match.is_none();
                 if_match = Some(head.etag);
                 Some((resolved.start, Some(resolved.end - 1)))
             }
         };
-        let response = match self.get_once(key, header_range, if_match.as_ref()).await {
+        let response = match self
+            .get_once(key, header_range, if_match.as_ref(), &options)
+            .await
+        {
             Ok(response) => response,
             Err(Error::InvalidRange { .. }) => {
                 let range = options.range.unwrap_or(ByteRange::From { start: 0 });
                 return Err(self.invalid_range(key, &range).await);
+            }
+            // A 304, or a 412 of a time condition: the conditions' verdict
+            // on the current version names it.
+            Err(e) if options.if_match.is_none() && options.is_conditional() && !pinned => {
+                return Err(conditional_read_failure(self, key, &options, e).await);
             }
             Err(Error::PreconditionFailed { .. }) if pinned => {
                 // The object changed between the size and the read.
@@ -93,6 +94,8 @@ impl AzureBackend {
             }
         }
         let meta = Self::meta_from_headers(key, headers, size, "Get Blob")?;
+        // Exact whatever the server honoured.
+        options.check(key, &meta)?;
         let verify = if options.range.is_none() {
             meta.sha256
         } else {
@@ -121,12 +124,18 @@ impl AzureBackend {
         Self::meta_from_headers(key, response.headers(), size, "Get Blob Properties")
     }
 
-    /// One Get Blob; `range` is the `x-ms-range` value.
+    /// One Get Blob; `range` is the `x-ms-range` value, `if_match` the
+    /// version to read, `conditions` the caller's other conditions, sent as
+    /// `If-None-Match`, `If-Modified-Since` and `If-Unmodified-Since`
+    /// (RFC 9110 section 13.2.2 order: a time condition only without its
+    /// ETag counterpart).
+    /// <https://learn.microsoft.com/rest/api/storageservices/specifying-conditional-headers-for-blob-service-operations>
     pub(crate) async fn get_once(
         &self,
         key: &Key,
         range: Option<(u64, Option<u64>)>,
         if_match: Option<&ETag>,
+        conditions: &GetOptions,
     ) -> Result<AsyncRawResponse> {
         let mut request = Request::new(self.blob_url(key), Method::Get);
         crate::encryption::add_headers(&mut request, self.config().encryption.as_ref(), false);
@@ -144,6 +153,14 @@ impl AzureBackend {
             }
             None => Context::Plain,
         };
+        if let Some(etag) = &conditions.if_none_match {
+            request.insert_header("if-none-match", etag.quoted());
+        } else if let Some(since) = conditions.if_modified_since {
+            request.insert_header("if-modified-since", httpdate::fmt_http_date(since));
+        }
+        if let (None, Some(since)) = (if_match, conditions.if_unmodified_since) {
+            request.insert_header("if-unmodified-since", httpdate::fmt_http_date(since));
+        }
         self.send(request, "Get Blob", key.as_str(), context, &[200, 206])
             .await
     }

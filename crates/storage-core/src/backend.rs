@@ -183,13 +183,15 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     /// - the body stream's own error, with nothing written.
     async fn put(&self, key: &Key, body: Body, options: PutOptions) -> Result<ObjectMeta>;
 
-    /// Reads the object, or the range of it named in `options`.
+    /// Reads the object, or the range of it named in `options`, if the
+    /// conditions of `options` hold ([`GetOptions`] gives their order).
     ///
     /// # Errors
     /// [`Error::NotFound`], [`Error::InvalidRange`] (rules in
-    /// [`ByteRange`](crate::ByteRange)), [`Error::PreconditionFailed`] when
-    /// `options.if_match` differs, and [`Error::ChecksumMismatch`] from the
-    /// stream of a corrupt object.
+    /// [`ByteRange`](crate::ByteRange)), the errors of
+    /// [`GetOptions::check`] ([`Error::PreconditionFailed`],
+    /// [`Error::NotModified`], [`Error::ModifiedSince`]), and
+    /// [`Error::ChecksumMismatch`] from the stream of a corrupt object.
     async fn get(&self, key: &Key, options: GetOptions) -> Result<GetResult>;
 
     /// Reads the object's metadata.
@@ -197,6 +199,50 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     /// # Errors
     /// [`Error::NotFound`] when the key is missing.
     async fn head(&self, key: &Key) -> Result<ObjectMeta>;
+
+    /// Reads the object's metadata if the conditions of `options` hold
+    /// (a conditional `HEAD`, RFC 9110 section 13.2.2); `options.range` is
+    /// ignored. The default is [`Backend::head`] then
+    /// [`GetOptions::check`], exact on every backend.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`]; the errors of [`GetOptions::check`].
+    async fn head_if(&self, key: &Key, options: &GetOptions) -> Result<ObjectMeta> {
+        let meta = self.head(key).await?;
+        options.check(key, &meta)?;
+        Ok(meta)
+    }
+
+    /// Reads several half-open byte ranges of one version of the object,
+    /// returning their bytes in the order of `ranges`: the read pattern of
+    /// columnar readers (Parquet footers and column chunks). The default
+    /// ([`raw::ranges::get_ranges`](crate::raw::ranges::get_ranges))
+    /// coalesces ranges less than 1 MiB apart into one request, keeps at
+    /// most 10 requests in flight and pins them all to one ETag. An empty
+    /// range gives empty bytes.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`]; [`Error::InvalidRange`] for a range that ends
+    /// past the object (ranges are not clamped here, unlike
+    /// [`ByteRange::Bounded`](crate::ByteRange::Bounded)) or starts after
+    /// its end; the errors of [`Backend::get`].
+    async fn get_ranges(&self, key: &Key, ranges: &[Range<u64>]) -> Result<Vec<bytes::Bytes>> {
+        crate::raw::ranges::get_ranges(self, key, ranges).await
+    }
+
+    /// Deletes every key of `keys` unconditionally, returning one result
+    /// per key in the order of `keys` (a missing key succeeds, as in
+    /// [`Backend::delete`]). The default deletes one key per request, 10 in
+    /// flight; S3 overrides it with `DeleteObjects` (1000 keys per request).
+    ///
+    /// # Errors
+    /// The outer error when a request failed as a whole, so that nothing is
+    /// known of its keys (the keys of earlier requests are deleted; deleting
+    /// is idempotent, so the call can be repeated); otherwise each key's
+    /// failure in its own result.
+    async fn delete_many(&self, keys: &[Key]) -> Result<Vec<Result<()>>> {
+        crate::raw::ranges::delete_many(self, keys).await
+    }
 
     /// Deletes the object. Deleting a missing key succeeds unless
     /// `options.if_match` is set.
@@ -386,6 +432,15 @@ macro_rules! forward_backend {
             }
             async fn head(&self, key: &Key) -> Result<ObjectMeta> {
                 (**self).head(key).await
+            }
+            async fn head_if(&self, key: &Key, options: &GetOptions) -> Result<ObjectMeta> {
+                (**self).head_if(key, options).await
+            }
+            async fn get_ranges(&self, key: &Key, ranges: &[Range<u64>]) -> Result<Vec<bytes::Bytes>> {
+                (**self).get_ranges(key, ranges).await
+            }
+            async fn delete_many(&self, keys: &[Key]) -> Result<Vec<Result<()>>> {
+                (**self).delete_many(keys).await
             }
             async fn delete(&self, key: &Key, options: DeleteOptions) -> Result<()> {
                 (**self).delete(key, options).await

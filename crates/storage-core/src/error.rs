@@ -50,6 +50,33 @@ pub enum Error {
         /// did not say.
         actual: Option<ETag>,
     },
+    /// A conditional read's `If-None-Match` matched, or its
+    /// `If-Modified-Since` found no change since the given time: the caller's
+    /// copy is current, and nothing was read (HTTP `304 Not Modified`, RFC
+    /// 9110 section 15.4.5).
+    #[error("not modified: {key}{}", DisplayEtag(etag))]
+    NotModified {
+        /// The key that was read.
+        key: String,
+        /// The current version's ETag, when known.
+        etag: Option<ETag>,
+    },
+    /// A conditional read's `If-Unmodified-Since` failed: the object changed
+    /// after the given time (HTTP `412 Precondition Failed`, RFC 9110
+    /// section 13.1.4). Nothing was read.
+    #[error(
+        "precondition failed for {key}: modified at {} after {}",
+        httpdate::fmt_http_date(*last_modified),
+        httpdate::fmt_http_date(*since)
+    )]
+    ModifiedSince {
+        /// The key that was read.
+        key: String,
+        /// The time the caller gave.
+        since: std::time::SystemTime,
+        /// The current version's last modification.
+        last_modified: std::time::SystemTime,
+    },
     /// The key is not a valid [`Key`](crate::Key); no I/O was done.
     #[error("invalid key {key:?}: {reason}")]
     InvalidKey {
@@ -183,6 +210,17 @@ impl fmt::Display for DisplayActual<'_> {
     }
 }
 
+struct DisplayEtag<'a>(&'a Option<ETag>);
+
+impl fmt::Display for DisplayEtag<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(etag) => write!(f, " (ETag {etag})"),
+            None => Ok(()),
+        }
+    }
+}
+
 struct DisplaySource<'a>(&'a Option<BoxError>);
 
 impl fmt::Display for DisplaySource<'_> {
@@ -223,7 +261,8 @@ impl Error {
     }
 
     /// A stable snake_case name of the variant, for logs and metric labels:
-    /// `not_found`, `already_exists`, `precondition_failed`, `invalid_key`,
+    /// `not_found`, `already_exists`, `precondition_failed`,
+    /// `not_modified`, `modified_since`, `invalid_key`,
     /// `invalid_range`, `invalid_argument`, `checksum_mismatch`,
     /// `integrity`, `permission_denied`, `bucket_not_found`,
     /// `unauthenticated`, `too_large`, `unsupported`,
@@ -234,6 +273,8 @@ impl Error {
             Error::NotFound { .. } => "not_found",
             Error::AlreadyExists { .. } => "already_exists",
             Error::PreconditionFailed { .. } => "precondition_failed",
+            Error::NotModified { .. } => "not_modified",
+            Error::ModifiedSince { .. } => "modified_since",
             Error::InvalidKey { .. } => "invalid_key",
             Error::InvalidRange { .. } => "invalid_range",
             Error::InvalidArgument { .. } => "invalid_argument",

@@ -289,16 +289,15 @@ impl Backend for MemoryBackend {
         let entry = self.lookup(key).ok_or_else(|| Error::NotFound {
             key: key.to_string(),
         })?;
-        if let Some(expected) = &options.if_match {
-            check_if_match(key, expected, Some(&entry.etag))?;
-        }
+        let meta = entry.meta(key);
+        options.check(key, &meta)?;
         let size = entry.data.len;
         let range = match &options.range {
             Some(r) => r.resolve(key, size)?,
             None => 0..size,
         };
         let body = stream::iter(entry.data.slices(range.clone()).into_iter().map(Ok)).boxed();
-        Ok(GetResult::new(entry.meta(key), range, body))
+        Ok(GetResult::new(meta, range, body))
     }
 
     async fn head(&self, key: &Key) -> Result<ObjectMeta> {

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::ops::{Range, RangeFrom};
+use std::time::SystemTime;
 
 use crate::{ETag, Error, Key, Metadata, ObjectMeta, Result};
 
@@ -174,15 +175,33 @@ impl fmt::Display for ByteRange {
     }
 }
 
-/// Options of [`Backend::get`](crate::Backend::get).
+/// Options of [`Backend::get`](crate::Backend::get) and
+/// [`Backend::head_if`](crate::Backend::head_if).
+///
+/// The four conditions are those of an HTTP conditional `GET` (RFC 9110
+/// section 13.1), evaluated in the order of section 13.2.2 by
+/// [`GetOptions::check`]: `if_match`, then `if_unmodified_since` (only
+/// without `if_match`), then `if_none_match`, then `if_modified_since`
+/// (only without `if_none_match`). Times compare in whole seconds, the
+/// precision of an HTTP date. A missing object is [`Error::NotFound`]
+/// whatever the conditions.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GetOptions {
     /// Read only these bytes.
     pub range: Option<ByteRange>,
     /// Read only if the current version has this ETag, otherwise fail with
-    /// [`Error::PreconditionFailed`]. A missing object is still
-    /// [`Error::NotFound`].
+    /// [`Error::PreconditionFailed`] (`If-Match`).
     pub if_match: Option<ETag>,
+    /// Read only if the current version does not have this ETag, otherwise
+    /// fail with [`Error::NotModified`] (`If-None-Match`): the poller's
+    /// "has it changed since the version I hold?".
+    pub if_none_match: Option<ETag>,
+    /// Read only if the object changed after this time, otherwise fail with
+    /// [`Error::NotModified`] (`If-Modified-Since`).
+    pub if_modified_since: Option<SystemTime>,
+    /// Read only if the object did not change after this time, otherwise
+    /// fail with [`Error::ModifiedSince`] (`If-Unmodified-Since`).
+    pub if_unmodified_since: Option<SystemTime>,
 }
 
 impl GetOptions {
@@ -193,6 +212,56 @@ impl GetOptions {
             ..Default::default()
         }
     }
+
+    /// Whether any of the four conditions is set.
+    pub fn is_conditional(&self) -> bool {
+        self.if_match.is_some()
+            || self.if_none_match.is_some()
+            || self.if_modified_since.is_some()
+            || self.if_unmodified_since.is_some()
+    }
+
+    /// The conditions' verdict on the current version `meta` of `key`, in
+    /// the order of RFC 9110 section 13.2.2 (see the type's docs).
+    ///
+    /// # Errors
+    /// [`Error::PreconditionFailed`] for a failed `if_match`,
+    /// [`Error::ModifiedSince`] for a failed `if_unmodified_since`,
+    /// [`Error::NotModified`] for a matching `if_none_match` or a failed
+    /// `if_modified_since`.
+    pub fn check(&self, key: &Key, meta: &ObjectMeta) -> Result<()> {
+        let modified = whole_seconds(meta.last_modified);
+        if let Some(expected) = &self.if_match {
+            crate::memory::check_if_match(key, expected, Some(&meta.etag))?;
+        } else if let Some(since) = self.if_unmodified_since
+            && modified > whole_seconds(since)
+        {
+            return Err(Error::ModifiedSince {
+                key: key.to_string(),
+                since,
+                last_modified: meta.last_modified,
+            });
+        }
+        let not_modified = match (&self.if_none_match, self.if_modified_since) {
+            (Some(etag), _) => *etag == meta.etag,
+            (None, Some(since)) => modified <= whole_seconds(since),
+            (None, None) => false,
+        };
+        if not_modified {
+            return Err(Error::NotModified {
+                key: key.to_string(),
+                etag: Some(meta.etag.clone()),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Seconds since the Unix epoch, rounded down (times before it are 0): the
+/// precision of an HTTP date.
+fn whole_seconds(time: SystemTime) -> u64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Most entries a listing page may hold (S3's `MaxKeys` ceiling).

@@ -1,6 +1,9 @@
 //! `Prefixed`: a namespace view of a backend, every key under one prefix.
 
+use std::ops::Range;
 use std::time::Duration;
+
+use bytes::Bytes;
 
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -163,6 +166,8 @@ fn view_error(prefix: &str, mut error: Error) -> Error {
             Error::NotFound { key }
             | Error::AlreadyExists { key }
             | Error::PreconditionFailed { key, .. }
+            | Error::NotModified { key, .. }
+            | Error::ModifiedSince { key, .. }
             | Error::InvalidKey { key, .. }
             | Error::InvalidRange { key, .. }
             | Error::ChecksumMismatch { key, .. }
@@ -214,6 +219,32 @@ impl<B: Backend> Backend for Prefixed<B> {
             self.strip(self.inner.head(&inner).await?)
         };
         head.await.map_err(|e| self.view_error(e))
+    }
+
+    /// The inner backend's ranged read (which may do better than the
+    /// default, for example on S3) of the inner key.
+    async fn get_ranges(&self, key: &Key, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
+        let get = async {
+            let inner = self.outer_to_inner(key)?;
+            self.inner.get_ranges(&inner, ranges).await
+        };
+        get.await.map_err(|e| self.view_error(e))
+    }
+
+    /// The inner backend's batch delete of the inner keys.
+    async fn delete_many(&self, keys: &[Key]) -> Result<Vec<Result<()>>> {
+        let delete = async {
+            let inner = keys
+                .iter()
+                .map(|key| self.outer_to_inner(key))
+                .collect::<Result<Vec<Key>>>()?;
+            let results = self.inner.delete_many(&inner).await?;
+            Ok(results
+                .into_iter()
+                .map(|r| r.map_err(|e| self.view_error(e)))
+                .collect())
+        };
+        delete.await.map_err(|e| self.view_error(e))
     }
 
     async fn delete(&self, key: &Key, options: DeleteOptions) -> Result<()> {

@@ -6,6 +6,9 @@
 //!   missing capability; [`copy_through_client`]: the default of
 //!   `Backend::copy`, for backends that fall back to it;
 //!   [`parse_content_range`]: an HTTP `Content-Range` header;
+//! - [`ranges`]: the defaults of `Backend::get_ranges` and
+//!   `Backend::delete_many`; [`conditional_read_failure`]: the verdict of
+//!   a failed conditional read;
 //! - [`integrity`], [`list`], [`timeout`]: verified streams, sorted pages,
 //!   request time limits; [`url_options`]: a store URL's options and path
 //!   prefix, for the backends' `from_url`;
@@ -25,7 +28,10 @@
 pub use crate::backend::{copy_through_client, unsupported};
 pub use crate::memory::{check_if_match, check_put_mode};
 pub use crate::options::parse_content_range;
+#[path = "ranges.rs"]
+pub mod ranges;
 pub use crate::staging::promote as promote_by_copy;
+pub use ranges::conditional_read_failure;
 #[path = "integrity.rs"]
 pub mod integrity;
 #[path = "list.rs"]

@@ -253,12 +253,15 @@ impl<B: Backend> Encrypted<B> {
 
     /// A range read: the header, then the covering segments of the same
     /// version.
+    /// `conditions` are the caller's (its range unused): they apply to the
+    /// header read, whose ETag and time are those of the plaintext.
     async fn get_range(
         &self,
         key: &Key,
         range: ByteRange,
-        if_match: Option<storage_core::ETag>,
+        conditions: GetOptions,
     ) -> Result<GetResult> {
+        let if_match = conditions.if_match.clone();
         let context = self.codec.context(key);
         let mut attempt = 0;
         loop {
@@ -268,7 +271,7 @@ impl<B: Backend> Encrypted<B> {
                     start: 0,
                     end: HEADER_BYTES as u64,
                 }),
-                if_match: if_match.clone(),
+                ..conditions.clone()
             };
             let found = match self.inner.get(key, head).await {
                 Err(Error::InvalidRange { .. }) => {
@@ -292,6 +295,7 @@ impl<B: Backend> Encrypted<B> {
             let covering = GetOptions {
                 range: Some(stored.into()),
                 if_match: Some(stored_meta.etag.clone()),
+                ..GetOptions::default()
             };
             match self.inner.get(key, covering).await {
                 Ok(segments) => {
@@ -641,7 +645,7 @@ impl<B: Backend> Backend for Encrypted<B> {
     async fn get(&self, key: &Key, options: GetOptions) -> Result<GetResult> {
         match options.range {
             None => self.get_whole(key, options).await,
-            Some(range) => self.get_range(key, range, options.if_match).await,
+            Some(range) => self.get_range(key, range, options).await,
         }
     }
 
@@ -652,6 +656,12 @@ impl<B: Backend> Backend for Encrypted<B> {
 
     async fn delete(&self, key: &Key, options: DeleteOptions) -> Result<()> {
         self.inner.delete(key, options).await
+    }
+
+    /// The inner backend's batch delete: ciphertext lives under the same
+    /// keys.
+    async fn delete_many(&self, keys: &[Key]) -> Result<Vec<Result<()>>> {
+        self.inner.delete_many(keys).await
     }
 
     async fn list(&self, options: &ListOptions) -> Result<ListPage> {

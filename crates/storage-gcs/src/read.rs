@@ -6,6 +6,7 @@ use std::time::SystemTime;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use gcloud_storage::http::objects::get::GetObjectRequest;
 use percent_encoding::utf8_percent_encode;
+use storage_core::raw::conditional_read_failure;
 use storage_core::{
     Backend, ByteRange, ByteStream, ETag, Error, GetOptions, GetResult, Key, ObjectMeta, Result,
 };
@@ -52,6 +53,12 @@ impl GcsBackend {
             }
             None => Context::Plain,
         };
+        // If-None-Match is native (a version that is not a generation
+        // matches nothing); the JSON API has no time conditions: those are
+        // checked on the version served, below.
+        if let Some(g) = options.if_none_match.as_ref().and_then(generation) {
+            url.push_str(&format!("&ifGenerationNotMatch={g}"));
+        }
         let mut request =
             crate::encryption::with_headers(self.inner.http.get(url), self.encryption());
         if let Some(range) = &range_header {
@@ -65,6 +72,11 @@ impl GcsBackend {
                 .await;
             return Err(match (err, options.range) {
                 (Error::InvalidRange { .. }, Some(range)) => self.invalid_range(key, &range).await,
+                // A 304 of ifGenerationNotMatch: the conditions' verdict on
+                // the current version names it.
+                (e, _) if options.if_match.is_none() && options.is_conditional() => {
+                    conditional_read_failure(self, key, &options, e).await
+                }
                 // GCS answers 412 to ifGenerationMatch on a missing object;
                 // the contract says NotFound (DESIGN section 2, rule 5).
                 (e @ Error::PreconditionFailed { .. }, _) => match self.head(key).await {
@@ -130,6 +142,7 @@ impl GcsBackend {
             metadata: user,
             sha256,
         };
+        options.check(key, &meta)?;
         let full = options.range.is_none();
         let body = body_stream(
             response,

@@ -1,6 +1,7 @@
-//! object_store's own integration functions against `StorageAdapter` over
-//! `MemoryBackend`, `FsBackend` and `LogStore`: every function of its
-//! `integration` module.
+//! object_store's own integration functions (its `integration` feature)
+//! against `StorageAdapter` over `MemoryBackend`, `FsBackend` and
+//! `LogStore`: every function of the module that applies to a store
+//! without versions.
 
 use std::sync::Arc;
 
@@ -9,18 +10,18 @@ use storage_core::{Backend, MemoryBackend};
 use storage_object_store::StorageAdapter;
 
 /// A store and what keeps its directory alive.
-async fn open(kind: &str) -> (StorageAdapter<dyn Backend>, Option<tempfile::TempDir>) {
-    let dir = tempfile::tempdir().expect("dir");
+async fn open(kind: &str) -> (StorageAdapter<dyn Backend>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temporary directory");
     let backend: Arc<dyn Backend> = match kind {
         "memory" => Arc::new(MemoryBackend::new()),
-        "fs" => Arc::new(storage_disk::FsBackend::new(dir.path()).expect("fs")),
+        "fs" => Arc::new(storage_disk::FsBackend::new(dir.path()).expect("FsBackend")),
         _ => Arc::new(
             storage_disk::LogStore::open(dir.path())
                 .await
-                .expect("logstore"),
+                .expect("LogStore"),
         ),
     };
-    (StorageAdapter::new(backend), Some(dir))
+    (StorageAdapter::new(backend), dir)
 }
 
 macro_rules! on_every_backend {
@@ -46,11 +47,11 @@ on_every_backend! {
     rename_and_copy => |store| integration::rename_and_copy(&store).await;
     copy_if_not_exists => |store| integration::copy_if_not_exists(&store).await;
     copy_rename_nonexistent_object => |store| integration::copy_rename_nonexistent_object(&store).await;
-    multipart_race_condition => |store| integration::multipart_race_condition(&store, true).await;
-    multipart_out_of_order => |store| integration::multipart_out_of_order(&store).await;
     multipart => |store| integration::multipart(&store, &store).await;
     multipart_with_opts => |store| integration::multipart_with_opts(&store, &store).await;
     multipart_put_part_out_of_order => |store| integration::multipart_put_part_out_of_order(&store, &store).await;
+    multipart_race_condition => |store| integration::multipart_race_condition(&store, true).await;
+    multipart_out_of_order => |store| integration::multipart_out_of_order(&store).await;
     list_paginated => |store| integration::list_paginated(&store, &store).await;
     list_with_offset_exclusivity => |store| integration::list_with_offset_exclusivity(&store).await;
 }

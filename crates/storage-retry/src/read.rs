@@ -170,6 +170,7 @@ impl<B: Backend + ?Sized> Resume<B> {
         let options = GetOptions {
             range: Some(ByteRange::from(self.next..self.end)),
             if_match: Some(self.etag.clone()),
+            ..GetOptions::default()
         };
         // Some servers read the whole remainder before they answer (moto):
         // the limit grows with it, as a put's does with its body.

@@ -177,6 +177,11 @@ impl Backend for S3Backend {
         self.delete_object(key, options).await
     }
 
+    /// `DeleteObjects`, 1000 keys per request.
+    async fn delete_many(&self, keys: &[Key]) -> Result<Vec<Result<()>>> {
+        self.delete_objects(keys).await
+    }
+
     async fn list(&self, options: &ListOptions) -> Result<ListPage> {
         self.list_objects(options).await
     }

@@ -4,7 +4,7 @@
 use std::time::SystemTime;
 
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::MetadataDirective;
+use aws_sdk_s3::types::{Delete, MetadataDirective, ObjectIdentifier};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
@@ -18,6 +18,29 @@ use storage_core::{
 use crate::backend::{DEFAULT_CONTENT_TYPE, S3Backend};
 use crate::core::quoted;
 use crate::error::{Context, missing};
+
+/// Most keys of one `DeleteObjects` request.
+const DELETE_BATCH: usize = 1000;
+
+/// One key's error in a `DeleteObjects` response, by its code (the codes of
+/// the S3 error table): `NoSuchKey` is success, `AccessDenied` is
+/// [`Error::PermissionDenied`], `InternalError`, `SlowDown` and
+/// `ServiceUnavailable` are transient, anything else a non-transient
+/// [`Error::Backend`].
+fn delete_failure(key: &str, code: &str, message: &str) -> Result<()> {
+    match code {
+        "NoSuchKey" => Ok(()),
+        "AccessDenied" => Err(Error::PermissionDenied {
+            key: Some(key.to_owned()),
+            message: message.to_owned(),
+        }),
+        _ => Err(Error::Backend {
+            transient: matches!(code, "InternalError" | "SlowDown" | "ServiceUnavailable"),
+            message: format!("DeleteObjects {key}: {code}: {message}"),
+            source: None,
+        }),
+    }
+}
 
 impl S3Backend {
     pub(crate) async fn put_object(
@@ -72,6 +95,60 @@ impl S3Backend {
                 other => Err(other),
             },
         }
+    }
+
+    /// `DeleteObjects` in quiet mode, 1000 keys per request (the API's
+    /// ceiling), one request at a time: a missing key succeeds; the
+    /// per-key errors of the response are mapped by [`delete_failure`].
+    /// <https://docs.aws.amazon.com/AmazonS3/latest/API/API_DeleteObjects.html>
+    pub(crate) async fn delete_objects(&self, keys: &[Key]) -> Result<Vec<Result<()>>> {
+        let mut results = Vec::with_capacity(keys.len());
+        for batch in keys.chunks(DELETE_BATCH) {
+            let full: Vec<String> = batch.iter().map(|k| self.full_key(k)).collect();
+            let objects = full
+                .iter()
+                .map(|k| ObjectIdentifier::builder().key(k).build())
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| Error::backend(false, "building DeleteObjects", e))?;
+            let delete = Delete::builder()
+                .set_objects(Some(objects))
+                .quiet(true)
+                .build()
+                .map_err(|e| Error::backend(false, "building DeleteObjects", e))?;
+            let sent = self
+                .sdk()
+                .await
+                .delete_objects()
+                .bucket(&self.config.bucket)
+                .delete(delete)
+                .send()
+                .await;
+            let output = match sent {
+                Ok(output) => output,
+                Err(e) => {
+                    let first = batch.first().map_or("", Key::as_str);
+                    return Err(self.error(e, "DeleteObjects", first, Context::Plain).await);
+                }
+            };
+            let mut batch_results: Vec<Result<()>> = batch.iter().map(|_| Ok(())).collect();
+            for failed in output.errors() {
+                let Some(index) = failed
+                    .key()
+                    .and_then(|name| full.iter().position(|k| k == name))
+                else {
+                    continue;
+                };
+                if let Some(result) = batch_results.get_mut(index) {
+                    *result = delete_failure(
+                        batch[index].as_str(),
+                        failed.code().unwrap_or_default(),
+                        failed.message().unwrap_or_default(),
+                    );
+                }
+            }
+            results.extend(batch_results);
+        }
+        Ok(results)
     }
 
     pub(crate) async fn copy_object(

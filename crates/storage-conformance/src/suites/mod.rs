@@ -1,7 +1,9 @@
 //! The suites of checks, one module each.
 
+pub mod batch;
 pub mod cas;
 pub mod concurrency;
+pub mod conditional;
 pub mod core;
 pub mod crypto;
 pub mod errors;
@@ -15,11 +17,13 @@ pub mod watch;
 use crate::Check;
 
 /// The names of every suite, in the order they run.
-pub const SUITES: [&str; 11] = [
+pub const SUITES: [&str; 13] = [
     "core",
     "cas",
     "list",
     "range",
+    "conditional",
+    "batch",
     "metadata",
     "concurrency",
     "errors",
@@ -36,6 +40,8 @@ pub fn all() -> Vec<Check> {
         cas::checks(),
         list::checks(),
         range::checks(),
+        conditional::checks(),
+        batch::checks(),
         metadata::checks(),
         concurrency::checks(),
         errors::checks(),

@@ -429,9 +429,7 @@ fn open_version(
                 key: key.to_string(),
             }
         })?;
-        if let Some(expected) = &options.if_match {
-            check_if_match(key, expected, Some(&meta.etag))?;
-        }
+        options.check(key, &meta)?;
         let range = match &options.range {
             Some(r) => r.resolve(key, meta.size)?,
             None => 0..meta.size,

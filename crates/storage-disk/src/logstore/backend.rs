@@ -13,7 +13,6 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
 #[cfg(doc)]
 use storage_core::presign::LocalPresigner;
-use storage_core::raw::check_if_match;
 use storage_core::raw::list::{page_from_sorted, scan_start};
 use storage_core::{
     Backend, Body, ByteStream, Capabilities, ChangeStream, DeleteOptions, Error, GetOptions,
@@ -413,8 +412,8 @@ impl Backend for LogStore {
     async fn get(&self, key: &Key, options: GetOptions) -> Result<GetResult> {
         for _ in 0..READ_ATTEMPTS {
             let entry = self.entry(key)?;
-            if let Some(expected) = &options.if_match {
-                check_if_match(key, expected, Some(&self.shared.epochs.etag(entry.seq)))?;
+            if options.is_conditional() {
+                options.check(key, &entry.object_meta(key, &self.shared.epochs, None))?;
             }
             let size = entry.size();
             let range = match &options.range {
