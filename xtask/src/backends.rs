@@ -18,9 +18,20 @@ pub const DEFAULT: [&str; 3] = ["memory", "fs", "logstore"];
 /// `azure` on Azurite, `gcs` on fake-gcs-server, each started here.
 pub const ALL: [&str; 7] = ["memory", "fs", "logstore", "s3", "s3-moto", "azure", "gcs"];
 
+/// The peer rows (`--peers`): object_store's `InMemory`,
+/// `LocalFileSystem`, `AmazonS3` on SeaweedFS and `MicrosoftAzure` on
+/// Azurite, through `ObjectStoreBackend`. Their failures are reported, not
+/// fatal: they are findings about object_store.
+pub const PEERS: [&str; 4] = ["os-memory", "os-fs", "os-s3", "os-azure"];
+
 /// Whether backend `name` runs against a test server (the cloud ones).
 pub fn needs_servers(name: &str) -> bool {
-    !DEFAULT.contains(&name)
+    !DEFAULT.contains(&name) && !matches!(name, "os-memory" | "os-fs")
+}
+
+/// Whether `name` is a peer row, whose failures do not fail the run.
+pub fn is_peer(name: &str) -> bool {
+    PEERS.contains(&name)
 }
 
 /// A factory for the backend named `name`; `scratch` is a fresh directory for
@@ -48,7 +59,13 @@ pub fn factory(
                 "the {name} backend needs xtask's `full` feature (`cargo xtask` adds it itself)"
             )
         }
-        other => anyhow::bail!("unknown backend {other:?}; known: {}", ALL.join(", ")),
+        #[cfg(feature = "full")]
+        peer if is_peer(peer) => crate::peers::factory(peer, scratch),
+        other => anyhow::bail!(
+            "unknown backend {other:?}; known: {}, and the peer rows {} (with xtask's `full` feature)",
+            ALL.join(", "),
+            PEERS.join(", ")
+        ),
     }
 }
 

@@ -14,6 +14,8 @@ mod conformance;
 mod encrypted;
 mod faulty;
 #[cfg(feature = "full")]
+mod peers;
+#[cfg(feature = "full")]
 mod public_api;
 #[cfg(feature = "full")]
 mod real;
@@ -122,6 +124,10 @@ mod full {
             "bench" | "probe" | "logstore-open" | "public-api" => true,
             "conformance" => args.iter().enumerate().any(|(i, arg)| {
                 arg == "--all"
+                    || arg == "--peers"
+                    || arg.starts_with("--backend=os-")
+                    || (arg == "--backend"
+                        && args.get(i + 1).is_some_and(|b| b.starts_with("os-")))
                     || arg == "--endpoint"
                     || arg.starts_with("--endpoint=")
                     || arg
@@ -239,7 +245,7 @@ fn run_tests() -> anyhow::Result<ExitCode> {
         }
     }
     let mut matrix = std::process::Command::new(std::env::current_exe()?);
-    matrix.args(["conformance", "--all"]);
+    matrix.args(["conformance", "--all", "--peers"]);
     if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
         matrix
             .arg("--json")

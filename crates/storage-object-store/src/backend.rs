@@ -32,7 +32,9 @@ use crate::convert::{attributes_of, from_attributes, from_store_error, to_get_ra
 ///
 /// What each operation becomes:
 /// - `put`: one `put_opts` with the body collected in memory (the
-///   `ObjectStore` trait takes a whole payload); `IfNotExists` is
+///   `ObjectStore` trait takes a whole payload), except that an
+///   unconditional put of more than 16 MiB (or of unknown length) streams
+///   through a multipart upload in 8 MiB parts, two in flight; `IfNotExists` is
 ///   `PutMode::Create`, `IfMatch` is `PutMode::Update` with the ETag in
 ///   the form the store issues (quoted or bare, learned from its answers);
 /// - `get`: `get_opts` with the range and the four conditions; the range
@@ -84,6 +86,24 @@ pub fn local_file_system_capabilities() -> Capabilities {
         server_side_copy: true,
         ..Capabilities::none(Locality::Local)
     }
+}
+
+/// Bodies longer than this (or of unknown length) under
+/// `PutMode::Overwrite` are streamed through a multipart upload instead of
+/// collected: 16 MiB.
+const STREAM_ABOVE: u64 = 16 * 1024 * 1024;
+
+/// The part size of a streamed put: 8 MiB (above S3's 5 MiB minimum).
+const PART_BYTES: usize = 8 * 1024 * 1024;
+
+/// Parts of a streamed put in flight at once: memory is bounded by this
+/// many parts.
+const PARTS_IN_FLIGHT: usize = 2;
+
+/// The path of `key`: its segments as they are where object_store accepts
+/// them (`Path::parse`), otherwise object_store's encoding of them.
+fn store_path(key: &Key) -> Path {
+    Path::parse(key.as_str()).unwrap_or_else(|_| Path::from(key.as_str()))
 }
 
 impl<O: ObjectStore + ?Sized> ObjectStoreBackend<O> {
@@ -152,6 +172,73 @@ impl<O: ObjectStore + ?Sized> ObjectStoreBackend<O> {
             from_attributes(attributes, &mut ours);
         }
         Ok(ours)
+    }
+
+    /// Streams `body` into a multipart upload, parts of [`PART_BYTES`], at
+    /// most [`PARTS_IN_FLIGHT`] in flight; returns the put's result and
+    /// the size written, or the upload's failure (the upload is aborted).
+    ///
+    /// # Errors
+    /// The body's error; object_store's error of a part or of `complete`
+    /// comes back as the inner `Err`.
+    async fn put_streamed(
+        &self,
+        path: &Path,
+        body: Body,
+        attributes: object_store::Attributes,
+    ) -> Result<object_store::Result<(object_store::PutResult, u64)>> {
+        let options = object_store::PutMultipartOptions {
+            attributes,
+            ..Default::default()
+        };
+        let mut upload = match self.store.put_multipart_opts(path, options).await {
+            Ok(upload) => upload,
+            Err(e) => return Ok(Err(e)),
+        };
+        let mut chunks = body.into_stream();
+        let mut in_flight = futures::stream::FuturesOrdered::new();
+        let mut part = bytes::BytesMut::new();
+        let mut size = 0u64;
+        let mut failed = None;
+        loop {
+            let chunk = match chunks.try_next().await {
+                Ok(chunk) => chunk,
+                Err(e) => {
+                    failed = Some(e);
+                    None
+                }
+            };
+            if let Some(chunk) = &chunk {
+                size += chunk.len() as u64;
+                part.extend_from_slice(chunk);
+            }
+            let last = chunk.is_none();
+            while part.len() >= PART_BYTES || (last && !part.is_empty() && failed.is_none()) {
+                let take = part.len().min(PART_BYTES);
+                let bytes = part.split_to(take).freeze();
+                in_flight.push_back(upload.put_part(PutPayload::from(bytes)));
+                while in_flight.len() >= PARTS_IN_FLIGHT {
+                    if let Some(Err(e)) = in_flight.next().await {
+                        let _ = upload.abort().await;
+                        return Ok(Err(e));
+                    }
+                }
+            }
+            if last {
+                break;
+            }
+        }
+        if let Some(e) = failed {
+            let _ = upload.abort().await;
+            return Err(e);
+        }
+        while let Some(done) = in_flight.next().await {
+            if let Err(e) = done {
+                let _ = upload.abort().await;
+                return Ok(Err(e));
+            }
+        }
+        Ok(upload.complete().await.map(|result| (result, size)))
     }
 
     fn error(&self, err: object_store::Error, key: &Key) -> Error {
@@ -226,20 +313,27 @@ impl<O: ObjectStore + ?Sized> Backend for ObjectStoreBackend<O> {
                 version: None,
             }),
         };
-        let data = body.into_bytes().await?;
-        let size = data.len() as u64;
-        let put = StorePutOptions {
-            mode,
-            attributes: attributes_of(&options),
-            ..Default::default()
+        let path = store_path(key);
+        let attributes = attributes_of(&options);
+        let streamed = matches!(mode, StorePutMode::Overwrite)
+            && body.len().is_none_or(|len| len > STREAM_ABOVE);
+        let put = if streamed {
+            self.put_streamed(&path, body, attributes).await?
+        } else {
+            let data = body.into_bytes().await?;
+            let size = data.len() as u64;
+            let put = StorePutOptions {
+                mode,
+                attributes,
+                ..Default::default()
+            };
+            self.store
+                .put_opts(&path, PutPayload::from(data), put)
+                .await
+                .map(|result| (result, size))
         };
-        let path = Path::from(key.as_str());
-        match self
-            .store
-            .put_opts(&path, PutPayload::from(data), put)
-            .await
-        {
-            Ok(result) => {
+        match put {
+            Ok((result, size)) => {
                 let etag = self.etag_of(result.e_tag.as_deref(), key)?;
                 // object_store's put result has no time: read it back.
                 let last_modified = match self.store.head(&path).await {
@@ -286,7 +380,7 @@ impl<O: ObjectStore + ?Sized> Backend for ObjectStoreBackend<O> {
     }
 
     async fn get(&self, key: &Key, options: GetOptions) -> Result<GetResult> {
-        let path = Path::from(key.as_str());
+        let path = store_path(key);
         // Empty ranges have no HTTP form; the contract calls them invalid.
         if let Some(range) = options.range.filter(|r| match *r {
             storage_core::ByteRange::Bounded { start, end } => start >= end,
@@ -354,7 +448,7 @@ impl<O: ObjectStore + ?Sized> Backend for ObjectStoreBackend<O> {
     }
 
     async fn head_if(&self, key: &Key, options: &GetOptions) -> Result<ObjectMeta> {
-        let path = Path::from(key.as_str());
+        let path = store_path(key);
         let store_options = StoreGetOptions {
             head: true,
             range: None,
@@ -398,7 +492,7 @@ impl<O: ObjectStore + ?Sized> Backend for ObjectStoreBackend<O> {
         if options.if_match.is_some() {
             return Err(storage_core::raw::unsupported(self, "conditional delete"));
         }
-        match self.store.delete(&Path::from(key.as_str())).await {
+        match self.store.delete(&store_path(key)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(self.error(e, key)),
         }
@@ -409,7 +503,7 @@ impl<O: ObjectStore + ?Sized> Backend for ObjectStoreBackend<O> {
         // The directory holding the prefix: object_store lists whole
         // segments.
         let directory = match options.prefix.rfind('/') {
-            Some(end) => Some(Path::from(&options.prefix[..end])),
+            Some(end) => Some(Path::parse(&options.prefix[..end]).unwrap_or_else(|_| Path::from(&options.prefix[..end]))),
             None => None,
         };
         let mut objects = Vec::new();
@@ -435,7 +529,7 @@ impl<O: ObjectStore + ?Sized> Backend for ObjectStoreBackend<O> {
     }
 
     async fn copy(&self, from: &Key, to: &Key, mode: PutMode) -> Result<ObjectMeta> {
-        let (source, destination) = (Path::from(from.as_str()), Path::from(to.as_str()));
+        let (source, destination) = (store_path(from), store_path(to));
         let copied = match mode {
             PutMode::Overwrite => self.store.copy(&source, &destination).await,
             PutMode::IfNotExists if self.capabilities.conditional_put => {
