@@ -126,8 +126,7 @@ mod full {
                 arg == "--all"
                     || arg == "--peers"
                     || arg.starts_with("--backend=os-")
-                    || (arg == "--backend"
-                        && args.get(i + 1).is_some_and(|b| b.starts_with("os-")))
+                    || (arg == "--backend" && args.get(i + 1).is_some_and(|b| b.starts_with("os-")))
                     || arg == "--endpoint"
                     || arg.starts_with("--endpoint=")
                     || arg

@@ -35,7 +35,8 @@ pub fn factory(name: &str, scratch: PathBuf) -> anyhow::Result<Box<dyn BackendFa
             next: AtomicUsize::new(0),
         }),
         "os-s3" => {
-            let server = S3Factory::start(S3Server::SeaweedFs, false).map_err(anyhow::Error::msg)?;
+            let server =
+                S3Factory::start(S3Server::SeaweedFs, false).map_err(anyhow::Error::msg)?;
             Box::new(Peer {
                 name: "os-s3",
                 kind: Kind::S3(server),
@@ -117,11 +118,16 @@ impl BackendFactory for Peer {
     async fn create(&self, _check: &str) -> Result<Arc<dyn Backend>, String> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         match &self.kind {
-            Kind::Memory => Ok(wrap(os::memory::InMemory::new(), self.name, in_memory_capabilities())),
+            Kind::Memory => Ok(wrap(
+                os::memory::InMemory::new(),
+                self.name,
+                in_memory_capabilities(),
+            )),
             Kind::Fs(root) => {
                 let dir = root.join(format!("check-{n:03}"));
                 std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-                let store = os::local::LocalFileSystem::new_with_prefix(&dir).map_err(|e| e.to_string())?;
+                let store =
+                    os::local::LocalFileSystem::new_with_prefix(&dir).map_err(|e| e.to_string())?;
                 Ok(wrap(store, self.name, local_file_system_capabilities()))
             }
             Kind::S3(factory) => {
@@ -151,7 +157,10 @@ impl BackendFactory for Peer {
                 let ours = storage_azure::AzureConfig::emulator(factory.endpoint(), &container)
                     .build()
                     .map_err(|e| e.to_string())?;
-                when_ready(factory.server_process(), &container, || ours.create_container()).await?;
+                when_ready(factory.server_process(), &container, || {
+                    ours.create_container()
+                })
+                .await?;
                 let store = os::azure::MicrosoftAzureBuilder::new()
                     .with_account(storage_azure::EMULATOR_ACCOUNT)
                     .with_access_key(storage_azure::EMULATOR_KEY)

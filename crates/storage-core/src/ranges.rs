@@ -1,5 +1,5 @@
-//! The defaults of [`Backend::get_ranges`](crate::Backend::get_ranges) and
-//! [`Backend::delete_many`](crate::Backend::delete_many), and what
+//! The defaults of [`Backend::get_ranges`] and
+//! [`Backend::delete_many`], and what
 //! backends need to answer conditional reads.
 
 use std::ops::Range;

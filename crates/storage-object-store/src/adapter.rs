@@ -55,9 +55,11 @@ const DELETE_BATCH: usize = 1000;
 /// - `copy_opts`: [`Backend::copy`] (`CopyMode::Create` is
 ///   [`PutMode::IfNotExists`](storage_core::PutMode::IfNotExists));
 /// - `put_multipart_opts`: one streaming [`Backend::put`], fed part by part
-///   (see [`StreamingUpload`](crate::upload::StreamingUpload)): memory is
-///   bounded by the parts in flight, and nothing is visible until
-///   `complete`; [`MultipartStore`] holds its parts in memory until
+///   as a tokio task (so it needs a tokio runtime): parts become the body
+///   in the order `put_part` was called, each part's future resolves when
+///   the backend has taken it, so memory is bounded by the parts in
+///   flight; nothing is visible until `complete`, and `abort` or a drop
+///   fails the put, which writes nothing; [`MultipartStore`] holds its parts in memory until
 ///   `complete_multipart`, since its parts arrive in any order.
 ///
 /// Errors map to object_store's variants: `NotFound`, `AlreadyExists`,

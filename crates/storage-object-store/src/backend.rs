@@ -49,8 +49,9 @@ use crate::convert::{attributes_of, from_attributes, from_store_error, to_get_ra
 ///   lists whole path segments and has no continuation tokens, so every
 ///   page lists that directory again (fine for tests and small stores;
 ///   the cost is the directory's size per page);
-/// - `copy`: `copy` or `copy_if_not_exists`; a compare-and-swap copy reads
-///   and writes through the client.
+/// - `copy`: `copy` or `copy_if_not_exists` (where the store does not
+///   support the latter, as AmazonS3 without a configured mechanism, and
+///   for a compare-and-swap copy: read and written through the client).
 ///
 /// Errors: object_store's `NotFound`, `AlreadyExists`, `NotModified`,
 /// `PermissionDenied`, `Unauthenticated` map to ours, `Precondition` to
@@ -247,11 +248,19 @@ impl<O: ObjectStore + ?Sized> ObjectStoreBackend<O> {
 
     /// The store's options for our conditions.
     fn store_options(&self, options: &GetOptions) -> StoreGetOptions {
+        // RFC 9110 section 13.2.2: a time condition only without its ETag
+        // counterpart (Azurite, for one, evaluates both).
         StoreGetOptions {
             if_match: options.if_match.as_ref().map(|e| self.store_etag(e)),
             if_none_match: options.if_none_match.as_ref().map(|e| self.store_etag(e)),
-            if_modified_since: options.if_modified_since.map(Into::into),
-            if_unmodified_since: options.if_unmodified_since.map(Into::into),
+            if_modified_since: options
+                .if_modified_since
+                .filter(|_| options.if_none_match.is_none())
+                .map(Into::into),
+            if_unmodified_since: options
+                .if_unmodified_since
+                .filter(|_| options.if_match.is_none())
+                .map(Into::into),
             range: options.range.as_ref().map(to_get_range),
             ..Default::default()
         }
@@ -502,10 +511,10 @@ impl<O: ObjectStore + ?Sized> Backend for ObjectStoreBackend<O> {
         options.validate()?;
         // The directory holding the prefix: object_store lists whole
         // segments.
-        let directory = match options.prefix.rfind('/') {
-            Some(end) => Some(Path::parse(&options.prefix[..end]).unwrap_or_else(|_| Path::from(&options.prefix[..end]))),
-            None => None,
-        };
+        let directory = options.prefix.rfind('/').map(|end| {
+            let dir = &options.prefix[..end];
+            Path::parse(dir).unwrap_or_else(|_| Path::from(dir))
+        });
         let mut objects = Vec::new();
         let mut listing = self.store.list(directory.as_ref());
         while let Some(meta) = listing.try_next().await.map_err(|e| Error::Backend {
@@ -539,6 +548,11 @@ impl<O: ObjectStore + ?Sized> Backend for ObjectStoreBackend<O> {
         };
         match copied {
             Ok(()) => self.head(to).await,
+            // AmazonS3 has no copy-if-not-exists without a configured
+            // mechanism: read and write through the client, `Create` put.
+            Err(object_store::Error::NotSupported { .. }) if mode == PutMode::IfNotExists => {
+                storage_core::raw::copy_through_client(self, from, to, mode).await
+            }
             Err(object_store::Error::NotFound { .. }) => Err(Error::NotFound {
                 key: from.to_string(),
             }),

@@ -35,7 +35,7 @@
 mod adapter;
 mod backend;
 mod convert;
-pub mod upload;
+mod upload;
 
 pub use adapter::StorageAdapter;
 pub use backend::{ObjectStoreBackend, in_memory_capabilities, local_file_system_capabilities};

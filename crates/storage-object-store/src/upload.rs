@@ -34,7 +34,7 @@ enum Message {
 /// put's result. `abort`, or dropping the upload, ends the body with an
 /// error, so the backend writes nothing (and aborts its own multipart
 /// upload).
-pub struct StreamingUpload {
+pub(crate) struct StreamingUpload {
     sender: Option<mpsc::UnboundedSender<Message>>,
     put: Option<JoinHandle<storage_core::Result<ObjectMeta>>>,
     path: String,

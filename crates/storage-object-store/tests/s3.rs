@@ -77,6 +77,16 @@ fn functions() -> Vec<Function> {
     ]
 }
 
+/// The functions SeaweedFS cannot pass, with the reason; each must still
+/// fail (the limitation re-proved), or the test fails so that the list is
+/// kept true.
+const LIMITATIONS: [(&str, &str); 1] = [(
+    "put_get_delete_list",
+    "SeaweedFS lists keys below '/' before keys with a smaller byte at the same position \
+     (directories first), so `list_with_offset` after \"a\" leaves out keys such as \"a%2Fa.file\": \
+     the server limitation the s3 row of the matrix declares for list/start_after_is_exclusive",
+)];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn object_store_integration_functions_pass_over_s3_on_seaweedfs() {
     let factory = S3Factory::start(S3Server::SeaweedFs, false).expect("SeaweedFS starts");
@@ -101,5 +111,12 @@ async fn object_store_integration_functions_pass_over_s3_on_seaweedfs() {
             }
         }
     }
-    assert!(failed.is_empty(), "failed over S3 on SeaweedFS: {failed:?}");
+    let declared: Vec<&str> = LIMITATIONS.iter().map(|(name, _)| *name).collect();
+    for (name, reason) in LIMITATIONS {
+        println!("object_store::integration::{name}: declared server limitation: {reason}");
+    }
+    assert_eq!(
+        failed, declared,
+        "the functions that failed over S3 on SeaweedFS are not the declared limitations"
+    );
 }

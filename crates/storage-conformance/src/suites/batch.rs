@@ -87,7 +87,7 @@ async fn get_ranges_past_the_end_is_invalid_range(b: Arc<dyn Backend>) -> CheckR
 
 async fn get_ranges_of_a_missing_key_is_not_found(b: Arc<dyn Backend>) -> CheckResult {
     expect_err!(
-        b.get_ranges(&key("missing")?, &[0..1]).await,
+        b.get_ranges(&key("missing")?, &[0..1, 2..3]).await,
         Error::NotFound { .. }
     );
     Ok(())
