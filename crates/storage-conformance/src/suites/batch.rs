@@ -151,12 +151,36 @@ async fn delete_many_of_more_than_a_thousand_keys_deletes_them_all(
     put_all(&b, &names).await?;
     let results = b.delete_many(&keys(&names)?).await?;
     ensure_eq!(results.len(), 1001, "one result per key");
+    // Each key's own answer: success means gone. Only a transient failure
+    // (a fault a retrying layer could not settle) may leave a key behind.
+    let mut failed = Vec::new();
+    for (name, result) in names.iter().zip(&results) {
+        match result {
+            Ok(()) => {}
+            Err(e) if e.is_transient() => failed.push(name.clone()),
+            Err(e) => return Err(crate::Failure(format!("deleting {name}: {e}"))),
+        }
+    }
+    let left: Vec<String> = b
+        .list(&storage_core::ListOptions::prefix("many/"))
+        .await?
+        .objects
+        .into_iter()
+        .map(|m| m.key.to_string())
+        .collect();
     ensure!(
-        results.iter().all(Result::is_ok),
-        "a key failed: {:?}",
-        results.iter().find(|r| r.is_err())
+        left.iter().all(|k| failed.contains(k)),
+        "keys reported deleted are still listed: {:?}",
+        left.iter()
+            .filter(|k| !failed.contains(k))
+            .collect::<Vec<_>>()
     );
-    let left = b.list(&storage_core::ListOptions::prefix("many/")).await?;
-    ensure!(left.objects.is_empty(), "{} keys left", left.objects.len());
+    // A retrying layer settles all but a rare few (1 % would mean it does
+    // not work).
+    ensure!(
+        failed.len() < 10,
+        "{} of 1001 keys failed transiently",
+        failed.len()
+    );
     Ok(())
 }
