@@ -46,11 +46,6 @@ impl AzureBackend {
                 let range = options.range.unwrap_or(ByteRange::From { start: 0 });
                 return Err(self.invalid_range(key, &range).await);
             }
-            // A 304, or a 412 of a time condition: the conditions' verdict
-            // on the current version names it.
-            Err(e) if options.if_match.is_none() && options.is_conditional() && !pinned => {
-                return Err(conditional_read_failure(self, key, &options, e).await);
-            }
             Err(Error::PreconditionFailed { .. }) if pinned => {
                 // The object changed between the size and the read.
                 return Err(Error::backend(
@@ -59,13 +54,13 @@ impl AzureBackend {
                     "ConditionNotMet on the pinned version",
                 ));
             }
-            // Azure answers 412 to If-Match on a missing blob; the contract
+            Err(e @ Error::NotFound { .. }) => return Err(e),
+            // A 304 or a 412: the conditions' verdict on the current
+            // version names it (RFC 9110 section 13.2.2 order); Azure
+            // answers 412 to If-Match on a missing blob, where the contract
             // says NotFound (DESIGN section 2, rule 5).
-            Err(e @ Error::PreconditionFailed { .. }) => {
-                return Err(match self.head(key).await {
-                    Err(missing @ Error::NotFound { .. }) => missing,
-                    _ => e,
-                });
+            Err(e) if options.is_conditional() => {
+                return Err(conditional_read_failure(self, key, &options, e).await);
             }
             Err(e) => return Err(e),
         };

@@ -43,8 +43,9 @@ pub fn coalesce(ranges: &[Range<u64>]) -> Vec<Range<u64>> {
 /// The default of [`Backend::get_ranges`]: the ranges [`coalesce`]d into
 /// few requests, at most [`PARALLEL_REQUESTS`] in flight, all pinned to the
 /// version the first one read (`if_match` its ETag); if the object changes
-/// in between, the read starts over (at most 3 times), so every slice comes
-/// from one version.
+/// in between, the read starts over (at most 3 times; then a transient
+/// [`Error::Backend`]), so every slice comes from one version (one ETag:
+/// on a store whose ETags are not unique, one content).
 ///
 /// # Errors
 /// As [`Backend::get_ranges`].
@@ -59,7 +60,17 @@ pub async fn get_ranges<B: Backend + ?Sized>(
         attempt += 1;
         match read_requests(backend, key, &requests).await {
             Ok(fetched) => return slice(key, ranges, &requests, &fetched),
+            // The pin failed: the object changed between two requests.
             Err(Error::PreconditionFailed { .. }) if attempt < ATTEMPTS => {}
+            Err(Error::PreconditionFailed { .. }) => {
+                return Err(Error::Backend {
+                    transient: true,
+                    message: format!(
+                        "{key} was replaced during each of {ATTEMPTS} reads of its ranges"
+                    ),
+                    source: None,
+                });
+            }
             Err(e) => return Err(e),
         }
     }

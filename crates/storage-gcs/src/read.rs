@@ -72,17 +72,15 @@ impl GcsBackend {
                 .await;
             return Err(match (err, options.range) {
                 (Error::InvalidRange { .. }, Some(range)) => self.invalid_range(key, &range).await,
-                // A 304 of ifGenerationNotMatch: the conditions' verdict on
-                // the current version names it.
-                (e, _) if options.if_match.is_none() && options.is_conditional() => {
+                (e @ Error::NotFound { .. }, _) => e,
+                // A 304 or a 412: the conditions' verdict on the current
+                // version names it (RFC 9110 section 13.2.2 order); GCS
+                // answers 412 to ifGenerationMatch on a missing object,
+                // where the contract says NotFound (DESIGN section 2,
+                // rule 5).
+                (e, _) if options.is_conditional() => {
                     conditional_read_failure(self, key, &options, e).await
                 }
-                // GCS answers 412 to ifGenerationMatch on a missing object;
-                // the contract says NotFound (DESIGN section 2, rule 5).
-                (e @ Error::PreconditionFailed { .. }, _) => match self.head(key).await {
-                    Err(missing @ Error::NotFound { .. }) => missing,
-                    _ => e,
-                },
                 (other, _) => other,
             });
         }

@@ -13,9 +13,9 @@ use object_store::list::{PaginatedListOptions, PaginatedListResult, PaginatedLis
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
 use object_store::{
-    Attributes, CopyMode, CopyOptions, GetOptions, GetRange, GetResult, GetResultPayload,
-    ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMode, PutMultipartOptions, PutOptions,
-    PutPayload, PutResult,
+    Attributes, CopyMode, CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult,
+    MultipartUpload, ObjectMeta, ObjectStore, PutMode, PutMultipartOptions, PutOptions, PutPayload,
+    PutResult,
 };
 use storage_core::{Backend, Body, ETag, Error, Key, ListOptions};
 
@@ -41,14 +41,16 @@ const DELETE_BATCH: usize = 1000;
 ///   [`PutMode::IfNotExists`](storage_core::PutMode::IfNotExists) and
 ///   `Update` a compare-and-swap on its ETag (an update of a missing object
 ///   is `Precondition`, as object_store requires). The content type and
-///   `Metadata` attributes are stored; other attributes are
+///   `Metadata` attributes are stored; other attributes and tags are
 ///   `NotImplemented`, not dropped;
 /// - `get_opts`: [`Backend::get`] (or [`Backend::head_if`] for `head`) with
 ///   the four conditions passed through, native where the backend has
 ///   them. `*` as `if_match` means "exists"; `*` as `if_none_match` is
 ///   `NotModified` for any existing object; lists of ETags are
 ///   `NotImplemented`, and so is `version` (the contract has no versions);
-/// - `get_ranges`: [`Backend::get_ranges`] (coalesced, one version);
+/// - `get_ranges`: [`Backend::get_ranges`] (coalesced, one version), with
+///   object_store's range rules: an empty range or one starting at or past
+///   the size is an error, an end past the size is clamped;
 /// - `delete_stream`: [`Backend::delete_many`], 1000 keys per call;
 /// - `list`, `list_with_offset`, `list_with_delimiter` and
 ///   [`PaginatedListStore::list_paginated`]: [`Backend::list`] pages;
@@ -174,16 +176,18 @@ impl<B: Backend + ?Sized> StorageAdapter<B> {
         })
     }
 
-    async fn get_with(&self, location: &Path, options: GetOptions) -> Result<GetResult, Error> {
+    /// One read; `ours` are the caller's conditions in our terms.
+    async fn get_with(
+        &self,
+        location: &Path,
+        options: &GetOptions,
+        mut ours: storage_core::GetOptions,
+    ) -> Result<GetResult, Error> {
         let key = Key::new(location.as_ref())?;
-        let mut ours = conditions(&options).map_err(|e| Error::Backend {
-            transient: false,
-            message: e.to_string(),
-            source: Some(Box::new(e)),
-        })?;
-        // `If-None-Match: *` matches any existing object.
+        // `If-None-Match: *` matches any existing object, after `If-Match`
+        // (RFC 9110 section 13.2.2 order).
         if options.if_none_match.as_deref().map(str::trim) == Some("*") {
-            let meta = self.inner.head(&key).await?;
+            let meta = self.inner.head_if(&key, &ours).await?;
             return Err(Error::NotModified {
                 key: key.to_string(),
                 etag: Some(meta.etag),
@@ -193,22 +197,9 @@ impl<B: Backend + ?Sized> StorageAdapter<B> {
             let meta = self.inner.head_if(&key, &ours).await?;
             return Ok(bodiless(&meta, 0..meta.size));
         }
-        match &options.range {
-            // An empty range has no HTTP form: the size decides.
-            Some(GetRange::Bounded(r)) if r.start >= r.end => {
-                let meta = self.inner.head_if(&key, &ours).await?;
-                if r.start > r.end || r.start > meta.size {
-                    return Err(Error::InvalidRange {
-                        key: key.to_string(),
-                        range: format!("bytes {}..{}", r.start, r.end),
-                        size: meta.size,
-                    });
-                }
-                return Ok(bodiless(&meta, r.start..r.start));
-            }
-            Some(range) => ours.range = Some(to_byte_range(range)),
-            None => {}
-        }
+        // object_store's range rules are ours: an empty range and a start
+        // at or past the size are errors, an end past the size is clamped.
+        ours.range = options.range.as_ref().map(to_byte_range);
         let got = self.inner.get(&key, ours).await?;
         let (meta, range) = (got.meta.clone(), got.range.clone());
         let owned = location.to_string();
@@ -221,6 +212,18 @@ impl<B: Backend + ?Sized> StorageAdapter<B> {
             extensions: Default::default(),
         })
     }
+}
+
+/// Object tags are `NotImplemented`: the contract does not store them, and
+/// dropping them silently would lose what the caller asked for.
+fn refuse_tags(tags: &object_store::TagSet, location: &Path) -> object_store::Result<()> {
+    if tags.encoded().is_empty() {
+        return Ok(());
+    }
+    Err(object_store::Error::NotImplemented {
+        operation: format!("object tags on {location}"),
+        implementer: STORE.to_owned(),
+    })
 }
 
 /// Our put mode for object_store's.
@@ -249,6 +252,7 @@ impl<B: Backend + ?Sized> ObjectStore for StorageAdapter<B> {
         payload: PutPayload,
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
+        refuse_tags(&opts.tags, location)?;
         let body = Body::chunks(payload.into_iter().collect());
         self.put_with(location, body, opts.mode, &opts.attributes)
             .await
@@ -260,6 +264,7 @@ impl<B: Backend + ?Sized> ObjectStore for StorageAdapter<B> {
         opts: PutMultipartOptions,
     ) -> object_store::Result<Box<dyn MultipartUpload>> {
         let key = key_of(location)?;
+        refuse_tags(&opts.tags, location)?;
         let options = put_options(&opts.attributes, location.as_ref())?;
         Ok(Box::new(StreamingUpload::start(
             Arc::clone(&self.inner),
@@ -273,7 +278,9 @@ impl<B: Backend + ?Sized> ObjectStore for StorageAdapter<B> {
         location: &Path,
         options: GetOptions,
     ) -> object_store::Result<GetResult> {
-        self.get_with(location, options)
+        // Lists of ETags and versions are NotImplemented, before any I/O.
+        let ours = conditions(&options)?;
+        self.get_with(location, &options, ours)
             .await
             .map_err(|e| to_store_error(e, location.as_ref()))
     }
@@ -284,10 +291,37 @@ impl<B: Backend + ?Sized> ObjectStore for StorageAdapter<B> {
         ranges: &[Range<u64>],
     ) -> object_store::Result<Vec<Bytes>> {
         let key = key_of(location)?;
-        self.inner
-            .get_ranges(&key, ranges)
-            .await
-            .map_err(|e| to_store_error(e, location.as_ref()))
+        let path = location.as_ref();
+        // object_store's rules (`GetRange::as_range`): an empty range or one
+        // starting at or past the size is an error, an end past the size is
+        // clamped.
+        if let Some(empty) = ranges.iter().find(|r| r.start >= r.end) {
+            return Err(object_store::Error::Generic {
+                store: STORE,
+                source: format!("range {}..{} of {path} is empty", empty.start, empty.end).into(),
+            });
+        }
+        match self.inner.get_ranges(&key, ranges).await {
+            Err(Error::InvalidRange { size, .. }) => {
+                if let Some(late) = ranges.iter().find(|r| r.start >= size) {
+                    return Err(object_store::Error::Generic {
+                        store: STORE,
+                        source: format!(
+                            "range {}..{} of {path} starts at or past its size, {size} bytes",
+                            late.start, late.end
+                        )
+                        .into(),
+                    });
+                }
+                let clamped: Vec<Range<u64>> =
+                    ranges.iter().map(|r| r.start..r.end.min(size)).collect();
+                self.inner
+                    .get_ranges(&key, &clamped)
+                    .await
+                    .map_err(|e| to_store_error(e, path))
+            }
+            other => other.map_err(|e| to_store_error(e, path)),
+        }
     }
 
     fn delete_stream(
@@ -471,7 +505,7 @@ impl<B: Backend + ?Sized> PaginatedListStore for StorageAdapter<B> {
     /// One page of the backend's listing: `prefix` is a raw string prefix,
     /// `offset` the key after which the page starts, a `/` delimiter the
     /// backend's delimiter listing (another delimiter is `NotImplemented`),
-    /// `max_keys` the page size (at most 1000), `page_token` the backend's
+    /// `max_keys` the page size (clamped to 1..=1000), `page_token` the backend's
     /// continuation.
     async fn list_paginated(
         &self,
@@ -494,7 +528,9 @@ impl<B: Backend + ?Sized> PaginatedListStore for StorageAdapter<B> {
             .list(&ListOptions {
                 delimiter,
                 start_after: opts.offset.clone(),
-                page_size: opts.max_keys,
+                page_size: opts
+                    .max_keys
+                    .map(|n| n.clamp(1, storage_core::MAX_PAGE_SIZE)),
                 continuation: opts.page_token.clone(),
                 ..ListOptions::prefix(prefix.clone())
             })

@@ -101,6 +101,17 @@ const PART_BYTES: usize = 8 * 1024 * 1024;
 /// many parts.
 const PARTS_IN_FLIGHT: usize = 2;
 
+/// The last instant of `time`'s second: the contract compares times in
+/// whole seconds (an HTTP date's precision), object_store's own stores
+/// compare exactly, so a time condition is sent as the end of its second.
+fn end_of_second(time: std::time::SystemTime) -> chrono::DateTime<chrono::Utc> {
+    let seconds = time
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let floor = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(seconds);
+    (floor + std::time::Duration::from_nanos(999_999_999)).into()
+}
+
 /// The path of `key`: its segments as they are where object_store accepts
 /// them (`Path::parse`), otherwise object_store's encoding of them.
 fn store_path(key: &Key) -> Path {
@@ -256,11 +267,11 @@ impl<O: ObjectStore + ?Sized> ObjectStoreBackend<O> {
             if_modified_since: options
                 .if_modified_since
                 .filter(|_| options.if_none_match.is_none())
-                .map(Into::into),
+                .map(end_of_second),
             if_unmodified_since: options
                 .if_unmodified_since
                 .filter(|_| options.if_match.is_none())
-                .map(Into::into),
+                .map(end_of_second),
             range: options.range.as_ref().map(to_get_range),
             ..Default::default()
         }

@@ -204,11 +204,13 @@ pub(crate) fn to_store_error(err: Error, path: &str) -> object_store::Error {
 }
 
 /// object_store's error as ours, for `key`: `NotFound`, `AlreadyExists`,
-/// `NotModified`, `PermissionDenied`, `Unauthenticated`, `NotSupported` and
-/// `NotImplemented` map to their counterparts; `Precondition` needs the
-/// ETag the caller required, so callers map it themselves; everything else
-/// is a non-transient [`Error::Backend`] (object_store does not say which
-/// failures are transient; its own stores retry inside).
+/// `NotModified`, `PermissionDenied` and `Unauthenticated` map to their
+/// counterparts; `Precondition` needs the ETag the caller required, so
+/// callers map it themselves; everything else, `NotSupported` and
+/// `NotImplemented` included (our [`Error::Unsupported`] names a static
+/// operation, theirs a message), is a non-transient [`Error::Backend`]
+/// with their message (object_store does not say which failures are
+/// transient; its own stores retry inside).
 pub(crate) fn from_store_error(err: object_store::Error, key: &Key, store: &str) -> Error {
     match err {
         object_store::Error::NotFound { .. } => Error::NotFound {

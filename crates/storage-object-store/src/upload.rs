@@ -24,16 +24,17 @@ enum Message {
 /// A multipart upload fed into one [`Backend::put`] that runs as a tokio
 /// task from the first call: parts become the body in the order
 /// `put_part` was called (as object_store requires of `MultipartUpload`),
-/// and each part's future resolves when the backend has taken the part
-/// into its own upload (its multipart upload, staged blocks or temporary
-/// file). Memory is therefore bounded by the parts the caller keeps in
-/// flight (`WriteMultipart` keeps a fixed number), plus what the backend
-/// buffers for one request.
+/// and each part's future resolves when the backend's put has pulled the
+/// part from the queue into its own buffering (it is then the backend's
+/// to send; a failure shows at `complete`). Memory is therefore bounded by
+/// the parts the caller keeps in flight (`WriteMultipart` keeps a fixed
+/// number), plus what the backend buffers for one request.
 ///
 /// Nothing is visible until `complete`, which ends the body and returns the
-/// put's result. `abort`, or dropping the upload, ends the body with an
-/// error, so the backend writes nothing (and aborts its own multipart
-/// upload).
+/// put's result (once `complete` has been called, the put finishes even if
+/// its future is dropped). `abort`, or dropping the upload, ends the body
+/// with an error after the parts already queued, so the backend writes
+/// nothing (and aborts its own multipart upload).
 pub(crate) struct StreamingUpload {
     sender: Option<mpsc::UnboundedSender<Message>>,
     put: Option<JoinHandle<storage_core::Result<ObjectMeta>>>,
@@ -111,7 +112,11 @@ impl StreamingUpload {
         let put = self.put.take().ok_or_else(|| self.ended())?;
         match put.await {
             Ok(result) => result.map_err(|e| to_store_error(e, &self.path)),
-            Err(e) => Err(object_store::Error::JoinError { source: e }),
+            // The put's task panicked or was cancelled.
+            Err(e) => Err(object_store::Error::Generic {
+                store: STORE,
+                source: Box::new(e),
+            }),
         }
     }
 }

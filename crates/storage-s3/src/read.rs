@@ -62,38 +62,25 @@ impl S3Backend {
                 let err = self
                     .error(e, "GetObject", key.as_str(), Context::Plain)
                     .await;
-                // A 304, or a 412 of a time condition: the SDK names
-                // neither; the conditions' verdict on the current version
-                // does.
-                let err = if options.if_match.is_none() && options.is_conditional() {
-                    conditional_read_failure(self, key, &options, err).await
-                } else {
-                    err
+                // A 304 or a 412: the SDK names neither precisely; the
+                // conditions' verdict on the current version does (RFC 9110
+                // section 13.2.2 order), and a missing key is NotFound even
+                // where an S3-compatible store answers 412 to If-Match
+                // (DESIGN section 2, rule 5).
+                let err = match err {
+                    e @ (Error::NotFound { .. } | Error::InvalidRange { .. }) => e,
+                    e if options.is_conditional() => {
+                        conditional_read_failure(self, key, &options, e).await
+                    }
+                    e => e,
                 };
-                return Err(match (err, &options.if_match, &options.range) {
-                    // Some S3-compatible stores answer 412 to If-Match on a
-                    // missing key; the contract says NotFound (DESIGN
-                    // section 2, rule 5), as AWS answers.
-                    (
-                        Error::PreconditionFailed {
-                            key: name, actual, ..
-                        },
-                        Some(expected),
-                        _,
-                    ) => match self.head(key).await {
-                        Err(missing @ Error::NotFound { .. }) => missing,
-                        _ => Error::PreconditionFailed {
-                            key: name,
-                            expected: expected.clone(),
-                            actual,
-                        },
-                    },
-                    (Error::InvalidRange { key: k, .. }, _, Some(range)) => Error::InvalidRange {
+                return Err(match (err, &options.range) {
+                    (Error::InvalidRange { key: k, .. }, Some(range)) => Error::InvalidRange {
                         key: k,
                         range: range.to_string(),
                         size: self.head(key).await.map(|m| m.size).unwrap_or(0),
                     },
-                    (other, _, _) => other,
+                    (other, _) => other,
                 });
             }
         };

@@ -132,18 +132,28 @@ impl S3Backend {
             };
             let mut batch_results: Vec<Result<()>> = batch.iter().map(|_| Ok(())).collect();
             for failed in output.errors() {
-                let Some(index) = failed
-                    .key()
-                    .and_then(|name| full.iter().position(|k| k == name))
-                else {
-                    continue;
-                };
-                if let Some(result) = batch_results.get_mut(index) {
-                    *result = delete_failure(
-                        batch[index].as_str(),
-                        failed.code().unwrap_or_default(),
-                        failed.message().unwrap_or_default(),
-                    );
+                let name = failed.key().unwrap_or_default();
+                let (code, message) = (
+                    failed.code().unwrap_or_default(),
+                    failed.message().unwrap_or_default(),
+                );
+                let mut matched = false;
+                for (index, _) in full.iter().enumerate().filter(|(_, k)| *k == name) {
+                    matched = true;
+                    if let Some(result) = batch_results.get_mut(index) {
+                        *result = delete_failure(batch[index].as_str(), code, message);
+                    }
+                }
+                // An error for a key not asked for: nothing can be said of
+                // this batch's keys.
+                if !matched {
+                    return Err(Error::Backend {
+                        transient: false,
+                        message: format!(
+                            "DeleteObjects answered an error for {name:?}, which was not in the request: {code}: {message}"
+                        ),
+                        source: None,
+                    });
                 }
             }
             results.extend(batch_results);

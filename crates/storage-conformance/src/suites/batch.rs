@@ -136,7 +136,11 @@ async fn delete_many_of_a_missing_key_succeeds(b: Arc<dyn Backend>) -> CheckResu
 async fn delete_many_leaves_other_keys(b: Arc<dyn Backend>) -> CheckResult {
     let names: Vec<String> = ["a/1", "a/2", "a/3", "b/1"].map(String::from).to_vec();
     put_all(&b, &names).await?;
-    b.delete_many(&[key("a/1")?, key("a/3")?]).await?;
+    let results = b.delete_many(&[key("a/1")?, key("a/3")?]).await?;
+    ensure!(results.iter().all(Result::is_ok), "{results:?}");
+    for gone in ["a/1", "a/3"] {
+        expect_err!(b.head(&key(gone)?).await, Error::NotFound { .. });
+    }
     for kept in ["a/2", "b/1"] {
         b.head(&key(kept)?).await?;
     }

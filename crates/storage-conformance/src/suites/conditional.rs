@@ -35,6 +35,10 @@ pub fn checks() -> Vec<Check> {
         check!(SUITE, if_unmodified_since_after_the_write_reads_the_object),
         check!(SUITE, if_match_overrides_if_unmodified_since),
         check!(SUITE, if_none_match_overrides_if_modified_since),
+        check!(
+            SUITE,
+            a_holding_if_match_with_a_matching_if_none_match_is_not_modified
+        ),
         check!(SUITE, conditions_on_a_missing_key_are_not_found),
         check!(SUITE, a_range_read_honours_if_none_match),
         check!(SUITE, head_if_with_the_current_etag_is_not_modified),
@@ -172,6 +176,19 @@ async fn if_none_match_overrides_if_modified_since(b: Arc<dyn Backend>) -> Check
         Bytes::from(DATA),
         "If-None-Match holds"
     );
+    Ok(())
+}
+
+async fn a_holding_if_match_with_a_matching_if_none_match_is_not_modified(
+    b: Arc<dyn Backend>,
+) -> CheckResult {
+    let meta = written(&b).await?;
+    // RFC 9110 section 13.2.2: If-Match holds, then If-None-Match decides.
+    let options = GetOptions {
+        if_match: Some(meta.etag.clone()),
+        ..none_match(meta.etag)
+    };
+    expect_err!(read(&b, options).await, Error::NotModified { .. });
     Ok(())
 }
 
