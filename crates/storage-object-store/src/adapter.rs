@@ -20,8 +20,8 @@ use object_store::{
 use storage_core::{Backend, Body, ETag, Error, Key, ListOptions};
 
 use crate::convert::{
-    STORE, key_of, one_etag, put_options, system_time, to_attributes, to_byte_range,
-    to_object_meta, to_store_error,
+    STORE, attributes, key_of, one_etag, put_options, system_time, to_byte_range, to_object_meta,
+    to_store_error,
 };
 use crate::upload::StreamingUpload;
 
@@ -141,7 +141,7 @@ fn bodiless(meta: &storage_core::ObjectMeta, range: Range<u64>) -> GetResult {
         payload: GetResultPayload::Stream(stream::empty().boxed()),
         meta: to_object_meta(meta),
         range,
-        attributes: to_attributes(meta),
+        attributes: attributes(meta.content_type.as_ref(), &meta.metadata),
         extensions: Default::default(),
     }
 }
@@ -208,7 +208,7 @@ impl<B: Backend + ?Sized> StorageAdapter<B> {
             payload: GetResultPayload::Stream(body),
             meta: to_object_meta(&meta),
             range,
-            attributes: to_attributes(&meta),
+            attributes: attributes(meta.content_type.as_ref(), &meta.metadata),
             extensions: Default::default(),
         })
     }

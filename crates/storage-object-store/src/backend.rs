@@ -17,7 +17,7 @@ use storage_core::{
     ListOptions, ListPage, Locality, ObjectMeta, PutMode, PutOptions, Result,
 };
 
-use crate::convert::{attributes_of, from_attributes, from_store_error, to_get_range};
+use crate::convert::{attributes, from_attributes, from_store_error, to_get_range};
 
 /// Any [`ObjectStore`] as a [`Backend`], so that `Retry`, `Encrypted`,
 /// transactions and the conformance suite run over object_store's
@@ -334,7 +334,7 @@ impl<O: ObjectStore + ?Sized> Backend for ObjectStoreBackend<O> {
             }),
         };
         let path = store_path(key);
-        let attributes = attributes_of(&options);
+        let attributes = attributes(options.content_type.as_ref(), &options.metadata);
         let streamed = matches!(mode, StorePutMode::Overwrite)
             && body.len().is_none_or(|len| len > STREAM_ABOVE);
         let put = if streamed {

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use chrono::{DateTime, Utc};
 use object_store::path::Path;
 use object_store::{Attribute, AttributeValue, Attributes, GetRange};
-use storage_core::{ByteRange, ETag, Error, Key, ObjectMeta};
+use storage_core::{ByteRange, ETag, Error, Key, Metadata, ObjectMeta};
 
 /// The name of [`StorageAdapter`](crate::StorageAdapter) in
 /// object_store errors.
@@ -39,17 +39,18 @@ pub(crate) fn to_object_meta(meta: &ObjectMeta) -> object_store::ObjectMeta {
     }
 }
 
-/// The attributes object_store shows for `meta`: content type and user
-/// metadata.
-pub(crate) fn to_attributes(meta: &ObjectMeta) -> Attributes {
+/// A content type and user metadata as object_store attributes: what
+/// object_store shows for one of our versions, and what it is sent for one
+/// of our puts.
+pub(crate) fn attributes(content_type: Option<&String>, metadata: &Metadata) -> Attributes {
     let mut attributes = Attributes::new();
-    if let Some(content_type) = &meta.content_type {
+    if let Some(content_type) = content_type {
         attributes.insert(
             Attribute::ContentType,
             AttributeValue::from(content_type.clone()),
         );
     }
-    for (name, value) in &meta.metadata {
+    for (name, value) in metadata {
         attributes.insert(
             Attribute::Metadata(name.clone().into()),
             AttributeValue::from(value.clone()),
@@ -84,24 +85,6 @@ pub(crate) fn put_options(
         }
     }
     Ok(options)
-}
-
-/// Our content type and metadata as object_store attributes.
-pub(crate) fn attributes_of(options: &storage_core::PutOptions) -> Attributes {
-    let mut attributes = Attributes::new();
-    if let Some(content_type) = &options.content_type {
-        attributes.insert(
-            Attribute::ContentType,
-            AttributeValue::from(content_type.clone()),
-        );
-    }
-    for (name, value) in &options.metadata {
-        attributes.insert(
-            Attribute::Metadata(name.clone().into()),
-            AttributeValue::from(value.clone()),
-        );
-    }
-    attributes
 }
 
 /// Content type and user metadata from object_store attributes; others are
