@@ -1,5 +1,6 @@
 //! Writes of `AzureBackend`: Put Blob below the block threshold (block
-//! uploads are in [`crate::upload`]), Delete Blob and Copy Blob.
+//! uploads are in [`crate::upload`]), Delete Blob, Blob Batch of deletes
+//! and Copy Blob.
 
 use std::time::{Duration, SystemTime};
 
@@ -12,9 +13,17 @@ use storage_core::{
 };
 
 use crate::backend::{AzureBackend, DEFAULT_CONTENT_TYPE};
-use crate::core::{ETAG, LAST_MODIFIED, context, header, parse_http_date, to_etag};
-use crate::error::{Context, missing};
+use storage_core::raw::batch::{self, SubRequest, SubResponse};
+
+use crate::core::{CONTENT_TYPE, ETAG, LAST_MODIFIED, context, header, parse_http_date, to_etag};
+use crate::error::{Context, from_sdk, missing};
 use crate::metadata;
+use crate::sas::AccountKey;
+use crate::shared_key::string_to_sign;
+
+/// Most sub-requests Azure takes in one Blob Batch ("Blob Batch": "up to
+/// 256 subrequests").
+pub(crate) const BATCH_SIZE: usize = 256;
 
 impl AzureBackend {
     pub(crate) async fn put_blob(
@@ -132,6 +141,148 @@ impl AzureBackend {
                 other => Err(other),
             },
         }
+    }
+
+    /// Blob Batch of Delete Blob sub-requests ("Blob Batch", Azure Storage
+    /// REST reference): at most [`BATCH_SIZE`] keys per request, one
+    /// request at a time, each sub-request signed with Shared Key (as the
+    /// service requires of every sub-request) and deleting the blob's
+    /// snapshots with it, as [`Backend::delete`] does. A missing blob
+    /// succeeds. Without an account key (SAS or token credentials) there is
+    /// nothing to sign the sub-requests with, so each key is one Delete
+    /// Blob (the default of [`Backend::delete_many`]).
+    ///
+    /// # Errors
+    /// The outer error when a batch request fails as a whole (the keys of
+    /// earlier batches are deleted); an invalid key, or a sub-request's
+    /// failure, in that key's result.
+    pub(crate) async fn delete_blobs(&self, keys: &[Key]) -> Result<Vec<Result<()>>> {
+        let Some(account_key) = self.inner.account_key.as_ref() else {
+            return storage_core::raw::ranges::delete_many(self, keys).await;
+        };
+        let mut results = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(BATCH_SIZE) {
+            results.extend(self.delete_batch(account_key, chunk).await?);
+        }
+        Ok(results)
+    }
+
+    /// One Blob Batch of at most [`BATCH_SIZE`] deletes; the sub-request
+    /// of `keys[i]` has `Content-ID: i`.
+    async fn delete_batch(
+        &self,
+        account_key: &AccountKey,
+        keys: &[Key],
+    ) -> Result<Vec<Result<()>>> {
+        let op = "Blob Batch";
+        let mut results: Vec<Option<Result<()>>> = keys
+            .iter()
+            .map(|key| self.check_name(key).err().map(Err))
+            .collect();
+        let date = azure_core::time::to_rfc7231(&time::OffsetDateTime::now_utc());
+        let mut requests = Vec::with_capacity(keys.len());
+        for (index, key) in keys.iter().enumerate() {
+            if results.get(index).is_some_and(Option::is_some) {
+                continue;
+            }
+            let url = self.blob_url(key);
+            let mut signed = Request::new(url.clone(), Method::Delete);
+            signed.insert_header("x-ms-date", date.clone());
+            signed.insert_header("x-ms-delete-snapshots", "include");
+            let signature = account_key.sign(&string_to_sign(&account_key.account, &signed));
+            requests.push(SubRequest {
+                content_id: index.to_string(),
+                method: "DELETE",
+                target: url.path().to_owned(),
+                headers: vec![
+                    ("x-ms-date".into(), date.clone()),
+                    ("x-ms-delete-snapshots".into(), "include".into()),
+                    (
+                        "authorization".into(),
+                        format!("SharedKey {}:{signature}", account_key.account),
+                    ),
+                    ("content-length".into(), "0".into()),
+                ],
+            });
+        }
+        if !requests.is_empty() {
+            let encoded = batch::encode(&requests);
+            let mut url = self.inner.container_url.clone();
+            url.query_pairs_mut()
+                .append_pair("restype", "container")
+                .append_pair("comp", "batch");
+            let mut request = Request::new(url, Method::Post);
+            request.insert_header("content-type", encoded.content_type);
+            request.set_body(bytes::Bytes::from(encoded.body));
+            let container = self.container();
+            let response = self
+                .send(request, op, container, Context::Bucket, &[202])
+                .await?;
+            let content_type = header(response.headers(), CONTENT_TYPE)
+                .unwrap_or_default()
+                .to_owned();
+            let body = self
+                .timed(op, response.into_body().collect())
+                .await?
+                .map_err(|e| {
+                    Error::backend(true, format!("Azure {op}: the answer broke off"), e)
+                })?;
+            for answer in batch::decode(op, &content_type, body).await? {
+                let index = answer
+                    .content_id
+                    .as_deref()
+                    .and_then(|id| id.trim().parse::<usize>().ok());
+                let (Some(index), Some(key)) = (index, index.and_then(|i| keys.get(i))) else {
+                    // A response for no sub-request: the service refused
+                    // the batch as a whole (Azurite answers so).
+                    return Err(self.sub_error(&answer, op, container, Context::Bucket));
+                };
+                if let Some(slot) = results.get_mut(index) {
+                    *slot = Some(match answer.status {
+                        202 => Ok(()),
+                        _ => match self.sub_error(
+                            &answer,
+                            "Delete Blob",
+                            key.as_str(),
+                            Context::Plain,
+                        ) {
+                            Error::NotFound { .. } => Ok(()),
+                            other => Err(other),
+                        },
+                    });
+                }
+            }
+        }
+        Ok(keys
+            .iter()
+            .zip(results)
+            .map(|(key, result)| {
+                result.unwrap_or_else(|| {
+                    Err(Error::Backend {
+                        transient: true,
+                        message: format!(
+                            "Azure {op}: the answer has no response for the delete of {key}"
+                        ),
+                        source: None,
+                    })
+                })
+            })
+            .collect())
+    }
+
+    /// The error of a failed sub-response of a Blob Batch, read as the
+    /// same answer to a request of its own would be.
+    fn sub_error(&self, answer: &SubResponse, op: &str, key: &str, context: Context) -> Error {
+        let code = answer.header("x-ms-error-code").map(str::to_owned);
+        let err = azure_core::Error::with_message(
+            azure_core::error::ErrorKind::HttpResponse {
+                status: answer.status.into(),
+                error_code: code,
+                raw_response: None,
+            },
+            format!("a sub-response of Blob Batch: HTTP {}", answer.status),
+        );
+        from_sdk(err, op, self.container(), key, context)
     }
 
     pub(crate) async fn copy_blob(

@@ -451,6 +451,14 @@ impl<B: Backend> Backend for FaultInjector<B> {
             .await
     }
 
+    /// One faulty call of the inner backend's `delete_many` (so a batch
+    /// fails, or loses its answer, as a whole).
+    async fn delete_many(&self, keys: &[Key]) -> Result<Vec<Result<()>>> {
+        let first = keys.first().map_or("", Key::as_str);
+        self.plain("delete_many", first, self.inner.delete_many(keys))
+            .await
+    }
+
     async fn list(&self, options: &ListOptions) -> Result<ListPage> {
         self.plain("list", &options.prefix, self.inner.list(options))
             .await

@@ -9,6 +9,8 @@
 //! - [`ranges`]: the defaults of `Backend::get_ranges` and
 //!   `Backend::delete_many`; [`conditional_read_failure`]: the verdict of
 //!   a failed conditional read;
+//! - `batch` (feature `batch`): `multipart/mixed` batches of requests and
+//!   their answers (Azure Blob Batch, GCS JSON-API batch);
 //! - [`integrity`], [`list`], [`timeout`]: verified streams, sorted pages,
 //!   request time limits; [`url_options`]: a store URL's options and path
 //!   prefix, for the backends' `from_url`;
@@ -32,6 +34,9 @@ pub use crate::options::parse_content_range;
 pub mod ranges;
 pub use crate::staging::promote as promote_by_copy;
 pub use ranges::conditional_read_failure;
+#[cfg(feature = "batch")]
+#[path = "batch.rs"]
+pub mod batch;
 #[path = "integrity.rs"]
 pub mod integrity;
 #[path = "list.rs"]

@@ -56,6 +56,8 @@ pub const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
 ///   fake-gcs-server ignores it (a declared limitation of the test server).
 ///   Against GCS the contract holds by construction: the precondition is in
 ///   the request and a 412 maps to [`Error::PreconditionFailed`].
+/// - `delete_many` sends JSON-API batch requests (`/batch/storage/v1`) of
+///   up to 100 `DELETE` calls, each answered on its own.
 /// - `copy` is the server-side `copyTo` with `ifGenerationMatch` on the
 ///   destination; metadata (and the recorded SHA-256) travel with it.
 /// - Listings page by `startOffset` (GCS's is inclusive: the key itself is
@@ -275,6 +277,11 @@ impl Backend for GcsBackend {
 
     async fn delete(&self, key: &Key, options: DeleteOptions) -> Result<()> {
         self.delete_object(key, options).await
+    }
+
+    /// Batch requests of up to 100 deletes (see [`GcsBackend`]).
+    async fn delete_many(&self, keys: &[Key]) -> Result<Vec<Result<()>>> {
+        self.delete_objects(keys).await
     }
 
     async fn list(&self, options: &ListOptions) -> Result<ListPage> {

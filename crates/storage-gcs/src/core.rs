@@ -196,15 +196,31 @@ impl GcsBackend {
         context: Context,
     ) -> Error {
         let (status, reason, message) = read_answer(response).await;
-        let ambiguous = classify(status, reason.as_deref()) == Class::KeyOrBucketNotFound
+        self.answer_error(status, reason.as_deref(), &message, op, key, context)
+            .await
+    }
+
+    /// The error of a failed answer (`status`, GCS `reason`, `message`) to
+    /// operation `op` on `key`; a 404 asks the bucket first (see
+    /// [`GcsBackend`]).
+    pub(crate) async fn answer_error(
+        &self,
+        status: u16,
+        reason: Option<&str>,
+        message: &str,
+        op: &str,
+        key: &str,
+        context: Context,
+    ) -> Error {
+        let ambiguous = classify(status, reason) == Class::KeyOrBucketNotFound
             && !matches!(context, Context::Bucket);
         if ambiguous && let Some(bucket_error) = self.bucket_missing().await {
             return bucket_error;
         }
         let answer = Answer {
             status,
-            reason: reason.as_deref(),
-            message: &message,
+            reason,
+            message,
         };
         let err = from_answer(
             answer,
@@ -339,7 +355,7 @@ pub(crate) async fn read_answer(response: reqwest::Response) -> (u16, Option<Str
 
 /// The `reason` and `message` of a JSON API error body
 /// (`{"error": {"message": …, "errors": [{"reason": …}]}}`), if it is one.
-fn serde_error(text: &str) -> (Option<String>, Option<String>) {
+pub(crate) fn serde_error(text: &str) -> (Option<String>, Option<String>) {
     let Ok(value) = serde_json::from_str::<serde_json::Value>(text) else {
         return (None, None);
     };

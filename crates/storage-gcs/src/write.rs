@@ -1,6 +1,6 @@
 //! Writes of `GcsBackend`: uploads below the resumable threshold
 //! (resumable ones are in [`crate::upload`]), metadata patches, deletes
-//! and server-side copies.
+//! (one, or batched), and server-side copies.
 
 use bytes::Bytes;
 use futures::stream;
@@ -14,9 +14,25 @@ use storage_core::{
 };
 
 use crate::backend::{DEFAULT_CONTENT_TYPE, GcsBackend};
-use crate::core::{SEGMENT, condition, context, crc32c_base64, generation};
+use storage_core::raw::batch::{self, SubRequest};
+
+use crate::core::{SEGMENT, condition, context, crc32c_base64, generation, serde_error};
 use crate::error::Context;
 use crate::metadata;
+
+/// Most calls GCS takes in one batch request ("Sending batch requests":
+/// "You're limited to 100 calls in a single batch request").
+pub(crate) const BATCH_SIZE: usize = 100;
+
+/// The index `i` of a batch answer's `Content-ID: <response-i>` (GCS) or
+/// `<i>`.
+fn response_index(content_id: &str) -> Option<usize> {
+    let id = content_id
+        .trim()
+        .trim_start_matches('<')
+        .trim_end_matches('>');
+    id.strip_prefix("response-").unwrap_or(id).parse().ok()
+}
 
 impl GcsBackend {
     pub(crate) async fn put_object(
@@ -177,6 +193,127 @@ impl GcsBackend {
                 other => Err(other),
             },
         }
+    }
+
+    /// Deletes through the JSON API's batch endpoint (`POST
+    /// /batch/storage/v1`, "Sending batch requests"): at most
+    /// [`BATCH_SIZE`] `DELETE` calls per request, one request at a time,
+    /// authorized by the outer request's token. A missing object succeeds;
+    /// when a call answers 404 the bucket is asked once, as for a single
+    /// delete, so a missing bucket is [`Error::BucketNotFound`].
+    ///
+    /// # Errors
+    /// The outer error when a batch request fails as a whole (the keys of
+    /// earlier batches are deleted); an invalid key, or a call's failure,
+    /// in that key's result.
+    pub(crate) async fn delete_objects(&self, keys: &[Key]) -> Result<Vec<Result<()>>> {
+        let mut results = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(BATCH_SIZE) {
+            results.extend(self.delete_batch(chunk).await?);
+        }
+        Ok(results)
+    }
+
+    /// One batch of at most [`BATCH_SIZE`] deletes; the call for `keys[i]`
+    /// has `Content-ID: <i>`, its answer `Content-ID: <response-i>`.
+    async fn delete_batch(&self, keys: &[Key]) -> Result<Vec<Result<()>>> {
+        let op = "batch delete";
+        let mut results: Vec<Option<Result<()>>> = keys
+            .iter()
+            .map(|key| self.check_name(key).err().map(Err))
+            .collect();
+        let bucket = utf8_percent_encode(self.bucket(), SEGMENT).to_string();
+        let requests: Vec<SubRequest> = keys
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| results.get(*index).is_some_and(Option::is_none))
+            .map(|(index, key)| SubRequest {
+                content_id: format!("<{index}>"),
+                method: "DELETE",
+                target: format!(
+                    "/storage/v1/b/{bucket}/o/{}",
+                    utf8_percent_encode(&self.full_name(key), SEGMENT)
+                ),
+                headers: Vec::new(),
+            })
+            .collect();
+        if !requests.is_empty() {
+            let encoded = batch::encode(&requests);
+            let url = format!("{}/batch/storage/v1", self.inner.config.endpoint);
+            let request = self
+                .inner
+                .http
+                .post(url)
+                .header("content-type", encoded.content_type)
+                .body(encoded.body);
+            let request = self.authorize(request, op, self.bucket()).await?;
+            let response = self.send_raw(request, op, self.bucket()).await?;
+            if !response.status().is_success() {
+                return Err(self
+                    .error_answer(response, op, self.bucket(), Context::Bucket)
+                    .await);
+            }
+            let content_type = crate::core::header(response.headers(), "content-type")
+                .unwrap_or_default()
+                .to_owned();
+            let body = self
+                .timed(op, response.bytes())
+                .await?
+                .map_err(|e| Error::backend(true, format!("GCS {op}: the answer broke off"), e))?;
+            for answer in batch::decode(op, &content_type, body).await? {
+                let index = answer.content_id.as_deref().and_then(response_index);
+                let (Some(index), Some(key)) = (index, index.and_then(|i| keys.get(i))) else {
+                    return Err(Error::Backend {
+                        transient: false,
+                        message: format!(
+                            "GCS {op}: a response (HTTP {}) names no call of the request: {:?}",
+                            answer.status, answer.content_id
+                        ),
+                        source: None,
+                    });
+                };
+                let result = if (200..300).contains(&answer.status) {
+                    Ok(())
+                } else {
+                    let text = String::from_utf8_lossy(&answer.body);
+                    let (reason, message) = serde_error(&text);
+                    let message = message.unwrap_or_else(|| text.trim().to_owned());
+                    let err = self
+                        .answer_error(
+                            answer.status,
+                            reason.as_deref(),
+                            &message,
+                            "delete",
+                            key.as_str(),
+                            Context::Plain,
+                        )
+                        .await;
+                    match err {
+                        Error::NotFound { .. } => Ok(()),
+                        err @ Error::BucketNotFound { .. } => return Err(err),
+                        other => Err(other),
+                    }
+                };
+                if let Some(slot) = results.get_mut(index) {
+                    *slot = Some(result);
+                }
+            }
+        }
+        Ok(keys
+            .iter()
+            .zip(results)
+            .map(|(key, result)| {
+                result.unwrap_or_else(|| {
+                    Err(Error::Backend {
+                        transient: true,
+                        message: format!(
+                            "GCS {op}: the answer has no response for the delete of {key}"
+                        ),
+                        source: None,
+                    })
+                })
+            })
+            .collect())
     }
 
     pub(crate) async fn copy_object(

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::StreamExt;
 use storage_core::{
     Backend, Body, Capabilities, ChangeStream, DeleteOptions, Error, GetOptions, GetResult, Key,
     ListOptions, ListPage, ObjectMeta, PutMode, PutOptions, Result, TxnId,
@@ -41,6 +42,9 @@ use crate::write_id::{
 ///   be known, the answer says the outcome is unknown rather than guess.
 /// - A `get` body that fails mid-way resumes from the next byte, pinned to
 ///   the ETag (see [`read`](crate::read)).
+/// - `delete_many` goes to the inner backend's (batched where it batches);
+///   keys that failed transiently are settled like a single delete and
+///   only the undeleted ones sent again.
 /// - `head`, `list` and `copy` are retried whole; `watch`, `name` and
 ///   `capabilities` are forwarded.
 ///
@@ -257,6 +261,135 @@ impl<B: Backend + ?Sized> Retry<B> {
                 }
             }
         }
+    }
+
+    /// [`Backend::delete_many`] of the inner backend (batched where it
+    /// batches), retried: each attempt sends the keys still pending; a key
+    /// that failed transiently, or every key of an attempt that failed as a
+    /// whole, is settled with a `head` as a single delete is
+    /// ([`Retry::delete`]), and only those the head shows were not deleted
+    /// are sent again.
+    async fn delete_many_settled(&self, keys: &[Key]) -> Result<Vec<Result<()>>> {
+        let (writings, own) = self.writers.begin_many(keys, WriteKind::Blind);
+        let mut results: Vec<Option<Result<()>>> = keys.iter().map(|_| None).collect();
+        let mut pending: Vec<usize> = (0..keys.len()).collect();
+        let limit = Some(self.policy.attempt_timeout());
+        let mut attempts = Attempts::start(Operation::Delete);
+        let unconditional = DeleteOptions::default();
+        while !pending.is_empty() {
+            let batch: Vec<Key> = pending
+                .iter()
+                .filter_map(|&i| keys.get(i).cloned())
+                .collect();
+            let attempt = self.inner.delete_many(&batch);
+            let answer = within(limit, attempt, Operation::Delete, None).await;
+            // The transient failures to settle, with the error of each.
+            let failed: Vec<(usize, Error)> = match answer {
+                Ok(per_key) if per_key.len() == batch.len() => {
+                    let mut failed = Vec::new();
+                    for (&index, result) in pending.iter().zip(per_key) {
+                        match result {
+                            Err(e) if e.is_transient() => failed.push((index, e)),
+                            done => {
+                                if let Some(slot) = results.get_mut(index) {
+                                    *slot = Some(done);
+                                }
+                            }
+                        }
+                    }
+                    failed
+                }
+                Ok(per_key) => {
+                    return Err(Error::Backend {
+                        transient: false,
+                        message: format!(
+                            "delete_many of {} keys gave {} results",
+                            batch.len(),
+                            per_key.len()
+                        ),
+                        source: None,
+                    });
+                }
+                Err(e) if e.is_transient() => {
+                    let message = e.to_string();
+                    pending
+                        .iter()
+                        .map(|&index| {
+                            let each = Error::Backend {
+                                transient: true,
+                                message: message.clone(),
+                                source: None,
+                            };
+                            (index, each)
+                        })
+                        .collect()
+                }
+                Err(e) => return Err(e),
+            };
+            let settled: Vec<(usize, Error, Settled)> = futures::stream::iter(failed)
+                .map(|(index, error)| {
+                    let key = keys.get(index);
+                    let writing = own.get(index).and_then(|&w| writings.get(w));
+                    let unconditional = &unconditional;
+                    async move {
+                        let settled = match (key, writing) {
+                            (Some(key), Some(writing)) => {
+                                self.settle_delete(key, unconditional, writing).await
+                            }
+                            _ => Settled::Unknown("the key is not in the call"),
+                        };
+                        (index, error, settled)
+                    }
+                })
+                .buffered(storage_core::raw::ranges::PARALLEL_REQUESTS)
+                .collect()
+                .await;
+            pending.clear();
+            let mut last = None;
+            for (index, error, settled) in settled {
+                let Some((slot, key)) = results.get_mut(index).zip(keys.get(index)) else {
+                    continue;
+                };
+                match settled {
+                    Settled::Deleted => *slot = Some(Ok(())),
+                    Settled::Refused(refusal) => *slot = Some(Err(refusal)),
+                    Settled::Unknown(why) => {
+                        *slot = Some(Err(unknown_outcome_error("delete", key, error, why)));
+                    }
+                    Settled::NotApplied => {
+                        pending.push(index);
+                        last = Some(error);
+                    }
+                }
+            }
+            if let Some(error) = last
+                && let Err(gave_up) = attempts.wait(&self.policy, None, error).await
+            {
+                let message = gave_up.to_string();
+                for &index in &pending {
+                    if let Some(slot) = results.get_mut(index) {
+                        *slot = Some(Err(Error::Backend {
+                            transient: true,
+                            message: message.clone(),
+                            source: None,
+                        }));
+                    }
+                }
+                break;
+            }
+        }
+        Ok(results
+            .into_iter()
+            .map(|result| {
+                result.unwrap_or_else(|| {
+                    Err(Error::Backend {
+                        transient: true,
+                        message: "delete_many left a key without an answer".into(),
+                        source: None,
+                    })
+                })
+            })
+            .collect())
     }
 
     /// What became of a delete whose attempt had an unknown outcome.
@@ -521,6 +654,22 @@ impl<B: Backend + ?Sized> Backend for Retry<B> {
             return self.inner.delete(key, options).await;
         }
         self.delete_settled(key, options).await
+    }
+
+    /// Deletes every key through the inner backend's `delete_many` (so
+    /// S3's `DeleteObjects` and the Azure and GCS batches keep batching),
+    /// retrying transient failures: a key whose delete failed transiently,
+    /// or every key of an attempt that failed as a whole, is settled with a
+    /// `head` as [`Retry::delete`] settles one, and only the keys not
+    /// deleted are sent again.
+    ///
+    /// # Errors
+    /// A failure that is not transient as a whole; otherwise each key's
+    /// outcome in its own result, with the transient error of
+    /// [`Retry::delete`] where the outcome could not be settled, or the
+    /// last transient error when the policy gave up.
+    async fn delete_many(&self, keys: &[Key]) -> Result<Vec<Result<()>>> {
+        self.delete_many_settled(keys).await
     }
 
     async fn list(&self, options: &ListOptions) -> Result<ListPage> {

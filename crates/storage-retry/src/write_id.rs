@@ -274,9 +274,13 @@ impl Default for Writers {
 impl Writers {
     /// The stripe of `key`.
     fn stripe(&self, key: &Key) -> &Stripe {
+        &self.stripes[Self::stripe_index(key)]
+    }
+
+    fn stripe_index(key: &Key) -> usize {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         key.hash(&mut hasher);
-        &self.stripes[(hasher.finish() % STRIPES as u64) as usize]
+        (hasher.finish() % STRIPES as u64) as usize
     }
 
     /// Whether a write call to `key` (or its stripe) is in progress.
@@ -287,7 +291,33 @@ impl Writers {
     /// Records the start of a write call of `kind` to `key`; its end is
     /// recorded when the returned guard is dropped.
     pub(crate) fn begin(&self, key: &Key, kind: WriteKind) -> Writing<'_> {
-        let stripe = self.stripe(key);
+        Self::begin_on(self.stripe(key), kind)
+    }
+
+    /// Records the start of one write call of `kind` to every key of
+    /// `keys` (a batch): one registration per stripe, so that the keys of
+    /// the call do not count as overlapping each other. Returns the
+    /// registrations and, for each key, the index of its own.
+    pub(crate) fn begin_many(
+        &self,
+        keys: &[Key],
+        kind: WriteKind,
+    ) -> (Vec<Writing<'_>>, Vec<usize>) {
+        let mut by_stripe = std::collections::HashMap::new();
+        let mut writings = Vec::new();
+        let mut own = Vec::with_capacity(keys.len());
+        for key in keys {
+            let stripe = Self::stripe_index(key);
+            let index = *by_stripe.entry(stripe).or_insert_with(|| {
+                writings.push(Self::begin_on(&self.stripes[stripe], kind));
+                writings.len() - 1
+            });
+            own.push(index);
+        }
+        (writings, own)
+    }
+
+    fn begin_on(stripe: &Stripe, kind: WriteKind) -> Writing<'_> {
         let mine = |slot: usize| u64::from(slot == ANY || slot == kind.slot());
         let mut started = [0; 3];
         let mut alone = [true; 3];

@@ -1,10 +1,12 @@
 //! `Instrumented<B>`: a `tracing` span and `metrics` figures per operation.
 
 use std::future::Future;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use storage_core::{
     Backend, Body, Capabilities, ChangeStream, DeleteOptions, GetOptions, GetResult, Key,
     ListOptions, ListPage, ObjectMeta, PresignMethod, PutMode, PutOptions, Result,
@@ -38,10 +40,12 @@ pub const BYTES_READ: &str = "storage_bytes_read_total";
 /// application installed (none: both cost a few atomic loads).
 ///
 /// The span is named `storage` at level INFO, with the fields `backend`,
-/// `operation` (`put`, `get`, `head`, `delete`, `list`, `copy`, `watch`,
+/// `operation` (`put`, `get`, `get_ranges`, `head`, `delete`,
+/// `delete_many`, `list`, `copy`, `watch`,
 /// `presign`, `health`, `stage`, `promote`, `discard`, `list_staged`),
 /// `key` (the list prefix for listings, the destination for copies),
-/// `bytes` (the size written, or the length served by a get), `outcome`
+/// `bytes` (the size written, the length served by a get, the number of
+/// keys of a `delete_many`), `outcome`
 /// (`ok` or `error`), `error_kind` ([`Error::kind`](storage_core::Error::kind))
 /// and `duration_ms`. The metrics are [`OPERATIONS`], [`ERRORS`],
 /// [`DURATION`], [`BYTES_WRITTEN`] and [`BYTES_READ`].
@@ -139,6 +143,10 @@ fn size(meta: &ObjectMeta) -> Option<u64> {
     Some(meta.size)
 }
 
+fn total(parts: &[Bytes]) -> u64 {
+    parts.iter().map(|part| part.len() as u64).sum()
+}
+
 fn none<T>(_: &T) -> Option<u64> {
     None
 }
@@ -192,6 +200,32 @@ impl<B: Backend> Backend for Instrumented<B> {
             self.inner.delete(key, options),
             none,
         )
+        .await
+    }
+
+    async fn head_if(&self, key: &Key, options: &GetOptions) -> Result<ObjectMeta> {
+        self.observe("head", key.as_str(), self.inner.head_if(key, options), none)
+            .await
+    }
+
+    async fn get_ranges(&self, key: &Key, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
+        let call = self.inner.get_ranges(key, ranges);
+        let parts = self
+            .observe("get_ranges", key.as_str(), call, |parts| Some(total(parts)))
+            .await?;
+        metrics::counter!(BYTES_READ, "backend" => self.backend.to_string())
+            .increment(total(&parts));
+        Ok(parts)
+    }
+
+    /// One span for the whole call, `key` being the first key and `bytes`
+    /// the number of keys.
+    async fn delete_many(&self, keys: &[Key]) -> Result<Vec<Result<()>>> {
+        let first = keys.first().map_or("", Key::as_str);
+        let call = self.inner.delete_many(keys);
+        self.observe("delete_many", first, call, |results| {
+            u64::try_from(results.len()).ok()
+        })
         .await
     }
 

@@ -200,6 +200,18 @@ impl<B: Backend> Backend for Scripted<B> {
         }
     }
 
+    /// Scripted as one delete: the whole call.
+    async fn delete_many(&self, keys: &[Key]) -> Result<Vec<Result<()>>> {
+        match self.take(false, true) {
+            Script::LoseDeleteAnswers(_) => {
+                self.inner.delete_many(keys).await?;
+                Err(transient("delete_many answer lost"))
+            }
+            Script::AlwaysTransient => Err(transient("always")),
+            _ => self.inner.delete_many(keys).await,
+        }
+    }
+
     async fn list(&self, options: &ListOptions) -> Result<ListPage> {
         self.common()?;
         self.inner.list(options).await
