@@ -2,6 +2,7 @@
 //! [`Backend::put`].
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -39,6 +40,9 @@ pub(crate) struct StreamingUpload {
     sender: Option<mpsc::UnboundedSender<Message>>,
     put: Option<JoinHandle<storage_core::Result<ObjectMeta>>>,
     path: String,
+    /// Set by `abort`: the body fails at its next part instead of passing
+    /// the parts still queued to a put that is doomed anyway.
+    aborted: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for StreamingUpload {
@@ -60,11 +64,18 @@ impl StreamingUpload {
         let (sender, receiver) = mpsc::unbounded_channel();
         let path = key.to_string();
         let name = path.clone();
+        let aborted = Arc::new(AtomicBool::new(false));
+        let seen = Arc::clone(&aborted);
         let body = stream::unfold(Some(receiver), move |state| {
             let name = name.clone();
+            let seen = Arc::clone(&seen);
             async move {
                 let mut receiver = state?;
-                match receiver.recv().await {
+                let next = match receiver.recv().await {
+                    Some(Message::Part(..)) if seen.load(Ordering::SeqCst) => None,
+                    next => next,
+                };
+                match next {
                     Some(Message::Part(bytes, taken)) => {
                         // The caller may have stopped waiting.
                         let _ = taken.send(());
@@ -91,6 +102,7 @@ impl StreamingUpload {
             sender: Some(sender),
             put: Some(put),
             path,
+            aborted,
         }
     }
 
@@ -164,8 +176,10 @@ impl MultipartUpload for StreamingUpload {
     }
 
     async fn abort(&mut self) -> object_store::Result<()> {
-        // Closing the channel without `End` fails the body, so the backend
-        // writes nothing; waiting lets it clean up first.
+        // Closing the channel without `End` fails the body (at its next
+        // part, queued ones included), so the backend writes nothing;
+        // waiting lets it clean up first.
+        self.aborted.store(true, Ordering::SeqCst);
         self.sender = None;
         match self.finish().await {
             Ok(_) => Err(object_store::Error::Generic {
@@ -174,5 +188,38 @@ impl MultipartUpload for StreamingUpload {
             }),
             Err(_) => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use storage_core::MemoryBackend;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_abort_with_parts_queued_writes_nothing_and_fails_the_parts() {
+        let backend = Arc::new(MemoryBackend::new());
+        let key = Key::new("k").expect("valid key");
+        let mut upload = StreamingUpload::start(
+            Arc::clone(&backend) as Arc<dyn Backend>,
+            key.clone(),
+            PutOptions::default(),
+        );
+        let parts: Vec<UploadPart> = (0..3)
+            .map(|_| upload.put_part(PutPayload::from_static(b"part")))
+            .collect();
+        upload.abort().await.expect("aborted");
+        let outcomes = futures::future::join_all(parts).await;
+        let absent = matches!(
+            backend.head(&key).await,
+            Err(storage_core::Error::NotFound { .. })
+        );
+        // On the test's one-thread runtime the put's task first runs when
+        // the abort waits for it: every part is still queued, and none may
+        // be passed to the doomed put.
+        assert!(
+            absent && outcomes.iter().all(Result::is_err),
+            "absent: {absent}, parts: {outcomes:?}"
+        );
     }
 }
