@@ -66,8 +66,9 @@ pub const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
 ///   succeeds. With an account key, `delete_many` sends Blob Batch
 ///   requests of up to 256 Delete Blob sub-requests, each signed with
 ///   Shared Key; with a SAS token or an Entra ID credential it deletes one
-///   blob per request (10 in flight), because every sub-request of a batch
-///   must carry its own authorization.
+///   blob per request (10 in flight): every sub-request of a batch carries
+///   its own authorization, and this crate signs them with the account key
+///   only.
 /// - A missing container is [`Error::BucketNotFound`] on every operation,
 ///   never the [`Error::NotFound`] of a blob: Azure names it
 ///   (`ContainerNotFound`) in the `x-ms-error-code` header of every failed

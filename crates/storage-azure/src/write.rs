@@ -2,6 +2,7 @@
 //! uploads are in [`crate::upload`]), Delete Blob, Blob Batch of deletes
 //! and Copy Blob.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use azure_core::http::{Method, Request};
@@ -148,21 +149,33 @@ impl AzureBackend {
     /// request at a time, each sub-request signed with Shared Key (as the
     /// service requires of every sub-request) and deleting the blob's
     /// snapshots with it, as [`Backend::delete`] does. A missing blob
-    /// succeeds. Without an account key (SAS or token credentials) there is
-    /// nothing to sign the sub-requests with, so each key is one Delete
-    /// Blob (the default of [`Backend::delete_many`]).
+    /// succeeds. A missing container is [`Error::BucketNotFound`] for the
+    /// call, found as for a single delete (a sub-response naming it, or
+    /// one Get Container Properties after a 404 without an error code).
+    /// Sub-requests are signed with the account key only: with SAS or token
+    /// credentials (which the service also accepts per sub-request, not
+    /// implemented here) each key is one Delete Blob (the default of
+    /// [`Backend::delete_many`]).
     ///
     /// # Errors
-    /// The outer error when a batch request fails as a whole (the keys of
-    /// earlier batches are deleted); an invalid key, or a sub-request's
-    /// failure, in that key's result.
+    /// The outer error when a batch request fails as a whole and not
+    /// transiently (the keys of earlier batches are deleted); a batch that
+    /// fails transiently as a whole gives each of its keys a transient
+    /// error, and the next batch is sent; an invalid key, or a
+    /// sub-request's failure, is in that key's result.
     pub(crate) async fn delete_blobs(&self, keys: &[Key]) -> Result<Vec<Result<()>>> {
         let Some(account_key) = self.inner.account_key.as_ref() else {
             return storage_core::raw::ranges::delete_many(self, keys).await;
         };
         let mut results = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(BATCH_SIZE) {
-            results.extend(self.delete_batch(account_key, chunk).await?);
+            match self.delete_batch(account_key, chunk).await {
+                Ok(answers) => results.extend(answers),
+                Err(e) if e.is_transient() => {
+                    results.extend(storage_core::raw::ranges::failed_together(&e, chunk.len()));
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(results)
     }
@@ -227,6 +240,7 @@ impl AzureBackend {
                 .map_err(|e| {
                     Error::backend(true, format!("Azure {op}: the answer broke off"), e)
                 })?;
+            let mut ambiguous = false;
             for answer in batch::decode(op, &content_type, body).await? {
                 let index = answer
                     .content_id
@@ -237,20 +251,30 @@ impl AzureBackend {
                     // the batch as a whole (Azurite answers so).
                     return Err(self.sub_error(&answer, op, container, Context::Bucket));
                 };
-                if let Some(slot) = results.get_mut(index) {
-                    *slot = Some(match answer.status {
-                        202 => Ok(()),
-                        _ => match self.sub_error(
-                            &answer,
-                            "Delete Blob",
-                            key.as_str(),
-                            Context::Plain,
-                        ) {
+                let result = match answer.status {
+                    202 => Ok(()),
+                    status => {
+                        let code = answer.header("x-ms-error-code");
+                        ambiguous |= status == 404 && code.is_none();
+                        let op = "Delete Blob";
+                        match self.sub_error(&answer, op, key.as_str(), Context::Plain) {
                             Error::NotFound { .. } => Ok(()),
+                            err @ Error::BucketNotFound { .. } => {
+                                self.inner.container_exists.store(false, Ordering::Relaxed);
+                                return Err(err);
+                            }
                             other => Err(other),
-                        },
-                    });
+                        }
+                    }
+                };
+                if let Some(slot) = results.get_mut(index) {
+                    *slot = Some(result);
                 }
+            }
+            // A 404 that names neither the blob nor the container: asked
+            // once for the whole batch, as a single delete asks.
+            if ambiguous && let Some(err) = self.container_missing().await {
+                return Err(err);
             }
         }
         Ok(keys

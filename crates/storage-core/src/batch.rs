@@ -117,14 +117,11 @@ pub async fn decode(what: &str, content_type: &str, body: Bytes) -> Result<Vec<S
         message: format!("{what}: the batch answer is malformed: {detail}"),
         source: None,
     };
-    let mime: mime::Mime = content_type
-        .parse()
-        .map_err(|e| malformed(format!("content type {content_type:?}: {e}")))?;
-    let boundary = mime
-        .get_param(mime::BOUNDARY)
-        .ok_or_else(|| malformed(format!("content type {content_type:?} has no boundary")))?
-        .as_str()
-        .to_owned();
+    let boundary = boundary(content_type).ok_or_else(|| {
+        malformed(format!(
+            "content type {content_type:?} is not multipart with a boundary"
+        ))
+    })?;
     let stream = futures::stream::once(async move { Ok::<Bytes, std::convert::Infallible>(body) });
     let mut multipart = multer::Multipart::new(stream, boundary);
     let mut responses = Vec::new();
@@ -143,6 +140,34 @@ pub async fn decode(what: &str, content_type: &str, body: Bytes) -> Result<Vec<S
         responses.push(response(content_id, &bytes).map_err(malformed)?);
     }
     Ok(responses)
+}
+
+/// The `boundary` parameter of a `multipart/*` content type, quoted or
+/// not. Read here rather than by a MIME parser: GCS answers with an
+/// unquoted boundary holding `=` (`boundary=batch_pK7JBAk73-E=_AA5eFwv4m2Q=`
+/// in "Sending batch requests"), which RFC 2045's grammar requires to be
+/// quoted and strict parsers refuse.
+fn boundary(content_type: &str) -> Option<String> {
+    let mut fields = content_type.split(';');
+    let media = fields.next()?.trim();
+    if !media
+        .get(..10)
+        .is_some_and(|t| t.eq_ignore_ascii_case("multipart/"))
+    {
+        return None;
+    }
+    fields.find_map(|field| {
+        let (name, value) = field.split_once('=')?;
+        if !name.trim().eq_ignore_ascii_case("boundary") {
+            return None;
+        }
+        let value = value.trim();
+        let value = value
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or(value);
+        (!value.is_empty()).then(|| value.to_owned())
+    })
 }
 
 /// Parses one part: an HTTP/1.1 response without a transfer encoding
@@ -274,6 +299,32 @@ mod tests {
             .map(|r| (r.status, r.header("x-ms-request-id"), r.body.len()))
             .collect();
         assert_eq!(summary, vec![(202, Some("r0"), 0)]);
+    }
+
+    /// The answer of "Sending batch requests" (Cloud Storage JSON API): an
+    /// unquoted boundary holding `=`, and a JSON body in the first part.
+    #[tokio::test]
+    async fn the_documented_gcs_answer_is_read() {
+        let body = "--batch_pK7JBAk73-E=_AA5eFwv4m2Q=\r\n\
+                    Content-Type: application/http\r\n\
+                    Content-ID: <response-b29c5de2-0db4-490b-b421-6a51b598bd22+1>\r\n\r\n\
+                    HTTP/1.1 200 OK\r\nContent-Type: application/json; charset=UTF-8\r\n\
+                    Content-Length: 2\r\n\r\n{}\r\n\
+                    --batch_pK7JBAk73-E=_AA5eFwv4m2Q=\r\n\
+                    Content-Type: application/http\r\n\
+                    Content-ID: <response-b29c5de2-0db4-490b-b421-6a51b598bd22+2>\r\n\r\n\
+                    HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n\r\n\
+                    --batch_pK7JBAk73-E=_AA5eFwv4m2Q=--\r\n";
+        for content_type in [
+            "multipart/mixed; boundary=batch_pK7JBAk73-E=_AA5eFwv4m2Q=",
+            "multipart/mixed; boundary=\"batch_pK7JBAk73-E=_AA5eFwv4m2Q=\"",
+        ] {
+            let responses = decode("test", content_type, Bytes::from(body))
+                .await
+                .expect("decoded");
+            let statuses: Vec<u16> = responses.iter().map(|r| r.status).collect();
+            assert_eq!(statuses, vec![200, 204], "{content_type}");
+        }
     }
 
     #[tokio::test]

@@ -175,6 +175,24 @@ pub async fn delete_many<B: Backend + ?Sized>(
         .await)
 }
 
+/// One result per key of a request that failed as a whole with `error`,
+/// for `delete_many` implementations that go on with their next request:
+/// each key gets an [`Error::Backend`] with the error's message and
+/// transience (errors are not `Clone`, so the variant survives only in the
+/// message).
+pub fn failed_together(error: &Error, keys: usize) -> Vec<Result<()>> {
+    let message = error.to_string();
+    (0..keys)
+        .map(|_| {
+            Err(Error::Backend {
+                transient: error.is_transient(),
+                message: message.clone(),
+                source: None,
+            })
+        })
+        .collect()
+}
+
 /// The error to report when a conditional read (`options`) of `key` failed
 /// with `answer`, for backends whose service answers a failed condition
 /// with a status the SDK does not name (a bare 304 or 412): reads the

@@ -203,13 +203,21 @@ impl GcsBackend {
     /// delete, so a missing bucket is [`Error::BucketNotFound`].
     ///
     /// # Errors
-    /// The outer error when a batch request fails as a whole (the keys of
-    /// earlier batches are deleted); an invalid key, or a call's failure,
-    /// in that key's result.
+    /// The outer error when a batch request fails as a whole and not
+    /// transiently (the keys of earlier batches are deleted); a batch that
+    /// fails transiently as a whole gives each of its keys a transient
+    /// error, and the next batch is sent; an invalid key, or a call's
+    /// failure, is in that key's result.
     pub(crate) async fn delete_objects(&self, keys: &[Key]) -> Result<Vec<Result<()>>> {
         let mut results = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(BATCH_SIZE) {
-            results.extend(self.delete_batch(chunk).await?);
+            match self.delete_batch(chunk).await {
+                Ok(answers) => results.extend(answers),
+                Err(e) if e.is_transient() => {
+                    results.extend(storage_core::raw::ranges::failed_together(&e, chunk.len()));
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(results)
     }
@@ -248,6 +256,17 @@ impl GcsBackend {
                 .body(encoded.body);
             let request = self.authorize(request, op, self.bucket()).await?;
             let response = self.send_raw(request, op, self.bucket()).await?;
+            if response.status().as_u16() == 404 {
+                // The endpoint, not the bucket (which only the calls name).
+                return Err(Error::Backend {
+                    transient: false,
+                    message: format!(
+                        "GCS {op}: {} has no batch endpoint (HTTP 404 to /batch/storage/v1)",
+                        self.inner.config.endpoint
+                    ),
+                    source: None,
+                });
+            }
             if !response.status().is_success() {
                 return Err(self
                     .error_answer(response, op, self.bucket(), Context::Bucket)

@@ -264,13 +264,34 @@ impl<B: Backend + ?Sized> Retry<B> {
     }
 
     /// [`Backend::delete_many`] of the inner backend (batched where it
-    /// batches), retried: each attempt sends the keys still pending; a key
-    /// that failed transiently, or every key of an attempt that failed as a
-    /// whole, is settled with a `head` as a single delete is
-    /// ([`Retry::delete`]), and only those the head shows were not deleted
-    /// are sent again.
+    /// batches), [`DELETE_CHUNK`] keys per call, each call retried under its
+    /// own attempt time limit (see [`Retry::delete_chunk_settled`]). A chunk
+    /// after the first that fails as a whole gives each of its keys the
+    /// error, so that the results of earlier chunks are kept.
     async fn delete_many_settled(&self, keys: &[Key]) -> Result<Vec<Result<()>>> {
-        let (writings, own) = self.writers.begin_many(keys, WriteKind::Blind);
+        let mut results = Vec::with_capacity(keys.len());
+        for (n, chunk) in keys.chunks(DELETE_CHUNK).enumerate() {
+            match self.delete_chunk_settled(chunk).await {
+                Ok(answers) => results.extend(answers),
+                Err(e) if n == 0 => return Err(e),
+                Err(e) => {
+                    results.extend(storage_core::raw::ranges::failed_together(&e, chunk.len()))
+                }
+            }
+        }
+        Ok(results)
+    }
+
+    /// One chunk of [`Retry::delete_many_settled`]: each attempt sends the
+    /// keys still pending; a key that failed transiently, or every key of
+    /// an attempt that failed as a whole, is settled with a `head` as a
+    /// single delete is ([`Retry::delete`]), and only those the head shows
+    /// were not deleted are sent again. The chunk's keys are registered as
+    /// writes in progress until each is settled.
+    async fn delete_chunk_settled(&self, keys: &[Key]) -> Result<Vec<Result<()>>> {
+        let (registered, own) = self.writers.begin_many(keys, WriteKind::Blind);
+        let mut writings: Vec<Option<Writing<'_>>> = registered.into_iter().map(Some).collect();
+        let mut first_round = true;
         let mut results: Vec<Option<Result<()>>> = keys.iter().map(|_| None).collect();
         let mut pending: Vec<usize> = (0..keys.len()).collect();
         let limit = Some(self.policy.attempt_timeout());
@@ -324,12 +345,26 @@ impl<B: Backend + ?Sized> Retry<B> {
                         })
                         .collect()
                 }
-                Err(e) => return Err(e),
+                Err(e) if first_round => return Err(e),
+                Err(e) => {
+                    // Later rounds: the earlier rounds' results are kept.
+                    let spread = storage_core::raw::ranges::failed_together(&e, pending.len());
+                    for (&index, each) in pending.iter().zip(spread) {
+                        if let Some(slot) = results.get_mut(index) {
+                            *slot = Some(each);
+                        }
+                    }
+                    break;
+                }
             };
+            first_round = false;
             let settled: Vec<(usize, Error, Settled)> = futures::stream::iter(failed)
                 .map(|(index, error)| {
                     let key = keys.get(index);
-                    let writing = own.get(index).and_then(|&w| writings.get(w));
+                    let writing = own
+                        .get(index)
+                        .and_then(|&w| writings.get(w))
+                        .and_then(Option::as_ref);
                     let unconditional = &unconditional;
                     async move {
                         let settled = match (key, writing) {
@@ -360,6 +395,17 @@ impl<B: Backend + ?Sized> Retry<B> {
                         pending.push(index);
                         last = Some(error);
                     }
+                }
+            }
+            // A stripe none of whose keys is pending stops counting as
+            // written to, so that other writes are not taken for overlaps.
+            let needed: std::collections::HashSet<usize> = pending
+                .iter()
+                .filter_map(|&index| own.get(index).copied())
+                .collect();
+            for (w, writing) in writings.iter_mut().enumerate() {
+                if !needed.contains(&w) {
+                    *writing = None;
                 }
             }
             if let Some(error) = last
@@ -434,6 +480,11 @@ impl<B: Backend + ?Sized> Retry<B> {
         }
     }
 }
+
+/// Keys per call of the inner backend's `delete_many` made by
+/// [`Retry`]'s, each call under its own attempt time limit: one S3
+/// `DeleteObjects`, four Azure Blob Batches, ten GCS batches.
+const DELETE_CHUNK: usize = 1000;
 
 /// What became of a put of unknown outcome.
 enum PutOutcome {

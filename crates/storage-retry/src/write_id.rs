@@ -68,7 +68,11 @@
 //! or empties a key) is taken for no writer at all, and the answer may then
 //! be wrong; stores keep no history to tell. Overlaps are counted per
 //! stripe of keys (256 stripes), so a write to another key sharing the
-//! stripe may turn an answer into "unknown", never into a wrong one.
+//! stripe may turn an answer into "unknown", never into a wrong one. A
+//! `delete_many` registers on the stripes of all its keys (of 1,000 keys,
+//! nearly every stripe) until each key is settled, typically for one
+//! round trip; writes overlapping it may then be answered "unknown" more
+//! often.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};

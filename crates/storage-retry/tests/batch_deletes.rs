@@ -73,3 +73,38 @@ async fn a_batch_that_always_fails_transiently_reports_each_key_as_transient() {
         "{results:?}"
     );
 }
+
+#[tokio::test]
+async fn keys_refused_one_by_one_are_settled_and_sent_again() {
+    let store = stored(&NAMES).await;
+    store.inner().set(Script::RefuseDeletes(1));
+    let results = store.delete_many(&keys(&NAMES)).await.expect("delete_many");
+    let mut left = Vec::new();
+    for key in keys(&NAMES) {
+        if store.inner().inner.exists(&key).await.expect("head") {
+            left.push(key);
+        }
+    }
+    assert!(
+        results.iter().all(Result::is_ok) && left.is_empty(),
+        "results {results:?}, left {left:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_batch_the_policy_gives_up_on_leaves_each_key_transient_and_in_place() {
+    let store = stored(&NAMES).await;
+    store.inner().set(Script::DeletesAlwaysTransient);
+    let results = store.delete_many(&keys(&NAMES)).await.expect("delete_many");
+    let mut kept = 0;
+    for key in keys(&NAMES) {
+        kept += usize::from(store.inner().inner.exists(&key).await.expect("head"));
+    }
+    assert!(
+        kept == NAMES.len()
+            && results
+                .iter()
+                .all(|r| r.as_ref().is_err_and(|e| e.is_transient())),
+        "kept {kept}, results {results:?}"
+    );
+}

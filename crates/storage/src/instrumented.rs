@@ -219,14 +219,21 @@ impl<B: Backend> Backend for Instrumented<B> {
     }
 
     /// One span for the whole call, `key` being the first key and `bytes`
-    /// the number of keys.
+    /// the number of keys; each key's failure is counted in [`ERRORS`]
+    /// (operation `delete`), as when its delete is a call of its own.
     async fn delete_many(&self, keys: &[Key]) -> Result<Vec<Result<()>>> {
         let first = keys.first().map_or("", Key::as_str);
         let call = self.inner.delete_many(keys);
-        self.observe("delete_many", first, call, |results| {
-            u64::try_from(results.len()).ok()
-        })
-        .await
+        let results = self
+            .observe("delete_many", first, call, |results| {
+                u64::try_from(results.len()).ok()
+            })
+            .await?;
+        for error in results.iter().filter_map(|result| result.as_ref().err()) {
+            metrics::counter!(ERRORS, "backend" => self.backend.to_string(), "operation" => "delete", "kind" => error.kind())
+                .increment(1);
+        }
+        Ok(results)
     }
 
     async fn list(&self, options: &ListOptions) -> Result<ListPage> {

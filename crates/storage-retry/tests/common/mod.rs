@@ -54,6 +54,12 @@ pub enum Script {
     /// The next `n` deletes are applied, then answered with a transient
     /// error.
     LoseDeleteAnswers(u64),
+    /// The next `n` deletes fail transiently before reaching the store; a
+    /// `delete_many` answers each of its keys so.
+    RefuseDeletes(u64),
+    /// Every delete fails transiently before reaching the store (a
+    /// `delete_many` as a whole); other calls run.
+    DeletesAlwaysTransient,
     /// Every call fails with a transient error.
     AlwaysTransient,
     /// Every call fails with a non-transient error.
@@ -102,7 +108,9 @@ impl<B: Backend> Scripted<B> {
             | Script::Refuse(_)
             | Script::BreakAfterFirstChunk
             | Script::LandLate => put,
-            Script::LoseDeleteAnswers(_) => delete,
+            Script::LoseDeleteAnswers(_)
+            | Script::RefuseDeletes(_)
+            | Script::DeletesAlwaysTransient => delete,
             Script::Pass | Script::AlwaysTransient | Script::AlwaysDenied => true,
         };
         if !applies {
@@ -112,11 +120,13 @@ impl<B: Backend> Scripted<B> {
             Script::LoseAnswers(n) if n > 1 => Script::LoseAnswers(n - 1),
             Script::Refuse(n) if n > 1 => Script::Refuse(n - 1),
             Script::LoseDeleteAnswers(n) if n > 1 => Script::LoseDeleteAnswers(n - 1),
+            Script::RefuseDeletes(n) if n > 1 => Script::RefuseDeletes(n - 1),
             Script::LoseAnswers(_)
             | Script::Refuse(_)
             | Script::BreakAfterFirstChunk
             | Script::LandLate
-            | Script::LoseDeleteAnswers(_) => Script::Pass,
+            | Script::LoseDeleteAnswers(_)
+            | Script::RefuseDeletes(_) => Script::Pass,
             other => other,
         };
         now
@@ -175,7 +185,10 @@ impl<B: Backend> Backend for Scripted<B> {
                 key: Some(key.to_string()),
                 message: "test: denied".into(),
             }),
-            Script::Pass | Script::LoseDeleteAnswers(_) => self.inner.put(key, body, options).await,
+            Script::Pass
+            | Script::LoseDeleteAnswers(_)
+            | Script::RefuseDeletes(_)
+            | Script::DeletesAlwaysTransient => self.inner.put(key, body, options).await,
         }
     }
 
@@ -195,7 +208,8 @@ impl<B: Backend> Backend for Scripted<B> {
                 self.inner.delete(key, options).await?;
                 Err(transient("delete answer lost"))
             }
-            Script::AlwaysTransient => Err(transient("always")),
+            Script::RefuseDeletes(_) => Err(transient("delete refused")),
+            Script::AlwaysTransient | Script::DeletesAlwaysTransient => Err(transient("always")),
             _ => self.inner.delete(key, options).await,
         }
     }
@@ -207,7 +221,11 @@ impl<B: Backend> Backend for Scripted<B> {
                 self.inner.delete_many(keys).await?;
                 Err(transient("delete_many answer lost"))
             }
-            Script::AlwaysTransient => Err(transient("always")),
+            Script::RefuseDeletes(_) => Ok(keys
+                .iter()
+                .map(|_| Err(transient("delete refused")))
+                .collect()),
+            Script::AlwaysTransient | Script::DeletesAlwaysTransient => Err(transient("always")),
             _ => self.inner.delete_many(keys).await,
         }
     }
