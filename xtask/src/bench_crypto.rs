@@ -57,6 +57,82 @@ fn ring_alone(reps: usize) -> anyhow::Result<f64> {
     Ok(median(&mut rates))
 }
 
+/// Size of the small objects' rows (`bench::small_rows`): 4 KiB.
+const SMALL: usize = 4096;
+
+/// Objects per second `ring` alone reaches on one core doing the AES-GCM
+/// work `Encrypted` must do per small object, and nothing else: for a put,
+/// 63 fresh bytes from the system's generator (DEK, nonce prefix, wrap
+/// nonce and padding), the DEK's key schedule, sealing 4 KiB and wrapping
+/// the DEK under the KEK; for a get, unwrapping the DEK, its key schedule
+/// and opening 4 KiB. `(put, get)`.
+fn ring_per_object(budget: Duration) -> anyhow::Result<(f64, f64)> {
+    use ring::rand::{SecureRandom, SystemRandom};
+    let fail = |what: &'static str| move |_| anyhow::anyhow!("ring: {what}");
+    let random = SystemRandom::new();
+    let kek = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &[9; 32]).map_err(fail("KEK"))?);
+    let mut plain = vec![0x5a_u8; SMALL];
+    let nonce = || Nonce::assume_unique_for_key([3; 12]);
+    // A stored object to open: the DEK wrapped, the content sealed.
+    let dek = [4u8; 32];
+    let mut wrapped = dek.to_vec();
+    let tag = kek
+        .seal_in_place_separate_tag(nonce(), Aad::from(b"header"), &mut wrapped)
+        .map_err(fail("wrap"))?;
+    wrapped.extend_from_slice(tag.as_ref());
+    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &dek).map_err(fail("DEK"))?);
+    let mut sealed = plain.clone();
+    let tag = key
+        .seal_in_place_separate_tag(nonce(), Aad::from(b"segment"), &mut sealed)
+        .map_err(fail("seal"))?;
+    sealed.extend_from_slice(tag.as_ref());
+
+    let started = Instant::now();
+    let mut puts = 0u64;
+    while started.elapsed() < budget {
+        let mut fresh = [0u8; 63];
+        random.fill(&mut fresh).map_err(fail("random"))?;
+        let mut dek = [0u8; 32];
+        dek.copy_from_slice(&fresh[..32]);
+        let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &dek).map_err(fail("DEK"))?);
+        let tag = key
+            .seal_in_place_separate_tag(nonce(), Aad::from(b"segment"), &mut plain)
+            .map_err(fail("seal"))?;
+        let mut wrap = dek.to_vec();
+        let wrap_tag = kek
+            .seal_in_place_separate_tag(nonce(), Aad::from(b"header"), &mut wrap)
+            .map_err(fail("wrap"))?;
+        std::hint::black_box((tag, wrap_tag, wrap));
+        puts += 1;
+    }
+    let put_rate = puts as f64 / started.elapsed().as_secs_f64();
+
+    let started = Instant::now();
+    let mut gets = 0u64;
+    while started.elapsed() < budget {
+        let mut dek = wrapped.clone();
+        let opened = kek
+            .open_in_place(nonce(), Aad::from(b"header"), &mut dek)
+            .map_err(fail("unwrap"))?;
+        let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, opened).map_err(fail("DEK"))?);
+        let mut segment = sealed.clone();
+        let got = key
+            .open_in_place(nonce(), Aad::from(b"segment"), &mut segment)
+            .map_err(fail("open"))?;
+        std::hint::black_box(got);
+        gets += 1;
+    }
+    let get_rate = gets as f64 / started.elapsed().as_secs_f64();
+    Ok((put_rate, get_rate))
+}
+
+/// The best ratio to `bare` any layer can reach that adds, to each call of
+/// one task, the work `ring` does at `floor` calls per second: the two
+/// costs per call add up.
+fn ceiling(bare: f64, floor: f64) -> f64 {
+    1.0 / (1.0 + bare / floor)
+}
+
 /// MB/s of one `LARGE`-byte put and one full get on `store`, the get's
 /// body consumed chunk by chunk.
 async fn large(store: &Arc<dyn Backend>, data: &Bytes) -> anyhow::Result<(f64, f64)> {
@@ -82,8 +158,17 @@ async fn large(store: &Arc<dyn Backend>, data: &Bytes) -> anyhow::Result<(f64, f
 }
 
 fn row(name: &str, op: &str, ours: f64, bare: f64, unit: &str) {
+    row_with_ceiling(name, op, ours, bare, unit, None);
+}
+
+/// A row; `ceiling`, where given, is the best ratio AES-GCM alone allows
+/// (see [`ceiling`]).
+fn row_with_ceiling(name: &str, op: &str, ours: f64, bare: f64, unit: &str, ceiling: Option<f64>) {
+    let ceiling = ceiling.map_or(String::new(), |c| {
+        format!("; AES-GCM's own cost allows at most {c:.2}×")
+    });
     println!(
-        "| {name} through Encrypted | {name} bare | {op} | {} {unit} | {} {unit} | {:.2}× ({:+.1} % overhead) |",
+        "| {name} through Encrypted | {name} bare | {op} | {} {unit} | {} {unit} | {:.2}× ({:+.1} % overhead{ceiling}) |",
         fmt_rate(ours),
         fmt_rate(bare),
         ours / bare,
@@ -136,40 +221,53 @@ pub async fn run(dir: &std::path::Path, args: &Args) -> anyhow::Result<()> {
         );
     }
     let budget = Duration::from_secs_f64(args.seconds);
+    let floor = ring_per_object(budget)?;
+    println!(
+        "| ring AES-256-GCM alone | — | per 4 KiB object, 1 core: put (fresh DEK, key schedule, seal, wrap) / get (unwrap, key schedule, open) | {} / {} ops/s | — | — |",
+        fmt_rate(floor.0),
+        fmt_rate(floor.1)
+    );
     let memory = || -> Arc<dyn Backend> { Arc::new(MemoryBackend::new()) };
-    small("memory", memory(), memory(), budget).await?;
+    small("memory", memory(), memory(), budget, floor).await?;
     // Durable LogStore: the per-operation cost of a store that writes to
     // disk, against which the layer's fixed cost per object is measured.
     let below: Arc<dyn Backend> =
         Arc::new(storage_disk::LogStore::open(dir.join("small-below")).await?);
     let bare: Arc<dyn Backend> =
         Arc::new(storage_disk::LogStore::open(dir.join("small-bare")).await?);
-    small("logstore", below, bare, budget).await
+    small("logstore", below, bare, budget, floor).await
 }
 
 /// The 4 KiB rows: puts and gets, sequential and 64 tasks, through
-/// `Encrypted` over `below` against `bare` (two stores of one kind).
+/// `Encrypted` over `below` against `bare` (two stores of one kind). The
+/// sequential rows show the ceiling `floor` (`ring` alone per object:
+/// put, get) allows; the 64-task rows share two cores, where it does not
+/// apply as such.
 async fn small(
     name: &str,
     below: Arc<dyn Backend>,
     bare: Arc<dyn Backend>,
     budget: Duration,
+    floor: (f64, f64),
 ) -> anyhow::Result<()> {
     let stores = [Store::Ours(encrypted(&below)?), Store::Ours(bare)];
     for (label, puts, gets) in small_rows(&stores, budget).await? {
-        row(
+        let sequential = label == "sequential";
+        row_with_ceiling(
             name,
             &format!("put 4 KiB, {label}"),
             puts[0],
             puts[1],
             "ops/s",
+            sequential.then(|| ceiling(puts[1], floor.0)),
         );
-        row(
+        row_with_ceiling(
             name,
             &format!("get 4 KiB, {label}"),
             gets[0],
             gets[1],
             "ops/s",
+            sequential.then(|| ceiling(gets[1], floor.1)),
         );
     }
     Ok(())

@@ -22,7 +22,9 @@ use crate::format::{
     context_bytes, plaintext_size, segment_count, stored_segment_range, stored_size,
 };
 use crate::keyring::Keyring;
-use crate::stream::{OpenPlan, Reader, SegmentKey, open_stream, seal_stream};
+use crate::stream::{
+    OpenPlan, Reader, SMALL_OBJECT_BYTES, SegmentKey, open_small, open_stream, seal_stream,
+};
 
 /// Random bytes a header's wrap draws: the wrap nonce (12) and the KEK
 /// id's padding (32).
@@ -205,12 +207,13 @@ impl<B: Backend> Encrypted<B> {
         };
         if !body.is_replayable() {
             return Ok(Body::stream(
-                self.codec.seal(body.into_stream(), &context)?,
+                self.codec.seal(body.len(), body.into_stream(), &context)?,
                 stored,
             ));
         }
         let codec = Arc::clone(&self.codec);
         let name = key.to_string();
+        let plain = body.len();
         // A `Body` is `Send` but not `Sync`; the opener must be both.
         let source = std::sync::Mutex::new(body);
         Ok(Body::replayable(stored, move || {
@@ -219,7 +222,7 @@ impl<B: Backend> Encrypted<B> {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .try_clone();
             let sealed = match copy {
-                Some(copy) => codec.seal(copy.into_stream(), &context),
+                Some(copy) => codec.seal(plain, copy.into_stream(), &context),
                 None => Err(Error::NonReplayableBody {
                     key: name.clone(),
                     source: None,
@@ -230,7 +233,9 @@ impl<B: Backend> Encrypted<B> {
     }
 
     /// A full read: the header first (so a missing KEK or a broken header
-    /// fails the call itself), then every segment.
+    /// fails the call itself), then every segment. A small object (at most
+    /// [`SMALL_OBJECT_BYTES`] stored) is read and opened whole before the
+    /// call returns, so a tampered one fails the call itself.
     async fn get_whole(&self, key: &Key, options: GetOptions) -> Result<GetResult> {
         let found = self.inner.get(key, options).await?;
         let meta = self.codec.plain_meta(found.meta, Whole::Yes)?;
@@ -239,6 +244,12 @@ impl<B: Backend> Encrypted<B> {
         let stored_header = input.take(HEADER_BYTES).await?;
         let (header, dek) = self.codec.open_header(key, &stored_header, &context)?;
         let segment_key = self.codec.segment_key(&header, &dek, &context)?;
+        let size = meta.size;
+        if found.range.end - found.range.start <= SMALL_OBJECT_BYTES {
+            let plains = open_small(input, &segment_key, size, key.as_str()).await?;
+            let body = stream::iter(plains.into_iter().map(Ok)).boxed();
+            return Ok(GetResult::new(meta, 0..size, body));
+        }
         let plan = OpenPlan {
             plain: meta.size,
             first: 0,
@@ -246,7 +257,6 @@ impl<B: Backend> Encrypted<B> {
             want: 0..meta.size,
             whole: true,
         };
-        let size = meta.size;
         let body = open_stream(input, segment_key, plan, key.to_string());
         Ok(GetResult::new(meta, 0..size, body))
     }
@@ -433,8 +443,9 @@ impl Codec {
         SegmentKey::new(dek, header.nonce_prefix, aad, self.segment_bytes)
     }
 
-    /// The stored form of `input` under a fresh DEK and nonce prefix.
-    fn seal(&self, input: ByteStream, context: &[u8]) -> Result<ByteStream> {
+    /// The stored form of `input` (of `plain` bytes, when known) under a
+    /// fresh DEK and nonce prefix.
+    fn seal(&self, plain: Option<u64>, input: ByteStream, context: &[u8]) -> Result<ByteStream> {
         // One draw from the system's generator: DEK, nonce prefix, wrap
         // nonce and KEK-id padding.
         let fresh = Zeroizing::new(crate::random_array::<{ DEK_BYTES + 7 + WRAP_RANDOM_BYTES }>()?);
@@ -446,7 +457,7 @@ impl Codec {
         wrap.copy_from_slice(&fresh[DEK_BYTES + 7..]);
         let header = self.wrap_header(&dek, prefix, context, &wrap)?;
         let key = self.segment_key(&header, &dek, context)?;
-        Ok(seal_stream(&header.encode(), key, input))
+        Ok(seal_stream(&header.encode(), key, plain, input))
     }
 
     /// The put options the inner backend gets: the user metadata sealed

@@ -104,10 +104,17 @@ struct SealState {
 /// The stored form of `input`: `header` and the first sealed segment as
 /// the first item (one buffer, so that a small object is one chunk), then
 /// one sealed segment per item. Holds at most one segment and one input
-/// chunk.
-pub(crate) fn seal_stream(header: &[u8], key: SegmentKey, input: ByteStream) -> ByteStream {
+/// chunk. `plain`, the plaintext's length when known, sizes the first
+/// buffer (a 4 KiB object does not allocate a whole segment).
+pub(crate) fn seal_stream(
+    header: &[u8],
+    key: SegmentKey,
+    plain: Option<u64>,
+    input: ByteStream,
+) -> ByteStream {
     let size = key.segment_bytes as usize;
-    let mut current = BytesMut::with_capacity(header.len() + size + TAG_BYTES);
+    let first = plain.map_or(size, |len| usize::try_from(len).unwrap_or(size).min(size));
+    let mut current = BytesMut::with_capacity(header.len() + first + TAG_BYTES);
     current.extend_from_slice(header);
     let state = SealState {
         input,
@@ -321,6 +328,47 @@ fn open_batch(key: &SegmentKey, batch: Batch, want: &Range<u64>, name: &str) -> 
             (from < to).then(|| buf.slice(at + from..at + to))
         })
         .collect())
+}
+
+/// Stored objects up to this size are read whole by a full get and opened
+/// in place with no stream machinery: the cost per call of small objects
+/// (4 KiB) is then the AES-GCM work and one copy. Equal to
+/// [`PARALLEL_BYTES`], below which batches are opened in place anyway.
+pub(crate) const SMALL_OBJECT_BYTES: u64 = PARALLEL_BYTES as u64;
+
+/// The plaintext of a whole small object: `input` is its stored form from
+/// the first byte after the header, expected to hold `segments` segments
+/// of an object of `plain` bytes; every segment is read, then opened in
+/// place.
+///
+/// # Errors
+/// [`Error::Integrity`] when the stored form ends early, goes on after its
+/// last segment, or a segment does not authenticate.
+pub(crate) async fn open_small(
+    input: Reader,
+    key: &SegmentKey,
+    plain: u64,
+    name: &str,
+) -> Result<Vec<Bytes>> {
+    let segments = crate::format::segment_count(plain, key.segment_bytes);
+    let mut state = OpenState {
+        input,
+        plan: OpenPlan {
+            plain,
+            first: 0,
+            last: segments.saturating_sub(1),
+            want: 0..plain,
+            whole: true,
+        },
+        segment_bytes: key.segment_bytes,
+        index: 0,
+        segments,
+        name: name.to_owned(),
+    };
+    match state.next_batch().await? {
+        Some(batch) => open_batch(key, batch, &(0..plain), name),
+        None => Ok(Vec::new()),
+    }
 }
 
 /// The plaintext of `plan.want`, from `input` positioned at the first byte
