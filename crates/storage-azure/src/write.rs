@@ -277,21 +277,7 @@ impl AzureBackend {
                 return Err(err);
             }
         }
-        Ok(keys
-            .iter()
-            .zip(results)
-            .map(|(key, result)| {
-                result.unwrap_or_else(|| {
-                    Err(Error::Backend {
-                        transient: true,
-                        message: format!(
-                            "Azure {op}: the answer has no response for the delete of {key}"
-                        ),
-                        source: None,
-                    })
-                })
-            })
-            .collect())
+        Ok(batch::answered(&format!("Azure {op}"), keys, results))
     }
 
     /// The error of a failed sub-response of a Blob Batch, read as the

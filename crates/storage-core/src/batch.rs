@@ -14,7 +14,7 @@ use std::fmt::Write as _;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-use crate::{Error, Result};
+use crate::{Error, Key, Result};
 
 /// One request of a batch: `method target HTTP/1.1`, then `headers`, no
 /// body (the deletes both services batch have none).
@@ -98,6 +98,25 @@ impl SubResponse {
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
     }
+}
+
+/// The results of a batch of calls, one per key of `keys`: each key's
+/// own where its response came (`Some`), a transient [`Error::Backend`]
+/// where the answer had none for it (nothing is known of that call;
+/// deletes can be sent again). `what` names the request in messages.
+pub fn answered(what: &str, keys: &[Key], results: Vec<Option<Result<()>>>) -> Vec<Result<()>> {
+    keys.iter()
+        .zip(results)
+        .map(|(key, result)| {
+            result.unwrap_or_else(|| {
+                Err(Error::Backend {
+                    transient: true,
+                    message: format!("{what}: the answer has no response for the call on {key}"),
+                    source: None,
+                })
+            })
+        })
+        .collect()
 }
 
 /// Most headers read from one embedded response.

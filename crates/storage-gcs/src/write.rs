@@ -318,21 +318,7 @@ impl GcsBackend {
                 }
             }
         }
-        Ok(keys
-            .iter()
-            .zip(results)
-            .map(|(key, result)| {
-                result.unwrap_or_else(|| {
-                    Err(Error::Backend {
-                        transient: true,
-                        message: format!(
-                            "GCS {op}: the answer has no response for the delete of {key}"
-                        ),
-                        source: None,
-                    })
-                })
-            })
-            .collect())
+        Ok(batch::answered(&format!("GCS {op}"), keys, results))
     }
 
     pub(crate) async fn copy_object(

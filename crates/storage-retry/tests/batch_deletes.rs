@@ -29,6 +29,17 @@ async fn stored(names: &[&str]) -> Retry<Scripted<MemoryBackend>> {
 
 const NAMES: [&str; 3] = ["a", "b/c", "d"];
 
+/// The keys of [`NAMES`] still in the store below.
+async fn left(store: &Retry<Scripted<MemoryBackend>>) -> Vec<Key> {
+    let mut left = Vec::new();
+    for key in keys(&NAMES) {
+        if store.inner().inner.exists(&key).await.expect("head") {
+            left.push(key);
+        }
+    }
+    left
+}
+
 #[tokio::test]
 async fn a_batch_reaches_the_backend_below_as_one_call() {
     let store = stored(&NAMES).await;
@@ -48,12 +59,7 @@ async fn a_batch_whose_answer_was_lost_is_settled_and_reported_deleted() {
     let store = stored(&NAMES).await;
     store.inner().set(Script::LoseDeleteAnswers(1));
     let results = store.delete_many(&keys(&NAMES)).await.expect("delete_many");
-    let mut left = Vec::new();
-    for key in keys(&NAMES) {
-        if store.inner().inner.exists(&key).await.expect("head") {
-            left.push(key);
-        }
-    }
+    let left = left(&store).await;
     assert!(
         results.iter().all(Result::is_ok) && left.is_empty(),
         "results {results:?}, left {left:?}"
@@ -79,12 +85,7 @@ async fn keys_refused_one_by_one_are_settled_and_sent_again() {
     let store = stored(&NAMES).await;
     store.inner().set(Script::RefuseDeletes(1));
     let results = store.delete_many(&keys(&NAMES)).await.expect("delete_many");
-    let mut left = Vec::new();
-    for key in keys(&NAMES) {
-        if store.inner().inner.exists(&key).await.expect("head") {
-            left.push(key);
-        }
-    }
+    let left = left(&store).await;
     assert!(
         results.iter().all(Result::is_ok) && left.is_empty(),
         "results {results:?}, left {left:?}"
@@ -96,10 +97,7 @@ async fn a_batch_the_policy_gives_up_on_leaves_each_key_transient_and_in_place()
     let store = stored(&NAMES).await;
     store.inner().set(Script::DeletesAlwaysTransient);
     let results = store.delete_many(&keys(&NAMES)).await.expect("delete_many");
-    let mut kept = 0;
-    for key in keys(&NAMES) {
-        kept += usize::from(store.inner().inner.exists(&key).await.expect("head"));
-    }
+    let kept = left(&store).await.len();
     assert!(
         kept == NAMES.len()
             && results
