@@ -102,7 +102,7 @@ fn ring_per_object(budget: Duration) -> anyhow::Result<(f64, f64)> {
         let wrap_tag = kek
             .seal_in_place_separate_tag(nonce(), Aad::from(b"header"), &mut wrap)
             .map_err(fail("wrap"))?;
-        std::hint::black_box((tag, wrap_tag, wrap));
+        let _ = std::hint::black_box((tag, wrap_tag, wrap));
         puts += 1;
     }
     let put_rate = puts as f64 / started.elapsed().as_secs_f64();
