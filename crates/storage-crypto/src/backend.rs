@@ -238,6 +238,9 @@ impl<B: Backend> Encrypted<B> {
     /// call returns, so a tampered one fails the call itself.
     async fn get_whole(&self, key: &Key, options: GetOptions) -> Result<GetResult> {
         let found = self.inner.get(key, options).await?;
+        // The stored size, not the range the store says it served: the
+        // plan must cover every segment the size implies.
+        let stored = found.meta.size;
         let meta = self.codec.plain_meta(found.meta, Whole::Yes)?;
         let context = self.codec.context(key);
         let mut input = Reader::new(found.body);
@@ -245,7 +248,7 @@ impl<B: Backend> Encrypted<B> {
         let (header, dek) = self.codec.open_header(key, &stored_header, &context)?;
         let segment_key = self.codec.segment_key(&header, &dek, &context)?;
         let size = meta.size;
-        if found.range.end - found.range.start <= SMALL_OBJECT_BYTES {
+        if stored <= SMALL_OBJECT_BYTES {
             let plains = open_small(input, &segment_key, size, key.as_str()).await?;
             let body = stream::iter(plains.into_iter().map(Ok)).boxed();
             return Ok(GetResult::new(meta, 0..size, body));
@@ -866,5 +869,69 @@ mod tests {
             total += item.len();
         }
         assert_eq!(total, 15 * segment);
+    }
+}
+
+/// A store that misreports the range of a full read.
+#[cfg(test)]
+mod lying_range {
+    use async_trait::async_trait;
+    use storage_core::{
+        Backend, BackendExt, Body, Capabilities, DeleteOptions, Error, GetOptions, GetResult, Key,
+        ListOptions, ListPage, MemoryBackend, ObjectMeta, PutOptions, Result,
+    };
+
+    use crate::{Encrypted, Keyring};
+
+    /// Serves every byte of a full read but says it served `0..1`.
+    #[derive(Debug)]
+    struct LyingRange(MemoryBackend);
+
+    #[async_trait]
+    impl Backend for LyingRange {
+        fn name(&self) -> &str {
+            "lying-range"
+        }
+        fn capabilities(&self) -> Capabilities {
+            self.0.capabilities()
+        }
+        async fn put(&self, key: &Key, body: Body, options: PutOptions) -> Result<ObjectMeta> {
+            self.0.put(key, body, options).await
+        }
+        async fn get(&self, key: &Key, options: GetOptions) -> Result<GetResult> {
+            let found = self.0.get(key, options).await?;
+            Ok(GetResult::new(found.meta, 0..1, found.body))
+        }
+        async fn head(&self, key: &Key) -> Result<ObjectMeta> {
+            self.0.head(key).await
+        }
+        async fn delete(&self, key: &Key, options: DeleteOptions) -> Result<()> {
+            self.0.delete(key, options).await
+        }
+        async fn list(&self, options: &ListOptions) -> Result<ListPage> {
+            self.0.list(options).await
+        }
+    }
+
+    /// The plan of a full read follows the stored size, so a misreported
+    /// range cannot make a small-object read of a 3 MiB object stop after
+    /// its first batch and pass the rest off as the whole.
+    #[tokio::test]
+    async fn a_misreported_range_never_shortens_a_full_read() {
+        let keyring = Keyring::new("k1", &[9; 32]).expect("valid keyring");
+        let store = Encrypted::new(
+            LyingRange(MemoryBackend::new()),
+            keyring,
+            crate::all_state(),
+        );
+        let data = vec![7u8; 3 << 20];
+        store.put_bytes("big", data.clone()).await.expect("put");
+        let read = store.get_bytes("big").await;
+        assert!(
+            matches!(&read, Ok(bytes) if bytes.as_ref() == data.as_slice())
+                || matches!(read, Err(Error::Integrity { .. })),
+            "a short read passed as whole: {:?}",
+            read.map(|b| b.len())
+        );
     }
 }

@@ -365,11 +365,16 @@ pub(crate) async fn open_small(
         segments,
         name: name.to_owned(),
     };
-    match state.next_batch().await? {
-        Some(batch) => open_batch(key, batch, &(0..plain), name),
-        None => Ok(Vec::new()),
+    // One batch for an object this small; the loop holds whatever the
+    // size says, so that no segment goes unread.
+    let mut plains = Vec::new();
+    while let Some(batch) = state.next_batch().await? {
+        plains.extend(open_batch(key, batch, &(0..plain), name)?);
     }
+    Ok(plains)
 }
+
+const _: () = assert!(SMALL_OBJECT_BYTES as usize <= BATCH_BYTES);
 
 /// The plaintext of `plan.want`, from `input` positioned at the first byte
 /// of segment `plan.first`. Segments are read in batches of about 1 MiB;
