@@ -1,7 +1,7 @@
-//! `cargo xtask bench --backend logstore`: durable small puts against a
-//! write-and-fdatasync-per-put baseline, `FsBackend` and `LocalFileSystem`;
-//! small gets against `InMemory`; open time and peak memory of a store of
-//! many small objects.
+//! `cargo xtask bench --backend logstore`: durable small puts against the
+//! raw append + `fdatasync` loops (the disk's limit, with and without group
+//! commit); small gets against `InMemory`; compare-and-swap increments;
+//! open time and peak memory of a store of many small objects.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -13,54 +13,57 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::Bytes;
+use futures::TryStreamExt;
 use futures::future::try_join_all;
+use object_store_014 as object_store;
 use serde::{Deserialize, Serialize};
 use storage_core::{Backend, BackendExt};
-use storage_disk::{Durability, FsBackend, LogStore, LogStoreOptions};
+use storage_disk::{Durability, LogStore, LogStoreOptions};
 
-use crate::bench::{Store, alternate_many, fmt_rate};
+use crate::bench::{Args, Report, Row, Store, alternate_many};
 
 /// Writer counts of the durable-put table.
 const WRITERS: [usize; 4] = [1, 16, 64, 256];
 
-/// One `pwrite` and one `fdatasync` per put, on one file: what a store
-/// without group commit does. `serialized` holds a lock across both, so
-/// that no two puts share an `fdatasync`; without it, concurrent puts'
-/// `fdatasync` calls may be merged by the kernel.
-pub struct FsyncPerPut {
+/// The disk's own limit for durable 4 KiB puts: one thread appending
+/// `group` records of 4 KiB to one file with `pwrite`, then one
+/// `fdatasync`, over and over. With `group` 1 it is what a store without
+/// group commit can do at best; with `group` N, what a store that commits
+/// N puts per `fdatasync` can do at best (no index, no checksums, no
+/// tasks). The file grows as it is written, as a log segment does.
+pub struct RawAppend {
     file: File,
     end: AtomicU64,
-    serialized: Option<std::sync::Mutex<()>>,
+    group: usize,
 }
 
-impl FsyncPerPut {
-    fn open(path: &Path, serialized: bool) -> anyhow::Result<Self> {
+impl RawAppend {
+    fn open(path: &Path, group: usize) -> anyhow::Result<Self> {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(true)
             .write(true)
             .open(path)?;
-        Ok(FsyncPerPut {
+        Ok(RawAppend {
             file,
             end: AtomicU64::new(0),
-            serialized: serialized.then(|| std::sync::Mutex::new(())),
+            group: group.max(1),
         })
     }
 
-    /// Appends `data` and waits for `fdatasync`.
-    pub async fn put(self: &Arc<Self>, data: Bytes) -> anyhow::Result<()> {
-        let this = Arc::clone(self);
-        tokio::task::spawn_blocking(move || {
-            let _turn = this
-                .serialized
-                .as_ref()
-                .map(|m| m.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
-            let at = this.end.fetch_add(data.len() as u64, Ordering::Relaxed);
-            this.file.write_all_at(&data, at)?;
-            this.file.sync_data()?;
-            Ok(())
-        })
-        .await?
+    /// Appends groups until `deadline`; returns the records made durable.
+    pub fn run(&self, deadline: Instant) -> anyhow::Result<u64> {
+        let record = [0x5a_u8; 4096];
+        let mut records = 0;
+        while Instant::now() < deadline {
+            for _ in 0..self.group {
+                let at = self.end.fetch_add(record.len() as u64, Ordering::Relaxed);
+                self.file.write_all_at(&record, at)?;
+            }
+            self.file.sync_data()?;
+            records += self.group as u64;
+        }
+        Ok(records)
     }
 }
 
@@ -149,66 +152,50 @@ async fn fill(dir: &Path, objects: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs the three LogStore tables.
-pub async fn run(scratch: &Path, seconds: f64, objects: usize) -> anyhow::Result<()> {
-    let budget = Duration::from_secs_f64(seconds);
+/// Runs the LogStore rows: durable puts against the raw loops, gets
+/// against `InMemory`, compare-and-swap increments, open time.
+pub async fn run(report: &mut Report, scratch: &Path, args: &Args) -> anyhow::Result<()> {
+    let budget = Duration::from_secs_f64(args.seconds);
     let small = Bytes::from(vec![0x5a; 4096]);
     let logstore = Arc::new(LogStore::open(scratch.join("logstore")).await?);
     let ours = Store::Ours(Arc::clone(&logstore) as Arc<dyn Backend>);
-    let serial = Store::Baseline(Arc::new(FsyncPerPut::open(
-        &scratch.join("serial.log"),
-        true,
-    )?));
-    let baseline = Store::Baseline(Arc::new(FsyncPerPut::open(
-        &scratch.join("baseline.log"),
-        false,
-    )?));
-    let fs = Store::Ours(Arc::new(FsBackend::new(scratch.join("fs"))?));
-    std::fs::create_dir_all(scratch.join("lfs"))?;
-    let lfs = Store::Peer(Arc::new(
-        object_store::local::LocalFileSystem::new_with_prefix(scratch.join("lfs"))?,
-    ));
 
-    println!("\n## LogStore: durable 4 KiB puts (ops/s)\n");
-    println!(
-        "| writers | LogStore (fdatasync per batch) | write + fdatasync per put, serialized | write + fdatasync per put, concurrent | FsBackend (4 fsyncs per put) | LocalFileSystem (no fsync) | LogStore/serialized | LogStore/concurrent | LogStore/LocalFileSystem |"
-    );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    report.section("logstore: durable 4 KiB puts against the raw append + fdatasync loops");
     for writers in WRITERS {
+        let raw = Store::Raw(Arc::new(RawAppend::open(
+            &scratch.join(format!("raw-{writers}.log")),
+            writers,
+        )?));
         let data = small.clone();
         let put = move |s: Store, t: usize, i: u64| {
-            let data = data.clone();
+            let data = Bytes::copy_from_slice(&data);
             async move { s.put(format!("w{writers}/{t}/{i}"), data).await }
         };
-        let stores = [
-            ours.clone(),
-            serial.clone(),
-            baseline.clone(),
-            fs.clone(),
-            lfs.clone(),
-        ];
-        let r = alternate_many(&stores, writers, budget, put).await?;
-        println!(
-            "| {writers} | {} | {} | {} | {} | {} | {:.1}× | {:.1}× | {:.2}× |",
-            fmt_rate(r[0]),
-            fmt_rate(r[1]),
-            fmt_rate(r[2]),
-            fmt_rate(r[3]),
-            fmt_rate(r[4]),
-            r[0] / r[1],
-            r[0] / r[2],
-            r[0] / r[4]
+        let rates = alternate_many(&[ours.clone(), raw], writers, budget, args.rounds, put).await?;
+        let (reference, goal) = match writers {
+            1 => ("raw loop: 1 append + 1 fdatasync".to_owned(), Some(0.9)),
+            16 => ("raw loop: 16 appends + 1 fdatasync".to_owned(), None),
+            n => (format!("raw loop: {n} appends + 1 fdatasync"), Some(0.5)),
+        };
+        report.add(
+            Row::new(
+                "logstore",
+                format!("durable put 4 KiB, {writers} writers"),
+                "ops/s",
+                rates.mean(0),
+            )
+            .against(&reference, rates.mean(1))
+            .goal(goal)
+            .spread(rates.spread(0, 1)),
         );
     }
 
-    println!("\n## LogStore: 4 KiB gets (ops/s)\n");
-    println!("| tasks | LogStore | InMemory | LogStore/InMemory |");
-    println!("|---:|---:|---:|---:|");
+    report.section("logstore: 4 KiB gets against object_store's InMemory");
     // A fresh store holding the same 1,000 objects as the peer.
     logstore.close().await?;
     let logstore = Arc::new(LogStore::open(scratch.join("logstore-gets")).await?);
     let ours = Store::Ours(Arc::clone(&logstore) as Arc<dyn Backend>);
-    let memory = Store::Peer(Arc::new(object_store::memory::InMemory::new()));
+    let memory = Store::peer(object_store::memory::InMemory::new());
     for store in [&ours, &memory] {
         for i in 0..1000 {
             store.put(format!("read/{i}"), small.clone()).await?;
@@ -222,40 +209,116 @@ pub async fn run(scratch: &Path, seconds: f64, objects: usize) -> anyhow::Result
             anyhow::ensure!(got.len() == 4096, "short read");
             Ok(())
         };
-        let rates = alternate_many(&[ours.clone(), memory.clone()], tasks, budget, get).await?;
-        println!(
-            "| {tasks} | {} | {} | {:.2}× |",
-            fmt_rate(rates[0]),
-            fmt_rate(rates[1]),
-            rates[0] / rates[1]
+        let rates = alternate_many(
+            &[ours.clone(), memory.clone()],
+            tasks,
+            budget,
+            args.rounds,
+            get,
+        )
+        .await?;
+        report.add(
+            Row::new(
+                "logstore",
+                format!("get 4 KiB, {tasks} tasks"),
+                "ops/s",
+                rates.mean(0),
+            )
+            .against("object_store 0.14 InMemory", rates.mean(1))
+            .goal(Some(1.0))
+            .spread(rates.spread(0, 1))
+            .note("read from the page cache"),
         );
     }
+    let memory: Arc<dyn Backend> = Arc::new(storage_core::MemoryBackend::new());
+    let (cas, cas_memory) = (
+        cas_increments(&(Arc::clone(&logstore) as Arc<dyn Backend>), budget).await?,
+        cas_increments(&memory, budget).await?,
+    );
+    report.add(
+        Row::new(
+            "logstore",
+            "CAS increments of one counter, 16 tasks",
+            "ops/s",
+            cas,
+        )
+        .against("MemoryBackend, same loop", cas_memory)
+        .note("each success is a get, a parse and a durable put with If-Match; refusals retried"),
+    );
     logstore.close().await?;
 
-    println!("\n## LogStore: opening a store of {objects} live 100-byte objects\n");
+    report.section(&format!(
+        "logstore: opening a store of {} live 100-byte objects",
+        args.objects
+    ));
     let dir = scratch.join("many");
     let started = Instant::now();
-    fill(&dir, objects).await?;
+    fill(&dir, args.objects).await?;
     let fill_secs = started.elapsed().as_secs_f64();
     let with = median_open(&dir)?;
     std::fs::remove_file(dir.join("index.snap"))?;
     let without = median_open(&dir)?;
-    println!("| open | objects | time (median of 3 processes) | peak RSS of the process |");
-    println!("|---|---:|---:|---:|");
     for (label, f) in [
         ("with the index snapshot", &with),
         ("replaying every segment", &without),
     ] {
         anyhow::ensure!(
-            f.objects == objects,
-            "{label}: {} objects, expected {objects}",
-            f.objects
+            f.objects == args.objects,
+            "{label}: {} objects, expected {}",
+            f.objects,
+            args.objects
         );
-        println!(
-            "| {label} (snapshot used: {}) | {} | {:.0} ms | {:.0} MiB |",
-            f.from_snapshot, f.objects, f.ms, f.peak_rss_mib
+        report.add(
+            Row::new("logstore", format!("open, {label}"), "ms", f.ms).note(format!(
+                "median of 3 processes; snapshot used: {}; peak RSS {:.0} MiB",
+                f.from_snapshot, f.peak_rss_mib
+            )),
         );
     }
     println!("\n(filling it took {fill_secs:.1} s with Durability::Buffered and 256 writers)");
     Ok(())
+}
+
+/// Successful compare-and-swap increments per second of one counter by 16
+/// tasks: each reads the counter, adds one and writes it back with
+/// `If-Match` on the ETag it read, again on a refusal.
+async fn cas_increments(store: &Arc<dyn Backend>, budget: Duration) -> anyhow::Result<f64> {
+    use storage_core::{PutMode, PutOptions};
+    let key = storage_core::Key::new("counter")?;
+    store.put_bytes(key.clone(), "0").await?;
+    let deadline = Instant::now() + budget;
+    let started = Instant::now();
+    let tasks = (0..16).map(|_| {
+        let (store, key) = (Arc::clone(store), key.clone());
+        tokio::spawn(async move {
+            let mut won = 0u64;
+            while Instant::now() < deadline {
+                let found = store.get(&key, storage_core::GetOptions::default()).await?;
+                let etag = found.meta.etag.clone();
+                let bytes: Vec<Bytes> = found.body.try_collect().await?;
+                let value: u64 = std::str::from_utf8(&bytes.concat())?.parse()?;
+                let next = Bytes::from((value + 1).to_string());
+                match store
+                    .put(&key, next.into(), PutOptions::mode(PutMode::IfMatch(etag)))
+                    .await
+                {
+                    Ok(_) => won += 1,
+                    Err(storage_core::Error::PreconditionFailed { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Ok::<u64, anyhow::Error>(won)
+        })
+    });
+    let mut total = 0;
+    for t in try_join_all(tasks).await? {
+        total += t?;
+    }
+    let rate = total as f64 / started.elapsed().as_secs_f64();
+    let end: u64 = std::str::from_utf8(&store.get_bytes(key).await?)?.parse()?;
+    anyhow::ensure!(
+        end == total,
+        "the counter reads {end} after {total} increments"
+    );
+    Ok(rate)
 }

@@ -14,6 +14,8 @@ mod conformance;
 mod encrypted;
 mod faulty;
 #[cfg(feature = "full")]
+mod gcs_minimal;
+#[cfg(feature = "full")]
 mod peers;
 #[cfg(feature = "full")]
 mod public_api;
@@ -36,7 +38,8 @@ struct Cli {
 enum Command {
     /// Run the contract suite against backends and print the matrix.
     Conformance(conformance::Args),
-    /// Measure put and get throughput against object_store's peers.
+    /// Measure put and get throughput against object_store 0.14's stores and
+    /// the disk's and HTTP's floors, in the same run.
     #[cfg(feature = "full")]
     Bench(bench::Args),
     /// Run every test of the workspace and the conformance matrix on every
@@ -59,8 +62,8 @@ enum Command {
     #[cfg(feature = "full")]
     #[command(hide = true)]
     LogstoreOpen { dir: std::path::PathBuf },
-    /// Compare per-request client and server CPU of our client and
-    /// `object_store`'s against one test server (`s3` or `azure`).
+    /// Compare per-request client and server CPU of our client and the
+    /// bench's reference against one test server (`s3`, `azure` or `gcs`).
     #[cfg(feature = "full")]
     #[command(hide = true)]
     Probe { backend: String, requests: usize },

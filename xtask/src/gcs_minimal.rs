@@ -1,0 +1,165 @@
+//! The GCS reference of `cargo xtask bench`: the fewest lines of `reqwest`
+//! that issue the JSON-API requests `storage-gcs` issues, with nothing
+//! else (no checksums, no retries, no metadata, no error mapping). What it
+//! costs is the floor any client pays for the same requests.
+//!
+//! - A put below 16 MiB is one multipart upload (`uploadType=multipart`, a
+//!   JSON part with the name, then the content), as `storage-gcs` sends.
+//! - A put of 16 MiB or more is a resumable upload (`uploadType=resumable`)
+//!   sent in 8 MiB chunks one after the other, `storage-gcs`'s defaults.
+//! - A get is one media download (`alt=media`).
+//!
+//! Source: Cloud Storage JSON API, "Perform multipart uploads", "Perform
+//! resumable uploads", "Objects: get".
+
+use bytes::Bytes;
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+
+/// Bodies of at least this many bytes go as resumable uploads.
+const RESUMABLE_FROM: usize = storage_gcs::DEFAULT_RESUMABLE_THRESHOLD as usize;
+/// Chunk of a resumable upload.
+const CHUNK: usize = storage_gcs::DEFAULT_CHUNK_SIZE as usize;
+
+/// A bare client of one bucket on one endpoint, without authorization (the
+/// emulator asks for none).
+pub struct MinimalGcs {
+    http: reqwest::Client,
+    endpoint: String,
+    bucket: String,
+    prefix: String,
+}
+
+impl MinimalGcs {
+    pub fn new(endpoint: &str, bucket: &str, prefix: &str) -> anyhow::Result<Self> {
+        Ok(MinimalGcs {
+            http: reqwest::Client::builder().build()?,
+            endpoint: endpoint.trim_end_matches('/').to_owned(),
+            bucket: bucket.to_owned(),
+            prefix: prefix.to_owned(),
+        })
+    }
+
+    fn name(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
+    pub async fn put(&self, key: &str, data: Bytes) -> anyhow::Result<()> {
+        if data.len() >= RESUMABLE_FROM {
+            return self.put_resumable(key, data).await;
+        }
+        let json = serde_json::json!({ "name": self.name(key) }).to_string();
+        let boundary = "minimal-gcs-boundary";
+        let head = format!(
+            "--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n{json}\r\n--{boundary}\r\nContent-Type: application/octet-stream\r\n\r\n"
+        );
+        let tail = format!("\r\n--{boundary}--\r\n");
+        let mut body = Vec::with_capacity(head.len() + data.len() + tail.len());
+        body.extend_from_slice(head.as_bytes());
+        body.extend_from_slice(&data);
+        body.extend_from_slice(tail.as_bytes());
+        let response = self
+            .http
+            .post(format!(
+                "{}/upload/storage/v1/b/{}/o?uploadType=multipart",
+                self.endpoint, self.bucket
+            ))
+            .header(
+                "content-type",
+                format!("multipart/related; boundary={boundary}"),
+            )
+            .body(body)
+            .send()
+            .await?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "upload: {}",
+            response.status()
+        );
+        response.bytes().await?;
+        Ok(())
+    }
+
+    async fn put_resumable(&self, key: &str, data: Bytes) -> anyhow::Result<()> {
+        let response = self
+            .http
+            .post(format!(
+                "{}/upload/storage/v1/b/{}/o?uploadType=resumable",
+                self.endpoint, self.bucket
+            ))
+            .header("content-type", "application/json; charset=UTF-8")
+            .body(serde_json::json!({ "name": self.name(key) }).to_string())
+            .send()
+            .await?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "resumable upload: {}",
+            response.status()
+        );
+        let session = response
+            .headers()
+            .get("location")
+            .and_then(|l| l.to_str().ok())
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow::anyhow!("resumable upload: no Location"))?;
+        response.bytes().await?;
+        let total = data.len();
+        let mut start = 0;
+        while start < total {
+            let end = (start + CHUNK).min(total);
+            let size = if end == total {
+                total.to_string()
+            } else {
+                "*".to_owned()
+            };
+            let response = self
+                .http
+                .put(&session)
+                .header("content-range", format!("bytes {start}-{}/{size}", end - 1))
+                .body(data.slice(start..end))
+                .send()
+                .await?;
+            let status = response.status().as_u16();
+            anyhow::ensure!(
+                status == 308 || response.status().is_success(),
+                "resumable chunk: {status}"
+            );
+            response.bytes().await?;
+            start = end;
+        }
+        Ok(())
+    }
+
+    fn media_url(&self, key: &str) -> String {
+        format!(
+            "{}/storage/v1/b/{}/o/{}?alt=media",
+            self.endpoint,
+            self.bucket,
+            utf8_percent_encode(&self.name(key), NON_ALPHANUMERIC)
+        )
+    }
+
+    pub async fn get(&self, key: &str) -> anyhow::Result<Bytes> {
+        let response = self.http.get(self.media_url(key)).send().await?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "download: {}",
+            response.status()
+        );
+        Ok(response.bytes().await?)
+    }
+
+    /// Reads the object chunk by chunk, keeping none: the bytes read.
+    pub async fn get_streamed(&self, key: &str) -> anyhow::Result<u64> {
+        let mut response = self.http.get(self.media_url(key)).send().await?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "download: {}",
+            response.status()
+        );
+        let mut got = 0u64;
+        while let Some(chunk) = response.chunk().await? {
+            got += std::hint::black_box(chunk).len() as u64;
+        }
+        Ok(got)
+    }
+}
