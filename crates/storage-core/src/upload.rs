@@ -505,8 +505,19 @@ impl<U: ChunkedUpload> Drop for AbortOnDrop<U> {
 }
 
 /// Cuts a body into parts and hashes it as it goes.
+///
+/// A part that lies within one chunk of the body is a slice of that chunk,
+/// not a copy: a body held in memory as one buffer is sent without ever
+/// being copied, and the memory an upload adds stays within the plan's
+/// bound (`part_size × (parts_in_flight + 2)`) whatever the body's chunks.
+/// Only a part assembled from several chunks is copied into a buffer of
+/// its own. Each part is hashed when it is handed out, so hashing a large
+/// chunk does not hold back the first part.
 struct PartReader {
     stream: ByteStream,
+    /// The unread rest of the last chunk.
+    rest: Bytes,
+    /// A part being assembled from several chunks.
     carry: BytesMut,
     part_size: usize,
     hasher: Sha256,
@@ -518,6 +529,7 @@ impl PartReader {
     fn new(stream: ByteStream, part_size: usize) -> Self {
         PartReader {
             stream,
+            rest: Bytes::new(),
             carry: BytesMut::new(),
             part_size,
             hasher: Sha256::new(),
@@ -529,26 +541,36 @@ impl PartReader {
     /// The next part: `part_size` bytes, fewer only at the end of the body
     /// (empty once it is all read).
     async fn next(&mut self) -> Result<Bytes> {
-        while self.carry.len() < self.part_size && !self.ended {
-            match self.stream.next().await {
-                Some(Ok(chunk)) => {
-                    self.hasher.update(&chunk);
-                    self.size += chunk.len() as u64;
-                    // A chunk that is exactly one part is not copied.
-                    if self.carry.is_empty() && chunk.len() == self.part_size {
-                        return Ok(chunk);
-                    }
-                    if self.carry.capacity() < self.part_size {
-                        self.carry.reserve(self.part_size - self.carry.len());
-                    }
-                    self.carry.extend_from_slice(&chunk);
+        let part = self.cut().await?;
+        self.hasher.update(&part);
+        self.size += part.len() as u64;
+        Ok(part)
+    }
+
+    async fn cut(&mut self) -> Result<Bytes> {
+        loop {
+            if self.carry.is_empty() && self.rest.len() >= self.part_size {
+                return Ok(self.rest.split_to(self.part_size));
+            }
+            if !self.rest.is_empty() {
+                let take = (self.part_size - self.carry.len()).min(self.rest.len());
+                if self.carry.capacity() < self.part_size {
+                    self.carry.reserve(self.part_size - self.carry.len());
                 }
+                self.carry.extend_from_slice(&self.rest.split_to(take));
+                if self.carry.len() == self.part_size {
+                    return Ok(self.carry.split().freeze());
+                }
+            }
+            if self.ended {
+                return Ok(self.carry.split().freeze());
+            }
+            match self.stream.next().await {
+                Some(Ok(chunk)) => self.rest = chunk,
                 Some(Err(e)) => return Err(e),
                 None => self.ended = true,
             }
         }
-        let take = self.carry.len().min(self.part_size);
-        Ok(self.carry.split_to(take).freeze())
     }
 
     /// The size and SHA-256 of everything read.
@@ -899,6 +921,52 @@ mod tests {
             .await
             .expect("upload");
         assert_eq!(mock.state(|s| (s.whole_puts, s.initiated)), (1, 0));
+    }
+
+    /// A body held as one buffer is cut into slices of that buffer, never
+    /// copied; parts assembled from small chunks hold the same bytes.
+    #[tokio::test]
+    async fn parts_of_one_large_chunk_are_slices_of_it() {
+        let whole = Bytes::from(data(3500));
+        let span = whole.as_ptr() as usize..whole.as_ptr() as usize + whole.len();
+        let mut reader = PartReader::new(Body::from(whole.clone()).into_stream(), 1000);
+        let mut parts = Vec::new();
+        loop {
+            let part = reader.next().await.expect("part");
+            if part.is_empty() {
+                break;
+            }
+            parts.push(part);
+        }
+        assert_eq!(
+            parts.iter().map(Bytes::len).collect::<Vec<_>>(),
+            [1000, 1000, 1000, 500]
+        );
+        for part in &parts[..3] {
+            assert!(
+                span.contains(&(part.as_ptr() as usize)),
+                "a whole part was copied"
+            );
+        }
+        assert_eq!(parts.concat(), whole);
+        let digest: [u8; 32] = Sha256::digest(&whole).into();
+        assert_eq!(reader.finish().sha256, digest);
+
+        let mut reader = PartReader::new(one_shot(&whole).into_stream(), 1000);
+        let mut again = Vec::new();
+        loop {
+            let part = reader.next().await.expect("part");
+            if part.is_empty() {
+                break;
+            }
+            assert!(
+                part.len() == 1000 || again.len() == 3,
+                "a short part before the end"
+            );
+            again.push(part);
+        }
+        assert_eq!(again.concat(), whole);
+        assert_eq!(reader.finish().sha256, digest);
     }
 
     #[tokio::test]
