@@ -49,8 +49,10 @@ pub struct Args {
     /// Objects in the store whose open time is measured (logstore).
     #[arg(long, default_value_t = 1_000_000)]
     pub objects: usize,
-    /// Repetitions of each large-object row, per side (the median is kept).
-    #[arg(long, default_value_t = 3)]
+    /// Repetitions of each large-object row, per side (the median is
+    /// kept); rounded up to an even number, so that each side goes first
+    /// as often as the other.
+    #[arg(long, default_value_t = 4)]
     pub large_reps: usize,
     /// Write every row to this file as a JSON array.
     #[arg(long)]
@@ -62,7 +64,7 @@ pub struct Args {
 }
 
 impl Args {
-    fn large_sizes(&self) -> Vec<usize> {
+    pub fn large_sizes(&self) -> Vec<usize> {
         if self.large_mib.is_empty() {
             vec![64, 1024]
         } else {
@@ -387,9 +389,10 @@ impl Report {
     }
 }
 
-/// Adds, for each of `labels` (per concurrency: its label and the put and
-/// get rates of `stores`), a put and a get row of store 0 against store
-/// `reference`.
+/// Adds, for each of `rows` (per concurrency: its label and the put and
+/// get rates of the stores), a put and a get row of store 0 against store
+/// `reference`. `get_note` says where the gets read from (for example the
+/// page cache); `None` adds no get rows.
 #[allow(clippy::too_many_arguments)]
 pub fn small_report(
     report: &mut Report,
@@ -399,14 +402,14 @@ pub fn small_report(
     reference_name: &str,
     put_goal: Option<f64>,
     get_goal: Option<f64>,
-    gets: bool,
+    get_note: Option<&str>,
 ) {
     for (label, puts, got) in rows {
-        let mut sides = vec![("put", puts, put_goal)];
-        if gets {
-            sides.push(("get", got, get_goal));
+        let mut sides = vec![("put", puts, put_goal, "")];
+        if let Some(note) = get_note {
+            sides.push(("get", got, get_goal, note));
         }
-        for (op, rates, goal) in sides {
+        for (op, rates, goal, note) in sides {
             report.add(
                 Row::new(
                     backend,
@@ -416,11 +419,16 @@ pub fn small_report(
                 )
                 .against(reference_name, rates.mean(reference))
                 .goal(goal)
-                .spread(rates.spread(0, reference)),
+                .spread(rates.spread(0, reference))
+                .note(note),
             );
         }
     }
 }
+
+/// The note of small gets from a test server.
+const SERVER_GETS: &str =
+    "the same 1,000 objects read over and over: from the server's memory or its page cache";
 
 /// Peak resident memory of this process since the last
 /// [`reset_peak_rss`], and its resident memory now, in KiB
@@ -482,7 +490,7 @@ pub async fn large_rows(
         let mb = len as f64 / 1e6;
         // [side][put|get]: (seconds, peak MiB) per repetition.
         let mut runs = [[Vec::new(), Vec::new()], [Vec::new(), Vec::new()]];
-        for rep in 0..reps.max(1) {
+        for rep in 0..reps.max(1).next_multiple_of(2) {
             for k in 0..2 {
                 let slot = (k + rep) % 2;
                 let store = stores[slot];
@@ -523,6 +531,27 @@ pub async fn large_rows(
     Ok(())
 }
 
+/// Runs the bench again in a child process with glibc's mapping threshold
+/// fixed ([`crate::MMAP_THRESHOLD`]), as the bounded-memory checks of the
+/// suite run, unless this process already has it: `None` in the child.
+pub fn rerun_with_fixed_mmap_threshold() -> Option<anyhow::Result<ExitCode>> {
+    let (name, value) = crate::MMAP_THRESHOLD;
+    if std::env::var(name).is_ok_and(|v| v == value) {
+        return None;
+    }
+    let status = std::env::current_exe().and_then(|exe| {
+        std::process::Command::new(exe)
+            .args(std::env::args_os().skip(1))
+            .env(name, value)
+            .status()
+    });
+    Some(match status {
+        Ok(status) if status.success() => Ok(ExitCode::SUCCESS),
+        Ok(status) => Err(anyhow::anyhow!("the bench failed: {status}")),
+        Err(e) => Err(e.into()),
+    })
+}
+
 pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
     let names = if args.backends.is_empty() {
         vec!["memory".to_owned(), "fs".to_owned(), "logstore".to_owned()]
@@ -532,25 +561,37 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
     let scratch = tempfile::Builder::new()
         .prefix("storage-bench-")
         .tempdir()?;
-    let backtrace = std::env::var("RUST_BACKTRACE").unwrap_or_default();
+    let backtraces = ["RUST_BACKTRACE", "RUST_LIB_BACKTRACE"]
+        .into_iter()
+        .filter_map(|name| {
+            std::env::var(name)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .map(|v| format!("{name}={v}"))
+        })
+        .collect::<Vec<_>>();
+    let on = backtraces.iter().any(|b| !b.ends_with("=0"));
     println!(
-        "# cargo xtask bench: {} s per small row and side in {} rounds; {} repetitions per large row and side; RUST_BACKTRACE {}",
+        "# cargo xtask bench: {} s per small row and side in {} rounds; {} repetitions per large row and side; {}; {}={} (glibc: allocations from 128 KiB are mapped and unmapped, so that peak RSS shows what each operation holds, not what the allocator kept from the one before)",
         args.seconds,
         args.rounds,
-        args.large_reps,
-        if backtrace.is_empty() {
-            "unset".to_owned()
-        } else {
-            format!("= {backtrace} (figures with backtraces captured on errors)")
-        }
+        args.large_reps.max(1).next_multiple_of(2),
+        match (backtraces.is_empty(), on) {
+            (true, _) => "RUST_BACKTRACE unset".to_owned(),
+            (false, false) => format!("{} (backtraces off)", backtraces.join(", ")),
+            (false, true) => format!(
+                "{} (errors capture backtraces: figures not comparable with runs without)",
+                backtraces.join(", ")
+            ),
+        },
+        crate::MMAP_THRESHOLD.0,
+        crate::MMAP_THRESHOLD.1,
     );
     println!(
         "\nratio = ours / reference; spread = the lowest and highest ratio of one round (small rows) or one repetition (large rows); large gets are read as streams, chunk by chunk, and the note's peak RSS is what each side added above the process's resident memory when it started."
     );
     let mut report = Report::default();
     let budget = Duration::from_secs_f64(args.seconds);
-    // Test servers started for the run; each is stopped when dropped.
-    let mut started = Vec::new();
     for name in &names {
         match name.as_str() {
             "memory" => memory_rows(&mut report, &args, budget).await?,
@@ -570,7 +611,6 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
                     "azure" => azure_pair().await?,
                     _ => gcs_pair().await?,
                 };
-                started.push(server);
                 cloud_rows(
                     &mut report,
                     name,
@@ -581,6 +621,10 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
                     budget,
                 )
                 .await?;
+                // Stopped before the next section, whose figures it would
+                // otherwise share the two cores with (SeaweedFS keeps
+                // working for a while after its last request).
+                drop(server);
             }
             other => anyhow::bail!(
                 "unknown backend {other:?}; known: memory, fs, logstore, retry, crypto, s3, azure, gcs"
@@ -660,21 +704,27 @@ async fn cloud_rows(
         reference_name,
         Some(goal),
         Some(goal),
-        true,
+        Some(SERVER_GETS),
     );
     let how = |mib: usize, op: &str| -> String {
+        let bytes = (mib as u64) << 20;
         let multipart = match backend {
-            "s3" => mib >= 16,
-            "azure" => mib > 256,
-            _ => mib >= 16,
+            "s3" => bytes >= storage_s3::DEFAULT_MULTIPART_THRESHOLD,
+            "azure" => bytes > AZURE_SINGLE_PUT,
+            _ => bytes >= storage_gcs::DEFAULT_RESUMABLE_THRESHOLD,
         };
         match (op, multipart) {
-            ("get", _) => "one GET each; the server read what it had just written".to_owned(),
+            ("get", _) => {
+                "one GET each, of what the server had just written (its page cache)".to_owned()
+            }
             (_, false) => "one request each".to_owned(),
             (_, true) => match backend {
                 "s3" => "both multipart: 8 MiB parts, 3 in flight".to_owned(),
                 "azure" => "both staged blocks: 4 MiB blocks, 4 in flight".to_owned(),
-                _ => "both resumable uploads in 8 MiB chunks, one at a time".to_owned(),
+                _ => {
+                    "both resumable uploads in 8 MiB chunks, one at a time, then one metadata PATCH"
+                        .to_owned()
+                }
             },
         }
     };
@@ -699,7 +749,16 @@ async fn memory_rows(report: &mut Report, args: &Args, budget: Duration) -> anyh
         Store::peer(object_store::memory::InMemory::new()),
     ];
     let rows = small_rows(&stores, budget, args.rounds).await?;
-    small_report(report, "memory", &rows, 1, "InMemory", None, None, true);
+    small_report(
+        report,
+        "memory",
+        &rows,
+        1,
+        "InMemory",
+        None,
+        None,
+        Some("in memory"),
+    );
     println!(
         "\nmemory: no large rows. Both stores keep the caller's buffer and hand it back, so a large put or get moves no bytes and its MB/s measures nothing."
     );
@@ -738,7 +797,7 @@ async fn fs_rows(
         "LocalFileSystem with_fsync(true)",
         Some(1.0),
         None,
-        true,
+        Some("read from the page cache"),
     );
     small_report(
         report,
@@ -748,7 +807,7 @@ async fn fs_rows(
         "LocalFileSystem (no fsync)",
         None,
         None,
-        false,
+        None,
     );
     large_rows(
         report,
@@ -798,7 +857,7 @@ async fn retry_overhead(
             &format!("{name} bare"),
             None,
             None,
-            true,
+            Some("in memory or the page cache"),
         );
     }
     Ok(())
@@ -908,6 +967,19 @@ async fn s3_pair() -> anyhow::Result<Pair> {
     ))
 }
 
+/// The largest body in memory `storage-azure` sends as one Put Blob with
+/// its defaults: `DEFAULT_SINGLE_PUT_IN_MEMORY` (256 MiB), lowered to what
+/// its default request timeout (60 s) allows at `DEFAULT_MIN_UPLOAD_RATE`
+/// (4 MiB/s): 240 MiB (see `AzureConfig::min_upload_rate`).
+const AZURE_SINGLE_PUT: u64 = {
+    let by_rate = 60 * storage_azure::DEFAULT_MIN_UPLOAD_RATE;
+    if by_rate < storage_azure::DEFAULT_SINGLE_PUT_IN_MEMORY {
+        by_rate
+    } else {
+        storage_azure::DEFAULT_SINGLE_PUT_IN_MEMORY
+    }
+};
+
 /// Starts Azurite and returns `storage-azure` and `object_store`'s
 /// `MicrosoftAzure` on one container of it (under the prefixes `ours/` and
 /// `peer/`), both authenticated with the emulator's account key.
@@ -933,9 +1005,9 @@ async fn azure_pair() -> anyhow::Result<Pair> {
         .build()?;
     let peer = object_store::prefix::PrefixStore::new(peer, "peer");
     // storage-azure's defaults for a body in memory: one Put Blob up to
-    // 256 MiB, staged 4 MiB blocks (4 in flight) above.
+    // AZURE_SINGLE_PUT, staged 4 MiB blocks (4 in flight) above.
     let multipart = Multipart {
-        threshold: storage_azure::DEFAULT_SINGLE_PUT_IN_MEMORY as usize + 1,
+        threshold: AZURE_SINGLE_PUT as usize + 1,
         part: storage_azure::DEFAULT_BLOCK_SIZE as usize,
         in_flight: 4,
     };

@@ -3,10 +3,15 @@
 //! else (no checksums, no retries, no metadata, no error mapping). What it
 //! costs is the floor any client pays for the same requests.
 //!
-//! - A put below 16 MiB is one multipart upload (`uploadType=multipart`, a
-//!   JSON part with the name, then the content), as `storage-gcs` sends.
+//! - A put below 16 MiB is one multipart upload (`uploadType=multipart`: a
+//!   JSON part with the name, the content type and a metadata entry the
+//!   size of ours, then the content), as `storage-gcs` sends. Ours also
+//!   sends the content's CRC32C, which it computes; this client computes
+//!   nothing, so it sends none (a constant would be refused).
 //! - A put of 16 MiB or more is a resumable upload (`uploadType=resumable`)
-//!   sent in 8 MiB chunks one after the other, `storage-gcs`'s defaults.
+//!   sent in 8 MiB chunks one after the other, `storage-gcs`'s defaults,
+//!   then one `PATCH` of the object's metadata with `ifGenerationMatch`, as
+//!   ours records the SHA-256 it learns only at the end.
 //! - A get is one media download (`alt=media`).
 //!
 //! Source: Cloud Storage JSON API, "Perform multipart uploads", "Perform
@@ -19,6 +24,9 @@ use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 const RESUMABLE_FROM: usize = storage_gcs::DEFAULT_RESUMABLE_THRESHOLD as usize;
 /// Chunk of a resumable upload.
 const CHUNK: usize = storage_gcs::DEFAULT_CHUNK_SIZE as usize;
+
+/// A metadata value the size of the hex SHA-256 ours records.
+const DIGEST: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// A bare client of one bucket on one endpoint, without authorization (the
 /// emulator asks for none).
@@ -47,7 +55,12 @@ impl MinimalGcs {
         if data.len() >= RESUMABLE_FROM {
             return self.put_resumable(key, data).await;
         }
-        let json = serde_json::json!({ "name": self.name(key) }).to_string();
+        let json = serde_json::json!({
+            "name": self.name(key),
+            "contentType": "application/octet-stream",
+            "metadata": { "storage_sha256": DIGEST },
+        })
+        .to_string();
         let boundary = "minimal-gcs-boundary";
         let head = format!(
             "--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n{json}\r\n--{boundary}\r\nContent-Type: application/octet-stream\r\n\r\n"
@@ -123,9 +136,40 @@ impl MinimalGcs {
                 status == 308 || response.status().is_success(),
                 "resumable chunk: {status}"
             );
-            response.bytes().await?;
+            let answer = response.bytes().await?;
             start = end;
+            if start == total {
+                let object: serde_json::Value = serde_json::from_slice(&answer)?;
+                let generation = object["generation"]
+                    .as_str()
+                    .ok_or_else(|| anyhow::anyhow!("resumable upload: no generation"))?
+                    .to_owned();
+                self.patch_metadata(key, &generation).await?;
+            }
         }
+        Ok(())
+    }
+
+    /// Records a metadata entry on generation `generation` of `key`.
+    async fn patch_metadata(&self, key: &str, generation: &str) -> anyhow::Result<()> {
+        let response = self
+            .http
+            .patch(format!(
+                "{}/storage/v1/b/{}/o/{}?ifGenerationMatch={generation}&fields=generation",
+                self.endpoint,
+                self.bucket,
+                utf8_percent_encode(&self.name(key), NON_ALPHANUMERIC)
+            ))
+            .header("content-type", "application/json")
+            .body(serde_json::json!({ "metadata": { "storage_sha256": DIGEST } }).to_string())
+            .send()
+            .await?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "metadata patch: {}",
+            response.status()
+        );
+        response.bytes().await?;
         Ok(())
     }
 

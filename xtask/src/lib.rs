@@ -82,7 +82,8 @@ pub fn run() -> ExitCode {
     let result = match cli.command {
         Command::Conformance(args) => runtime().and_then(|rt| rt.block_on(conformance::main(args))),
         #[cfg(feature = "full")]
-        Command::Bench(args) => runtime().and_then(|rt| rt.block_on(bench::main(args))),
+        Command::Bench(args) => bench::rerun_with_fixed_mmap_threshold()
+            .unwrap_or_else(|| runtime().and_then(|rt| rt.block_on(bench::main(args)))),
         Command::Test => run_tests(),
         Command::Servers { action } => servers::main(action),
         #[cfg(feature = "full")]

@@ -11,8 +11,12 @@
 //!   streams in (only the last part is shorter), reading one part ahead so
 //!   that each part knows whether it is the last;
 //! - keeps at most [`UploadPlan::parts_in_flight`] parts being sent while it
-//!   reads the next, so memory stays within
-//!   `part_size × (parts_in_flight + 2)` bytes whatever the body's size;
+//!   reads the next, so the memory it adds stays within
+//!   `part_size × (parts_in_flight + 2)` bytes whatever the body's size; a
+//!   part that lies within one chunk of the body is a slice of that chunk,
+//!   not a copy, so a body held in memory is never copied, and a body
+//!   streamed in chunks larger than a part keeps up to two of its chunks
+//!   alive besides;
 //! - computes the SHA-256 and the size of the whole body, for
 //!   [`ChunkedUpload::complete`];
 //! - retries each part (and the initiation and the abort) that fails with a
@@ -141,8 +145,12 @@ pub trait ChunkedUpload: Clone + Send + Sync + 'static {
 ///   streams in (only the last part is shorter), reading one part ahead so
 ///   that each part knows whether it is the last;
 /// - keeps at most [`UploadPlan::parts_in_flight`] parts being sent while it
-///   reads the next, so memory stays within
-///   `part_size × (parts_in_flight + 2)` bytes whatever the body's size;
+///   reads the next, so the memory it adds stays within
+///   `part_size × (parts_in_flight + 2)` bytes whatever the body's size; a
+///   part that lies within one chunk of the body is a slice of that chunk,
+///   not a copy, so a body held in memory is never copied, and a body
+///   streamed in chunks larger than a part keeps up to two of its chunks
+///   alive besides;
 /// - computes the SHA-256 and the size of the whole body, for
 ///   [`ChunkedUpload::complete`];
 /// - retries each part (and the initiation and the abort) that fails with a
@@ -508,11 +516,10 @@ impl<U: ChunkedUpload> Drop for AbortOnDrop<U> {
 ///
 /// A part that lies within one chunk of the body is a slice of that chunk,
 /// not a copy: a body held in memory as one buffer is sent without ever
-/// being copied, and the memory an upload adds stays within the plan's
-/// bound (`part_size × (parts_in_flight + 2)`) whatever the body's chunks.
-/// Only a part assembled from several chunks is copied into a buffer of
-/// its own. Each part is hashed when it is handed out, so hashing a large
-/// chunk does not hold back the first part.
+/// being copied (a slice keeps its whole chunk alive, which the caller
+/// holds anyway). Only a part assembled from several chunks is copied into
+/// a buffer of its own. Each part is hashed when it is handed out, so
+/// hashing a large chunk does not hold back the first part.
 struct PartReader {
     stream: ByteStream,
     /// The unread rest of the last chunk.

@@ -135,6 +135,10 @@ impl ChunkedUpload for S3Upload {
                 .content_length(part.bytes.len() as i64)
                 .checksum_sha256(checksum.clone())
                 .body(ByteStream::from(part.bytes.clone()))
+                // Unsigned payload, checked by its signed checksum header,
+                // as `put_single` explains.
+                .customize()
+                .disable_payload_signing()
                 .send()
                 .await;
         let output = match sent {
