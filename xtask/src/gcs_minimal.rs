@@ -4,10 +4,10 @@
 //! costs is the floor any client pays for the same requests.
 //!
 //! - A put below 16 MiB is one multipart upload (`uploadType=multipart`: a
-//!   JSON part with the name, the content type and a metadata entry the
-//!   size of ours, then the content), as `storage-gcs` sends. Ours also
-//!   sends the content's CRC32C, which it computes; this client computes
-//!   nothing, so it sends none (a constant would be refused).
+//!   JSON part with the name, the content type, the content's CRC32C and a
+//!   metadata entry the size of ours, then the content), as `storage-gcs`
+//!   sends. The CRC32C is computed (the server checks it, and keeps it for
+//!   downloads); ours' SHA-256 is not (a fixed value stands in for it).
 //! - A put of 16 MiB or more is a resumable upload (`uploadType=resumable`)
 //!   sent in 8 MiB chunks one after the other, `storage-gcs`'s defaults,
 //!   then one `PATCH` of the object's metadata with `ifGenerationMatch`, as
@@ -24,6 +24,13 @@ use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 const RESUMABLE_FROM: usize = storage_gcs::DEFAULT_RESUMABLE_THRESHOLD as usize;
 /// Chunk of a resumable upload.
 const CHUNK: usize = storage_gcs::DEFAULT_CHUNK_SIZE as usize;
+
+/// The base64 of the big-endian CRC32C of `data`, as the JSON API writes
+/// it ("Objects" resource, `crc32c`).
+fn crc32c_base64(data: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(crc32c::crc32c(data).to_be_bytes())
+}
 
 /// A metadata value the size of the hex SHA-256 ours records.
 const DIGEST: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -59,6 +66,7 @@ impl MinimalGcs {
             "name": self.name(key),
             "contentType": "application/octet-stream",
             "metadata": { "storage_sha256": DIGEST },
+            "crc32c": crc32c_base64(&data),
         })
         .to_string();
         let boundary = "minimal-gcs-boundary";

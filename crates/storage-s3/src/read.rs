@@ -199,74 +199,61 @@ fn composite_of(header: Option<&str>) -> Option<([u8; 32], u64)> {
 
 /// Passes `body` through, hashing it part by part as `composite` lays it
 /// out; at its end, fails with [`Error::ChecksumMismatch`] unless the
-/// digest of the part digests and the number of parts match.
+/// digest of the part digests and the number of parts match. Past its
+/// first MiB the body is hashed beside the reader
+/// ([`storage_core::raw::integrity::digest_beside`]).
 fn verify_composite(body: BodyStream, key: Key, composite: Composite) -> BodyStream {
     struct State {
-        body: BodyStream,
         part: Sha256,
         in_part: u64,
         whole: Sha256,
         parts: u64,
     }
     let state = State {
-        body,
         part: Sha256::new(),
         in_part: 0,
         whole: Sha256::new(),
         parts: 0,
     };
     let part_size = composite.part_size;
-    stream::try_unfold(Some(state), move |state| {
-        let key = key.clone();
-        async move {
-            let Some(mut s) = state else {
-                return Ok(None);
-            };
-            match s.body.next().await {
-                Some(chunk) => {
-                    let chunk = chunk?;
-                    let mut rest: &[u8] = &chunk;
-                    while !rest.is_empty() {
-                        let room = usize::try_from(part_size - s.in_part).unwrap_or(usize::MAX);
-                        let (now, later) = rest.split_at(room.min(rest.len()));
-                        s.part.update(now);
-                        s.in_part += now.len() as u64;
-                        if s.in_part == part_size {
-                            s.whole.update(s.part.finalize_reset());
-                            s.parts += 1;
-                            s.in_part = 0;
-                        }
-                        rest = later;
-                    }
-                    Ok(Some((chunk, Some(s))))
+    storage_core::raw::integrity::digest_beside(
+        body,
+        state,
+        move |s: &mut State, chunk: &[u8]| {
+            let mut rest = chunk;
+            while !rest.is_empty() {
+                let room = usize::try_from(part_size - s.in_part).unwrap_or(usize::MAX);
+                let (now, later) = rest.split_at(room.min(rest.len()));
+                s.part.update(now);
+                s.in_part += now.len() as u64;
+                if s.in_part == part_size {
+                    s.whole.update(s.part.finalize_reset());
+                    s.parts += 1;
+                    s.in_part = 0;
                 }
-                None => {
-                    if s.in_part > 0 {
-                        s.whole.update(s.part.finalize_reset());
-                        s.parts += 1;
-                    }
-                    let actual: [u8; 32] = s.whole.finalize().into();
-                    if (actual, s.parts) != (composite.digest, composite.parts) {
-                        return Err(Error::ChecksumMismatch {
-                            key: key.to_string(),
-                            expected: format!(
-                                "{}-{}",
-                                hex::encode(composite.digest),
-                                composite.parts
-                            ),
-                            actual: format!(
-                                "{}-{} (composite SHA-256 of the parts read)",
-                                hex::encode(actual),
-                                s.parts
-                            ),
-                        });
-                    }
-                    Ok(None)
-                }
+                rest = later;
             }
-        }
-    })
-    .boxed()
+        },
+        move |mut s: State| {
+            if s.in_part > 0 {
+                s.whole.update(s.part.finalize_reset());
+                s.parts += 1;
+            }
+            let actual: [u8; 32] = s.whole.finalize().into();
+            if (actual, s.parts) == (composite.digest, composite.parts) {
+                return Ok(());
+            }
+            Err(Error::ChecksumMismatch {
+                key: key.to_string(),
+                expected: format!("{}-{}", hex::encode(composite.digest), composite.parts),
+                actual: format!(
+                    "{}-{} (composite SHA-256 of the parts read)",
+                    hex::encode(actual),
+                    s.parts
+                ),
+            })
+        },
+    )
 }
 
 /// Streams the response body. A full read whose answer carries a plain
