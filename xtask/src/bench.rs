@@ -734,7 +734,7 @@ async fn cloud_rows(
         sizes.push(GCS_LARGEST_MIB);
         sizes.dedup();
         println!(
-            "\ngcs: large rows stop at {GCS_LARGEST_MIB} MiB. fake-gcs-server 1.54 keeps every object in its memory and, in a measured run, had not finished the 1 GiB rows after 10 minutes (8 GB resident, one core busy): that row would measure the emulator."
+            "\ngcs: large rows stop at {GCS_LARGEST_MIB} MiB. fake-gcs-server 1.54 keeps every object in its memory and, in a measured run, had not finished the 1 GiB rows after 10 minutes (8.6 GB resident, one core busy): that row would measure the emulator."
         );
     }
     large_rows(

@@ -1,7 +1,10 @@
 //! The GCS reference of `cargo xtask bench`: the fewest lines of `reqwest`
-//! that issue the JSON-API requests `storage-gcs` issues, with nothing
-//! else (no checksums, no retries, no metadata, no error mapping). What it
-//! costs is the floor any client pays for the same requests.
+//! that issue the JSON-API requests `storage-gcs` issues, with the same
+//! fields, and do no other work: no SHA-256, no retries, no error mapping,
+//! no check of what comes back. What it costs is the floor any client pays
+//! for the same requests; the work ours does to fill and check them
+//! (SHA-256 of every put and full read, CRC32C of every resumable chunk
+//! and full read) is ours alone.
 //!
 //! - A put below 16 MiB is one multipart upload (`uploadType=multipart`: a
 //!   JSON part with the name, the content type, the content's CRC32C and a
@@ -108,7 +111,11 @@ impl MinimalGcs {
                 self.endpoint, self.bucket
             ))
             .header("content-type", "application/json; charset=UTF-8")
-            .body(serde_json::json!({ "name": self.name(key) }).to_string())
+            .body(
+                // What ours' session starts with for a put without
+                // options: the name and an empty metadata map.
+                serde_json::json!({ "name": self.name(key), "metadata": {} }).to_string(),
+            )
             .send()
             .await?;
         anyhow::ensure!(

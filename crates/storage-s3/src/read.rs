@@ -299,3 +299,54 @@ fn sdk_checksum_mismatch(
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    /// The composite SHA-256 of `data` in parts of `part_size` bytes.
+    fn composite(data: &[u8], part_size: usize) -> Composite {
+        let mut whole = Sha256::new();
+        let mut parts = 0;
+        for part in data.chunks(part_size) {
+            whole.update(Sha256::digest(part));
+            parts += 1;
+        }
+        Composite {
+            digest: whole.finalize().into(),
+            parts,
+            part_size: part_size as u64,
+        }
+    }
+
+    fn chunks(data: &[u8]) -> BodyStream {
+        let parts: Vec<Result<Bytes>> = data
+            .chunks(100_003)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        stream::iter(parts).boxed()
+    }
+
+    /// A multipart object larger than the inline share of the digest, in
+    /// chunks that straddle part boundaries: the composite checks out, and
+    /// one part count off fails the read.
+    #[tokio::test]
+    async fn a_large_composite_is_checked_beside_the_reader() {
+        let data: Vec<u8> = (0..3_500_000_usize).map(|i| (i % 253) as u8).collect();
+        let key = Key::new("big").expect("key");
+        let good = composite(&data, 1_048_583);
+        let got: Vec<Bytes> = verify_composite(chunks(&data), key.clone(), good)
+            .try_collect()
+            .await
+            .expect("the composite matches");
+        assert_eq!(got.concat(), data);
+        let mut wrong = composite(&data, 1_048_583);
+        wrong.parts += 1;
+        let err = verify_composite(chunks(&data), key, wrong)
+            .try_collect::<Vec<Bytes>>()
+            .await
+            .expect_err("a part count off fails");
+        assert!(matches!(err, Error::ChecksumMismatch { .. }), "{err:?}");
+    }
+}
