@@ -235,25 +235,27 @@ pub async fn run(report: &mut Report, scratch: &Path, args: &Args) -> anyhow::Re
     let memory: Arc<dyn Backend> = Arc::new(storage_core::MemoryBackend::new());
     let sides = [Arc::clone(&logstore) as Arc<dyn Backend>, memory];
     let rounds = args.rounds.max(1);
-    let mut rates = Vec::new();
+    let mut rounds_seen = Vec::new();
     for round in 0..rounds as usize {
-        let mut rate = [0.0; 2];
+        let mut rate = vec![0.0; 2];
         for k in 0..2 {
             let slot = (k + round) % 2;
             rate[slot] = cas_increments(&sides[slot], budget / rounds).await?;
         }
-        rates.push(rate);
+        rounds_seen.push(rate);
     }
-    let mean = |slot: usize| rates.iter().map(|r| r[slot]).sum::<f64>() / rates.len() as f64;
+    let rates = crate::bench::Rates {
+        rounds: rounds_seen,
+    };
     report.add(
         Row::new(
             "logstore",
             "CAS increments of one counter, 16 tasks",
             "ops/s",
-            mean(0),
+            rates.mean(0),
         )
-        .against("MemoryBackend, same loop", mean(1))
-        .spread(crate::bench::spread(rates.iter().map(|r| r[0] / r[1])))
+        .against("MemoryBackend, same loop", rates.mean(1))
+        .spread(rates.spread(0, 1))
         .note("each success is a get, a parse and a durable put with If-Match; refusals retried"),
     );
     logstore.close().await?;

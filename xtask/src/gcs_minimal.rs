@@ -94,11 +94,7 @@ impl MinimalGcs {
             .body(body)
             .send()
             .await?;
-        anyhow::ensure!(
-            response.status().is_success(),
-            "upload: {}",
-            response.status()
-        );
+        let response = succeeded(response, "upload")?;
         response.bytes().await?;
         Ok(())
     }
@@ -118,11 +114,7 @@ impl MinimalGcs {
             )
             .send()
             .await?;
-        anyhow::ensure!(
-            response.status().is_success(),
-            "resumable upload: {}",
-            response.status()
-        );
+        let response = succeeded(response, "resumable upload")?;
         let session = response
             .headers()
             .get("location")
@@ -179,11 +171,7 @@ impl MinimalGcs {
             .body(serde_json::json!({ "metadata": { "storage_sha256": DIGEST } }).to_string())
             .send()
             .await?;
-        anyhow::ensure!(
-            response.status().is_success(),
-            "metadata patch: {}",
-            response.status()
-        );
+        let response = succeeded(response, "metadata patch")?;
         response.bytes().await?;
         Ok(())
     }
@@ -199,26 +187,28 @@ impl MinimalGcs {
 
     pub async fn get(&self, key: &str) -> anyhow::Result<Bytes> {
         let response = self.http.get(self.media_url(key)).send().await?;
-        anyhow::ensure!(
-            response.status().is_success(),
-            "download: {}",
-            response.status()
-        );
+        let response = succeeded(response, "download")?;
         Ok(response.bytes().await?)
     }
 
     /// Reads the object chunk by chunk, keeping none: the bytes read.
     pub async fn get_streamed(&self, key: &str) -> anyhow::Result<u64> {
-        let mut response = self.http.get(self.media_url(key)).send().await?;
-        anyhow::ensure!(
-            response.status().is_success(),
-            "download: {}",
-            response.status()
-        );
+        let response = self.http.get(self.media_url(key)).send().await?;
+        let mut response = succeeded(response, "download")?;
         let mut got = 0u64;
         while let Some(chunk) = response.chunk().await? {
             got += std::hint::black_box(chunk).len() as u64;
         }
         Ok(got)
     }
+}
+
+/// `response` if its status is a success, else an error naming `what`.
+fn succeeded(response: reqwest::Response, what: &str) -> anyhow::Result<reqwest::Response> {
+    anyhow::ensure!(
+        response.status().is_success(),
+        "{what}: {}",
+        response.status()
+    );
+    Ok(response)
 }
