@@ -840,7 +840,7 @@ async fn fs_rows(
     )
     .await?;
     println!(
-        "\nfs: FsBackend fsyncs every put (content file, directory, sidecar, directory) and verifies SHA-256 on full reads; LocalFileSystem with_fsync(true) fsyncs the file and the directory (File::sync_all), and verifies nothing."
+        "\nfs: FsBackend fsyncs every put twice (its one file, content then trailer, and the directory after the rename) and verifies SHA-256 on full reads; LocalFileSystem with_fsync(true) fsyncs the file and the directory (File::sync_all), and verifies nothing."
     );
     Ok(())
 }

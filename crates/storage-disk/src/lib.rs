@@ -11,9 +11,11 @@
 //! | path | what |
 //! |---|---|
 //! | `objects/…/<segment>~d/` | one directory per key segment but the last |
-//! | `objects/…/<segment>~meta` | the sidecar (JSON): key, size, ETag, SHA-256, content type, metadata |
-//! | `objects/…/<segment>~v<etag>` | the content of the current version, byte for byte |
+//! | `objects/…/<segment>~obj` | one object: its content byte for byte, then a trailer (JSON: key, size, ETag, SHA-256, content type, metadata; its length, CRC-32C and magic `sfsobj01`) |
+//! | `objects/…/~tmp-<random>` | a put's object before its commit |
 //! | `locks/NN.lock` | 256 lock stripes for compare-and-swap |
+//! | `locks/format.lock` | held while a root of the first format is converted |
+//! | `format` | `storage-disk fs 2`: the layout of `objects/` |
 //!
 //! Segments are encoded by escaping `%` as `%25` and `~` as `%7E`; a segment
 //! whose encoding exceeds 200 bytes is named `~h<sha256 hex>`.

@@ -28,13 +28,13 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// The content file of the only object under `root`.
+/// The object file of the only object under `root`.
 fn content_file(root: &Path) -> PathBuf {
     let mut found: Vec<PathBuf> = files_under(&root.join("objects"))
         .into_iter()
-        .filter(|p| p.to_string_lossy().contains("~v"))
+        .filter(|p| p.to_string_lossy().ends_with("~obj"))
         .collect();
-    assert_eq!(found.len(), 1, "expected one content file, found {found:?}");
+    assert_eq!(found.len(), 1, "expected one object file, found {found:?}");
     found.remove(0)
 }
 
@@ -89,7 +89,7 @@ async fn range_read_reads_only_the_requested_bytes() {
 }
 
 #[tokio::test]
-async fn truncated_content_file_is_an_error_not_short_data() {
+async fn truncated_object_file_is_an_error_not_short_data() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = FsBackend::new(dir.path()).expect("store");
     store.put_bytes("k", data(10_000)).await.expect("put");
@@ -103,19 +103,22 @@ async fn truncated_content_file_is_an_error_not_short_data() {
         .get_bytes("k")
         .await
         .expect_err("truncation must be detected");
-    assert!(err.to_string().contains("shorter than recorded"), "{err}");
+    assert!(
+        matches!(&err, Error::ChecksumMismatch { key, .. } if key == "k"),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
-async fn corrupt_sidecar_is_a_checksum_mismatch() {
+async fn an_object_file_without_its_trailer_is_a_checksum_mismatch() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = FsBackend::new(dir.path()).expect("store");
     store.put_bytes("k", "x").await.expect("put");
-    std::fs::write(dir.path().join("objects/k~meta"), b"{not json").expect("overwrite sidecar");
+    std::fs::write(dir.path().join("objects/k~obj"), b"{not json").expect("overwrite");
     let err = store
         .head(&Key::new("k").expect("key"))
         .await
-        .expect_err("corrupt sidecar");
+        .expect_err("corrupt trailer");
     assert!(
         matches!(&err, Error::ChecksumMismatch { key, .. } if key == "k"),
         "{err:?}"
@@ -223,11 +226,9 @@ async fn symlinked_object_files_are_not_followed() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = FsBackend::new(dir.path()).expect("store");
     let objects = outside.path().join("objects");
-    let meta = file_named(&objects, "evil~meta");
-    let data = file_named(&objects, "evil~v");
+    let object = file_named(&objects, "evil~obj");
     let inside = dir.path().join("objects");
-    symlink(&meta, &inside.join(meta.file_name().expect("name")));
-    symlink(&data, &inside.join(data.file_name().expect("name")));
+    symlink(&object, &inside.join(object.file_name().expect("name")));
     let read = store.get_bytes("evil").await;
     assert!(
         read.is_err(),
@@ -236,7 +237,7 @@ async fn symlinked_object_files_are_not_followed() {
     let head = store.head(&Key::new("evil").expect("key")).await;
     assert!(
         head.is_err(),
-        "a linked sidecar outside the root was read: {head:?}"
+        "the metadata of a linked object outside the root was read: {head:?}"
     );
 }
 
@@ -346,19 +347,18 @@ async fn a_directory_swapped_for_a_link_during_a_put_leads_nowhere_outside() {
 }
 
 #[tokio::test]
-async fn put_replaces_a_symlinked_sidecar_without_writing_through_it() {
+async fn put_replaces_a_symlinked_object_file_without_writing_through_it() {
     let (outside, outside_store) = store_outside("w", "old").await;
-    let before = std::fs::read(file_named(&outside.path().join("objects"), "w~meta"))
-        .expect("outside sidecar");
+    let object = file_named(&outside.path().join("objects"), "w~obj");
+    let before = std::fs::read(&object).expect("outside object");
     let dir = tempfile::tempdir().expect("temp dir");
     let store = FsBackend::new(dir.path()).expect("store");
-    let meta = file_named(&outside.path().join("objects"), "w~meta");
-    symlink(&meta, &dir.path().join("objects/w~meta"));
+    symlink(&object, &dir.path().join("objects/w~obj"));
     let _ = store.put_bytes("w", "new").await;
     assert_eq!(
-        std::fs::read(&meta).expect("outside sidecar"),
+        std::fs::read(&object).expect("outside object"),
         before,
-        "the outside sidecar changed"
+        "the outside object file changed"
     );
     assert_eq!(
         outside_store.get_bytes("w").await.expect("outside get"),
@@ -375,6 +375,7 @@ async fn hostile_key_names_stay_under_the_root() {
     let keys = [
         "..a/b",
         "a~meta",
+        "a~obj",
         "x/~tmp-1",
         "%2e%2e/escape",
         "~d/~v1",

@@ -1,7 +1,7 @@
 //! `FsBackend` housekeeping and hostile directories: orphaned files are
-//! swept, an unreadable sidecar fails only its own key's reads, and a
-//! sidecar of another key (what a case-folding file system produces) is
-//! never served or overwritten.
+//! swept, an unreadable object file fails only its own key's reads, and an
+//! object file of another key (what a case-folding file system produces)
+//! is never served or overwritten.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -30,14 +30,14 @@ fn aged_file(path: &Path, age: Duration) {
 
 fn orphans(objects: &Path) -> [PathBuf; 3] {
     [
-        objects.join("k~d/a~v0123456789abcdef0123456789abcdef"),
         objects.join("k~d/~tmp-0000000000000001"),
-        objects.join("k~d/gone~v00000000000000000000000000000001"),
+        objects.join("k~d/~tmp-a~v0123456789abcdef0123456789abcdef"),
+        objects.join("~tmp-00000000000000000000000000000002"),
     ]
 }
 
 #[tokio::test]
-async fn sweep_removes_old_orphans_and_keeps_current_content_and_fresh_files() {
+async fn sweep_removes_old_orphans_and_keeps_objects_and_fresh_files() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let store = FsBackend::new(dir.path()).expect("open");
     store.put_bytes("k/a", "current").await.expect("put");
@@ -45,7 +45,7 @@ async fn sweep_removes_old_orphans_and_keeps_current_content_and_fresh_files() {
     for orphan in orphans(&objects) {
         aged_file(&orphan, 2 * HOUR);
     }
-    let fresh = objects.join("k~d/b~v11111111111111111111111111111111");
+    let fresh = objects.join("k~d/~tmp-11111111111111111111111111111111");
     aged_file(&fresh, Duration::ZERO);
 
     let report = store.sweep(HOUR).await.expect("sweep");
@@ -76,14 +76,14 @@ async fn opening_a_store_sweeps_old_orphans_in_the_background() {
 }
 
 #[tokio::test]
-async fn an_unreadable_sidecar_fails_its_own_key_and_nothing_else() {
+async fn an_unreadable_object_file_fails_its_own_key_and_nothing_else() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let store = FsBackend::new(dir.path()).expect("open");
     for name in ["k/a", "k/b", "k/c"] {
         store.put_bytes(name, name).await.expect("put");
     }
-    let sidecar = dir.path().join("objects/k~d/b~meta");
-    std::fs::write(&sidecar, b"{not json").expect("damage the sidecar");
+    let damaged = dir.path().join("objects/k~d/b~obj");
+    std::fs::write(&damaged, b"{not json").expect("damage the object file");
 
     let read = store.get_bytes("k/b").await;
     assert!(
@@ -119,18 +119,15 @@ async fn an_unreadable_sidecar_fails_its_own_key_and_nothing_else() {
         "{swapped:?}"
     );
     let report = store.sweep(Duration::ZERO).await.expect("sweep");
-    assert_eq!(report.unreadable_sidecars, std::slice::from_ref(&sidecar));
-    assert_eq!(
-        report.files_removed, 0,
-        "an unknown version's content is kept"
-    );
+    assert_eq!(report.unreadable_objects, std::slice::from_ref(&damaged));
+    assert_eq!(report.files_removed, 0, "an unreadable object is kept");
 
     store
         .put_bytes("k/b", "replaced")
         .await
         .expect("an overwrite is not wedged");
     assert_eq!(store.get_bytes("k/b").await.expect("get"), "replaced");
-    std::fs::write(&sidecar, b"{not json").expect("damage the sidecar again");
+    std::fs::write(&damaged, b"{not json").expect("damage the object file again");
     store
         .delete(&key("k/b"), DeleteOptions::default())
         .await
@@ -142,13 +139,13 @@ async fn an_unreadable_sidecar_fails_its_own_key_and_nothing_else() {
 }
 
 #[tokio::test]
-async fn a_sidecar_of_another_key_is_never_served_or_replaced() {
+async fn an_object_file_of_another_key_is_never_served_or_replaced() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let store = FsBackend::new(dir.path()).expect("open");
     store.put_bytes("A", "upper").await.expect("put");
-    // On a case-folding file system `a~meta` is the file `A~meta`.
+    // On a case-folding file system `a~obj` is the file `A~obj`.
     let objects = dir.path().join("objects");
-    std::fs::copy(objects.join("A~meta"), objects.join("a~meta")).expect("copy");
+    std::fs::copy(objects.join("A~obj"), objects.join("a~obj")).expect("copy");
 
     let read = store.get_bytes("a").await;
     assert!(
@@ -183,17 +180,14 @@ async fn a_sweep_never_takes_the_content_of_a_put_whose_body_pauses() {
             .put(&key("k/slow"), body, PutOptions::default())
             .await
     });
-    // Wait until the content file exists, then sweep everything, whatever
-    // its age.
+    // Wait until the put's temporary file exists, then sweep everything,
+    // whatever its age.
     let objects = dir.path().join("objects/k~d");
     while !objects.is_dir() || std::fs::read_dir(&objects).expect("list").next().is_none() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let report = store.sweep(Duration::ZERO).await.expect("sweep");
-    assert_eq!(
-        report.files_removed, 0,
-        "the paused put's content was swept"
-    );
+    assert_eq!(report.files_removed, 0, "the paused put's file was swept");
     resume.send(()).expect("resume the body");
     put.await.expect("joined").expect("the put completes");
     assert_eq!(

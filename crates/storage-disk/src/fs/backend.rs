@@ -20,12 +20,12 @@ use tokio::io::AsyncWriteExt;
 
 use super::dir::{DirHandle, Found, RemoveOnDrop};
 use super::io::{
-    Current, ObjectDir, ReadMode, StripeLock, name_folding, open_directory, read_any_sidecar,
-    read_at, read_exact_at, read_sidecar_at, sync_dir, would_block,
+    Current, ObjectDir, ReadMode, StripeLocks, name_folding, open_directory, own, read_any_object,
+    read_at, read_exact_at, read_meta_at, sync_dir, tail_meta, would_block,
 };
-use super::layout::{self, DIR_SUFFIX, Location, META_SUFFIX};
-use super::sidecar::{self, Sidecar};
+use super::layout::{self, DIR_SUFFIX, Location, OBJECT_SUFFIX};
 use super::sweep::{DEFAULT_SWEEP_AGE, SweepReport, sweep_blocking};
+use super::trailer::{self, Decoded};
 use crate::power_loss;
 use crate::util::blocking;
 
@@ -42,25 +42,24 @@ const CACHED_READ_BYTES: u64 = 64 * 1024;
 const HASH_QUEUE_CHUNKS: usize = 4;
 /// Content larger than this is hashed on a second thread while it is written.
 const PARALLEL_HASH_BYTES: usize = 1024 * 1024;
-/// How often a read retries when a concurrent put replaced the version it was
-/// about to open.
-const OPEN_ATTEMPTS: usize = 16;
-
 /// An object store of plain files under a root directory (DESIGN section 3,
 /// last paragraph).
 ///
-/// Each object is two files in a directory tree that mirrors its key (see
-/// the layout table in [`crate::fs`]): its content, as written, in a file named
-/// by its ETag, and a JSON sidecar holding the key, size, ETag, SHA-256,
-/// content type and user metadata.
+/// Each object is one file, `<segment>~obj`, in a directory tree that
+/// mirrors its key: its content as written, followed by a trailer holding
+/// the key, size, ETag, SHA-256, content type and user metadata (the
+/// layout table is in the [crate docs](crate)).
 ///
-/// **Durability and atomicity.** A put writes the content to a new file and
-/// fsyncs it, fsyncs the directory, writes the new sidecar to a temporary
-/// file and fsyncs it, renames it over the old sidecar (the commit point) and
-/// fsyncs the directory again before returning. A reader sees the old version
-/// or the new one, with matching content and metadata; a crash before the
-/// rename leaves the old version. The previous content file is removed after
-/// the commit; a reader that already opened it keeps reading it.
+/// **Durability and atomicity.** A put writes content and trailer to a new
+/// temporary file and fsyncs it, then renames it over the key's object file
+/// (the commit point) and fsyncs the directory before returning: two
+/// `fsync` calls per put. A reader opens one file, so it sees the old
+/// version or the new one, with matching content and metadata, and keeps
+/// reading the version it opened whatever puts follow; a crash before the
+/// rename leaves the old version.
+///
+/// **Format.** Roots written by the first format (a content file and a JSON
+/// sidecar per object) are converted when opened: see [`FsBackend::new`].
 ///
 /// **Compare-and-swap.** The precondition check and the rename run under an
 /// exclusive `flock` on one of 256 lock files, chosen by the key's SHA-256.
@@ -68,7 +67,8 @@ const OPEN_ATTEMPTS: usize = 16;
 /// processes on the same root.
 ///
 /// **Integrity.** A full read computes the SHA-256 of the content and ends
-/// with [`Error::ChecksumMismatch`] if it differs from the sidecar. Range reads
+/// with [`Error::ChecksumMismatch`] if it differs from the trailer's; the
+/// trailer carries its own CRC-32C, and its size must match the file's. Range reads
 /// are not verified (the digest covers the whole object).
 ///
 /// **Confinement.** Keys map to names that cannot leave the root (`..` and
@@ -81,19 +81,20 @@ const OPEN_ATTEMPTS: usize = 16;
 /// into symbolic links.
 ///
 /// **Costs.** A listing walks the directory tree under the prefix and reads
-/// every sidecar there, for each page. Empty directories are left behind by
-/// deletes, as `object_store`'s `LocalFileSystem` does. A crash during a put
-/// can leave an unreferenced content or temporary file (`~v…`, `~tmp-…`),
-/// which no read or listing ever sees; [`FsBackend::new`] sweeps those older
+/// every object's trailer there, for each page. Empty directories are left
+/// behind by deletes, as `object_store`'s `LocalFileSystem` does. A crash
+/// during a put can leave a temporary file (`~tmp-…`), which no read or
+/// listing ever sees; [`FsBackend::new`] sweeps those older
 /// than an hour on a background thread, and [`FsBackend::sweep`] on demand.
 ///
-/// **Damage and hostile file systems.** A sidecar that cannot be parsed
-/// makes reads of its own key fail with [`Error::ChecksumMismatch`]; an
+/// **Damage and hostile file systems.** An object file whose trailer cannot
+/// be decoded makes reads of its own key fail with
+/// [`Error::ChecksumMismatch`]; an
 /// overwrite or unconditional delete replaces it (a conditional one is
 /// refused, since its version is unknown), and listings leave it out with a
 /// warning instead of failing. Opening refuses a file system that folds
 /// case or normalizes Unicode in names (probed with a file), and every read
-/// and write checks that the sidecar it found holds its own key, so that
+/// and write checks that the trailer it found holds its own key, so that
 /// `a` can never be served or overwrite `A`'s object.
 ///
 /// ```
@@ -119,18 +120,24 @@ pub struct FsBackend {
 struct Inner {
     root: PathBuf,
     objects: PathBuf,
-    locks: PathBuf,
-    /// The lock directory, open: lock files are made relative to it.
-    locks_dir: File,
+    /// The lock stripes of compare-and-swap.
+    locks: StripeLocks,
     dir: ObjectDir,
 }
 
 impl FsBackend {
     /// Opens (creating if needed) a store rooted at `root`, which holds the
-    /// folders `objects/` and `locks/`.
+    /// folders `objects/` and `locks/` and the file `format`.
+    ///
+    /// A root of the first format (a content file and a JSON sidecar per
+    /// object, before the `format` file existed) is converted in place
+    /// first, once, whatever crashes interrupt it; processes of an earlier
+    /// version must not use the root afterwards.
     ///
     /// # Errors
-    /// [`Error::Backend`] when the folders cannot be created.
+    /// [`Error::Backend`] when the folders cannot be created, the file
+    /// system folds case or normalizes names, the `format` file names
+    /// another format, or the conversion fails.
     pub fn new(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
         let objects = root.join("objects");
@@ -160,6 +167,16 @@ impl FsBackend {
                 source: None,
             });
         }
+        let locks = StripeLocks::new(locks_dir, &locks);
+        if let Some(converted) = super::migrate::ensure_format(&root, &dir, locks.dir())?
+            && converted != super::migrate::Converted::default()
+        {
+            tracing::info!(
+                objects = converted.objects,
+                unreadable = converted.unreadable,
+                "converted a root of the first format"
+            );
+        }
         let swept = ObjectDir::open(&objects)?;
         let sweeping = std::thread::Builder::new()
             .name("fs-sweep".into())
@@ -180,7 +197,6 @@ impl FsBackend {
                 root,
                 objects,
                 locks,
-                locks_dir,
                 dir,
             }),
             presigner: None,
@@ -203,15 +219,16 @@ impl FsBackend {
         &self.inner.root
     }
 
-    /// Removes orphaned content and temporary files (left by crashes and
-    /// failed removals; see [`SweepReport`]) unchanged for at least
+    /// Removes orphaned files (temporary files left by crashes, and content
+    /// files of the first format no object took; see [`SweepReport`])
+    /// unchanged for at least
     /// `older_than`. [`FsBackend::new`] runs one in the background with
     /// [`DEFAULT_SWEEP_AGE`]. Safe while other tasks and processes use the
     /// store, as long as no put takes longer than `older_than` between
     /// writing its last byte and committing.
     ///
     /// # Errors
-    /// The I/O error of listing a directory, reading a sidecar or removing
+    /// The I/O error of listing a directory, reading a trailer or removing
     /// a file.
     pub async fn sweep(&self, older_than: std::time::Duration) -> Result<SweepReport> {
         let inner = Arc::clone(&self.inner);
@@ -252,7 +269,9 @@ fn object_dir(inner: &Inner, location: &Location) -> Result<Arc<DirHandle>> {
     }
 }
 
-fn write_bytes(dir: &DirHandle, name: &str, data: &[u8]) -> Result<(u64, [u8; 32])> {
+/// Writes `data` to the new file `name` in `dir`, hashing it (on a second
+/// thread past [`PARALLEL_HASH_BYTES`]); the file is not yet synced.
+fn write_bytes(dir: &DirHandle, name: &str, data: &[u8]) -> Result<(File, [u8; 32])> {
     let path = dir.path().join(name);
     let context = || format!("writing {}", path.display());
     let mut file = create_content(dir, name).map_err(|e| Error::io(context(), e))?;
@@ -261,23 +280,28 @@ fn write_bytes(dir: &DirHandle, name: &str, data: &[u8]) -> Result<(u64, [u8; 32
             (data.len() > PARALLEL_HASH_BYTES).then(|| scope.spawn(|| Sha256::digest(data)));
         file.write_all(data)?;
         power_loss::wrote(&path, 0, data);
-        file.sync_data()?;
-        power_loss::synced(&path);
         Ok::<_, io::Error>(match hashing {
             Some(handle) => handle.join().unwrap_or_else(|_| Sha256::digest(data)),
             None => Sha256::digest(data),
         })
     })
     .map_err(|e| Error::io(context(), e))?;
-    Ok((data.len() as u64, digest.into()))
+    Ok((file, digest.into()))
 }
 
-async fn write_stream(dir: &Arc<DirHandle>, name: &str, body: Body) -> Result<(u64, [u8; 32])> {
+/// Writes the body to the new file `name` in `dir`, hashing it; the file is
+/// not yet synced. Returns the file, the content's size and SHA-256.
+async fn write_stream(
+    dir: &Arc<DirHandle>,
+    name: &str,
+    body: Body,
+) -> Result<(File, u64, [u8; 32])> {
     let path = dir.path().join(name);
     let context = || format!("writing {}", path.display());
     let (owned_dir, owned_name) = (Arc::clone(dir), name.to_string());
     let file = blocking(move || {
-        create_content(&owned_dir, &owned_name).map_err(|e| Error::io("creating content file", e))
+        create_content(&owned_dir, &owned_name)
+            .map_err(|e| Error::io("creating a temporary file", e))
     })
     .await?;
     let mut file = tokio::fs::File::from_std(file);
@@ -293,109 +317,74 @@ async fn write_stream(dir: &Arc<DirHandle>, name: &str, body: Body) -> Result<(u
         size += chunk.len() as u64;
     }
     file.flush().await.map_err(|e| Error::io(context(), e))?;
-    file.sync_data()
-        .await
-        .map_err(|e| Error::io(context(), e))?;
-    power_loss::synced(&path);
-    Ok((size, hasher.finalize().into()))
+    Ok((file.into_std().await, size, hasher.finalize().into()))
 }
 
-/// Creates a content file and holds an exclusive `flock` on it while it is
-/// written, so that [`FsBackend::sweep`] (in any process) never takes a
-/// put that pauses for a long time for an orphan.
+/// Appends `meta`'s trailer to `file` (the file `name` in `dir`, whose
+/// content is `meta.size` bytes) and fsyncs it.
+fn seal(dir: &DirHandle, name: &str, mut file: File, meta: &ObjectMeta) -> Result<()> {
+    let path = dir.path().join(name);
+    let trailer = trailer::encode(meta);
+    file.write_all(&trailer)
+        .and_then(|()| {
+            power_loss::wrote(&path, meta.size, &trailer);
+            file.sync_data()
+        })
+        .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+    power_loss::synced(&path);
+    Ok(())
+}
+
+/// Creates a put's temporary file and holds an exclusive `flock` on it
+/// while it is written, so that [`FsBackend::sweep`] (in any process) never
+/// takes a put that pauses for a long time for an orphan.
 fn create_content(dir: &DirHandle, name: &str) -> io::Result<File> {
     let file = dir.create_new(name)?;
     file.lock()?;
     Ok(file)
 }
 
-/// Writes `bytes` to the new temporary file `name` in `dir` and fsyncs it;
-/// removes it on failure.
-fn write_synced(dir: &DirHandle, name: &str, bytes: &[u8]) -> Result<()> {
-    let path = dir.path().join(name);
-    let result = dir.create_new(name).and_then(|mut file| {
-        file.write_all(bytes)?;
-        power_loss::wrote(&path, 0, bytes);
-        file.sync_data()?;
-        power_loss::synced(&path);
-        Ok(())
-    });
-    result.map_err(|e| {
-        let _ = dir.remove(name);
-        Error::io(format!("writing {}", path.display()), e)
-    })
-}
-
-/// The commit of a put, after its content is durable: publish the sidecar
-/// under the stripe lock if the precondition holds, all within `dir`.
+/// The commit of a put, after its file `temp` is durable: under the stripe
+/// lock, if the precondition holds, rename it over the key's object file
+/// and make the rename durable, all within `dir`.
 fn commit(
     inner: &Inner,
     dir: &DirHandle,
     location: &Location,
+    temp: &str,
     meta: &ObjectMeta,
     mode: &PutMode,
-    content: &mut RemoveOnDrop,
+    guard: &mut RemoveOnDrop,
 ) -> Result<()> {
-    let dir_context = || format!("syncing {}", dir.path().display());
-    dir.sync().map_err(|e| Error::io(dir_context(), e))?;
-    let temp = location.temp_name();
-    let meta_name = location.meta_name();
-    write_synced(dir, &temp, &Sidecar::from_meta(meta).to_vec())?;
-    let published = (|| {
-        let _lock = StripeLock::acquire(&inner.locks_dir, &inner.locks, layout::stripe(&meta.key))?;
-        let current = dir.read_current(&meta_name, &meta.key)?;
-        match (mode, &current) {
-            // Something is there, whatever its version.
-            (PutMode::IfNotExists, Current::Unreadable) => {
-                return Err(Error::AlreadyExists {
-                    key: meta.key.to_string(),
-                });
-            }
-            _ => check_put_mode(&meta.key, mode, current.version().map(|c| &c.etag))?,
-        }
-        // Never publish a version whose content is gone (removed by hand,
-        // or by a sweep that misjudged a paused put).
-        let there = dir
-            .exists(&location.data_name(&meta.etag))
-            .map_err(|e| Error::io(format!("checking the content of {}", meta.key), e))?;
-        if !there {
-            return Err(Error::Backend {
-                transient: false,
-                message: format!(
-                    "the content of {} vanished before it was published",
-                    meta.key
-                ),
-                source: None,
+    let object = location.object_name();
+    let _lock = inner.locks.acquire(layout::stripe(&meta.key))?;
+    let current = dir.read_current(&object, &meta.key)?;
+    match (mode, &current) {
+        // Something is there, whatever its version.
+        (PutMode::IfNotExists, Current::Unreadable) => {
+            return Err(Error::AlreadyExists {
+                key: meta.key.to_string(),
             });
         }
-        dir.rename(&temp, &meta_name)
-            .map_err(|e| Error::io(format!("publishing {}", meta.key), e))?;
-        // Still under the lock: a writer after this one finds the rename
-        // durable, so its own commit can never be ordered before ours on
-        // disk.
-        dir.sync().map_err(|e| Error::io(dir_context(), e))?;
-        Ok(match current {
-            Current::Version(previous) => Some(previous),
-            // An unreadable version's content is left to the sweep.
-            Current::Absent | Current::Unreadable => None,
-        })
-    })();
-    let previous = match published {
-        Ok(previous) => previous,
-        Err(e) => {
-            let _ = dir.remove(&temp);
-            return Err(e);
-        }
-    };
-    content.disarm();
-    // The put is committed: a failed removal of the old version's content
-    // leaves an orphan, not a failed put.
-    if let Some(previous) = previous
-        && let Err(e) = dir.remove(&location.data_name(&previous.etag))
-    {
-        tracing::warn!(key = %meta.key, error = %e, "could not remove the previous version's content");
+        _ => check_put_mode(&meta.key, mode, current.version().map(|c| &c.etag))?,
     }
-    Ok(())
+    dir.rename(temp, &object).map_err(|e| {
+        if e.kind() == io::ErrorKind::NotFound {
+            // Removed by hand, or by a sweep that misjudged a paused put.
+            Error::Backend {
+                transient: false,
+                message: format!("the file of {} vanished before it was published", meta.key),
+                source: Some(Box::new(e)),
+            }
+        } else {
+            Error::io(format!("publishing {}", meta.key), e)
+        }
+    })?;
+    guard.disarm();
+    // Still under the lock: a writer after this one finds the rename
+    // durable, so its own commit can never be ordered before ours on disk.
+    dir.sync()
+        .map_err(|e| Error::io(format!("syncing {}", dir.path().display()), e))
 }
 
 /// What a read found: the version's metadata, the range to serve, and its
@@ -411,7 +400,18 @@ enum Content {
     File(File),
 }
 
-/// Finds the current version of `key` and opens its content, under `mode`.
+/// Reads `buf.len()` bytes of `key`'s file at `offset` under `mode`.
+fn read_in(file: &File, buf: &mut [u8], offset: u64, mode: ReadMode, key: &Key) -> Result<()> {
+    match mode {
+        ReadMode::Blocking => read_exact_at(file, buf, offset, key),
+        ReadMode::Cached => {
+            read_at(file, buf, offset, mode).map_err(|e| Error::io(format!("reading {key}"), e))
+        }
+    }
+}
+
+/// Opens the current version of `key` and reads its trailer, under `mode`;
+/// a small full read takes the whole file in one read.
 ///
 /// In [`ReadMode::Cached`] mode anything that would wait for the disk, and
 /// content larger than [`CACHED_READ_BYTES`], fails with the would-block
@@ -423,50 +423,82 @@ fn open_version(
     options: &GetOptions,
     mode: ReadMode,
 ) -> Result<Opened> {
-    for _ in 0..OPEN_ATTEMPTS {
-        let meta = read_sidecar_at(dir, &location.rel_meta(), key, mode)?.ok_or_else(|| {
-            Error::NotFound {
+    let rel = location.rel_object();
+    let file = match dir.open_read(&rel, mode) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(Error::NotFound {
                 key: key.to_string(),
-            }
-        })?;
-        options.check(key, &meta)?;
-        let range = match &options.range {
-            Some(r) => r.resolve(key, meta.size)?,
-            None => 0..meta.size,
-        };
-        let len = range.end - range.start;
-        if mode == ReadMode::Cached && len > CACHED_READ_BYTES {
-            return Err(Error::io("large read", io::ErrorKind::WouldBlock.into()));
+            });
         }
-        let file = match dir.open_read(&location.rel_data(&meta.etag), mode) {
-            Ok(file) => file,
-            // A concurrent put replaced this version: read the new sidecar.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(Error::io(format!("opening {key}"), e)),
-        };
-        let content = if len <= INLINE_READ_BYTES {
-            let mut buf = vec![0u8; len as usize];
-            match mode {
-                ReadMode::Blocking => read_exact_at(&file, &mut buf, range.start, key)?,
-                ReadMode::Cached => read_at(&file, &mut buf, range.start, mode)
-                    .map_err(|e| Error::io(format!("reading {key}"), e))?,
-            }
-            if options.range.is_none() {
-                verify(key, &meta, Sha256::digest(&buf).into())?;
-            }
-            Content::Ready(Bytes::from(buf))
-        } else {
-            Content::File(file)
-        };
+        Err(e) => return Err(Error::io(format!("opening {key}"), e)),
+    };
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io(format!("opening {key}"), e))?
+        .len();
+    let limit = match mode {
+        ReadMode::Blocking => INLINE_READ_BYTES,
+        ReadMode::Cached => CACHED_READ_BYTES,
+    };
+    let not_found = || Error::NotFound {
+        key: key.to_string(),
+    };
+    if options.range.is_none() && len <= limit {
+        let mut buf = vec![0u8; len as usize];
+        read_in(&file, &mut buf, 0, mode, key)?;
+        let decoded = trailer::decode(len, &buf, &rel).and_then(|d| match d {
+            Decoded::Meta(meta) => Ok(meta),
+            Decoded::Need(_) => unreachable_need(&rel),
+        });
+        let meta = own(decoded, key, &rel)?.ok_or_else(not_found)?;
+        options.check(key, &meta)?;
+        buf.truncate(meta.size as usize);
+        verify(key, &meta, Sha256::digest(&buf).into())?;
         return Ok(Opened {
+            range: 0..meta.size,
             meta,
-            range,
-            content,
+            content: Content::Ready(Bytes::from(buf)),
         });
     }
+    let decoded =
+        tail_meta(&file, len, &rel, mode).map_err(|e| Error::io(format!("reading {key}"), e))?;
+    let meta = own(decoded, key, &rel)?.ok_or_else(not_found)?;
+    options.check(key, &meta)?;
+    let range = match &options.range {
+        Some(r) => r.resolve(key, meta.size)?,
+        None => 0..meta.size,
+    };
+    let len = range.end - range.start;
+    if mode == ReadMode::Cached && len > CACHED_READ_BYTES {
+        return Err(Error::io("large read", io::ErrorKind::WouldBlock.into()));
+    }
+    let content = if len <= INLINE_READ_BYTES {
+        let mut buf = vec![0u8; len as usize];
+        read_in(&file, &mut buf, range.start, mode, key)?;
+        if options.range.is_none() {
+            verify(key, &meta, Sha256::digest(&buf).into())?;
+        }
+        Content::Ready(Bytes::from(buf))
+    } else {
+        Content::File(file)
+    };
+    Ok(Opened {
+        meta,
+        range,
+        content,
+    })
+}
+
+/// A whole file decoded as a tail can never need more of it; were it to,
+/// the file is not ours.
+fn unreachable_need(path: &Path) -> Result<ObjectMeta> {
     Err(Error::Backend {
-        transient: true,
-        message: format!("{key} was replaced {OPEN_ATTEMPTS} times while opening it"),
+        transient: false,
+        message: format!(
+            "corrupt object file {}: trailer past its start",
+            path.display()
+        ),
         source: None,
     })
 }
@@ -638,27 +670,21 @@ fn delete_blocking(
         // Nothing below a link is ours: the key holds no object here.
         Found::Missing | Found::Link(_) => return absent(),
     };
+    let object = location.object_name();
     let removed = {
-        let _lock = StripeLock::acquire(&inner.locks_dir, &inner.locks, layout::stripe(key))?;
-        let current = dir.read_current(&location.meta_name(), key)?;
+        let _lock = inner.locks.acquire(layout::stripe(key))?;
+        let current = dir.read_current(&object, key)?;
         if let Some(expected) = &options.if_match {
             check_if_match(key, expected, current.version().map(|c| &c.etag))?;
         }
-        if !matches!(current, Current::Absent) {
-            dir.remove(&location.meta_name())
-                .map_err(|e| Error::io(format!("removing the sidecar of {key}"), e))?;
-        }
-        current
+        !matches!(current, Current::Absent)
+            && dir
+                .remove(&object)
+                .map_err(|e| Error::io(format!("removing {key}"), e))?
     };
-    if matches!(removed, Current::Absent) {
-        return Ok(());
-    }
-    dir.sync()
-        .map_err(|e| Error::io(format!("syncing {}", dir.path().display()), e))?;
-    // An unreadable version's content is left to the sweep.
-    if let Current::Version(meta) = removed {
-        dir.remove(&location.data_name(&meta.etag))
-            .map_err(|e| Error::io(format!("removing the content of {key}"), e))?;
+    if removed {
+        dir.sync()
+            .map_err(|e| Error::io(format!("syncing {}", dir.path().display()), e))?;
     }
     Ok(())
 }
@@ -679,13 +705,13 @@ fn walk(dir: &Path, out: &mut Vec<ObjectMeta>) -> Result<()> {
             .map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
         if file_type.is_dir() && name.ends_with(DIR_SUFFIX) {
             walk(&entry.path(), out)?;
-        } else if file_type.is_file() && name.ends_with(META_SUFFIX) {
-            match read_any_sidecar(&entry.path()) {
+        } else if file_type.is_file() && name.ends_with(OBJECT_SUFFIX) {
+            match read_any_object(&entry.path()) {
                 Ok(Some(meta)) => out.push(meta),
                 Ok(None) => {}
                 // Its own key fails on read; its neighbours still list.
                 Err(e @ Error::ChecksumMismatch { .. }) => {
-                    tracing::warn!(error = %e, "an unreadable sidecar is left out of a listing");
+                    tracing::warn!(error = %e, "an unreadable object file is left out of a listing");
                 }
                 Err(e) => return Err(e),
             }
@@ -757,36 +783,45 @@ impl Backend for FsBackend {
     async fn put(&self, key: &Key, body: Body, options: PutOptions) -> Result<ObjectMeta> {
         options.validate()?;
         let location = self.location(key);
-        let etag = new_etag();
-        let name = location.data_name(&etag);
-        let inner = Arc::clone(&self.inner);
-        let of = location.clone();
-        let dir = blocking(move || object_dir(&inner, &of)).await?;
-        let mut content = RemoveOnDrop::new(Arc::clone(&dir), name.clone());
-        let (size, sha256) = match body.as_bytes().cloned() {
-            Some(data) => {
-                let (dir, name) = (Arc::clone(&dir), name.clone());
-                blocking(move || write_bytes(&dir, &name, &data)).await?
-            }
-            None => write_stream(&dir, &name, body).await?,
-        };
+        let temp = location.temp_name();
         let PutOptions {
             mode,
             content_type,
             metadata,
         } = options;
-        let meta = ObjectMeta {
-            key: key.clone(),
+        let key = key.clone();
+        let version = move |size: u64, sha256: [u8; 32]| ObjectMeta {
+            key,
             size,
-            etag,
-            last_modified: sidecar::now(),
+            etag: new_etag(),
+            last_modified: trailer::now(),
             content_type,
             metadata,
             sha256: Some(sha256),
         };
         let inner = Arc::clone(&self.inner);
+        // A body in memory is written, sealed and committed in one call on
+        // the blocking pool.
+        if let Some(data) = body.as_bytes().cloned() {
+            return blocking(move || {
+                let dir = object_dir(&inner, &location)?;
+                let mut guard = RemoveOnDrop::new(Arc::clone(&dir), temp.clone());
+                let (file, sha256) = write_bytes(&dir, &temp, &data)?;
+                let meta = version(data.len() as u64, sha256);
+                seal(&dir, &temp, file, &meta)?;
+                commit(&inner, &dir, &location, &temp, &meta, &mode, &mut guard)?;
+                Ok(meta)
+            })
+            .await;
+        }
+        let (owned, of) = (Arc::clone(&inner), location.clone());
+        let dir = blocking(move || object_dir(&owned, &of)).await?;
+        let mut guard = RemoveOnDrop::new(Arc::clone(&dir), temp.clone());
+        let (file, size, sha256) = write_stream(&dir, &temp, body).await?;
+        let meta = version(size, sha256);
         blocking(move || {
-            commit(&inner, &dir, &location, &meta, &mode, &mut content)?;
+            seal(&dir, &temp, file, &meta)?;
+            commit(&inner, &dir, &location, &temp, &meta, &mode, &mut guard)?;
             Ok(meta)
         })
         .await
@@ -841,13 +876,12 @@ impl Backend for FsBackend {
     }
 
     async fn head(&self, key: &Key) -> Result<ObjectMeta> {
-        let rel = self.location(key).rel_meta();
-        let found = match read_sidecar_at(&self.inner.dir, &rel, key, ReadMode::Cached) {
+        let rel = self.location(key).rel_object();
+        let found = match read_meta_at(&self.inner.dir, &rel, key, ReadMode::Cached) {
             Err(e) if would_block(&e) => {
                 let inner = Arc::clone(&self.inner);
                 let key = key.clone();
-                blocking(move || read_sidecar_at(&inner.dir, &rel, &key, ReadMode::Blocking))
-                    .await?
+                blocking(move || read_meta_at(&inner.dir, &rel, &key, ReadMode::Blocking)).await?
             }
             other => other?,
         };

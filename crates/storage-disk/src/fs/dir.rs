@@ -8,7 +8,7 @@
 
 use std::ffi::OsStr;
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
@@ -16,8 +16,7 @@ use rustix::fs::{AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 use storage_core::{Error, Key, Result};
 
-use super::io::{Current, MAX_SIDECAR_BYTES, ObjectDir, own};
-use super::sidecar::Sidecar;
+use super::io::{Current, ObjectDir, ReadMode, own, tail_meta};
 use crate::power_loss;
 
 /// An open directory beneath the object directory.
@@ -49,9 +48,11 @@ pub enum Found {
 }
 
 impl DirHandle {
-    /// Opens `rel_dir` beneath `objects`, one component at a time, never
-    /// following a symbolic link; with `create`, makes the missing
-    /// components, each made durable in its parent before the next.
+    /// Opens `rel_dir` beneath `objects`, never following a symbolic link:
+    /// in one `openat2(2)` call with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`
+    /// when nothing is to be made, else one component at a time with
+    /// `O_NOFOLLOW`; with `create`, makes the missing components, each made
+    /// durable in its parent before the next.
     ///
     /// # Errors
     /// The I/O error of opening or making a directory.
@@ -59,6 +60,16 @@ impl DirHandle {
         let failed = |what: &str, path: &Path, e: Errno| {
             Error::io(format!("{what} {}", path.display()), io::Error::from(e))
         };
+        // A directory this process has made durable, or one only to be
+        // read: one call when the kernel has `openat2`.
+        if !rel_dir.as_os_str().is_empty() {
+            let path = objects.path().join(rel_dir);
+            if (!create || objects.is_durable(&path))
+                && let Ok(fd) = objects.open_dir_beneath(rel_dir)
+            {
+                return Ok(Found::Dir(DirHandle { fd, path }));
+            }
+        }
         let mut path = objects.path().to_path_buf();
         let mut fd =
             open_dir(objects.fd(), OsStr::new(".")).map_err(|e| failed("opening", &path, e))?;
@@ -134,20 +145,19 @@ impl DirHandle {
         Ok(File::from(fd))
     }
 
-    /// Reads the sidecar `name` of `key` for a writer (see [`Current`]).
+    /// Reads the metadata of `key`'s object file `name` for a writer (see
+    /// [`Current`]).
     ///
     /// # Errors
-    /// [`Error::Backend`] for I/O failures and a sidecar of another key.
+    /// [`Error::Backend`] for I/O failures and an object of another key.
     pub fn read_current(&self, name: &str, key: &Key) -> Result<Current> {
         let path = self.path.join(name);
         let read = self.open_read(name).and_then(|file| {
-            let mut bytes = Vec::with_capacity(512);
-            file.take(MAX_SIDECAR_BYTES + 1).read_to_end(&mut bytes)?;
-            Ok(bytes)
+            let len = file.metadata()?.len();
+            tail_meta(&file, len, &path, ReadMode::Blocking)
         });
         match read {
-            Ok(bytes) if bytes.len() as u64 > MAX_SIDECAR_BYTES => Ok(Current::Unreadable),
-            Ok(bytes) => match own(Sidecar::parse(&bytes, &path), key, &path) {
+            Ok(parsed) => match own(parsed, key, &path) {
                 Ok(Some(meta)) => Ok(Current::Version(meta)),
                 Ok(None) => Ok(Current::Absent),
                 Err(Error::ChecksumMismatch { .. }) => Ok(Current::Unreadable),
@@ -158,16 +168,18 @@ impl DirHandle {
         }
     }
 
-    /// Whether an entry `name` exists (a link counts, and is not followed).
+    /// Opens the existing file `name` for writing, refusing a symbolic link.
     ///
     /// # Errors
-    /// The I/O error of `fstatat`, but not-found.
-    pub fn exists(&self, name: &str) -> io::Result<bool> {
-        match rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(_) => Ok(true),
-            Err(Errno::NOENT) => Ok(false),
-            Err(e) => Err(e.into()),
-        }
+    /// The I/O error of `openat`.
+    pub fn open_write(&self, name: &str) -> io::Result<File> {
+        let fd = rustix::fs::openat(
+            &self.fd,
+            name,
+            OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(File::from(fd))
     }
 
     /// Renames `from` to `to` within the directory, replacing `to`.

@@ -1,15 +1,15 @@
-//! Blocking file operations of `FsBackend`: durable writes, the lock stripes,
-//! reading sidecars and content.
+//! Blocking file operations of `FsBackend`: the lock stripes, opening
+//! beneath the object directory, reading object files' trailers and content.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 
 use storage_core::{Error, Key, ObjectMeta, Result};
 
 use super::layout::TEMP_PREFIX;
-use super::sidecar::Sidecar;
+use super::trailer::{self, Decoded, TAIL_BYTES};
 use crate::power_loss;
 
 /// Whether a directory between `base` and `dir` (inclusive) is a symbolic
@@ -51,7 +51,7 @@ pub(crate) use crate::util::sync_dir;
 /// anything: a probe file is created under one spelling and looked up under
 /// another, for case (`a`, `A`) and Unicode normalization (NFC `é`, NFD `e`
 /// then U+0301), relative to the open directory. `None` too when no probe can
-/// be created (a read-only mount): reads still check each sidecar's key
+/// be created (a read-only mount): reads still check each trailer's key
 /// ([`own`]).
 ///
 /// # Errors
@@ -90,14 +90,14 @@ pub fn name_folding(objects: &ObjectDir) -> io::Result<Option<&'static str>> {
     Ok(None)
 }
 
-/// What a key's sidecar holds, for a writer deciding a precondition.
+/// What a key's object file holds, for a writer deciding a precondition.
 #[derive(Debug)]
 pub enum Current {
-    /// No sidecar: the key holds no object.
+    /// No object file: the key holds no object.
     Absent,
     /// The key's current version.
     Version(ObjectMeta),
-    /// A sidecar that cannot be parsed: the key holds an object whose
+    /// An object file whose trailer cannot be decoded: the key holds an object whose
     /// version is unknown. An overwrite or unconditional delete replaces
     /// it; a conditional write is refused.
     Unreadable,
@@ -114,16 +114,19 @@ impl Current {
     }
 }
 
-/// Reads the sidecar at `path`, whatever key it holds (listing); `Ok(None)`
-/// when there is none.
+/// Reads the metadata of the object file at `path`, whatever key it holds
+/// (listing); `Ok(None)` when there is none.
 ///
 /// # Errors
 /// [`Error::Backend`] for I/O failures; [`Error::ChecksumMismatch`] naming
-/// the path for a sidecar that cannot be parsed.
-pub fn read_any_sidecar(path: &Path) -> Result<Option<ObjectMeta>> {
-    let mut bytes = Vec::with_capacity(512);
-    match open_read(path).and_then(|mut f| f.read_to_end(&mut bytes)) {
-        Ok(_) => Sidecar::parse(&bytes, path)
+/// the path for a trailer that cannot be decoded.
+pub fn read_any_object(path: &Path) -> Result<Option<ObjectMeta>> {
+    let read = open_read(path).and_then(|file| {
+        let len = file.metadata()?.len();
+        tail_meta(&file, len, path, ReadMode::Blocking)
+    });
+    match read {
+        Ok(parsed) => parsed
             .map(Some)
             .map_err(|e| unreadable(&path.display().to_string(), e)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -131,23 +134,51 @@ pub fn read_any_sidecar(path: &Path) -> Result<Option<ObjectMeta>> {
     }
 }
 
-/// A sidecar that cannot be parsed, as the error of reading `what`.
-fn unreadable(what: &str, e: Error) -> Error {
+/// The metadata at the end of `file`, `len` bytes long, read under `mode`:
+/// the last [`TAIL_BYTES`] first, then as many more as the footer says.
+/// The outer result is the I/O; the inner one the decoding (see
+/// [`trailer::decode`]), `path` naming the file in its errors.
+///
+/// # Errors
+/// The I/O error of a read, or [`io::ErrorKind::WouldBlock`] in cached mode
+/// (see [`read_at`]).
+pub fn tail_meta(
+    file: &File,
+    len: u64,
+    path: &Path,
+    mode: ReadMode,
+) -> io::Result<Result<ObjectMeta>> {
+    let mut want = len.min(TAIL_BYTES);
+    loop {
+        let mut tail = vec![0u8; want as usize];
+        read_at(file, &mut tail, len - want, mode)?;
+        match trailer::decode(len, &tail, path) {
+            Ok(Decoded::Meta(meta)) => return Ok(Ok(meta)),
+            // Larger than what was read, and within the file (checked).
+            Ok(Decoded::Need(more)) => want = more,
+            Err(e) => return Ok(Err(e)),
+        }
+    }
+}
+
+/// An object file whose trailer cannot be decoded, as the error of reading
+/// `what`.
+pub fn unreadable(what: &str, e: Error) -> Error {
     Error::ChecksumMismatch {
         key: what.to_string(),
-        expected: "a well-formed sidecar".into(),
+        expected: "a well-formed object file".into(),
         actual: e.to_string(),
     }
 }
 
-/// The parsed sidecar of `key` found at `path`, checked to be `key`'s: on a
+/// The decoded trailer of `key` found at `path`, checked to be `key`'s: on a
 /// file system that folds case or normalizes names (ext4 `casefold`, CIFS,
-/// APFS-like mounts), `a~meta` may be the file `A~meta`, and a read of `a`
+/// APFS-like mounts), `a~obj` may be the file `A~obj`, and a read of `a`
 /// must never return `A`'s object, nor a write of `a` replace it.
 ///
 /// # Errors
-/// [`Error::ChecksumMismatch`] naming `key` for a sidecar that cannot be
-/// parsed; a non-transient [`Error::Backend`] for a sidecar of another key.
+/// [`Error::ChecksumMismatch`] naming `key` for a trailer that cannot be
+/// decoded; a non-transient [`Error::Backend`] for an object of another key.
 pub fn own(parsed: Result<ObjectMeta>, key: &Key, path: &Path) -> Result<Option<ObjectMeta>> {
     let meta = parsed.map_err(|e| unreadable(key.as_str(), e))?;
     if meta.key != *key {
@@ -164,36 +195,78 @@ pub fn own(parsed: Result<ObjectMeta>, key: &Key, path: &Path) -> Result<Option<
     Ok(Some(meta))
 }
 
-/// An exclusive lock on one of the store's lock stripes, held until dropped.
+/// The store's 256 lock stripes: for each, a lock file `locks/<xx>.lock`,
+/// opened once per [`StripeLocks`] and kept open, behind a mutex.
 ///
-/// Each lock opens its own file description, so `flock` excludes other tasks
-/// of this process as well as other processes and other `FsBackend`s on the
-/// same root.
+/// A writer takes the stripe's mutex (excluding the other tasks of this
+/// store), then an exclusive `flock` on the stripe's file (excluding other
+/// processes, and other `FsBackend`s of this process, each of which has its
+/// own open file description).
 #[derive(Debug)]
-pub struct StripeLock {
-    _file: File,
+pub struct StripeLocks {
+    /// The open lock directory; lock files are made relative to it.
+    dir: File,
+    /// Its path, for messages.
+    path: std::path::PathBuf,
+    stripes: Vec<std::sync::Mutex<Option<File>>>,
 }
 
-impl StripeLock {
-    /// Blocks until the stripe's lock is held; the lock file is opened (or
-    /// made) relative to `locks`, the open lock directory at `path`.
+/// An exclusive lock on one stripe, held until dropped.
+#[derive(Debug)]
+pub struct StripeLock<'a> {
+    file: std::sync::MutexGuard<'a, Option<File>>,
+}
+
+impl Drop for StripeLock<'_> {
+    fn drop(&mut self) {
+        // Released before the mutex, which the guard's own drop releases.
+        if let Some(file) = self.file.as_ref() {
+            let _ = file.unlock();
+        }
+    }
+}
+
+impl StripeLocks {
+    /// The stripes of the lock directory `dir`, open, at `path`.
+    pub fn new(dir: File, path: &Path) -> Self {
+        StripeLocks {
+            dir,
+            path: path.to_path_buf(),
+            stripes: (0..256).map(|_| std::sync::Mutex::new(None)).collect(),
+        }
+    }
+
+    /// The open lock directory.
+    pub fn dir(&self) -> &File {
+        &self.dir
+    }
+
+    /// Blocks until `stripe` is held: its mutex, then its file's `flock`
+    /// (the file is opened, or made, on first use).
     ///
     /// # Errors
     /// [`Error::Backend`] when the lock file cannot be opened or locked.
-    pub fn acquire(locks: &File, path: &Path, stripe: u8) -> Result<Self> {
+    pub fn acquire(&self, stripe: u8) -> Result<StripeLock<'_>> {
         use rustix::fs::{Mode, OFlags};
+        let mut slot = self.stripes[usize::from(stripe)]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let name = format!("{stripe:02x}.lock");
-        let file = rustix::fs::openat(
-            locks,
-            name.as_str(),
-            OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o666),
-        )
-        .map(File::from)
-        .map_err(io::Error::from)
-        .and_then(|f| f.lock().map(|()| f))
-        .map_err(|e| Error::io(format!("locking {}", path.join(&name).display()), e))?;
-        Ok(StripeLock { _file: file })
+        let failed = |e| Error::io(format!("locking {}", self.path.join(&name).display()), e);
+        let file = match slot.take() {
+            Some(file) => file,
+            None => rustix::fs::openat(
+                &self.dir,
+                name.as_str(),
+                OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o666),
+            )
+            .map(File::from)
+            .map_err(|e| failed(io::Error::from(e)))?,
+        };
+        file.lock().map_err(failed)?;
+        *slot = Some(file);
+        Ok(StripeLock { file: slot })
     }
 }
 
@@ -201,7 +274,7 @@ impl StripeLock {
 ///
 /// # Errors
 /// [`Error::Backend`] naming the key on I/O failures or a file shorter than
-/// its sidecar says.
+/// its trailer says.
 pub fn read_exact_at(file: &File, buf: &mut [u8], offset: u64, key: &Key) -> Result<()> {
     file.read_exact_at(buf, offset).map_err(|e| {
         if e.kind() == io::ErrorKind::UnexpectedEof {
@@ -320,6 +393,20 @@ impl ObjectDir {
         rustix::fs::openat2(&self.fd, rel, flags, rustix::fs::Mode::empty(), resolve)
     }
 
+    /// Opens the directory `rel` beneath this one in one `openat2(2)` call
+    /// that follows no symbolic link; any error (including a kernel without
+    /// `openat2`) sends the caller to the component-by-component path.
+    pub fn open_dir_beneath(&self, rel: &Path) -> rustix::io::Result<rustix::fd::OwnedFd> {
+        use rustix::fs::{OFlags, ResolveFlags};
+        rustix::fs::openat2(
+            &self.fd,
+            rel,
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            rustix::fs::Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS,
+        )
+    }
+
     /// Opens `rel` (relative to this directory) for reading.
     pub fn open_read(&self, rel: &Path, mode: ReadMode) -> io::Result<File> {
         use rustix::fs::{OFlags, ResolveFlags};
@@ -382,13 +469,13 @@ pub fn read_at(file: &File, buf: &mut [u8], offset: u64, mode: ReadMode) -> io::
     }
 }
 
-/// Reads the sidecar of `key` at `rel` under `mode`; `Ok(None)` when there
-/// is none.
+/// Reads the metadata of `key`'s object file at `rel` under `mode`;
+/// `Ok(None)` when there is none.
 ///
 /// # Errors
-/// As [`read_sidecar`]; in cached mode, an I/O error of kind
-/// [`io::ErrorKind::WouldBlock`] when the disk is needed.
-pub fn read_sidecar_at(
+/// As [`own`]; [`Error::Backend`] for I/O failures, and in cached mode an
+/// I/O error of kind [`io::ErrorKind::WouldBlock`] when the disk is needed.
+pub fn read_meta_at(
     dir: &ObjectDir,
     rel: &Path,
     key: &Key,
@@ -396,30 +483,14 @@ pub fn read_sidecar_at(
 ) -> Result<Option<ObjectMeta>> {
     let read = dir.open_read(rel, mode).and_then(|file| {
         let len = file.metadata()?.len();
-        if len > MAX_SIDECAR_BYTES {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "sidecar is too large",
-            ));
-        }
-        let mut buf = vec![0u8; len as usize];
-        read_at(&file, &mut buf, 0, mode)?;
-        Ok(buf)
+        tail_meta(&file, len, rel, mode)
     });
     match read {
-        Ok(bytes) => own(Sidecar::parse(&bytes, rel), key, rel),
-        Err(e) if e.kind() == io::ErrorKind::InvalidData => Err(unreadable(
-            key.as_str(),
-            Error::io(format!("reading {}", rel.display()), e),
-        )),
+        Ok(parsed) => own(parsed, key, rel),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io(format!("reading {}", rel.display()), e)),
     }
 }
-
-/// Largest sidecar accepted: the key, 2 KiB of metadata and the fixed fields
-/// fit well within it.
-pub const MAX_SIDECAR_BYTES: u64 = 64 * 1024;
 
 /// Whether `err` is the would-block signal of a cached read.
 pub fn would_block(err: &Error) -> bool {

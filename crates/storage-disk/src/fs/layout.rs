@@ -7,28 +7,27 @@
 //! | file | name |
 //! |---|---|
 //! | directory for a segment | `<segment>~d` |
-//! | sidecar (the commit point) | `<segment>~meta` |
-//! | content of one version | `<segment>~v<etag>` |
-//! | temporary file | `~tmp-<random>` |
+//! | object: content, then metadata (see [`trailer`](super::trailer)) | `<segment>~obj` |
+//! | temporary file (a put's object before its commit) | `~tmp-<random>` |
 //!
 //! A segment is encoded by escaping `%` as `%25` and `~` as `%7E`; one whose
 //! encoding is longer than [`MAX_ENCODED_SEGMENT`] bytes is named
 //! `~h<sha256 of the segment, hex>` instead, so that every file name stays
 //! under the 255-byte limit of Linux file systems. Keys are never decoded from
-//! names: the sidecar holds the key.
+//! names: the trailer holds the key.
 
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
-use storage_core::{ETag, Key};
+use storage_core::Key;
 
 /// Longest encoded segment used as a name; longer ones are hashed.
 pub const MAX_ENCODED_SEGMENT: usize = 200;
 
 /// Suffix of a segment's directory.
 pub const DIR_SUFFIX: &str = "~d";
-/// Suffix of a sidecar.
-pub const META_SUFFIX: &str = "~meta";
+/// Suffix of an object file.
+pub const OBJECT_SUFFIX: &str = "~obj";
 /// Prefix of temporary files.
 pub const TEMP_PREFIX: &str = "~tmp-";
 
@@ -58,25 +57,14 @@ impl Location {
         }
     }
 
-    /// The sidecar's path relative to the object directory.
-    pub fn rel_meta(&self) -> PathBuf {
-        self.rel_dir.join(format!("{}{META_SUFFIX}", self.name))
+    /// The object file's path relative to the object directory.
+    pub fn rel_object(&self) -> PathBuf {
+        self.rel_dir.join(self.object_name())
     }
 
-    /// The content's path relative to the object directory.
-    pub fn rel_data(&self, etag: &ETag) -> PathBuf {
-        self.rel_dir
-            .join(format!("{}~v{}", self.name, etag.as_str()))
-    }
-
-    /// The sidecar's file name.
-    pub fn meta_name(&self) -> String {
-        format!("{}{META_SUFFIX}", self.name)
-    }
-
-    /// The file name of the content written with `etag`.
-    pub fn data_name(&self, etag: &ETag) -> String {
-        format!("{}~v{}", self.name, etag.as_str())
+    /// The object file's name.
+    pub fn object_name(&self) -> String {
+        format!("{}{OBJECT_SUFFIX}", self.name)
     }
 
     /// A fresh temporary file name.
@@ -122,7 +110,7 @@ mod tests {
 
     #[test]
     fn segments_cannot_collide_with_our_suffixes() {
-        assert_eq!(encode_segment("a~meta"), "a%7Emeta");
+        assert_eq!(encode_segment("a~obj"), "a%7Eobj");
         assert_eq!(encode_segment("100%"), "100%25");
         assert_eq!(encode_segment("plain.txt"), "plain.txt");
     }
@@ -132,8 +120,7 @@ mod tests {
         let key = Key::new("x".repeat(1024)).expect("valid key");
         let location = Location::of(Path::new("/r"), &key);
         assert!(location.name.starts_with("~h"));
-        let etag = ETag::new("0".repeat(32));
-        assert!(location.data_name(&etag).len() < 255);
+        assert!(location.object_name().len() < 255);
     }
 
     #[test]
@@ -141,6 +128,6 @@ mod tests {
         let key = Key::new("a/b~/c").expect("valid key");
         let location = Location::of(Path::new("/r"), &key);
         assert_eq!(location.dir, Path::new("/r/a~d/b%7E~d"));
-        assert_eq!(location.meta_name(), "c~meta");
+        assert_eq!(location.object_name(), "c~obj");
     }
 }

@@ -4,8 +4,9 @@ mod backend;
 mod dir;
 mod io;
 mod layout;
-mod sidecar;
+mod migrate;
 mod sweep;
+mod trailer;
 
 pub use backend::FsBackend;
 pub use sweep::{DEFAULT_SWEEP_AGE, SweepReport};

@@ -1,18 +1,19 @@
-//! Orphans: content and temporary files that no sidecar names, left behind
-//! by a crash during a put, by a failed removal of an old version, or by an
-//! overwrite of an unreadable sidecar.
+//! Orphans: temporary files that were never published, left behind by a
+//! crash during a put; and content files of the first format
+//! (`<segment>~v<etag>`) that the conversion did not turn into objects
+//! (older versions, or leftovers of an interrupted conversion), except
+//! beside an object file that cannot be decoded, whose version is unknown.
 //!
-//! A put writes its content file before it publishes the sidecar naming it,
-//! so a content file that no sidecar names may belong to a put still under
-//! way: the sweep skips files a put holds an `flock` on (held while the
-//! content is written, however long the body pauses), and removes only
-//! files unchanged for longer than its age limit (a put publishes its
-//! content within moments of closing it). A put whose content vanished
-//! anyway fails instead of publishing it. The content files of a key whose
-//! sidecar cannot be parsed are all kept, since its version is unknown.
+//! A put writes its object to a temporary file before it renames it into
+//! place, so a temporary file may belong to a put still under way: the
+//! sweep skips files a put holds an `flock` on (held while the object is
+//! written, however long the body pauses), and removes only files unchanged
+//! for longer than its age limit (a put publishes its file within moments
+//! of closing it). A put whose file vanished anyway fails instead of
+//! publishing it. The sweep also reports object files whose trailer cannot
+//! be decoded.
 
-use std::collections::HashMap;
-use std::io::Read;
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -20,9 +21,9 @@ use rustix::fs::FileType;
 use storage_core::{Error, Result};
 
 use super::dir::{DirHandle, Found};
-use super::io::{MAX_SIDECAR_BYTES, ObjectDir};
-use super::layout::{DIR_SUFFIX, META_SUFFIX, TEMP_PREFIX};
-use super::sidecar::Sidecar;
+use super::io::{ObjectDir, ReadMode, tail_meta};
+use super::layout::{DIR_SUFFIX, OBJECT_SUFFIX, TEMP_PREFIX};
+use super::migrate::LEGACY_CONTENT_INFIX;
 
 /// Age past which [`FsBackend::new`](super::FsBackend::new) sweeps orphans
 /// in the background: one hour.
@@ -31,19 +32,13 @@ pub const DEFAULT_SWEEP_AGE: Duration = Duration::from_secs(3600);
 /// What a sweep found and removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SweepReport {
-    /// Orphaned content and temporary files removed.
+    /// Orphaned files removed.
     pub files_removed: u64,
     /// Their size in bytes.
     pub bytes_removed: u64,
-    /// Sidecars that cannot be parsed (their keys fail to read with
-    /// `ChecksumMismatch`; their content files are kept).
-    pub unreadable_sidecars: Vec<PathBuf>,
-}
-
-/// What a directory's sidecar says of the content files beside it.
-enum Named {
-    Etag(String),
-    Unknown,
+    /// Object files whose trailer cannot be decoded (their keys fail to
+    /// read with `ChecksumMismatch`; they are kept, for a person to look at).
+    pub unreadable_objects: Vec<PathBuf>,
 }
 
 /// Sweeps the object directory and every object directory below it,
@@ -52,7 +47,7 @@ enum Named {
 /// `older_than`.
 ///
 /// # Errors
-/// The I/O error of listing a directory or reading a sidecar.
+/// The I/O error of listing a directory or reading a trailer.
 pub(crate) fn sweep_blocking(objects: &ObjectDir, older_than: Duration) -> Result<SweepReport> {
     let mut report = SweepReport::default();
     let now = SystemTime::now();
@@ -86,52 +81,43 @@ pub(crate) fn sweep_blocking(objects: &ObjectDir, older_than: Duration) -> Resul
         let dir = std::sync::Arc::new(dir);
         let listing = |e| Error::io(format!("sweeping {}", dir.path().display()), e);
         let entries = dir.entries().map_err(listing)?;
-        let mut named: HashMap<String, Named> = HashMap::new();
+        // Segments whose object file cannot be decoded: the content files
+        // of the first format beside them are kept (see the module docs).
+        let mut unreadable: HashSet<String> = HashSet::new();
         for (name, kind) in &entries {
-            let Some(segment) = name.strip_suffix(META_SUFFIX) else {
+            if *kind == FileType::Directory && name.ends_with(DIR_SUFFIX) {
+                pending.push((std::sync::Arc::clone(&dir), name.clone()));
+                continue;
+            }
+            let Some(segment) = name.strip_suffix(OBJECT_SUFFIX) else {
                 continue;
             };
             if *kind != FileType::RegularFile {
                 continue;
             }
             let path = dir.path().join(name);
-            let bytes = match dir.open_read(name).and_then(|file| {
-                let mut bytes = Vec::new();
-                file.take(MAX_SIDECAR_BYTES + 1).read_to_end(&mut bytes)?;
-                Ok(bytes)
-            }) {
-                Ok(bytes) => bytes,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
-            };
-            let parsed = (bytes.len() as u64 <= MAX_SIDECAR_BYTES)
-                .then(|| Sidecar::parse(&bytes, &path).ok())
-                .flatten();
-            let what = match parsed {
-                Some(meta) => Named::Etag(meta.etag.as_str().to_string()),
-                None => {
-                    report.unreadable_sidecars.push(path);
-                    Named::Unknown
+            let read = dir.open_read(name).and_then(|file| {
+                let len = file.metadata()?.len();
+                tail_meta(&file, len, &path, ReadMode::Blocking)
+            });
+            match read {
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) => {
+                    unreadable.insert(segment.to_string());
+                    report.unreadable_objects.push(path);
                 }
-            };
-            named.insert(segment.to_string(), what);
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
+            }
         }
         for (name, kind) in entries {
-            if kind == FileType::Directory && name.ends_with(DIR_SUFFIX) {
-                pending.push((std::sync::Arc::clone(&dir), name));
-                continue;
-            }
             if kind != FileType::RegularFile {
                 continue;
             }
             let orphan = if name.starts_with(TEMP_PREFIX) {
                 true
-            } else if let Some((segment, etag)) = name.rsplit_once("~v") {
-                match named.get(segment) {
-                    Some(Named::Etag(current)) => current != etag,
-                    Some(Named::Unknown) => false,
-                    None => true,
-                }
+            } else if let Some((segment, _)) = name.rsplit_once(LEGACY_CONTENT_INFIX) {
+                !name.ends_with(OBJECT_SUFFIX) && !unreadable.contains(segment)
             } else {
                 false
             };
@@ -145,7 +131,7 @@ pub(crate) fn sweep_blocking(objects: &ObjectDir, older_than: Duration) -> Resul
             if age < older_than {
                 continue;
             }
-            // A put still writing holds a lock on its content file.
+            // A put still writing holds a lock on its temporary file.
             let Ok(held) = dir.open_read(&name) else {
                 continue;
             };

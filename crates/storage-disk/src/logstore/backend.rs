@@ -353,63 +353,52 @@ fn blob_stream(
     .boxed()
 }
 
-#[async_trait]
-impl Backend for LogStore {
-    fn name(&self) -> &str {
-        "logstore"
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            conditional_put: true,
-            conditional_delete: true,
-            change_feed: true,
-            presigned_urls: self.presigner().is_some(),
-            checksums: true,
-            unique_etags: true,
-            atomic_promote: true,
-            ..Capabilities::none(Locality::Local)
+impl LogStore {
+    /// A get served from a record already in memory (the writer's tail or
+    /// a mapped segment), without waiting for anything; `None` when the
+    /// value is a blob or its record must be read from the file.
+    ///
+    /// # Errors
+    /// As [`Backend::get`].
+    fn get_at_hand(&self, key: &Key, options: &GetOptions) -> Result<Option<GetResult>> {
+        let entry = self.entry(key)?;
+        let location = &entry.location;
+        if location.blob().is_some() {
+            return Ok(None);
         }
-    }
-
-    /// A URL of the configured [`LocalPresigner`]
-    /// ([`LogStore::with_presigner`]); [`Error::Unsupported`] without one.
-    async fn presign(
-        &self,
-        method: PresignMethod,
-        key: &Key,
-        expires_in: std::time::Duration,
-    ) -> Result<String> {
-        crate::util::presign(self, self.presigner(), method, key, expires_in)
-    }
-
-    /// A stat of the root directory.
-    async fn health(&self) -> Result<()> {
-        crate::util::root_health(&self.shared.dir).await
-    }
-
-    async fn put(&self, key: &Key, body: Body, options: PutOptions) -> Result<ObjectMeta> {
-        options.validate()?;
-        let mut guard = RemoveOnDrop::default();
-        let (value, _, sha256) = self.value_of(body, &mut guard).await?;
-        let meta = RecordMeta {
-            content_type: options.content_type,
-            metadata: options.metadata,
+        // As on the waiting path: the writer's own bytes are served as
+        // they are; a record read back from a segment is checked against
+        // its CRC32C on a full read.
+        let record = match &location.tail {
+            Some(tail) => Bytes::clone(tail),
+            None => match location.segment.mapped(location.offset, location.len) {
+                Some(record) if options.range.is_some() || crc_ok(&record) => record,
+                Some(_) => return Err(integrity_error(key, "CRC32C")),
+                None => return Ok(None),
+            },
         };
-        let op = Op::Put {
-            key: key.clone(),
-            mode: options.mode,
-            meta: (!meta.is_empty()).then(|| Arc::new(meta)),
-            value,
-            sha256,
-            modified_ms: now_ms(),
+        if options.is_conditional() {
+            options.check(key, &entry.object_meta(key, &self.shared.epochs, None))?;
+        }
+        let size = entry.size();
+        let range = match &options.range {
+            Some(r) => r.resolve(key, size)?,
+            None => 0..size,
         };
-        // From here the writer owns the blob: it removes it if the put loses.
-        guard.disarm();
-        put_reply(self.request(op).await?)
+        let sha256 = trailer_sha256(&entry, &record, key)?;
+        let start = location.value_offset + range.start;
+        let bytes = record.slice(start as usize..(start + range.end - range.start) as usize);
+        let meta = entry.object_meta(key, &self.shared.epochs, Some(sha256));
+        let body = stream::once(async move { Ok(bytes) }).boxed();
+        Ok(Some(GetResult::new(meta, range, body)))
     }
 
-    async fn get(&self, key: &Key, options: GetOptions) -> Result<GetResult> {
+    /// A get that may wait: for a blob, or a record read from its segment
+    /// file.
+    ///
+    /// # Errors
+    /// As [`Backend::get`].
+    async fn get_waiting(&self, key: &Key, options: GetOptions) -> Result<GetResult> {
         for _ in 0..READ_ATTEMPTS {
             let entry = self.entry(key)?;
             if options.is_conditional() {
@@ -495,6 +484,72 @@ impl Backend for LogStore {
             message: format!("{key} was replaced {READ_ATTEMPTS} times while reading it"),
             source: None,
         })
+    }
+}
+
+#[async_trait]
+impl Backend for LogStore {
+    fn name(&self) -> &str {
+        "logstore"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            conditional_put: true,
+            conditional_delete: true,
+            change_feed: true,
+            presigned_urls: self.presigner().is_some(),
+            checksums: true,
+            unique_etags: true,
+            atomic_promote: true,
+            ..Capabilities::none(Locality::Local)
+        }
+    }
+
+    /// A URL of the configured [`LocalPresigner`]
+    /// ([`LogStore::with_presigner`]); [`Error::Unsupported`] without one.
+    async fn presign(
+        &self,
+        method: PresignMethod,
+        key: &Key,
+        expires_in: std::time::Duration,
+    ) -> Result<String> {
+        crate::util::presign(self, self.presigner(), method, key, expires_in)
+    }
+
+    /// A stat of the root directory.
+    async fn health(&self) -> Result<()> {
+        crate::util::root_health(&self.shared.dir).await
+    }
+
+    async fn put(&self, key: &Key, body: Body, options: PutOptions) -> Result<ObjectMeta> {
+        options.validate()?;
+        let mut guard = RemoveOnDrop::default();
+        let (value, _, sha256) = self.value_of(body, &mut guard).await?;
+        let meta = RecordMeta {
+            content_type: options.content_type,
+            metadata: options.metadata,
+        };
+        let op = Op::Put {
+            key: key.clone(),
+            mode: options.mode,
+            meta: (!meta.is_empty()).then(|| Arc::new(meta)),
+            value,
+            sha256,
+            modified_ms: now_ms(),
+        };
+        // From here the writer owns the blob: it removes it if the put loses.
+        guard.disarm();
+        put_reply(self.request(op).await?)
+    }
+
+    async fn get(&self, key: &Key, options: GetOptions) -> Result<GetResult> {
+        // Most reads find their record in memory or mapped: they are served
+        // without awaiting, and only the others pay for the larger future.
+        if let Some(result) = self.get_at_hand(key, &options)? {
+            return Ok(result);
+        }
+        Box::pin(self.get_waiting(key, options)).await
     }
 
     async fn head(&self, key: &Key) -> Result<ObjectMeta> {
