@@ -176,10 +176,39 @@ enum Decided {
     },
 }
 
+/// How long the writer polls for the next request after a commit before it
+/// sleeps: a writer that puts again as soon as its put is answered is back
+/// within tens of microseconds, and finding its request without a futex
+/// wake-up saves about as much per put (1 writer on the 2-core test
+/// machine: 0.70× to 0.79× the raw append + `fdatasync` loop, means of 4
+/// interleaved runs). An idle store pays it once per commit, and a busy one
+/// never, its next batch being queued already.
+const POLL_BEFORE_SLEEP: std::time::Duration = std::time::Duration::from_micros(60);
+
+/// The next request: polled for [`POLL_BEFORE_SLEEP`], then waited for.
+fn next_request(
+    requests: &Receiver<Request>,
+) -> std::result::Result<Request, std::sync::mpsc::RecvError> {
+    let start = std::time::Instant::now();
+    loop {
+        match requests.try_recv() {
+            Ok(request) => return Ok(request),
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                return Err(std::sync::mpsc::RecvError);
+            }
+            Err(std::sync::mpsc::TryRecvError::Empty) => {}
+        }
+        if start.elapsed() >= POLL_BEFORE_SLEEP {
+            return requests.recv();
+        }
+        std::hint::spin_loop();
+    }
+}
+
 impl Writer {
     /// Runs until every sender is gone or a close request arrives.
     pub fn run(mut self, requests: Receiver<Request>) {
-        while let Ok(first) = requests.recv() {
+        while let Ok(first) = next_request(&requests) {
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
                 match requests.try_recv() {
