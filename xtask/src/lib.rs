@@ -143,6 +143,18 @@ mod full {
         }
     }
 
+    /// The manifest of the xtask package to build the full binary from: the
+    /// one `cargo run` names in `CARGO_MANIFEST_DIR` when it starts this
+    /// process (`runtime_dir`), so that a binary built from another checkout
+    /// sharing the target directory still builds this checkout's; the
+    /// directory compiled in when started some other way.
+    fn xtask_manifest(runtime_dir: Option<OsString>) -> std::path::PathBuf {
+        runtime_dir
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())
+            .join("Cargo.toml")
+    }
+
     /// Runs this command line again through `cargo run` with the `full`
     /// feature when it needs it, returning its exit code; `None` when this
     /// build can run it. Only then do the cloud SDKs and the benchmark
@@ -154,12 +166,13 @@ mod full {
             return None;
         }
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+        let manifest = xtask_manifest(std::env::var_os("CARGO_MANIFEST_DIR"));
         eprintln!(
             "cargo xtask: this command needs the cloud backends; building xtask with `--features full` ..."
         );
         let status = std::process::Command::new(cargo)
-            .args(["run", "--quiet", "--release", "--manifest-path", manifest])
+            .args(["run", "--quiet", "--release", "--manifest-path"])
+            .arg(&manifest)
             .args(["--features", "full", "--bin", "xtask-full", "--"])
             .args(&args)
             .status();
@@ -175,7 +188,19 @@ mod full {
 
     #[cfg(test)]
     mod tests {
-        use super::needs_full;
+        use super::{needs_full, xtask_manifest};
+
+        #[test]
+        fn the_manifest_is_the_checkout_cargo_ran_from() {
+            assert_eq!(
+                xtask_manifest(Some("/elsewhere/xtask".into())),
+                std::path::Path::new("/elsewhere/xtask/Cargo.toml")
+            );
+            assert_eq!(
+                xtask_manifest(None),
+                std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
+            );
+        }
 
         fn line(args: &str) -> Vec<std::ffi::OsString> {
             args.split_whitespace().map(Into::into).collect()
